@@ -1,0 +1,67 @@
+"""Result types shared by every TEE: what a verification proved and what a validation found."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from contrast.errors import ContrastError, EvidenceError, PolicyError
+
+Tee = Literal["snp", "tdx"]
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One mismatch between evidence and reference values (or one evidence defect)."""
+
+    code: str  # ``policy.<reason>`` or ``evidence.<reason>``
+    field: str  # JSON-path-like name of the checked field, e.g. ``MEASUREMENT`` or ``MinimumTCB.SNPVersion``
+    expected: str = ""
+    got: str = ""
+    message: str = ""
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What authentic evidence says about the workload, in a TEE-neutral form.
+
+    ``policy_hash`` is the workload identity: SNP ``HOST_DATA`` or TDX ``MR_CONFIG_ID[0:32]``; it comes only from
+    verified evidence, never from a request field.
+    """
+
+    tee: Tee
+    platform: str  # product line / platform name: "Milan", "Genoa", "Turin", "TDX", "Emulated-SNP", ...
+    policy_hash: bytes  # 32 bytes
+    report_data: bytes  # 64 bytes
+    measurement: bytes  # SNP MEASUREMENT (48) or TDX MRTD (48)
+    tcb: dict[str, str] = {}  # human-readable TCB facts (component SVNs, TCB status)
+    details: dict[str, str] = {}  # further decoded, verified facts (chip id, RTMRs, FMSPC, ...)
+
+
+class ValidationResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of validating verified evidence. There is no ``__bool__`` on purpose: read ``accepted``."""
+
+    accepted: bool
+    claims: Claims
+    findings: tuple[Finding, ...] = ()
+    matched_reference: int | None = None  # index of the reference-value set that accepted, if any
+
+    def __bool__(self) -> bool:  # pragma: no cover - guard against `if result:`
+        raise TypeError("ValidationResult has no truth value; read .accepted")
+
+    def require(self) -> Claims:
+        """Return the claims if accepted, else raise the first finding as a typed error."""
+        if self.accepted:
+            return self.claims
+        raise first_error(self.findings)
+
+
+def first_error(findings: tuple[Finding, ...]) -> ContrastError:
+    """The error for the first finding; ``policy.no_reference_values`` if there are none."""
+    if not findings:
+        return PolicyError("no_reference_values", "no reference values matched and none were reported")
+    f = findings[0]
+    family, _, reason = f.code.partition(".")
+    text = f.message or f"{f.field}: expected {f.expected or '?'}, got {f.got or '?'}"
+    if family == "evidence":
+        return EvidenceError(reason, text)
+    return PolicyError(reason or "mismatch", text)

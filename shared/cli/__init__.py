@@ -1,0 +1,1 @@
+"""The ``contrast`` command-line interface."""
