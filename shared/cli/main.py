@@ -1,7 +1,57 @@
-"""Entry point of the ``contrast`` command."""
+"""Entry point of the ``contrast`` command.
+
+Each subcommand lives in its own module under ``contrast.cli`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` (``Callable[[argparse.Namespace], int]``) as a default. Add a command by adding its
+module name to ``COMMANDS``; modules are imported lazily so that ``contrast --help`` stays fast.
+
+Exit codes shared by every command: 0 success/accepted, 1 rejected/refused (the reason is printed), 2 usage or
+I/O error.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+COMMANDS: tuple[str, ...] = (
+    "contrast.cli.evidence",
+    "contrast.cli.generate",
+    "contrast.cli.run",
+    "contrast.cli.serve",
+)
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # argparse itself exits with 2 (EXIT_USAGE) on a usage error.
+    parser = argparse.ArgumentParser(
+        prog="contrast", description="Contrast: attested confidential Kubernetes deployments."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(name)
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = module.register
+        register(sub)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("contrast: no commands yet")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""TEE-neutral evidence: the wire bundle, one entry point to verify it, and the peer-statement check.
+
+An :class:`Evidence` bundle is what an initializer or a Coordinator replica sends: the raw SNP report or
+TDX quote, plus whatever collateral it could gather (SNP: VCEK/VLEK, ASK/ASVK, ARK and a CRL; TDX: PCS
+collateral).
+Nothing in it is trusted because it was supplied: every certificate is checked against the pinned roots.
+
+:func:`verify_evidence` dispatches on ``tee`` to the SNP or TDX library and returns a
+:class:`~contrast.attest.result.ValidationResult`. Broken evidence comes back as a rejected result with an
+``evidence.*`` finding; reference-value mismatches come back with ``policy.*`` findings. It does no I/O.
+
+:func:`verify_peer` implements ``docs/protocol.md`` §1: it checks that a peer's evidence is authentic,
+chains to the same kind of root as our own, runs the same launch measurement as ours, has an allowed policy
+hash, and binds the expected REPORT_DATA. Peers are Coordinator replicas answering a joiner or an initializer.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Collection
+from datetime import datetime
+from typing import Annotated, Final
+
+import msgspec
+
+from contrast.attest.refvalues import ReferenceValues
+from contrast.attest.result import Claims, Finding, Tee, ValidationResult
+from contrast.attest.snp import validate as snp_validate
+from contrast.attest.snp import verify as snp_verify
+from contrast.attest.tdx import validate as tdx_validate
+from contrast.attest.tdx.trust import TdxRoots
+from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
+from contrast.errors import CollateralError, EvidenceError, PolicyError
+
+MAX_REPORT_BYTES: Final = 16 * 1024  # SNP reports are 1184 bytes; TDX quotes with PEM chains stay < 8 KiB
+MAX_CERT_BYTES: Final = 16 * 1024
+MAX_CERTS: Final = 4
+MAX_CRL_BYTES: Final = 256 * 1024
+
+# The launch-measurement details that must match between peers, besides ``Claims.measurement``. TDX RTMR3 is
+# extended at run time by the workload, so it legitimately differs between replicas.
+_PEER_MEASUREMENT_DETAILS: Final[dict[Tee, tuple[str, ...]]] = {
+    "snp": (),
+    "tdx": ("rtmr0", "rtmr1", "rtmr2", "mr_seam"),
+}
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Hardware evidence as it travels: the report or quote, and the collateral that came with it."""
+
+    tee: Tee
+    report: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_REPORT_BYTES)]
+    # SNP: VCEK/VLEK, ASK/ASVK, ARK as DER, any order (the verifier builds the chain). Empty for TDX, whose
+    # quote embeds its PCK chain.
+    certs: Annotated[
+        list[Annotated[bytes, msgspec.Meta(max_length=MAX_CERT_BYTES)]], msgspec.Meta(max_length=MAX_CERTS)
+    ] = []
+    crl: Annotated[bytes, msgspec.Meta(max_length=MAX_CRL_BYTES)] | None = None
+    tdx_collateral: TdxCollateral | None = None
+
+
+def _rejected(tee: Tee, code: str, field: str, message: str) -> ValidationResult:
+    claims = Claims(tee=tee, platform="", policy_hash=b"", report_data=b"", measurement=b"")
+    return ValidationResult(
+        accepted=False, claims=claims, findings=(Finding(code=code, field=field, message=message),)
+    )
+
+
+class EvidenceVerifier:
+    """Verifies evidence against reference values, keeping the chain and collateral caches warm.
+
+    One instance per process; it is safe to share between coroutines. It does no I/O.
+    """
+
+    def __init__(self) -> None:
+        self._snp_cache = snp_verify.ChainCache()
+
+    def verify(
+        self,
+        evidence: Evidence,
+        references: ReferenceValues,
+        *,
+        expected_report_data: bytes,
+        now: datetime,
+    ) -> ValidationResult:
+        """Verify ``evidence`` and validate it against every reference-value set for its TEE."""
+        if len(expected_report_data) != 64:
+            raise ValueError("expected_report_data must be 64 bytes")
+        if evidence.tee == "snp":
+            if not references.snp:
+                return _rejected("snp", "policy.no_reference_values", "ReferenceValues.snp", "no SNP values")
+            return snp_validate.verify_and_validate(
+                evidence.report,
+                evidence.certs,
+                evidence.crl,
+                references.snp,
+                expected_report_data,
+                now,
+                cache=self._snp_cache,
+            )
+        if not references.tdx:
+            return _rejected("tdx", "policy.no_reference_values", "ReferenceValues.tdx", "no TDX values")
+        return tdx_validate.verify_and_validate(
+            evidence.report, evidence.tdx_collateral, references.tdx, expected_report_data, now
+        )
+
+    def authenticate(self, evidence: Evidence, *, emulator_root: str | None, now: datetime) -> Claims:
+        """Check authenticity only (signature, chain to the pinned root, collateral signatures), no policy.
+
+        ``emulator_root`` (hex SHA-256) trusts that emulator root *instead of* the vendor roots; ``None``
+        trusts only the vendor roots. Raises :class:`EvidenceError` or :class:`CollateralError`.
+        """
+        if evidence.tee == "snp":
+            roots = frozenset({bytes.fromhex(emulator_root)}) if emulator_root else frozenset()
+            options = snp_verify.SnpVerifyOptions(now=now, emulator_roots=roots)
+            verified = snp_verify.verify_report(
+                evidence.report, evidence.certs, evidence.crl, options, self._snp_cache
+            )
+            if emulator_root is not None and not verified.chain.emulated:
+                raise EvidenceError("root_mismatch", "expected an emulated peer, got a vendor-rooted one")
+            return snp_validate.claims_of(verified)
+        tdx_roots = TdxRoots.emulated(emulator_root) if emulator_root else TdxRoots.intel()
+        verifier: TdxVerifier = tdx_validate.shared_verifier(tdx_roots)
+        quote = verifier.verify(evidence.report, collateral=evidence.tdx_collateral, now=now)
+        return tdx_validate.claims_of(quote)
+
+
+class OwnIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """What a process knows about itself from its own evidence; the yardstick for its peers."""
+
+    tee: Tee
+    measurement: bytes
+    policy_hash: bytes
+    measurement_details: dict[str, str] = {}
+    emulator_root: str | None = None  # hex SHA-256 of our emulator root; None on real hardware
+
+    @classmethod
+    def from_claims(cls, claims: Claims, *, emulator_root: str | None) -> OwnIdentity:
+        keys = _PEER_MEASUREMENT_DETAILS[claims.tee]
+        return cls(
+            tee=claims.tee,
+            measurement=claims.measurement,
+            policy_hash=claims.policy_hash,
+            measurement_details={k: claims.details[k] for k in keys if k in claims.details},
+            emulator_root=emulator_root,
+        )
+
+
+def verify_peer(
+    verifier: EvidenceVerifier,
+    peer: Evidence,
+    own: OwnIdentity,
+    *,
+    allowed_policy_hashes: Collection[bytes],
+    expected_report_data: bytes,
+    now: datetime,
+) -> Claims:
+    """Check a peer's evidence as ``docs/protocol.md`` §1 says; return its claims or raise a typed error.
+
+    The peer must use our TEE and our kind of root, run our launch measurement, have one of
+    ``allowed_policy_hashes``, and bind ``expected_report_data``.
+    """
+    if not allowed_policy_hashes:
+        raise PolicyError("no_reference_values", "no allowed peer policy hash is configured")
+    if peer.tee != own.tee:
+        raise PolicyError("tee_mismatch", f"peer evidence is {peer.tee}, ours is {own.tee}")
+    try:
+        claims = verifier.authenticate(peer, emulator_root=own.emulator_root, now=now)
+    except CollateralError as e:
+        raise EvidenceError("collateral_missing", f"peer evidence lacks collateral: {e.message}") from e
+    if not hmac.compare_digest(claims.measurement, own.measurement):
+        raise PolicyError("measurement_mismatch", "the peer runs another launch measurement than ours")
+    for key, value in own.measurement_details.items():
+        if claims.details.get(key) != value:
+            raise PolicyError("measurement_mismatch", f"the peer's {key} differs from ours")
+    if not any(hmac.compare_digest(claims.policy_hash, h) for h in allowed_policy_hashes):
+        raise PolicyError("policy_unknown", f"peer policy hash {claims.policy_hash.hex()} is not allowed")
+    if not hmac.compare_digest(claims.report_data, expected_report_data):
+        raise PolicyError("report_data_mismatch", "the peer's REPORT_DATA does not bind this exchange")
+    return claims

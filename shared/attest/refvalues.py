@@ -1,0 +1,31 @@
+"""The manifest's ``ReferenceValues``: what evidence of each TEE must show to be accepted.
+
+JSON keys are exactly ``snp`` and ``tdx``; each holds a list of alternative reference-value sets, and
+validation accepts evidence when one set of its TEE matches (reporting every finding otherwise). An empty list
+for a TEE means evidence of that TEE is never accepted.
+
+Emulated platforms are insecure by construction. One manifest never mixes them with real platforms: a
+``ReferenceValues`` whose ``snp`` list names ``Emulated-SNP`` next to a real SNP platform fails to decode.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contrast.attest.snp.reference import EMULATED_PLATFORM as SNP_EMULATED_PLATFORM
+from contrast.attest.snp.reference import SnpReferenceValues
+from contrast.attest.tdx.reference import TdxReferenceValues
+
+__all__ = ["ReferenceValues", "SnpReferenceValues", "TdxReferenceValues"]
+
+
+class ReferenceValues(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    snp: list[SnpReferenceValues] = []
+    tdx: list[TdxReferenceValues] = []
+
+    def __post_init__(self) -> None:
+        emulated = {rv.Platform == SNP_EMULATED_PLATFORM for rv in self.snp}
+        if len(emulated) > 1:
+            raise ValueError(
+                f"snp: the insecure platform {SNP_EMULATED_PLATFORM!r} must not be mixed with real platforms"
+            )

@@ -1,0 +1,290 @@
+"""Policy: compare a *verified* SNP report with the manifest's SNP reference values. No I/O.
+
+``validate`` accepts only a :class:`~contrast.attest.snp.verify.VerifiedSnpReport`, so unverified bytes
+cannot be validated. It tries each reference-value set in order and accepts with the first that matches;
+otherwise it rejects with *every* finding of every set (fields prefixed ``snp[i].``). The semantics of each
+reference value are documented in :mod:`contrast.attest.snp.reference`.
+
+:func:`verify_and_validate` is the one call the verifier service makes: an evidence failure comes back as a
+rejected result with one ``evidence.*`` finding (and empty claims), never as an exception, so that the service
+can sign a negative verdict for it.
+
+Checks we chose not to make: GUEST_SVN, FAMILY_ID, IMAGE_ID and AUTHOR_KEY_DIGEST are not compared (Contrast
+pins the launch measurement and, optionally, the ID key; the ID block's SVN and ids are the ID-key owner's
+business); REPORT_ID/REPORT_ID_MA are per-launch identifiers with nothing to compare against.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from contrast.attest.result import Claims, Finding, ValidationResult
+from contrast.attest.snp import abi, reference
+from contrast.attest.snp.kds import Product
+from contrast.attest.snp.reference import SnpReferenceValues
+from contrast.attest.snp.verify import ChainCache, SnpVerifyOptions, VerifiedSnpReport, verify_report
+from contrast.errors import EvidenceError
+
+
+class _AnyReportData:
+    """Sentinel: the caller explicitly does not check REPORT_DATA (CLI inspection only, never a service)."""
+
+    def __repr__(self) -> str:
+        return "ANY_REPORT_DATA"
+
+
+ANY_REPORT_DATA: Final = _AnyReportData()
+
+_PLATFORM_BITS = (
+    ("SMTEnabled", abi.PLATFORM_SMT_EN),
+    ("TSMEEnabled", abi.PLATFORM_TSME_EN),
+    ("ECCEnabled", abi.PLATFORM_ECC_EN),
+    ("RAPLDisabled", abi.PLATFORM_RAPL_DIS),
+    ("CiphertextHidingDRAMEnabled", abi.PLATFORM_CIPHERTEXT_HIDING_DRAM_EN),
+    ("AliasCheckComplete", abi.PLATFORM_ALIAS_CHECK_COMPLETE),
+    ("TIOEnabled", abi.PLATFORM_SEV_TIO_EN),
+)
+
+
+def expected_policy(ref: reference.SnpGuestPolicy) -> int:
+    """The POLICY word a reference ``GuestPolicy`` stands for (bit 17 included)."""
+    return abi.GuestPolicy(
+        abi_minor=ref.ABIMinor,
+        abi_major=ref.ABIMajor,
+        smt=ref.SMT,
+        migrate_ma=ref.MigrateMA,
+        debug=ref.Debug,
+        single_socket=ref.SingleSocket,
+        cxl_allow=ref.CXLAllowed,
+        mem_aes_256_xts=ref.MemAES256XTS,
+        rapl_dis=ref.RAPLDis,
+        ciphertext_hiding=ref.CipherTextHiding,
+        page_swap_disable=ref.PageSwapDisable,
+    ).to_u64()
+
+
+def claims_of(v: VerifiedSnpReport) -> Claims:
+    r = v.report
+    tcb = {f"reported.{k}": str(val) for k, val in v.reported_tcb.as_dict().items()}
+    tcb |= {f"current.{k}": str(val) for k, val in v.current_tcb.as_dict().items()}
+    details = {
+        "product": v.product,
+        "version": str(r.version),
+        "vmpl": str(r.vmpl),
+        "policy": f"0x{r.policy:016x}",
+        "platform_info": f"0x{r.platform_info:016x}",
+        "chip_id": r.chip_id.hex(),
+        "signing_key": v.chain.signing_key,
+        "root_sha256": v.chain.root_sha256.hex(),
+        "id_key_digest": r.id_key_digest.hex(),
+        "firmware": r.current_version,
+    }
+    if r.launch_mit_vector is not None and r.current_mit_vector is not None:
+        details["launch_mit_vector"] = f"0x{r.launch_mit_vector:016x}"
+        details["current_mit_vector"] = f"0x{r.current_mit_vector:016x}"
+    return Claims(
+        tee="snp",
+        platform=reference.EMULATED_PLATFORM if v.chain.emulated else v.product,
+        policy_hash=r.host_data,
+        report_data=r.report_data,
+        measurement=r.measurement,
+        tcb=tcb,
+        details=details,
+    )
+
+
+def _check(
+    v: VerifiedSnpReport, ref: SnpReferenceValues, expected_report_data: bytes | _AnyReportData
+) -> list[Finding]:
+    r = v.report
+    out: list[Finding] = []
+
+    def add(code: str, fld: str, expected: str, got: str, message: str = "") -> None:
+        out.append(Finding(code=f"policy.{code}", field=fld, expected=expected, got=got, message=message))
+
+    # Trust anchor class: the emulator root only under its explicit, insecure platform name.
+    if v.chain.emulated:
+        fp = v.chain.root_sha256.hex()
+        if not ref.is_emulated:
+            add(
+                "emulated_platform",
+                "Platform",
+                ref.Platform,
+                reference.EMULATED_PLATFORM,
+                "evidence from an emulated platform is accepted only under Platform Emulated-SNP",
+            )
+        elif ref.EmulatorRootFingerprint is None or not hmac.compare_digest(
+            ref.EmulatorRootFingerprint.lower(), fp
+        ):
+            add("emulator_root_mismatch", "EmulatorRootFingerprint", ref.EmulatorRootFingerprint or "", fp)
+    elif ref.is_emulated:
+        add(
+            "platform_mismatch",
+            "Platform",
+            ref.Platform,
+            v.product,
+            "real AMD evidence under an emulated platform",
+        )
+    if ref.ProductName != v.product:
+        add("product_mismatch", "ProductName", ref.ProductName, v.product)
+    if not hmac.compare_digest(bytes.fromhex(ref.TrustedMeasurement), r.measurement):
+        add("measurement_mismatch", "MEASUREMENT", ref.TrustedMeasurement.lower(), r.measurement.hex())
+
+    want_policy = expected_policy(ref.GuestPolicy)
+    if r.guest_policy.debug and not ref.AllowDebugInsecure:
+        add(
+            "debug_enabled",
+            "POLICY.DEBUG",
+            "false",
+            "true",
+            "the guest policy allows debugging (decryptable memory)",
+        )
+    elif r.policy != want_policy:
+        add("guest_policy_mismatch", "POLICY", f"0x{want_policy:016x}", f"0x{r.policy:016x}")
+
+    for name, bit in _PLATFORM_BITS:
+        if getattr(ref.PlatformInfo, name) and not r.platform_info & bit:
+            add("platform_info_mismatch", f"PLATFORM_INFO.{name}", "set", "clear")
+    if r.vmpl != ref.VMPL:
+        add("vmpl_mismatch", "VMPL", str(ref.VMPL), str(r.vmpl))
+
+    minimum = ref.MinimumTCB
+    mins = {
+        "bootloader": minimum.BootloaderVersion,
+        "tee": minimum.TEEVersion,
+        "snp": minimum.SNPVersion,
+        "microcode": minimum.MicrocodeVersion,
+    }
+    if v.product == "Turin" and minimum.FMCVersion is not None:
+        mins["fmc"] = minimum.FMCVersion
+    for label, tcb in (
+        ("CURRENT_TCB", v.current_tcb),
+        ("COMMITTED_TCB", v.committed_tcb),
+        ("REPORTED_TCB", v.reported_tcb),
+        ("LAUNCH_TCB", v.launch_tcb),
+    ):
+        got = tcb.as_dict()
+        for comp, least in mins.items():
+            if got.get(comp, -1) < least:
+                add("tcb_too_low", f"{label}.{comp}", f">= {least}", str(got.get(comp)))
+
+    if ref.MinimumMitigationVector is not None:
+        need = ref.MinimumMitigationVector
+        if r.launch_mit_vector is None or r.current_mit_vector is None:
+            if need:
+                add(
+                    "mitigation_vector_too_low",
+                    "MIT_VECTOR",
+                    f"0x{need:016x}",
+                    f"absent (report v{r.version})",
+                )
+        else:
+            for label, vec in (
+                ("LAUNCH_MIT_VECTOR", r.launch_mit_vector),
+                ("CURRENT_MIT_VECTOR", r.current_mit_vector),
+            ):
+                if vec & need != need:
+                    add("mitigation_vector_too_low", label, f"bits 0x{need:016x}", f"0x{vec:016x}")
+
+    if ref.AllowedChipIDs != [reference.WILDCARD]:
+        chip = r.chip_id
+        if not any(hmac.compare_digest(bytes.fromhex(c), chip) for c in ref.AllowedChipIDs):
+            add("chip_id_not_allowed", "CHIP_ID", "one of AllowedChipIDs", chip.hex())
+    if ref.TrustedIDKeyDigests and not any(
+        hmac.compare_digest(bytes.fromhex(d), r.id_key_digest) for d in ref.TrustedIDKeyDigests
+    ):
+        add("id_key_not_trusted", "ID_KEY_DIGEST", "one of TrustedIDKeyDigests", r.id_key_digest.hex())
+
+    # Constant time: REPORT_DATA binds the nonce and the keys the exchange relies on.
+    if not isinstance(expected_report_data, _AnyReportData) and (
+        len(expected_report_data) != abi.REPORT_DATA_SIZE
+        or not hmac.compare_digest(expected_report_data, r.report_data)
+    ):
+        add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
+    return out
+
+
+def validate(
+    verified: VerifiedSnpReport,
+    references: Sequence[SnpReferenceValues],
+    *,
+    expected_report_data: bytes | _AnyReportData,
+) -> ValidationResult:
+    """Accept with the first matching reference set, or reject with every finding. An empty list rejects."""
+    if not isinstance(verified, VerifiedSnpReport):
+        raise TypeError("validate() accepts only a VerifiedSnpReport from verify_report()")
+    claims = claims_of(verified)
+    if not references:
+        finding = Finding(code="policy.no_reference_values", field="snp", message="no SNP reference values")
+        return ValidationResult(accepted=False, claims=claims, findings=(finding,))
+    findings: list[Finding] = []
+    for i, ref in enumerate(references):
+        got = _check(verified, ref, expected_report_data)
+        if not got:
+            return ValidationResult(accepted=True, claims=claims, matched_reference=i)
+        findings += [
+            Finding(
+                code=f.code, field=f"snp[{i}].{f.field}", expected=f.expected, got=f.got, message=f.message
+            )
+            for f in got
+        ]
+    return ValidationResult(accepted=False, claims=claims, findings=tuple(findings))
+
+
+EMPTY_CLAIMS: Final = Claims(tee="snp", platform="", policy_hash=b"", report_data=b"", measurement=b"")
+
+
+def evidence_rejection(error: EvidenceError) -> ValidationResult:
+    """A rejected result for evidence that did not verify; its claims are empty because nothing was proved."""
+    finding = Finding(code=error.code, field="evidence", message=error.message)
+    return ValidationResult(accepted=False, claims=EMPTY_CLAIMS, findings=(finding,))
+
+
+def emulator_roots_of(references: Sequence[SnpReferenceValues]) -> frozenset[bytes]:
+    """The emulator roots that reference values name explicitly (only under ``Platform: Emulated-SNP``)."""
+    return frozenset(
+        bytes.fromhex(ref.EmulatorRootFingerprint)
+        for ref in references
+        if ref.is_emulated and ref.EmulatorRootFingerprint is not None
+    )
+
+
+def verify_and_validate(
+    report: bytes,
+    certs: Sequence[bytes],
+    crl: bytes | None,
+    references: Sequence[SnpReferenceValues],
+    expected_report_data: bytes,
+    now: datetime,
+    *,
+    cache: ChainCache | None = None,
+    product: Product | None = None,
+    trailing_ok: bool = False,
+) -> ValidationResult:
+    """Verify ``report`` (certs are DER) and validate it; evidence failures become rejected results.
+
+    Emulator roots are accepted only when some reference set names one under ``Platform: Emulated-SNP``;
+    ``validate`` then also requires the matching set to be that one.
+    """
+    options = SnpVerifyOptions(
+        now=now, product=product, emulator_roots=emulator_roots_of(references), trailing_ok=trailing_ok
+    )
+    try:
+        verified = verify_report(report, certs, crl, options, cache)
+    except EvidenceError as e:
+        return evidence_rejection(e)
+    return validate(verified, references, expected_report_data=expected_report_data)
+
+
+__all__ = [
+    "ANY_REPORT_DATA",
+    "claims_of",
+    "emulator_roots_of",
+    "evidence_rejection",
+    "expected_policy",
+    "validate",
+    "verify_and_validate",
+]

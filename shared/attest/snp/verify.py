@@ -1,0 +1,490 @@
+"""Authenticity of an SNP report: signature, VCEK/VLEK -> ASK/ASVK -> ARK chain, pinned ARK, CRL. No I/O.
+
+Verification steps, in order (each failure is an ``evidence.*`` error):
+
+1. Parse the report strictly (``abi.parse_report``): length, version, algorithm, signing key, reserved bytes.
+2. Refuse a report that says it is unsigned (SIGNING_KEY = 7): ``evidence.unsigned``.
+3. On v3+, name the product from CPUID; an unknown family/model is ``evidence.unknown_product``.
+4. Build the chain from the supplied certificate bytes (any order; untrusted): the leaf whose subject is
+   ``SEV-VCEK``/``SEV-VLEK`` as SIGNER_INFO says, its issuer, and a self-signed root. Each link is RSASSA-PSS
+   SHA-384 and verified with explicit primitives (the AMD profile is not WebPKI).
+5. Trust the root only by the SHA-256 of its DER: an AMD ARK pinned in ``trust.ARK_SHA256``, or an emulator
+   root that the caller lists explicitly (the validator then requires ``Platform: Emulated-SNP``).
+6. Check every certificate's validity at the evaluation time ``now``.
+7. Agree on the product: CPUID (v3+), the pinned ARK, the issuer CN, the VCEK productName, and the caller's
+   hint must not contradict each other (``evidence.product_mismatch``); if none names one, fail.
+8. VCEK hwID == CHIP_ID (Turin: 8 bytes, rest of CHIP_ID zero); VCEK TCB extensions == REPORTED_TCB.
+9. If a CRL is supplied: issued and signed by the ARK, current at ``now``, and not listing the leaf or the
+   intermediate serial.
+10. Verify the ECDSA P-384/SHA-384 signature (little-endian r, s) over bytes 0x000..0x29F with the leaf key.
+
+Steps 4-9 depend only on (certificate bytes, CRL bytes, CHIP_ID, REPORTED_TCB, signing key, products, emulator
+roots) plus ``now``. :class:`ChainCache` memoises them on exactly that key and re-checks ``now`` against the
+validity window it recorded, so the steady-state cost of a verification is one P-384 verify.
+
+Checks we chose not to make: the PSS salt length is not compared to 48 (any salt verifies only with the
+issuer's key, so it gives a forger nothing); ``not_before`` of a VCEK is KDS's download time, not the chip's
+age, so it is checked like any other validity bound but means little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+
+from contrast.attest.snp import abi, kds, trust
+from contrast.attest.snp.kds import Product
+from contrast.errors import EvidenceError
+
+log = logging.getLogger("contrast.attest.snp")
+
+MAX_CERTS = 16
+MAX_CERT_SIZE = 16 * 1024
+MAX_CRL_SIZE = 256 * 1024
+
+# The one warning we silence, only around loading a certificate and reading its serial (real VCEKs: serial 0).
+_SERIAL_WARNING = "Parsed a serial number which wasn't positive"
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+_VEK_CN = {"VCEK": "SEV-VCEK", "VLEK": "SEV-VLEK"}
+
+
+# --- loading certificate bytes ------------------------------------------------------------------------------
+def load_certificate(der: bytes) -> x509.Certificate:
+    """Load one DER certificate, tolerating serial number 0 on purpose.
+
+    Every real VCEK/VLEK has serial 0, which RFC 5280 forbids and ``cryptography`` warns about (and may
+    refuse in a future release). The serial carries no security meaning here -- the chain is checked by
+    signature and the root by fingerprint -- so exactly that one warning is silenced, around this call.
+    """
+    if len(der) > MAX_CERT_SIZE:
+        raise EvidenceError("bad_certificate", f"certificate of {len(der)} bytes exceeds {MAX_CERT_SIZE}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=_SERIAL_WARNING,
+            category=CryptographyDeprecationWarning,
+        )
+        try:
+            return x509.load_der_x509_certificate(der)
+        except ValueError as e:
+            raise EvidenceError("bad_certificate", f"certificate is not valid DER X.509: {e}") from e
+
+
+def serial_of(cert: x509.Certificate) -> int:
+    """The serial number, reading VCEK/VLEK serial 0 deliberately (see :func:`load_certificate`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning)
+        return cert.serial_number
+
+
+def split_certificates(blob: bytes) -> list[bytes]:
+    """DER certificates from a PEM bundle (any number) or a single DER certificate."""
+    if b"-----BEGIN CERTIFICATE-----" in blob:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning
+            )
+            try:
+                certs = x509.load_pem_x509_certificates(blob)
+            except ValueError as e:
+                raise EvidenceError("bad_certificate", f"PEM bundle is malformed: {e}") from e
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return [c.public_bytes(Encoding.DER) for c in certs]
+    return [blob]
+
+
+def _cn(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(attrs) != 1:
+        return ""
+    value = attrs[0].value
+    return value if isinstance(value, str) else ""
+
+
+def _check_pss(cert: x509.Certificate, what: str) -> None:
+    if cert.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS or not isinstance(
+        cert.signature_hash_algorithm, hashes.SHA384
+    ):
+        raise EvidenceError("chain_invalid", f"{what} is not signed with RSASSA-PSS SHA-384")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if not isinstance(issuer.public_key(), rsa.RSAPublicKey):
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+# --- results ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VerifiedChain:
+    """A leaf -> intermediate -> root chain that passed steps 4-9, and what it certifies."""
+
+    product: Product
+    signing_key: str  # "VCEK" or "VLEK"
+    leaf_public_key: ec.EllipticCurvePublicKey
+    leaf_extensions: kds.VekExtensions
+    cert_tcb: kds.Tcb
+    root_sha256: bytes
+    emulated: bool  # the root is a caller-listed emulator root, not an AMD ARK
+    chain_der: tuple[bytes, bytes, bytes]  # leaf, intermediate, root
+    valid_from: datetime
+    valid_until: datetime
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.valid_from <= now <= self.valid_until
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSnpReport:
+    """An authentic report: the only input :func:`contrast.attest.snp.validate.validate` accepts."""
+
+    report: abi.SnpReport
+    raw: bytes  # the exact 0x4A0 report bytes that were verified
+    chain: VerifiedChain
+    product: Product
+
+    # TCBs decoded with the established product's layout (on demand: most requests need only some of them).
+    @property
+    def current_tcb(self) -> kds.Tcb:
+        return kds.decode_tcb(self.report.current_tcb, self.product)
+
+    @property
+    def reported_tcb(self) -> kds.Tcb:
+        return kds.decode_tcb(self.report.reported_tcb, self.product)
+
+    @property
+    def committed_tcb(self) -> kds.Tcb:
+        return kds.decode_tcb(self.report.committed_tcb, self.product)
+
+    @property
+    def launch_tcb(self) -> kds.Tcb:
+        return kds.decode_tcb(self.report.launch_tcb, self.product)
+
+
+@dataclass(frozen=True, slots=True)
+class SnpVerifyOptions:
+    """Everything verification depends on besides the evidence. ``now`` is captured once per request."""
+
+    now: datetime
+    product: Product | None = None  # a hint for v2 reports; it must agree with everything else
+    emulator_roots: frozenset[bytes] = frozenset()  # SHA-256 of emulator ARKs the caller explicitly accepts
+    trailing_ok: bool = False  # ignore bytes after the report
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        if any(len(fp) != 32 for fp in self.emulator_roots):
+            raise ValueError("emulator roots are SHA-256 fingerprints (32 bytes)")
+        if set(self.emulator_roots) & set(trust.PRODUCT_BY_ARK_SHA256):
+            raise ValueError("an AMD ARK cannot be listed as an emulator root")
+
+
+_ChainKey = tuple[
+    bytes, int, str, Product | None, Product | None, tuple[bytes, ...], bytes | None, frozenset[bytes]
+]
+
+
+@dataclass
+class ChainCache:
+    """A bounded LRU of verified chains, keyed by every input of steps 4-9 except the time.
+
+    Safe to share between threads and coroutines; a hit still re-checks the validity window against ``now``.
+    """
+
+    max_entries: int = 1024
+    _entries: OrderedDict[_ChainKey, VerifiedChain] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    hits: int = 0
+    misses: int = 0
+
+    def get(self, key: _ChainKey) -> VerifiedChain | None:
+        with self._lock:
+            chain = self._entries.get(key)
+            if chain is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return chain
+
+    def put(self, key: _ChainKey, chain: VerifiedChain) -> None:
+        with self._lock:
+            self._entries[key] = chain
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+# --- the verifier -------------------------------------------------------------------------------------------
+def verify_report(
+    data: bytes,
+    certs: Sequence[bytes],
+    crl: bytes | None,
+    options: SnpVerifyOptions,
+    cache: ChainCache | None = None,
+) -> VerifiedSnpReport:
+    """Run steps 1-10 and return what was proved. Raises :class:`EvidenceError` on any failure."""
+    report = abi.parse_report(data, trailing_ok=options.trailing_ok)
+    raw = bytes(data[: abi.REPORT_SIZE])
+    signing_key = report.signer.signing_key
+    if signing_key == "NONE":
+        raise EvidenceError("unsigned", "SIGNER_INFO says the report is not signed")
+    cpuid_product: Product | None = None
+    if report.cpuid_fam_id is not None and report.cpuid_mod_id is not None:
+        cpuid_product = kds.product_from_cpuid(report.cpuid_fam_id, report.cpuid_mod_id)
+        if cpuid_product is None:
+            raise EvidenceError(
+                "unknown_product",
+                f"CPUID family 0x{report.cpuid_fam_id:02x} model 0x{report.cpuid_mod_id:02x} "
+                "is no known SNP product",
+            )
+    if len(certs) > MAX_CERTS:
+        raise EvidenceError("bad_certificate", f"{len(certs)} certificates supplied, at most {MAX_CERTS}")
+    if crl is not None and len(crl) > MAX_CRL_SIZE:
+        raise EvidenceError("crl_invalid", f"CRL of {len(crl)} bytes exceeds {MAX_CRL_SIZE}")
+    key: _ChainKey = (
+        report.chip_id,
+        report.reported_tcb,
+        signing_key,
+        cpuid_product,
+        options.product,
+        tuple(bytes(c) for c in certs),
+        None if crl is None else bytes(crl),
+        options.emulator_roots,
+    )
+    chain = cache.get(key) if cache is not None else None
+    if chain is None:
+        chain = verify_chain(
+            key[5],
+            key[6],
+            chip_id=report.chip_id,
+            reported_tcb=report.reported_tcb,
+            signing_key=signing_key,
+            cpuid_product=cpuid_product,
+            product_hint=options.product,
+            emulator_roots=options.emulator_roots,
+            now=options.now,
+        )
+        if cache is not None:
+            cache.put(key, chain)
+    elif not chain.valid_at(options.now):
+        raise EvidenceError(
+            "cert_expired",
+            f"the chain (or its CRL) is valid from {chain.valid_from.isoformat()} "
+            f"to {chain.valid_until.isoformat()}",
+        )
+    # Step 10.
+    r = int.from_bytes(report.signature_r, "little")
+    s = int.from_bytes(report.signature_s, "little")
+    try:
+        chain.leaf_public_key.verify(
+            encode_dss_signature(r, s), raw[: abi.SIGNED_SIZE], _ECDSA_SHA384
+        )
+    except InvalidSignature:
+        raise EvidenceError(
+            "bad_signature", f"the report signature does not verify with the {signing_key}"
+        ) from None
+    if chain.emulated:
+        log.warning(
+            "accepted the signature of an EMULATED SEV-SNP platform (insecure, development only); root %s",
+            chain.root_sha256.hex(),
+        )
+    product = chain.product
+    return VerifiedSnpReport(
+        report=report,
+        raw=raw,
+        chain=chain,
+        product=product,
+    )
+
+
+def _pick_chain(
+    loaded: list[tuple[bytes, x509.Certificate]], signing_key: str
+) -> tuple[tuple[bytes, x509.Certificate], tuple[bytes, x509.Certificate], tuple[bytes, x509.Certificate]]:
+    want_cn = _VEK_CN[signing_key]
+    leaves = [(d, c) for d, c in loaded if _cn(c.subject) == want_cn]
+    if not leaves:
+        raise EvidenceError(
+            "missing_certificate", f"no {signing_key} certificate (CN={want_cn}) was supplied"
+        )
+    if len({d for d, _ in leaves}) > 1:
+        raise EvidenceError("ambiguous_chain", f"more than one {signing_key} certificate was supplied")
+    leaf = leaves[0]
+    if not isinstance(leaf[1].public_key(), ec.EllipticCurvePublicKey):
+        raise EvidenceError("bad_vcek", f"the {signing_key} key is not an EC key")
+    inters = [
+        (d, c)
+        for d, c in loaded
+        if c.subject == leaf[1].issuer and c.subject != c.issuer and _issued_by(leaf[1], c)
+    ]
+    if not inters:
+        raise EvidenceError("chain_invalid", f"no supplied certificate issued the {signing_key}")
+    for inter in inters:
+        roots = [(d, c) for d, c in loaded if c.subject == inter[1].issuer and c.subject == c.issuer]
+        for root in roots:
+            if _issued_by(inter[1], root[1]) and _issued_by(root[1], root[1]):
+                return leaf, inter, root
+    raise EvidenceError("chain_invalid", f"no supplied self-signed root issued the {signing_key}'s issuer")
+
+
+def verify_chain(
+    certs: Sequence[bytes],
+    crl: bytes | None,
+    *,
+    chip_id: bytes,
+    reported_tcb: int,
+    signing_key: str,
+    cpuid_product: Product | None,
+    product_hint: Product | None,
+    emulator_roots: frozenset[bytes],
+    now: datetime,
+) -> VerifiedChain:
+    """Steps 4-9 of the module docstring."""
+    loaded = [(bytes(d), load_certificate(bytes(d))) for d in certs]
+    (leaf_der, leaf), (inter_der, inter), (root_der, root) = _pick_chain(loaded, signing_key)
+    for cert, what in ((leaf, signing_key), (inter, "the intermediate (ASK/ASVK)"), (root, "the ARK")):
+        _check_pss(cert, what)
+
+    # Step 5: trust only by fingerprint.
+    root_fp = hashlib.sha256(root_der).digest()
+    ark_product = trust.PRODUCT_BY_ARK_SHA256.get(root_fp)
+    emulated = ark_product is None and root_fp in emulator_roots
+    if ark_product is None and not emulated:
+        raise EvidenceError("untrusted_root", f"the chain ends at an unpinned root (SHA-256 {root_fp.hex()})")
+
+    # Step 6.
+    valid_from = max(c.not_valid_before_utc for c in (leaf, inter, root))
+    valid_until = min(c.not_valid_after_utc for c in (leaf, inter, root))
+    if not valid_from <= now <= valid_until:
+        raise EvidenceError(
+            "cert_expired",
+            f"at {now.isoformat()} the chain is not valid "
+            f"(valid {valid_from.isoformat()} .. {valid_until.isoformat()})",
+        )
+
+    # Step 7: every source that names a product must name the same one.
+    ext = kds.parse_vek_extensions(leaf)
+    ext_product = kds.product_from_name(ext.product_name)
+    if ext_product is None:
+        raise EvidenceError("unknown_product", f"VCEK productName {ext.product_name!r} is no known product")
+    inter_cn = _cn(inter.subject)
+    prefix = "SEV-VLEK-" if signing_key == "VLEK" else "SEV-"
+    inter_product = kds.product_from_name(inter_cn[len(prefix) :]) if inter_cn.startswith(prefix) else None
+    if inter_product is None:
+        raise EvidenceError(
+            "chain_invalid", f"intermediate CN {inter_cn!r} does not name a {signing_key} issuer"
+        )
+    named = {
+        "ARK": ark_product,
+        "CPUID": cpuid_product,
+        "VCEK productName": ext_product,
+        "issuer CN": inter_product,
+        "requested product": product_hint,
+    }
+    products = {p for p in named.values() if p is not None}
+    if len(products) != 1:
+        detail = ", ".join(f"{k}={v}" for k, v in named.items() if v is not None)
+        raise EvidenceError("product_mismatch", f"the product is named inconsistently: {detail}")
+    product: Product = products.pop()
+
+    # Step 8.
+    if signing_key == "VCEK":
+        if ext.hwid is None:
+            raise EvidenceError("bad_vcek", "the VCEK has no hwID extension")
+        if product == "Turin":
+            ok = ext.hwid == chip_id[: kds.TURIN_CHIP_ID_SIZE] and not any(chip_id[kds.TURIN_CHIP_ID_SIZE :])
+        else:
+            ok = ext.hwid == chip_id
+        if not ok:
+            raise EvidenceError("chip_id_mismatch", "the VCEK was issued for another chip (hwID != CHIP_ID)")
+    cert_tcb = ext.tcb(product)
+    if kds.encode_tcb(cert_tcb, product) != reported_tcb:
+        raise EvidenceError(
+            "tcb_mismatch",
+            f"the {signing_key} certifies TCB {cert_tcb.as_dict()}, the report's REPORTED_TCB is "
+            f"{kds.decode_tcb(reported_tcb, product).as_dict()} (0x{reported_tcb:016x})",
+        )
+
+    # Step 9.
+    if crl is not None:
+        next_update = _check_crl(crl, root, (leaf, inter), now)
+        valid_until = min(valid_until, next_update)
+
+    leaf_key = leaf.public_key()
+    if not isinstance(leaf_key, ec.EllipticCurvePublicKey) or not isinstance(leaf_key.curve, ec.SECP384R1):
+        raise EvidenceError("bad_vcek", f"the {signing_key} key is not a P-384 key")
+    return VerifiedChain(
+        product=product,
+        signing_key=signing_key,
+        leaf_public_key=leaf_key,
+        leaf_extensions=ext,
+        cert_tcb=cert_tcb,
+        root_sha256=root_fp,
+        emulated=emulated,
+        chain_der=(leaf_der, inter_der, root_der),
+        valid_from=valid_from,
+        valid_until=valid_until,
+    )
+
+
+def load_crl(blob: bytes) -> x509.CertificateRevocationList:
+    try:
+        if b"-----BEGIN X509 CRL-----" in blob:
+            return x509.load_pem_x509_crl(blob)
+        return x509.load_der_x509_crl(blob)
+    except ValueError as e:
+        raise EvidenceError("crl_invalid", f"the CRL is malformed: {e}") from e
+
+
+def _check_crl(
+    blob: bytes, ark: x509.Certificate, subjects: Iterable[x509.Certificate], now: datetime
+) -> datetime:
+    crl = load_crl(blob)
+    if crl.issuer != ark.subject:
+        raise EvidenceError("crl_invalid", "the CRL was not issued by the chain's ARK")
+    ark_key = ark.public_key()
+    if not isinstance(ark_key, rsa.RSAPublicKey):
+        raise EvidenceError("crl_invalid", "the ARK key cannot sign a CRL")
+    try:
+        signed = crl.is_signature_valid(ark_key)
+    except (ValueError, TypeError, InvalidSignature):
+        signed = False
+    if not signed:
+        raise EvidenceError("crl_invalid", "the CRL signature does not verify with the ARK")
+    if crl.last_update_utc > now:
+        raise EvidenceError(
+            "crl_invalid", f"the CRL is issued in the future ({crl.last_update_utc.isoformat()})"
+        )
+    next_update = crl.next_update_utc
+    if next_update is None or next_update < now:
+        raise EvidenceError(
+            "crl_expired", f"the CRL expired ({next_update.isoformat() if next_update else 'never set'})"
+        )
+    for cert in subjects:
+        serial = serial_of(cert)
+        if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+            raise EvidenceError("revoked", f"certificate {_cn(cert.subject)!r} serial {serial} is revoked")
+    return next_update
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,543 @@
+"""Verify an Intel TDX DCAP quote (v4/v5, ECDSA P-256) and, where supplied, its PCS collateral.
+
+Pure: no I/O, no clock. The caller passes the quote bytes, the collateral bytes and one ``now``.
+
+Steps, in order (each failure raises a typed error and stops):
+
+1. Parse by declared lengths (:mod:`.abi`): header v4/v5, key type 2, TEE 0x81, Intel QE vendor id.
+2. Quote signature: ECDSA-P256-SHA256 by the attestation key over header ‖ body → ``evidence.bad_signature``.
+3. QE binding: QE REPORTDATA == SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes
+   → ``evidence.qe_report_binding``.
+4. PCK chain (exactly leaf, PCK Platform/Processor CA, root): each certificate directly issued by the next
+   (names and ECDSA-P256-SHA256 signature), issuers are CAs and the leaf is not, root self-signed and pinned
+   by SHA-256 fingerprint (:mod:`.trust`) → ``evidence.chain_invalid`` / ``evidence.untrusted_root``.
+5. QE report signature by the PCK leaf key → ``evidence.bad_qe_report_signature``.
+6. Every certificate of the chain valid at ``now`` → ``evidence.chain_invalid``.
+7. PCK SGX extensions decode (FMSPC, PCEID, TCB comps, PCESVN, SGX type, PIID)
+   → ``evidence.bad_pck_extensions``.
+8. No collateral: ``collateral.missing``, unless the caller asked for authenticity only.
+9. Collateral: TCB-signing chain and PCK-CRL issuer chain lead to the **same pinned root** as the PCK chain;
+   TCB info and QE identity signatures over their exact inner bytes (``evidence.bad_collateral``);
+   PCK CRL signed by the quote's PCK CA, root CRL by the root; neither CRL nor document outside its
+   ``issueDate``/``thisUpdate`` … ``nextUpdate`` window at ``now`` (``collateral.stale``); PCK leaf not in
+   the PCK CRL, intermediate and TCB-signing certificate not in the root CRL (``evidence.revoked``);
+   TCB info FMSPC/PCEID equal the PCK's (``evidence.collateral_mismatch``); QE report MRSIGNER,
+   ISVPRODID, MISCSELECT and ATTRIBUTES (under mask) match the QE identity
+   (``evidence.qe_identity_mismatch``); TDX module identity (``evidence.tdx_module_mismatch``); then the
+   TCB status is computed (:mod:`.pcs`) and reported.
+   It is **not** enforced here: :mod:`.validate` enforces ``AcceptedTCBStatuses``.
+
+Checks deliberately not made: certificate key usage / policy OIDs (Intel's chain is pinned end to end);
+the PCK certificate's Configuration extension (dynamic platform, cached keys, SMT) is not evaluated;
+for TDX 1.5 bodies TCB matching uses the worse of TEE_TCB_SVN and TEE_TCB_SVN2.
+
+Caching: the PCK chain's signatures, the collateral's signatures and the CRLs' signatures are checked once per
+distinct byte string (bounded LRU); time windows and revocation are re-evaluated for every ``now``. The steady
+state is therefore parsing plus two P-256 verifies (quote and QE report).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+import msgspec
+import structlog
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import SignatureAlgorithmOID
+
+from contrast.attest.tdx import abi, pcs
+from contrast.attest.tdx.pck import PckExtensions, pck_extensions
+from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots, fingerprint
+from contrast.errors import CollateralError, EvidenceError
+
+log = structlog.get_logger(__name__)
+
+COLLATERAL_FILES: Final = {
+    "tcb_info": "tcb_info.json",
+    "qe_identity": "qe_identity.json",
+    "tcb_signing_chain": "tcb_signing_chain.pem",
+    "pck_crl": "pck_crl.der",
+    "pck_crl_issuer_chain": "pck_crl_issuer_chain.pem",
+    "root_crl": "root_crl.der",
+}
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_CACHE_SIZE: Final = 256
+_DER: Final = Encoding.DER
+
+
+class TdxCollateral(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PCS collateral as received: the JSON documents, PEM chains and DER CRLs, byte for byte."""
+
+    tcb_info: bytes  # {"tcbInfo": {...}, "signature": "..."}
+    qe_identity: bytes  # {"enclaveIdentity": {...}, "signature": "..."}
+    tcb_signing_chain: bytes  # PEM: Intel SGX TCB Signing, Intel SGX Root CA
+    pck_crl: bytes  # DER
+    pck_crl_issuer_chain: bytes  # PEM: Intel SGX PCK Platform/Processor CA, Intel SGX Root CA
+    root_crl: bytes  # DER
+
+
+class VerifiedCollateral(msgspec.Struct, frozen=True, kw_only=True):
+    tcb_info: pcs.TcbInfo
+    qe_identity: pcs.QeIdentity
+    tcb: pcs.TcbEvaluation
+    qe_identity_tcb_evaluation_data_number: int
+
+
+class VerifiedTdxQuote(msgspec.Struct, frozen=True, kw_only=True):
+    """What :func:`TdxVerifier.verify` proved. Only this type is accepted by :mod:`.validate`."""
+
+    quote: abi.Quote
+    pck_chain: tuple[bytes, ...]  # DER: leaf, intermediate, root
+    pck: PckExtensions
+    root_fingerprint: str
+    platform: str  # "TDX" or "Emulated-TDX"
+    collateral: VerifiedCollateral | None  # None only when authenticity-only was asked for
+    verified_at: dt.datetime
+
+    @property
+    def tcb_status(self) -> str | None:
+        return self.collateral.tcb.status if self.collateral else None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A small thread-safe LRU; values are computed outside the lock (a race computes twice, harmlessly)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            if len(self._data) > self._size:
+                self._data.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    what: str | x509.Certificate  # a certificate's subject is built only when the check fails (slow)
+    not_before: dt.datetime
+    not_after: dt.datetime
+    stale: bool = False  # outside the window means stale collateral ("retry later"), not bad evidence
+
+    def check(self, now: dt.datetime) -> None:
+        if self.not_before <= now <= self.not_after:
+            return
+        span = f"{self.not_before.isoformat()} .. {self.not_after.isoformat()}"
+        what = self.what.subject.rfc4514_string() if isinstance(self.what, x509.Certificate) else self.what
+        msg = f"{what} is valid {span}, not at {now.isoformat()}"
+        if self.stale:
+            raise CollateralError("stale", msg)
+        raise EvidenceError("chain_invalid", msg)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """A chain whose signatures and pinning were checked (time-independent facts only)."""
+
+    certs: tuple[x509.Certificate, ...]
+    root_fingerprint: str
+    windows: tuple[_Window, ...]
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.certs[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _PckChain:
+    """A checked PCK chain plus what the steady state needs from it, decoded once."""
+
+    chain: _Chain
+    leaf_key: ec.EllipticCurvePublicKey
+    ders: tuple[bytes, ...]
+    pck: PckExtensions | EvidenceError  # an extension defect is raised at its own step (7)
+    ca_der: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Crl:
+    crl: x509.CertificateRevocationList  # signature checked; serial lookups run in Rust
+
+    def revokes(self, cert: x509.Certificate) -> bool:
+        return self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+
+    window: _Window
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedCollateral:
+    tcb_info: pcs.TcbInfo
+    qe_identity: pcs.QeIdentity
+    signing_chain: _Chain
+    crl_issuer_chain: _Chain
+    windows: tuple[_Window, ...]
+    root_crl: _Crl
+
+
+def _p256_verify(key: ec.EllipticCurvePublicKey, sig_rs: bytes, data: bytes) -> bool:
+    r, s = int.from_bytes(sig_rs[:32], "big"), int.from_bytes(sig_rs[32:64], "big")
+    if len(sig_rs) != 64 or not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+        return False
+    try:
+        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise EvidenceError("chain_invalid", f"{what} key is not ECDSA P-256")
+    return key
+
+
+def _load_pem_chain(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise EvidenceError("chain_invalid", f"{what}: PEM does not decode: {e}") from e
+    return certs
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bc.ca
+
+
+def _window(cert: x509.Certificate) -> _Window:
+    return _Window(cert, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+EdgeCheck = Callable[[x509.Certificate, x509.Certificate], None]
+
+
+def _verify_edge(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """``cert`` is directly issued by ``issuer``: names chain and the ECDSA signature verifies."""
+    cert.verify_directly_issued_by(issuer)
+
+
+def _check_chain(
+    certs: list[x509.Certificate],
+    roots: TdxRoots,
+    length: int,
+    what: str,
+    *,
+    leaf_is_ca: bool = False,
+    edge: EdgeCheck = _verify_edge,
+) -> _Chain:
+    # ``cryptography`` decodes keys and extensions lazily, so a malformed certificate surfaces as ValueError
+    # here rather than at load time; it is a broken chain, never a crash.
+    try:
+        return _check_chain_unguarded(certs, roots, length, what, leaf_is_ca, edge)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise EvidenceError("chain_invalid", f"{what} does not decode: {e}") from e
+
+
+def _check_chain_unguarded(
+    certs: list[x509.Certificate], roots: TdxRoots, length: int, what: str, leaf_is_ca: bool, edge: EdgeCheck
+) -> _Chain:
+    if len(certs) != length:
+        raise EvidenceError("chain_invalid", f"{what} has {len(certs)} certificates, expected {length}")
+    for i, cert in enumerate(certs):
+        if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+            raise EvidenceError("chain_invalid", f"{what}[{i}] is not signed with ECDSA-SHA256")
+        _p256_key(cert, f"{what}[{i}]")
+    root = certs[-1]
+    root_fp = fingerprint(root)
+    if root_fp not in roots.fingerprints:
+        raise EvidenceError("untrusted_root", f"{what} ends at root {root_fp}, which is not pinned")
+    # The root is pinned by the SHA-256 of its exact DER, so its self-signature proves nothing more; each
+    # other certificate must be directly issued by the next one.
+    for i, cert in enumerate(certs[:-1]):
+        issuer = certs[i + 1]
+        try:
+            edge(cert, issuer)
+        except (ValueError, TypeError, InvalidSignature) as e:
+            raise EvidenceError("chain_invalid", f"{what}[{i}] is not issued by {what}[{i + 1}]: {e}") from e
+        if i > 0 and not _is_ca(cert):
+            raise EvidenceError("chain_invalid", f"{what}[{i}] is an issuer but not a CA")
+    if _is_ca(certs[0]) != leaf_is_ca:
+        raise EvidenceError("chain_invalid", f"{what}: first certificate CA flag is not {leaf_is_ca}")
+    return _Chain(tuple(certs), root_fp, tuple(_window(c) for c in certs))
+
+
+def _check_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
+    try:
+        return _check_crl_unguarded(der, issuer, what)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise EvidenceError("bad_collateral", f"{what} does not decode: {e}") from e
+
+
+def _check_crl_unguarded(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
+    crl = x509.load_der_x509_crl(der)
+    if crl.issuer != issuer.subject:
+        raise EvidenceError(
+            "bad_collateral", f"{what} is issued by {crl.issuer.rfc4514_string()}, not the CA"
+        )
+    if crl.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256 or not crl.is_signature_valid(
+        _p256_key(issuer, what)
+    ):
+        raise EvidenceError("bad_collateral", f"{what} signature is invalid")
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise EvidenceError("bad_collateral", f"{what} has no nextUpdate")
+    return _Crl(crl, _Window(what, crl.last_update_utc, next_update, stale=True))
+
+
+def _doc_window(what: str, issue: str, next_update: str) -> _Window:
+    return _Window(what, pcs.parse_time(issue, what), pcs.parse_time(next_update, what), stale=True)
+
+
+class TdxVerifier:
+    """A long-lived verifier bound to one set of pinned roots. Build it with :class:`TdxVerifierBuilder`."""
+
+    def __init__(self, roots: TdxRoots) -> None:
+        self._roots = roots
+        self._chains: _Lru[bytes, _PckChain] = _Lru(_CACHE_SIZE)
+        self._keys: _Lru[bytes, ec.EllipticCurvePublicKey] = _Lru(_CACHE_SIZE)
+        self._collateral: _Lru[tuple[bytes, ...], _CheckedCollateral] = _Lru(_CACHE_SIZE)
+        self._pck_crls: _Lru[tuple[bytes, bytes], _Crl] = _Lru(_CACHE_SIZE)
+        # Verified (certificate, issuer) pairs: the PCK CA → root edge appears in the PCK chain and in the
+        # PCK CRL issuer chain, and the TCB-signing edge in both collateral chains.
+        self._edges: _Lru[tuple[bytes, bytes], bool] = _Lru(_CACHE_SIZE)
+
+    @property
+    def roots(self) -> TdxRoots:
+        return self._roots
+
+    def clear_caches(self) -> None:
+        for c in (self._chains, self._keys, self._collateral, self._pck_crls, self._edges):
+            c.clear()
+
+    def _edge(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+        def check() -> bool:
+            _verify_edge(cert, issuer)  # raises; failures are not cached
+            return True
+
+        self._edges.get((cert.tbs_certificate_bytes + cert.signature, issuer.public_bytes(_DER)), check)
+
+    def _attestation_key(self, raw: bytes) -> ec.EllipticCurvePublicKey:
+        def load() -> ec.EllipticCurvePublicKey:
+            try:
+                return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
+            except ValueError as e:
+                raise EvidenceError("bad_signature", "attestation key is not a P-256 point") from e
+
+        return self._keys.get(raw, load)
+
+    def _pck_chain(self, pem: bytes) -> _PckChain:
+        def check() -> _PckChain:
+            chain = _check_chain(
+                _load_pem_chain(pem, "PCK chain"), self._roots, 3, "PCK chain", edge=self._edge
+            )
+            pck: PckExtensions | EvidenceError
+            try:
+                pck = pck_extensions(chain.leaf)
+            except EvidenceError as e:
+                pck = e
+            ders = tuple(c.public_bytes(_DER) for c in chain.certs)
+            return _PckChain(chain, _p256_key(chain.leaf, "PCK leaf"), ders, pck, ders[1])
+
+        return self._chains.get(pem, check)
+
+    def verify(
+        self,
+        quote_bytes: bytes,
+        *,
+        collateral: TdxCollateral | None,
+        now: dt.datetime,
+        authenticity_only: bool = False,
+    ) -> VerifiedTdxQuote:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        quote = abi.parse_quote(quote_bytes)  # 1
+        sd = quote.signature_data
+        cd = sd.cert_data
+        if not _p256_verify(
+            self._attestation_key(sd.attestation_key), sd.signature, quote.signed_region
+        ):  # 2
+            raise EvidenceError("bad_signature", "quote signature does not verify with the attestation key")
+        expected_rd = hashlib.sha256(sd.attestation_key + cd.qe_auth_data).digest() + bytes(32)  # 3
+        if cd.qe_report.report_data != expected_rd:
+            raise EvidenceError("qe_report_binding", "QE report does not bind the attestation key")
+        pck_chain = self._pck_chain(cd.pck_chain_pem)  # 4
+        chain = pck_chain.chain
+        if not _p256_verify(pck_chain.leaf_key, cd.qe_report_signature, cd.qe_report.raw):  # 5
+            raise EvidenceError(
+                "bad_qe_report_signature", "QE report signature does not verify with the PCK key"
+            )
+        for w in chain.windows:  # 6
+            w.check(now)
+        if isinstance(pck_chain.pck, EvidenceError):  # 7
+            raise pck_chain.pck
+        pck = pck_chain.pck
+        if self._roots.is_emulated:
+            log.warning("tdx.emulated_platform", root=chain.root_fingerprint, insecure=True)
+        verified_collateral: VerifiedCollateral | None = None
+        if collateral is None:  # 8
+            if not authenticity_only:
+                raise CollateralError("missing", "collateral missing: verification stopped at the PCK chain")
+        else:
+            verified_collateral = self._check_collateral(quote, pck_chain, pck, collateral, now)  # 9
+        return VerifiedTdxQuote(
+            quote=quote,
+            pck_chain=pck_chain.ders,
+            pck=pck,
+            root_fingerprint=chain.root_fingerprint,
+            platform=EMULATED_PLATFORM if self._roots.is_emulated else "TDX",
+            collateral=verified_collateral,
+            verified_at=now,
+        )
+
+    def _check_collateral(
+        self, quote: abi.Quote, pck_chain: _PckChain, pck: PckExtensions, col: TdxCollateral, now: dt.datetime
+    ) -> VerifiedCollateral:
+        chain = pck_chain.chain
+        key = (col.tcb_info, col.qe_identity, col.tcb_signing_chain, col.pck_crl_issuer_chain, col.root_crl)
+        checked = self._collateral.get(key, lambda: self._check_collateral_signatures(col))
+        if checked.signing_chain.root_fingerprint != chain.root_fingerprint:
+            raise EvidenceError(
+                "untrusted_root", "collateral is signed under another root than the PCK chain"
+            )
+        pck_ca = chain.certs[1]
+        pck_crl = self._pck_crls.get(
+            (col.pck_crl, pck_chain.ca_der), lambda: _check_crl(col.pck_crl, pck_ca, "PCK CRL")
+        )
+        for w in checked.windows:
+            w.check(now)
+        for w in (checked.root_crl.window, pck_crl.window):
+            w.check(now)
+        if pck_crl.revokes(chain.leaf):
+            raise EvidenceError("revoked", "the PCK certificate is revoked")
+        for cert in (pck_ca, checked.signing_chain.leaf):
+            if checked.root_crl.revokes(cert):
+                raise EvidenceError("revoked", f"{cert.subject.rfc4514_string()} is revoked by the root CRL")
+        info, qe = checked.tcb_info, checked.qe_identity
+        if bytes.fromhex(info.fmspc) != pck.fmspc or bytes.fromhex(info.pce_id) != pck.pceid:
+            raise EvidenceError(
+                "collateral_mismatch",
+                f"TCB info is for FMSPC {info.fmspc} / PCEID {info.pce_id}, the PCK has "
+                f"{pck.fmspc.hex()} / {pck.pceid.hex()}",
+            )
+        qr = quote.signature_data.cert_data.qe_report
+        bad = pcs.qe_identity_mismatches(
+            qe,
+            mr_signer=qr.mr_signer,
+            isv_prod_id=qr.isv_prod_id,
+            miscselect=qr.miscselect,
+            attributes=qr.attributes,
+        )
+        if bad:
+            raise EvidenceError(
+                "qe_identity_mismatch", f"QE report does not match the QE identity: {', '.join(bad)}"
+            )
+        body = quote.body
+        tcb = pcs.evaluate_tcb(
+            info,
+            qe,
+            sgx_comps=pck.tcb_comp_svns,
+            pcesvn=pck.pcesvn,
+            tee_tcb_svn=body.tee_tcb_svn,
+            mr_signer_seam=body.mr_signer_seam,
+            seam_attributes=body.seam_attributes,
+            qe_isv_svn=qr.isv_svn,
+            tee_tcb_svn2=body.tee_tcb_svn2,
+        )
+        return VerifiedCollateral(
+            tcb_info=info,
+            qe_identity=qe,
+            tcb=tcb,
+            qe_identity_tcb_evaluation_data_number=qe.tcb_evaluation_data_number,
+        )
+
+    def _check_collateral_signatures(self, col: TdxCollateral) -> _CheckedCollateral:
+        signing = _check_chain(
+            _load_pem_chain(col.tcb_signing_chain, "TCB signing chain"),
+            self._roots,
+            2,
+            "TCB signing chain",
+            edge=self._edge,
+        )
+        crl_chain = _check_chain(
+            _load_pem_chain(col.pck_crl_issuer_chain, "PCK CRL issuer chain"),
+            self._roots,
+            2,
+            "PCK CRL issuer chain",
+            leaf_is_ca=True,
+            edge=self._edge,
+        )
+        if crl_chain.root_fingerprint != signing.root_fingerprint:
+            raise EvidenceError("untrusted_root", "collateral chains end at different roots")
+        signer = _p256_key(signing.leaf, "TCB signing certificate")
+        info_raw, info_sig = pcs.split_signed_document(col.tcb_info, "tcbInfo")
+        if not _p256_verify(signer, info_sig, info_raw):
+            raise EvidenceError("bad_collateral", "TCB info signature is invalid")
+        qe_raw, qe_sig = pcs.split_signed_document(col.qe_identity, "enclaveIdentity")
+        if not _p256_verify(signer, qe_sig, qe_raw):
+            raise EvidenceError("bad_collateral", "QE identity signature is invalid")
+        info = pcs.decode_tcb_info(info_raw)
+        qe = pcs.decode_qe_identity(qe_raw)
+        root_crl = _check_crl(col.root_crl, signing.certs[-1], "root CRL")
+        # Documents past nextUpdate are stale collateral ("retry later"), not forged evidence.
+        windows = (
+            *signing.windows,
+            *crl_chain.windows,
+            _doc_window("TCB info", info.issue_date, info.next_update),
+            _doc_window("QE identity", qe.issue_date, qe.next_update),
+        )
+        return _CheckedCollateral(
+            tcb_info=info,
+            qe_identity=qe,
+            signing_chain=signing,
+            crl_issuer_chain=crl_chain,
+            windows=windows,
+            root_crl=root_crl,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TdxVerifierBuilder:
+    """Immutable, set-once builder: ``TdxVerifierBuilder().roots(TdxRoots.intel()).build()``."""
+
+    _roots: TdxRoots | None = field(default=None)
+
+    def roots(self, roots: TdxRoots) -> TdxVerifierBuilder:
+        if self._roots is not None:
+            raise ValueError("roots already set")
+        return TdxVerifierBuilder(roots)
+
+    def build(self) -> TdxVerifier:
+        if self._roots is None:
+            raise ValueError("a TDX verifier needs pinned roots")
+        return TdxVerifier(self._roots)

@@ -1,0 +1,328 @@
+"""Turn Kubernetes YAML into a confidential deployment: inject, pin a policy, and describe it in the manifest.
+
+:func:`process` is pure (documents in memory in, changed documents and manifest entries out); :func:`run` adds
+the file I/O of ``contrast generate``. Nothing is written unless every workload could be processed, so a
+refusal leaves the user's files as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contrast.attest.refvalues import ReferenceValues
+from contrast.coordinator import manifest as manifest_format
+from contrast.coordinator.ownerkeys import ensure_owner_keys, public_key_hex
+from contrast.errors import RequestError
+from contrast.generate import annotations as ann
+from contrast.generate import inject, jsonpatch, platforms
+from contrast.generate import policy as pol
+from contrast.generate.images import INITIALIZER_IMAGE, is_pinned
+from contrast.generate.workloads import Workload, as_workload
+from contrast.generate.yamldocs import YamlFile, dump_document, iter_yaml_paths, read_file
+
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Options:
+    allow_mutable_images: bool = False
+    initializer_image: str = INITIALIZER_IMAGE
+    nats_url: str = inject.DEFAULT_NATS_URL
+    # Contrast's default SANs are [name, "*"]; "*" makes the certificate valid for any host name, leaving the
+    # mesh CA (every workload of this manifest) as the identity that peers check.
+    wildcard_san: bool = True
+
+
+@dataclass(frozen=True)
+class WorkloadReport:
+    path: Path
+    ref: str
+    policy_hash: str
+    role: str
+    initializer: bool
+
+
+@dataclass
+class Outcome:
+    files: list[YamlFile]
+    workloads: list[WorkloadReport] = field(default_factory=list)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _entry(w: Workload, role: str, options: Options) -> dict[str, Any]:
+    secret_id = ann.read(w.obj, w.template, ann.WORKLOAD_SECRET_ID, w.ref)
+    if secret_id == "":
+        raise RequestError("annotation_invalid", f"{w.ref}: {ann.WORKLOAD_SECRET_ID} must not be empty")
+    return {
+        "SANs": [w.name, "*"] if options.wildcard_san else [w.name],
+        "WorkloadSecretID": secret_id if secret_id is not None else w.default_secret_id(),
+        "Role": role,
+    }
+
+
+def _process_workload(w: Workload, path: Path, options: Options, out: Outcome) -> None:
+    skip = ann.flag(w.obj, w.template, ann.SKIP_INITIALIZER, w.ref)
+    role = ann.role(w.obj, w.template, w.ref)
+    # The Coordinator attests itself when it joins; others get the initializer unless they opt out.
+    with_initializer = not skip and role != ann.ROLE_COORDINATOR
+    if with_initializer:
+        inject.inject(w.pod_spec, image=options.initializer_image, nats_url=options.nats_url, ref=w.ref)
+    policy = pol.build(
+        w.pod_spec, namespace=w.namespace, ref=w.ref, allow_mutable_images=options.allow_mutable_images
+    )
+    out.warnings.extend(policy.warnings)
+    digest = policy.hash_hex
+    ann.set_pod_annotation(w.template, ann.POLICY_HASH, digest)
+    existing = ann.get_pod_annotation(w.template, ann.KATA_INITDATA)
+    keep = False
+    if isinstance(existing, str):
+        try:
+            keep = pol.decode_annotation(existing) == policy.initdata
+        except RequestError:
+            keep = False
+    if not keep:
+        ann.set_pod_annotation(w.template, ann.KATA_INITDATA, policy.annotation)
+
+    entry = _entry(w, role, options)
+    previous = out.policies.get(digest)
+    if previous is not None and previous != entry:
+        raise RequestError(
+            "policy_conflict",
+            f"{w.ref}: has the same policy hash {digest} as another workload but a different manifest entry "
+            f"(SANs {previous['SANs']} vs {entry['SANs']}); the Coordinator could not tell them apart. "
+            "Make the pods differ (for example by an environment variable) or give them one identity.",
+        )
+    out.policies[digest] = entry
+    out.workloads.append(
+        WorkloadReport(path=path, ref=w.ref, policy_hash=digest, role=role, initializer=with_initializer)
+    )
+
+
+def process(files: list[YamlFile], options: Options) -> Outcome:
+    """Rewrite the confidential workloads in ``files`` (in memory) and collect their manifest entries."""
+    if not is_pinned(options.initializer_image):
+        raise RequestError(
+            "image_not_pinned", f"initializer image {options.initializer_image!r} needs a digest"
+        )
+    out = Outcome(files=files)
+    for f in files:
+        for doc in f.documents:
+            before = copy.deepcopy(doc.data)
+            w = as_workload(doc.data)
+            if w is None:
+                continue
+            _process_workload(w, f.path, options, out)
+            # Unchanged meaning keeps the original bytes: a second run rewrites nothing.
+            doc.new_text = None if doc.data == before else dump_document(doc.data, doc.text)
+    return out
+
+
+def render_manifest(manifest: dict[str, Any]) -> bytes:
+    """Stable bytes: sorted keys, two-space indent, trailing newline."""
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def check_reference_values(refvals: dict[str, Any]) -> list[str]:
+    """Validate ``refvals`` strictly unless values are still expected-missing; return the missing paths."""
+    missing = platforms.expected_missing_paths(refvals)
+    if missing:
+        return missing
+    try:
+        msgspec.convert(refvals, ReferenceValues, strict=True)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise RequestError("reference_values_invalid", f"reference values are not valid: {exc}") from exc
+    return []
+
+
+# Type-correct stand-ins for expected-missing values, used only to validate the rest of a manifest.
+_STAND_INS: dict[str, Any] = {
+    "TrustedMeasurement": "00" * 48,
+    "BootloaderVersion": 0,
+    "TEEVersion": 0,
+    "SNPVersion": 0,
+    "MicrocodeVersion": 0,
+    "MrTd": "00" * 48,
+    "MrSeam": "00" * 48,
+    "Rtmrs": "00" * 48,
+    "Xfam": "00" * 8,
+    "TdAttributes": "00" * 8,
+    "MinTCBEvaluationDataNumber": 0,
+}
+
+
+def _stand_in(refvals: Any, missing: list[str]) -> Any:
+    out = refvals
+    for ptr in missing:
+        tokens = jsonpatch.parse_pointer(ptr)
+        key = tokens[-2] if tokens[-1].isdigit() else tokens[-1]
+        if key not in _STAND_INS:
+            raise RequestError(
+                "reference_values_invalid", f"{ptr}: no stand-in for expected-missing field {key}"
+            )
+        out = jsonpatch.apply(out, [{"op": "replace", "path": ptr, "value": _STAND_INS[key]}])
+    return out
+
+
+def check_manifest(manifest: dict[str, Any], missing: list[str]) -> None:
+    """Run the Coordinator's own manifest validator, so that generate never writes what ``set`` refuses.
+
+    Expected-missing reference values are replaced by type-correct stand-ins for this check only, so that
+    everything else (policies, SANs, secret IDs, keys, the other reference values) is still validated.
+    """
+    candidate = {**manifest, "ReferenceValues": _stand_in(manifest["ReferenceValues"], missing)}
+    problems = manifest_format.validate(render_manifest(candidate))
+    if problems:
+        raise RequestError("manifest_invalid", "generated manifest is invalid: " + "; ".join(problems[:10]))
+
+
+def collect_policies(paths: list[Path]) -> dict[str, bytes]:
+    """Policy hash (hex) -> initdata document of every confidential workload in ``paths``.
+
+    This is what ``contrast set`` sends next to the manifest. Each document is read back from the pod's
+    initdata annotation and must hash to the pod's policy-hash annotation.
+    """
+    out: dict[str, bytes] = {}
+    for path in iter_yaml_paths(paths):
+        for doc in read_file(path).documents:
+            w = as_workload(doc.data)
+            if w is None:
+                continue
+            encoded = ann.get_pod_annotation(w.template, ann.KATA_INITDATA)
+            digest = ann.get_pod_annotation(w.template, ann.POLICY_HASH)
+            if not isinstance(encoded, str) or not isinstance(digest, str):
+                raise RequestError(
+                    "policy_missing", f"{path}: {w.ref} has no policy; run contrast generate first"
+                )
+            initdata = pol.decode_annotation(encoded)
+            if pol.Policy(initdata=initdata, data={}).hash_hex != digest:
+                raise RequestError(
+                    "policy_hash_mismatch", f"{path}: {w.ref}: initdata does not match its hash"
+                )
+            out[digest] = initdata
+    return out
+
+
+def build_manifest(
+    policies: dict[str, dict[str, Any]],
+    refvals: dict[str, Any],
+    workload_owner_keys: list[str],
+    seedshare_owner_keys: list[str],
+) -> dict[str, Any]:
+    return {
+        "Policies": {k: policies[k] for k in sorted(policies)},
+        "ReferenceValues": refvals,
+        "WorkloadOwnerPubKeys": sorted(set(workload_owner_keys)),
+        "SeedshareOwnerPubKeys": sorted(set(seedshare_owner_keys)),
+    }
+
+
+def _existing_owner_keys(path: Path) -> tuple[list[str], list[str]]:
+    if not path.exists():
+        return [], []
+    try:
+        old = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise RequestError("manifest_invalid", f"{path}: existing manifest is not JSON: {exc}") from exc
+    if not isinstance(old, dict):
+        raise RequestError("manifest_invalid", f"{path}: existing manifest is not an object")
+
+    def strs(key: str) -> list[str]:
+        v = old.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise RequestError("manifest_invalid", f"{path}: {key} must be a list of strings")
+        return list(v)
+
+    return strs("WorkloadOwnerPubKeys"), strs("SeedshareOwnerPubKeys")
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Replace ``path`` with ``data`` unless it already holds exactly that; return whether it wrote."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        # mkstemp creates 0600; keep an existing file's mode, and make a new (public) file readable.
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+@dataclass(frozen=True)
+class Report:
+    outcome: Outcome
+    manifest_path: Path
+    manifest: dict[str, Any]
+    written: list[Path]
+    missing_reference_values: list[str]
+
+
+def run(
+    paths: list[Path],
+    *,
+    platform: str,
+    workspace: Path,
+    manifest_path: Path | None = None,
+    patch_files: list[Path] | None = None,
+    emulator_dir: Path,
+    options: Options,
+    warn: Callable[[str], None] = lambda m: print(f"WARNING: {m}", file=sys.stderr),
+) -> Report:
+    """``contrast generate``: read, process, and only then write YAML files, owner keys and manifest.json."""
+    files = [read_file(p) for p in iter_yaml_paths(paths)]
+    outcome = process(files, options)
+    if not outcome.workloads:
+        raise RequestError(
+            "no_workloads", "found no workload with a runtimeClassName starting with contrast-cc"
+        )
+
+    refvals: Any = platforms.reference_values(platform, emulator_dir=emulator_dir)
+    for pf in patch_files or []:
+        try:
+            patch = json.loads(pf.read_bytes())
+        except (ValueError, OSError) as exc:
+            raise RequestError("patch_invalid", f"{pf}: not a JSON patch file: {exc}") from exc
+        refvals = jsonpatch.apply(refvals, patch)
+    if not isinstance(refvals, dict):
+        raise RequestError("reference_values_invalid", "patched reference values are not an object")
+    missing = check_reference_values(refvals)
+
+    mpath = manifest_path if manifest_path is not None else workspace / MANIFEST_FILE
+    old_workload, old_seedshare = _existing_owner_keys(mpath)
+    workload_key, seedshare_key = ensure_owner_keys(workspace)
+    manifest = build_manifest(
+        outcome.policies,
+        refvals,
+        [*old_workload, public_key_hex(workload_key)],
+        [*old_seedshare, public_key_hex(seedshare_key)],
+    )
+
+    check_manifest(manifest, missing)
+    for m in outcome.warnings:
+        warn(m)
+    written = [f.path for f in files if f.changed and write_atomic(f.path, f.render().encode("utf-8"))]
+    if write_atomic(mpath, render_manifest(manifest)):
+        written.append(mpath)
+    return Report(
+        outcome=outcome,
+        manifest_path=mpath,
+        manifest=manifest,
+        written=written,
+        missing_reference_values=missing,
+    )

@@ -1,0 +1,78 @@
+"""Inject the Contrast initializer and the in-memory ``contrast-secrets`` volume into a pod spec.
+
+Idempotent: running it on its own output changes nothing, so ``generate`` can run again on files it wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contrast.errors import RequestError
+
+INITIALIZER_NAME = "contrast-initializer"
+SECRETS_VOLUME = "contrast-secrets"
+SECRETS_MOUNT_PATH = "/contrast"
+NATS_URL_ENV = "CONTRAST_NATS_URL"
+DEFAULT_NATS_URL = "nats://nats.contrast-system.svc.cluster.local:4222"
+
+
+def initializer_container(image: str, nats_url: str) -> dict[str, Any]:
+    return {
+        "name": INITIALIZER_NAME,
+        "image": image,
+        "command": ["python", "-m", "contrast.initializer"],
+        "env": [{"name": NATS_URL_ENV, "value": nats_url}],
+        "volumeMounts": [{"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+    }
+
+
+def secrets_volume() -> dict[str, Any]:
+    # medium: Memory keeps the keys and the workload secret in the CVM's encrypted RAM, never on a host disk.
+    return {"name": SECRETS_VOLUME, "emptyDir": {"medium": "Memory"}}
+
+
+def _list(spec: dict[str, Any], key: str, ref: str) -> list[Any]:
+    value = spec.get(key)
+    if value is None:
+        value = spec[key] = []
+    if not isinstance(value, list):
+        raise RequestError("workload_invalid", f"{ref}: spec.{key} must be a list")
+    return value
+
+
+def inject(spec: dict[str, Any], *, image: str, nats_url: str, ref: str) -> None:
+    """Make the initializer the first init container and mount ``contrast-secrets`` in every container."""
+    init = _list(spec, "initContainers", ref)
+    init[:] = [c for c in init if not (isinstance(c, dict) and c.get("name") == INITIALIZER_NAME)]
+    init.insert(0, initializer_container(image, nats_url))
+
+    volumes = _list(spec, "volumes", ref)
+    existing = [v for v in volumes if isinstance(v, dict) and v.get("name") == SECRETS_VOLUME]
+    if existing and existing[0] != secrets_volume():
+        # A user volume of the same name could point at host storage: refuse rather than write secrets there.
+        raise RequestError(
+            "workload_invalid", f"{ref}: volume {SECRETS_VOLUME!r} exists and is not an in-memory emptyDir"
+        )
+    if not existing:
+        volumes.append(secrets_volume())
+
+    for key in ("initContainers", "containers"):
+        for c in _list(spec, key, ref):
+            if not isinstance(c, dict):
+                raise RequestError("workload_invalid", f"{ref}: spec.{key} holds a non-mapping")
+            mounts = c.get("volumeMounts")
+            if mounts is None:
+                mounts = c["volumeMounts"] = []
+            if not isinstance(mounts, list):
+                raise RequestError(
+                    "workload_invalid", f"{ref}: container {c.get('name')!r} volumeMounts must be a list"
+                )
+            ours = [m for m in mounts if isinstance(m, dict) and m.get("name") == SECRETS_VOLUME]
+            if ours and any(m.get("mountPath") != SECRETS_MOUNT_PATH for m in ours):
+                raise RequestError(
+                    "workload_invalid",
+                    f"{ref}: container {c.get('name')!r} mounts {SECRETS_VOLUME} elsewhere",
+                )
+            if not ours:
+                mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH})

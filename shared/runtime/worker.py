@@ -1,0 +1,402 @@
+"""JetStream work-queue workers: a durable pull consumer with bounded in-flight work.
+
+Handler contract (same shape as endpoints): ``handler(message, ctx) -> None``. The handler publishes its
+output durably with ``await ctx.publish(...)`` (a JetStream publish that waits for the PubAck, deduplicated by
+``msg_id``) *before it returns*; only then is the input acked. Outcomes:
+
+- returns → ``ack`` (waiting for the server's confirmation);
+- raises :class:`RetryLater`, a ``collateral.*`` or ``state.*`` error, a timeout or an unexpected exception
+  → transient: ``nak`` with the consumer's backoff for this delivery count;
+- raises any other ``ContrastError`` (or the payload is oversized or does not decode) → poison: a
+  :class:`~contrast.wire.v1.DeadLetter` event is published durably on ``contrast.v1.events.deadletter``, then
+  the message is terminated;
+- a transient failure on the last allowed delivery is dead-lettered as well. A message whose deliveries ran
+  out without an answer (replicas crashed on it) is reported by the server's MAX_DELIVERIES advisory; one
+  replica dead-letters it from the stream and deletes it.
+
+Redelivery makes every handler run at least once; handlers must be idempotent on the request id (publish with
+``msg_id`` derived from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from contrast import subjects
+from contrast.errors import CollateralError, ContrastError, InternalError, RequestError, StateError
+from contrast.runtime.endpoint import new_correlation_id, short
+from contrast.runtime.jetstream import ensure_consumer, ensure_stream
+from contrast.runtime.logs import get_logger
+from contrast.runtime.tracing import extract, inject
+from contrast.subjects import ConsumerSpec
+from contrast.wire.v1 import DeadLetter, decoder, encode
+
+if TYPE_CHECKING:
+    from contrast.runtime.metrics import Metrics
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+Msg_T = TypeVar("Msg_T", bound=msgspec.Struct)
+
+_log = get_logger(__name__)
+
+
+class RetryLater(Exception):
+    """Raised by a stream handler for a transient fault: the message is nak'ed and redelivered later."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryContext:
+    """Delivery metadata and the means to publish output, for one delivery of one stream message."""
+
+    service: str
+    replica: str
+    consumer: str
+    subject: str
+    headers: Mapping[str, str]
+    msg_id: str  # the producer's Nats-Msg-Id ("" if none): the natural idempotency key
+    stream_seq: int
+    num_delivered: int
+    correlation_id: str
+    nc: Client
+    js: JetStreamContext
+    tracer: Tracer
+    metrics: Metrics
+
+    async def publish(
+        self, subject: str, message: msgspec.Struct, *, msg_id: str, timeout: float = 5.0
+    ) -> PubAck:
+        """Publish ``message`` durably (waits for the stream's PubAck) with a dedup id, in this trace."""
+        if not msg_id:
+            raise ValueError("a durable output needs a msg_id so that a redelivery cannot duplicate it")
+        headers = inject({MSG_ID_HEADER: msg_id})
+        ack: PubAck = await self.js.publish(subject, encode(message), timeout=timeout, headers=headers)
+        return ack
+
+
+StreamHandler = Callable[[Msg_T, DeliveryContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamWorker(Generic[Msg_T]):
+    """A durable pull consumer running ``handler`` on each message of ``consumer.stream``.
+
+    ``max_in_flight`` bounds this replica's concurrent messages (the consumer's ``max_ack_pending`` bounds all
+    replicas together). ``timeout`` must stay below the consumer's ``ack_wait``, so that a live handler is
+    never redelivered to another replica while it still runs.
+    """
+
+    name: str
+    consumer: ConsumerSpec
+    message_type: type[Msg_T]
+    handler: StreamHandler[Msg_T]
+    max_in_flight: int = 16
+    timeout: float = 20.0
+    max_bytes: int | None = None  # default: the stream's max_msg_size
+    fetch_timeout: float = 1.0  # longest a fetch waits for work; also the worst-case stop latency
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"worker {self.name}: max_in_flight must be >= 1")
+        if not 0 < self.timeout < self.consumer.ack_wait:
+            raise ValueError(f"worker {self.name}: timeout must be positive and below ack_wait")
+        if not 0 < self.fetch_timeout <= 30:
+            raise ValueError(f"worker {self.name}: fetch_timeout out of range")
+        decoder(self.message_type)
+
+    @property
+    def limit(self) -> int:
+        return self.max_bytes or self.consumer.stream.max_msg_size
+
+    def backoff(self, num_delivered: int) -> float:
+        steps = self.consumer.backoff or (1.0,)
+        return steps[min(num_delivered, len(steps)) - 1]
+
+
+class _MaxDeliveries(msgspec.Struct):
+    # Server advisory io.nats.jetstream.advisory.v1.max_deliver; not strict: the server may add fields.
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+
+
+class WorkerRunner:
+    """Runs one :class:`StreamWorker` in this replica."""
+
+    def __init__(
+        self,
+        worker: StreamWorker[Any],
+        *,
+        nc: Client,
+        js: JetStreamContext,
+        service: str,
+        replica: str,
+        tracer: Tracer,
+        metrics: Metrics,
+        js_replicas: int | None = None,
+    ) -> None:
+        self.worker = worker
+        self._nc, self._js = nc, js
+        self._service, self._replica = service, replica
+        self._tracer, self._metrics = tracer, metrics
+        self._js_replicas = js_replicas
+        self._slots = asyncio.Semaphore(worker.max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._psub: Any = None
+        self._advisories: Subscription | None = None
+        self.running = False
+
+    async def start(self) -> None:
+        spec = self.worker.consumer
+        await ensure_stream(self._js, spec.stream, replicas=self._js_replicas)
+        await ensure_stream(self._js, subjects.EVENTS, replicas=self._js_replicas)
+        await ensure_consumer(self._js, spec)
+        self._psub = await self._js.pull_subscribe(
+            spec.filter_subject, durable=spec.durable, stream=spec.stream.name
+        )
+        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream.name}.{spec.durable}"
+        self._advisories = await self._nc.subscribe(
+            advisory, queue=f"{spec.durable}-dlq", cb=self._on_max_deliveries
+        )
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"{self.worker.name}-fetch")
+        self.running = True
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop fetching, finish in-flight messages (ack/nak), then unsubscribe. False if the budget ran out
+        (unfinished messages are simply redelivered to another replica after ack_wait)."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        if self._loop_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(self._loop_task), max(0.01, deadline - time.monotonic())
+                )
+            if not self._loop_task.done():
+                self._loop_task.cancel()
+        ok = True
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(0.01, deadline - time.monotonic()))
+            for task in pending:
+                task.cancel()
+            ok = not pending
+        for sub in (self._psub, self._advisories):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self.running = False
+        return ok
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            batch = 1
+            while batch < self.worker.max_in_flight and not self._slots.locked():
+                await self._slots.acquire()
+                batch += 1
+            try:
+                if self._stopping.is_set():
+                    msgs: list[Msg] = []
+                else:
+                    msgs = await self._psub.fetch(batch, timeout=self.worker.fetch_timeout)
+            except NatsTimeoutError:
+                msgs = []
+            except asyncio.CancelledError:
+                for _ in range(batch):
+                    self._slots.release()
+                raise
+            except Exception as e:  # connection trouble: back off, the client reconnects by itself
+                _log.warning("fetch_failed", worker=self.worker.name, error=type(e).__name__)
+                msgs = []
+                await asyncio.sleep(0.5)
+            for _ in range(batch - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._process(msg), name=f"{self.worker.name}-message")
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _process(self, msg: Msg) -> None:
+        w = self.worker
+        md = msg.metadata
+        num_delivered = md.num_delivered or 1
+        stream_seq = md.sequence.stream if md.sequence else 0
+        headers = dict(msg.headers or {})
+        self._metrics.in_flight.labels("stream").inc()
+        with self._tracer.start_as_current_span(
+            w.consumer.filter_subject,
+            context=extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": w.consumer.durable,
+                "messaging.message.id": headers.get(MSG_ID_HEADER, ""),
+                "contrast.stream_seq": stream_seq,
+                "contrast.num_delivered": num_delivered,
+            },
+        ) as span:
+            correlation_id = new_correlation_id()
+            outcome = "ack"
+            try:
+                await self._run_handler(msg, headers, stream_seq, num_delivered, correlation_id)
+                await msg.ack_sync()
+            except RetryLater as e:
+                outcome = await self._transient(
+                    msg, num_delivered, stream_seq, "transient", e.reason, e.delay
+                )
+            except (CollateralError, StateError) as e:
+                outcome = await self._transient(msg, num_delivered, stream_seq, e.code, e.message, None)
+            except ContrastError as e:
+                outcome = await self._dead_letter(msg, stream_seq, num_delivered, e.code, e.message)
+            except TimeoutError:
+                outcome = await self._transient(
+                    msg, num_delivered, stream_seq, "internal.timeout", "handler timeout", None
+                )
+            except Exception:
+                _log.exception("stream_handler_failed", worker=w.name, correlation_id=correlation_id)
+                outcome = await self._transient(
+                    msg,
+                    num_delivered,
+                    stream_seq,
+                    "internal.error",
+                    f"internal error; correlation id {correlation_id}",
+                    None,
+                )
+            if outcome != "ack":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.set_attribute("contrast.outcome", outcome)
+        self._metrics.in_flight.labels("stream").dec()
+        self._metrics.deliveries.labels(w.consumer.durable, outcome).inc()
+
+    async def _run_handler(
+        self, msg: Msg, headers: dict[str, str], stream_seq: int, num_delivered: int, correlation_id: str
+    ) -> None:
+        w = self.worker
+        if len(msg.data) > w.limit:
+            raise RequestError(
+                "too_large", f"message of {len(msg.data)} bytes exceeds the limit of {w.limit}"
+            )
+        try:
+            message = decoder(w.message_type).decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            raise RequestError("decode", short(f"not a valid {w.message_type.__name__}: {e}", 256)) from e
+        ctx = DeliveryContext(
+            service=self._service,
+            replica=self._replica,
+            consumer=w.consumer.durable,
+            subject=msg.subject,
+            headers=headers,
+            msg_id=headers.get(MSG_ID_HEADER, ""),
+            stream_seq=stream_seq,
+            num_delivered=num_delivered,
+            correlation_id=correlation_id,
+            nc=self._nc,
+            js=self._js,
+            tracer=self._tracer,
+            metrics=self._metrics,
+        )
+        async with asyncio.timeout(w.timeout):
+            await w.handler(message, ctx)
+
+    async def _transient(
+        self, msg: Msg, num_delivered: int, stream_seq: int, code: str, message: str, delay: float | None
+    ) -> str:
+        if num_delivered >= self.worker.consumer.max_deliver:
+            code = code if "." in code else "internal.retries_exhausted"
+            return await self._dead_letter(
+                msg, stream_seq, num_delivered, code, f"gave up after retries: {message}"
+            )
+        wait = self.worker.backoff(num_delivered) if delay is None else delay
+        _log.info("stream_retry", worker=self.worker.name, code=code, delay=wait, num_delivered=num_delivered)
+        with contextlib.suppress(Exception):  # if the nak is lost, ack_wait redelivers anyway
+            await msg.nak(delay=wait)
+        return "nak"
+
+    async def _dead_letter(
+        self, msg: Msg, stream_seq: int, num_delivered: int, code: str, message: str
+    ) -> str:
+        w = self.worker
+        letter = DeadLetter(
+            stream=w.consumer.stream.name,
+            consumer=w.consumer.durable,
+            stream_seq=stream_seq,
+            subject=short(msg.subject, 256),
+            msg_id=short((msg.headers or {}).get(MSG_ID_HEADER, ""), 256),
+            deliveries=num_delivered,
+            code=code,
+            message=short(message),
+            payload=msg.data[: w.consumer.stream.max_msg_size],
+        )
+        try:
+            await self._publish_dead_letter(letter)
+        except Exception as e:
+            # Without a durable dead letter the message must not disappear: leave it for redelivery.
+            _log.error("deadletter_publish_failed", worker=w.name, error=type(e).__name__)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=w.backoff(num_delivered))
+            return "nak"
+        _log.warning("stream_dead_letter", worker=w.name, code=code, stream_seq=stream_seq)
+        self._metrics.deadletters.labels(w.consumer.durable, code).inc()
+        with contextlib.suppress(Exception):
+            await msg.term()
+        return "term"
+
+    async def _publish_dead_letter(self, letter: DeadLetter) -> None:
+        headers = inject({MSG_ID_HEADER: f"deadletter-{letter.stream}-{letter.stream_seq}"})
+        await self._js.publish(subjects.EVENT_DEADLETTER, encode(letter), headers=headers)
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        w = self.worker
+        try:
+            advisory = msgspec.json.decode(msg.data, type=_MaxDeliveries)
+            stored = await self._js.get_msg(advisory.stream, advisory.stream_seq)
+        except Exception as e:  # already dead-lettered by us and removed, or a malformed advisory
+            _log.info("max_deliveries_skipped", worker=w.name, error=type(e).__name__)
+            return
+        if advisory.stream != w.consumer.stream.name or advisory.consumer != w.consumer.durable:
+            return
+        letter = DeadLetter(
+            stream=advisory.stream,
+            consumer=advisory.consumer,
+            stream_seq=advisory.stream_seq,
+            subject=short(stored.subject or "", 256),
+            msg_id=short((stored.headers or {}).get(MSG_ID_HEADER, ""), 256),
+            deliveries=advisory.deliveries,
+            code=InternalError("max_deliveries", "").code,
+            message="no replica finished this message within max_deliver deliveries",
+            payload=(stored.data or b"")[: w.consumer.stream.max_msg_size],
+        )
+        try:
+            await self._publish_dead_letter(letter)
+            await self._js.delete_msg(advisory.stream, advisory.stream_seq)
+        except Exception as e:
+            _log.error("deadletter_publish_failed", worker=w.name, error=type(e).__name__)
+            return
+        _log.warning("stream_dead_letter", worker=w.name, code=letter.code, stream_seq=letter.stream_seq)
+        self._metrics.deadletters.labels(w.consumer.durable, letter.code).inc()

@@ -1,0 +1,224 @@
+"""Every NATS subject, JetStream stream, durable consumer and KV bucket, declared once (DESIGN.md §4).
+
+This module is pure data: it imports nothing from nats-py, so the CLI and tests can read it cheaply. The
+runtime (``contrast.runtime.jetstream``) turns the specs into server configs and creates or updates them
+at start.
+
+Limits are deliberately finite everywhere: an unbounded stream is a disk-exhaustion attack by any client that
+can publish. ``replicas`` is 1 here (single node dev/test); production overrides it with
+``CONTRAST_JS_REPLICAS=3`` (see ``RuntimeConfig.js_replicas``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+PREFIX: Final = "contrast.v1"
+
+# --- attestation flow ---
+ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # request/reply, verifier queue group
+ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # JetStream ATTEST (work queue)
+ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
+ATTEST_RESULT_PREFIX: Final = f"{PREFIX}.attest.result"  # .<request-id>; also KV `results`
+
+# --- user API (manifest service) ---
+USER_MANIFEST_SET: Final = f"{PREFIX}.user.manifest.set"
+USER_MANIFEST_GET: Final = f"{PREFIX}.user.manifest.get"
+USER_RECOVER: Final = f"{PREFIX}.user.recover"
+
+# --- coordinator join ---
+COORDINATOR_JOIN: Final = f"{PREFIX}.coordinator.join"
+
+# --- events ---
+EVENTS_PREFIX: Final = f"{PREFIX}.events"
+EVENTS_ALL: Final = f"{EVENTS_PREFIX}.>"
+EVENT_DEADLETTER: Final = f"{EVENTS_PREFIX}.deadletter"
+EVENT_MANIFEST_UPDATED: Final = f"{EVENTS_PREFIX}.manifest.updated"
+EVENT_STATE: Final = f"{EVENTS_PREFIX}.state"  # stale/ready transitions
+EVENT_ATTESTATION: Final = f"{EVENTS_PREFIX}.attestation"  # accepted/rejected
+
+# --- runtime ---
+HEALTH_PREFIX: Final = f"{PREFIX}.health"  # .<service>: readiness endpoint of every service
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _token(value: str, what: str) -> str:
+    # A request id or service name becomes one subject token; '.', '*', '>' or spaces would let a caller
+    # address (or subscribe to) other subjects.
+    if not _TOKEN.match(value):
+        raise ValueError(f"invalid {what} for a subject token: {value!r}")
+    return value
+
+
+def attest_result(request_id: str) -> str:
+    """Subject on which the result for ``request_id`` is announced."""
+    return f"{ATTEST_RESULT_PREFIX}.{_token(request_id, 'request id')}"
+
+
+def health(service: str) -> str:
+    """Readiness endpoint of ``service`` (queue group: any ready replica answers)."""
+    return f"{HEALTH_PREFIX}.{_token(service, 'service name')}"
+
+
+SECOND: Final = 1.0
+MINUTE: Final = 60 * SECOND
+HOUR: Final = 60 * MINUTE
+DAY: Final = 24 * HOUR
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamSpec:
+    """A JetStream stream and its bounds. Retention ``workqueue`` deletes a message once it is acked."""
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: Literal["workqueue", "limits", "interest"]
+    max_age: float  # seconds
+    max_bytes: int
+    max_msgs: int
+    max_msg_size: int
+    duplicate_window: float  # seconds; Nats-Msg-Id dedup horizon
+    replicas: int = 1
+    discard: Literal["old", "new"] = "new"  # refuse new work when full rather than drop accepted work
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.name):
+            raise ValueError(f"invalid stream name {self.name!r}")
+        if not self.subjects:
+            raise ValueError(f"stream {self.name} has no subjects")
+        if min(self.max_age, self.max_bytes, self.max_msgs, self.max_msg_size, self.duplicate_window) <= 0:
+            raise ValueError(f"stream {self.name}: every bound must be positive")
+        if self.duplicate_window > self.max_age:
+            raise ValueError(f"stream {self.name}: duplicate window exceeds max age")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerSpec:
+    """A durable pull consumer shared by all replicas of one service."""
+
+    stream: StreamSpec
+    durable: str
+    filter_subject: str
+    ack_wait: float  # seconds before an unacked message is redelivered (a dead replica's work)
+    max_deliver: int  # then the server emits a MAX_DELIVERIES advisory; we dead-letter it
+    max_ack_pending: int  # bound on in-flight work across all replicas
+    backoff: tuple[float, ...] = field(default=())  # nak delays by delivery count; last one repeats
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.durable):
+            raise ValueError(f"invalid durable name {self.durable!r}")
+        if self.ack_wait <= 0 or self.max_deliver < 1 or self.max_ack_pending < 1:
+            raise ValueError(f"consumer {self.durable}: bounds must be positive")
+        if any(d < 0 for d in self.backoff):
+            raise ValueError(f"consumer {self.durable}: negative backoff")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVSpec:
+    """A JetStream key-value bucket."""
+
+    bucket: str
+    history: int
+    ttl: float  # seconds; 0 = keep (only for content-addressed, bounded data)
+    max_value_size: int
+    max_bytes: int
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.match(self.bucket):
+            raise ValueError(f"invalid bucket name {self.bucket!r}")
+        if not 1 <= self.history <= 64 or self.ttl < 0 or self.max_value_size <= 0 or self.max_bytes <= 0:
+            raise ValueError(f"bucket {self.bucket}: invalid bounds")
+
+
+# Evidence bundles (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room
+# for collateral carried in the bundle. A burst of 100k pending requests (25 GiB worst case) is refused at
+# 1 GiB instead: backpressure is better than a full disk. Ten minutes is far beyond any nonce lifetime, so an
+# older request could never be answered anyway. Dedup covers client retries of the same request id.
+ATTEST: Final = StreamSpec(
+    name="ATTEST",
+    subjects=(ATTEST_REQUESTED,),
+    retention="workqueue",
+    max_age=10 * MINUTE,
+    max_bytes=1 * GiB,
+    max_msgs=100_000,
+    max_msg_size=256 * KiB,
+    duplicate_window=2 * MINUTE,
+)
+
+# Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST.
+VERDICTS: Final = StreamSpec(
+    name="VERDICTS",
+    subjects=(ATTEST_VERIFIED,),
+    retention="workqueue",
+    max_age=10 * MINUTE,
+    max_bytes=256 * MiB,
+    max_msgs=100_000,
+    max_msg_size=64 * KiB,
+    duplicate_window=2 * MINUTE,
+)
+
+# Audit trail of events (dead letters keep the original payload, so their size bound is ATTEST's).
+EVENTS: Final = StreamSpec(
+    name="EVENTS",
+    subjects=(EVENTS_ALL,),
+    retention="limits",
+    max_age=7 * DAY,
+    max_bytes=1 * GiB,
+    max_msgs=1_000_000,
+    max_msg_size=512 * KiB,
+    duplicate_window=2 * MINUTE,
+    discard="old",  # an audit log keeps the newest entries when full
+)
+
+# One ECDSA P-384 verify costs ~0.33 ms, so a verification finishes well within 30 s even under a burst;
+# a replica killed mid-message has its work redelivered after ack_wait. 256 in flight across all verifier
+# replicas bounds memory while keeping every core busy.
+VERIFIER_CONSUMER: Final = ConsumerSpec(
+    stream=ATTEST,
+    durable="verifier",
+    filter_subject=ATTEST_REQUESTED,
+    ack_wait=30 * SECOND,
+    max_deliver=5,
+    max_ack_pending=256,
+    backoff=(0.5, 2.0, 5.0, 10.0),
+)
+
+CA_CONSUMER: Final = ConsumerSpec(
+    stream=VERDICTS,
+    durable="ca",
+    filter_subject=ATTEST_VERIFIED,
+    ack_wait=30 * SECOND,
+    max_deliver=5,
+    max_ack_pending=256,
+    backoff=(0.5, 2.0, 5.0, 10.0),
+)
+
+# Nonces live seconds; the TTL is the expiry horizon, and a single-use mark is a CAS on the same key.
+NONCES: Final = KVSpec(
+    bucket="nonces", history=1, ttl=2 * MINUTE, max_value_size=1 * KiB, max_bytes=256 * MiB
+)
+
+# Results are sealed to the requester (safe to store); an initializer that reconnects within 10 min finds it.
+RESULTS: Final = KVSpec(
+    bucket="results", history=1, ttl=10 * MINUTE, max_value_size=128 * KiB, max_bytes=1 * GiB
+)
+
+# Content-addressed manifest history (manifests/<sha256>, policies/<sha256>, transitions/<sha256>, latest):
+# never expires; history 64 keeps every CAS revision of `latest` for audit.
+HISTORY: Final = KVSpec(bucket="history", history=64, ttl=0, max_value_size=1 * MiB, max_bytes=4 * GiB)
+
+# Collateral cache (VCEK, CRLs, TCB info) shared by verifier replicas; entries are re-verified on read.
+COLLATERAL: Final = KVSpec(
+    bucket="collateral", history=1, ttl=1 * DAY, max_value_size=256 * KiB, max_bytes=1 * GiB
+)
+
+STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
+CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
+BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)

@@ -1,0 +1,3 @@
+from snp_fixtures import emulator, vector
+
+__all__ = ["emulator", "vector"]

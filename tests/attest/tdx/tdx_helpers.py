@@ -1,0 +1,55 @@
+"""Shared constants and builders for the TDX tests (imported by name: the test folders are not packages)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from contrast.attest.tdx import emulator
+from contrast.attest.tdx.emulator import EmulatedTdxPlatform
+from contrast.attest.tdx.reference import TdxReferenceValues
+from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral
+
+VECTOR = Path("/work/shared/vectors/tdx_v4_gotdxguest_spr")
+# Inside every window of the vector's collateral: TCB info 06-18..07-18, QE identity 06-08..07-08, PCK CRL
+# 06-08..07-08 (2023), root CRL 2023-04..2024-04, TCB-signing certificate until 2025-05-21.
+REAL_NOW = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)
+EMU_NOW = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
+
+
+def load_collateral(directory: Path) -> TdxCollateral:
+    return TdxCollateral(**{k: (directory / v).read_bytes() for k, v in COLLATERAL_FILES.items()})
+
+
+MRTD = bytes.fromhex("11" * 48)
+RTMRS = tuple(bytes([0x20 + i]) * 48 for i in range(4))
+POLICY_HASH = bytes.fromhex("ab" * 32)
+REPORT_DATA = bytes(range(64))
+
+
+def emu_reference(platform: EmulatedTdxPlatform, **overrides: Any) -> TdxReferenceValues:
+    values: dict[str, Any] = {
+        "Platform": "Emulated-TDX",
+        "MrTd": MRTD.hex(),
+        "MrSeam": emulator.DEFAULT_MR_SEAM.hex(),
+        "Rtmrs": [r.hex() for r in RTMRS],
+        "Xfam": emulator.DEFAULT_XFAM.hex(),
+        "TdAttributes": emulator.DEFAULT_TD_ATTRIBUTES.hex(),
+        "AllowedPIIDs": [(platform.pck_extensions.piid or b"").hex()],
+        "MinTCBEvaluationDataNumber": emulator.TCB_EVALUATION_DATA_NUMBER,
+        "EmulatorRootFingerprint": platform.root_fingerprint,
+    }
+    values.update(overrides)
+    return TdxReferenceValues(**values)
+
+
+def emu_quote(platform: EmulatedTdxPlatform, **overrides: Any) -> bytes:
+    kwargs: dict[str, Any] = {
+        "report_data": REPORT_DATA,
+        "mr_config_id": POLICY_HASH,
+        "mrtd": MRTD,
+        "rtmrs": RTMRS,
+    }
+    kwargs.update(overrides)
+    return platform.quote(**kwargs)

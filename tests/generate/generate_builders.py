@@ -1,0 +1,41 @@
+"""Builders for Kubernetes objects used by the generate tests (imported as a module, not a conftest)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+
+def digest_image(name: str) -> str:
+    return f"registry.example/{name}@sha256:{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def pod_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "runtimeClassName": "contrast-cc",
+        "containers": [
+            {
+                "name": "app",
+                "image": digest_image("app"),
+                "command": ["/bin/app"],
+                "args": ["--port", "8080"],
+                "env": [{"name": "MODE", "value": "prod"}],
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": True}],
+            }
+        ],
+        "volumes": [{"name": "cache", "emptyDir": {}}],
+    }
+    spec.update(overrides)
+    return spec
+
+
+def deployment(name: str = "web", namespace: str = "shop", **spec_overrides: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(**spec_overrides)},
+        },
+    }

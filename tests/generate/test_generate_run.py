@@ -1,0 +1,323 @@
+"""`contrast generate` end to end on files: idempotence, pass-through, refusals, manifest, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from generate_builders import deployment, pod_spec
+
+from contrast.cli import generate as cli_generate
+from contrast.coordinator import manifest as manifest_format
+from contrast.coordinator.ownerkeys import (
+    SEEDSHARE_OWNER_KEY_FILE,
+    WORKLOAD_OWNER_KEY_FILE,
+    ensure_owner_keys,
+)
+from contrast.errors import RequestError
+from contrast.generate import annotations as ann
+from contrast.generate import inject
+from contrast.generate.generator import Options, collect_policies, process, run
+from contrast.generate.platforms import EXPECTED_MISSING
+from contrast.generate.policy import decode_annotation
+from contrast.generate.yamldocs import Document, YamlFile
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+@pytest.fixture(scope="session")
+def owner_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # RSA-4096 generation is slow; make the keys once and copy them into each workspace.
+    d = tmp_path_factory.mktemp("keys")
+    ensure_owner_keys(d)
+    return d
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, owner_keys: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for name in (WORKLOAD_OWNER_KEY_FILE, SEEDSHARE_OWNER_KEY_FILE):
+        shutil.copy2(owner_keys / name, ws / name)
+    write_docs(ws / "coordinator.yaml", coordinator())
+    return ws
+
+
+def fill_patch(tmp_path: Path) -> Path:
+    """Fill every expected-missing value of the Metal-QEMU-TDX reference values."""
+    ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/tdx/0/MrTd", "value": "ab" * 48},
+        {"op": "replace", "path": "/tdx/0/MrSeam", "value": "cd" * 48},
+        {"op": "replace", "path": "/tdx/0/Xfam", "value": "e702060000000000"},
+        {"op": "replace", "path": "/tdx/0/TdAttributes", "value": "0000001000000000"},
+        {"op": "replace", "path": "/tdx/0/MinTCBEvaluationDataNumber", "value": 17},
+    ]
+    ops += [{"op": "replace", "path": f"/tdx/0/Rtmrs/{i}", "value": f"{i:02x}" * 48} for i in range(4)]
+    p = tmp_path / "fill.json"
+    p.write_text(json.dumps(ops))
+    return p
+
+
+def coordinator() -> dict[str, Any]:
+    d = deployment("coordinator", namespace="contrast-system")
+    d["metadata"]["annotations"] = {ann.POD_ROLE: "coordinator"}
+    return d
+
+
+def gen(paths: list[Path], ws: Path, platform: str = "Metal-QEMU-TDX", **kw: Any) -> Any:
+    """Run generate on ``paths`` plus a Coordinator (the manifest validator requires one)."""
+    options = kw.pop("options", Options())
+    if kw.pop("with_coordinator", True):
+        paths = [*paths, ws / "coordinator.yaml"]
+    return run(paths, platform=platform, workspace=ws, emulator_dir=ws / "emu", options=options, **kw)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_docs(path: Path, *docs: Any) -> Path:
+    path.write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
+    return path
+
+
+def test_examples_twice_changes_no_byte(tmp_path: Path, workspace: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLES, app)
+    first = gen([app], workspace, with_coordinator=False)
+    assert len(first.outcome.workloads) >= 4
+    after_first = snapshot(tmp_path)
+    second = gen([app], workspace, with_coordinator=False)
+    assert second.written == []
+    assert snapshot(tmp_path) == after_first
+    manifest = (workspace / "manifest.json").read_bytes()
+    assert manifest.endswith(b"}\n")
+    assert manifest == json.dumps(json.loads(manifest), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def test_policy_hash_annotation_is_sha256_of_initdata(tmp_path: Path, workspace: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLES, app)
+    report = gen([app], workspace, with_coordinator=False)
+    seen = 0
+    for f in app.rglob("*.yaml"):
+        for doc in yaml.safe_load_all(f.read_text()):
+            spec = (doc or {}).get("spec", {})
+            template = spec.get("template") if isinstance(spec, dict) else None
+            if not template or "runtimeClassName" not in template.get("spec", {}):
+                continue
+            a = template["metadata"]["annotations"]
+            initdata = decode_annotation(a[ann.KATA_INITDATA])
+            assert hashlib.sha256(initdata).hexdigest() == a[ann.POLICY_HASH]
+            assert a[ann.POLICY_HASH] in report.manifest["Policies"]
+            seen += 1
+    assert seen == len(report.outcome.workloads)
+
+
+def test_non_confidential_documents_pass_through_byte_stable(tmp_path: Path, workspace: Path) -> None:
+    odd = (
+        "# keep me\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plain,   namespace: x}  # odd spacing\n"
+        "spec:\n  template:\n    spec:\n      runtimeClassName: kata-qemu\n"
+        "      containers: [{name: a, image: 'nginx:latest'}]\n"
+    )
+    conf = yaml.safe_dump(deployment("conf"), sort_keys=False)
+    text = odd + "---\n" + conf + "--- # a service\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+    f = tmp_path / "mixed.yaml"
+    f.write_text(text)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(odd)
+    gen([f, plain], workspace)
+    out = f.read_text()
+    assert out.startswith(odd + "---\n")
+    assert out.endswith("--- # a service\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n")
+    assert out != text  # the confidential one in the middle did change
+    assert plain.read_text() == odd
+
+
+def test_mutable_image_refused_and_nothing_written(tmp_path: Path, workspace: Path) -> None:
+    d = deployment()
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.27"
+    f = write_docs(tmp_path / "app.yaml", d)
+    before = snapshot(tmp_path)
+    with pytest.raises(RequestError) as e:
+        gen([f], workspace)
+    assert e.value.code == "request.image_not_pinned"
+    assert snapshot(tmp_path) == before
+    report = gen([f], workspace, options=Options(allow_mutable_images=True))
+    assert any("MUTABLE" in w for w in report.outcome.warnings)
+
+
+def test_same_policy_different_sans_refused(tmp_path: Path, workspace: Path) -> None:
+    f = write_docs(tmp_path / "twins.yaml", deployment("one"), deployment("two"))
+    with pytest.raises(RequestError) as e:
+        gen([f], workspace)
+    assert e.value.code == "request.policy_conflict"
+    # Identical workloads in one policy are fine when their entries agree (same name in two files).
+    g = write_docs(tmp_path / "again.yaml", deployment("one"))
+    h = write_docs(tmp_path / "again2.yaml", deployment("one"))
+    assert len(gen([g, h], workspace).manifest["Policies"]) == 2  # "one" and the Coordinator
+
+
+def test_entries_roles_secret_ids_and_opt_out(tmp_path: Path, workspace: Path) -> None:
+    coord = coordinator()
+    coord["metadata"]["name"] = "coord2"
+    coord["spec"]["template"]["spec"]["containers"][0]["args"] = ["--role", "coordinator"]
+    skip = deployment("legacy")
+    skip["spec"]["template"]["metadata"]["annotations"] = {ann.SKIP_INITIALIZER: "true"}
+    named = deployment("db")
+    named["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    named["metadata"]["annotations"] = {ann.WORKLOAD_SECRET_ID: "shared/db-key"}
+    normal = deployment("web")
+    normal["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "2"}]
+    f = write_docs(tmp_path / "app.yaml", coord, skip, named, normal)
+    report = gen([f], workspace)
+    by_ref = {w.ref: w for w in report.outcome.workloads}
+    entries = {e["SANs"][0]: e for e in report.manifest["Policies"].values()}
+    assert entries["coord2"] == {
+        "SANs": ["coord2", "*"],
+        "WorkloadSecretID": "apps/v1/Deployment/contrast-system/coord2",
+        "Role": "coordinator",
+    }
+    assert entries["db"]["WorkloadSecretID"] == "shared/db-key"
+    assert entries["web"]["WorkloadSecretID"] == "apps/v1/Deployment/shop/web"
+    assert not by_ref["Deployment contrast-system/coord2"].initializer
+    assert not by_ref["Deployment shop/legacy"].initializer
+    assert by_ref["Deployment shop/web"].initializer
+    docs = list(yaml.safe_load_all(f.read_text()))
+    web = docs[3]["spec"]["template"]["spec"]
+    assert web["initContainers"][0]["name"] == inject.INITIALIZER_NAME
+    assert {"name": "contrast-secrets", "emptyDir": {"medium": "Memory"}} in web["volumes"]
+    for c in web["initContainers"] + web["containers"]:
+        assert {"name": "contrast-secrets", "mountPath": "/contrast"} in c["volumeMounts"]
+    assert "initContainers" not in docs[0]["spec"]["template"]["spec"]
+    assert "initContainers" not in docs[1]["spec"]["template"]["spec"]
+
+
+def TEMPLATE(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"template": {"spec": spec}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "api", "wrap"),
+    [
+        ("Pod", "v1", lambda s: {"metadata": {"name": "w"}, "spec": s}),
+        ("Deployment", "apps/v1", lambda s: {"metadata": {"name": "w"}, "spec": {"template": {"spec": s}}}),
+        ("StatefulSet", "apps/v1", lambda s: {"metadata": {"name": "w"}, "spec": {"template": {"spec": s}}}),
+        ("DaemonSet", "apps/v1", lambda s: {"metadata": {"name": "w"}, "spec": {"template": {"spec": s}}}),
+        ("ReplicaSet", "apps/v1", lambda s: {"metadata": {"name": "w"}, "spec": {"template": {"spec": s}}}),
+        ("Job", "batch/v1", lambda s: {"metadata": {"name": "w"}, "spec": {"template": {"spec": s}}}),
+        (
+            "CronJob",
+            "batch/v1",
+            lambda s: {
+                "metadata": {"name": "w"},
+                "spec": {"jobTemplate": {"spec": {"template": {"spec": s}}}},
+            },
+        ),
+    ],
+)
+def test_every_workload_kind(tmp_path: Path, workspace: Path, kind: str, api: str, wrap: Any) -> None:
+    obj = {"apiVersion": api, "kind": kind, **wrap(pod_spec())}
+    f = write_docs(tmp_path / "w.yaml", obj)
+    report = gen([f], workspace)
+    (entry,) = [e for e in report.manifest["Policies"].values() if e["SANs"][0] == "w"]
+    group = "core/v1" if api == "v1" else api
+    assert entry["WorkloadSecretID"] == f"{group}/{kind}/default/w"
+    (doc,) = yaml.safe_load_all(f.read_text())
+    template = doc if kind == "Pod" else doc["spec"]["template"] if kind != "CronJob" else None
+    if template is None:
+        template = doc["spec"]["jobTemplate"]["spec"]["template"]
+    (mine,) = [w for w in report.outcome.workloads if w.ref.endswith("/w")]
+    assert template["metadata"]["annotations"][ann.POLICY_HASH] == mine.policy_hash
+
+
+def test_reference_values_marked_missing_and_patched(tmp_path: Path, workspace: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLES, app)
+    report = gen([app], workspace, with_coordinator=False)
+    assert report.missing_reference_values
+    raw = (workspace / "manifest.json").read_bytes()
+    assert EXPECTED_MISSING.encode() in raw
+    problems = manifest_format.validate(raw)
+    # set refuses the unfilled manifest, and says where
+    assert problems
+    assert all(p.startswith("ReferenceValues.tdx[0].") for p in problems)
+
+    filled = gen([app], workspace, patch_files=[fill_patch(tmp_path)], with_coordinator=False)
+    assert filled.missing_reference_values == []
+    doc = manifest_format.parse_manifest((workspace / "manifest.json").read_bytes())
+    # The full flow's manifest checks: every named policy has its document, and each hashes to its key.
+    manifest_format.check_policies_supplied(doc.manifest, collect_policies([app]))
+    assert doc.manifest.coordinator_policy_hashes()
+
+
+def test_invalid_patch_result_is_refused(tmp_path: Path, workspace: Path) -> None:
+    f = write_docs(tmp_path / "a.yaml", deployment())
+    bad = fill_patch(tmp_path)
+    ops = json.loads(bad.read_text())
+    ops[0]["value"] = "zz"  # not hex
+    bad.write_text(json.dumps(ops))
+    with pytest.raises(RequestError) as e:
+        gen([f], workspace, patch_files=[bad])
+    assert e.value.code == "request.reference_values_invalid"
+
+
+def test_owner_keys_created_and_kept(tmp_path: Path, owner_keys: Path) -> None:
+    ws = tmp_path / "fresh"
+    ws.mkdir()
+    write_docs(ws / "coordinator.yaml", coordinator())
+    # Reuse the slow RSA key but let generate create the workload-owner key itself.
+    shutil.copy2(owner_keys / SEEDSHARE_OWNER_KEY_FILE, ws / SEEDSHARE_OWNER_KEY_FILE)
+    f = write_docs(tmp_path / "a.yaml", deployment())
+    report = gen([f], ws)
+    assert (ws / WORKLOAD_OWNER_KEY_FILE).exists()
+    assert len(report.manifest["WorkloadOwnerPubKeys"]) == 1
+    assert len(report.manifest["SeedshareOwnerPubKeys"]) == 1
+    key = (ws / WORKLOAD_OWNER_KEY_FILE).read_bytes()
+    gen([f], ws)
+    assert (ws / WORKLOAD_OWNER_KEY_FILE).read_bytes() == key
+
+
+def test_default_sans_are_name_and_wildcard() -> None:
+    f = YamlFile(path=Path("a.yaml"), documents=[Document(text="", data=deployment("web"))])
+    (entry,) = process([f], Options()).policies.values()
+    assert entry["SANs"] == ["web", "*"]
+
+
+def test_default_sans_pass_the_validator_and_can_be_narrowed(tmp_path: Path, workspace: Path) -> None:
+    f = write_docs(tmp_path / "a.yaml", deployment())
+    assert {tuple(e["SANs"]) for e in gen([f], workspace).manifest["Policies"].values()} == {
+        ("web", "*"),
+        ("coordinator", "*"),
+    }
+    narrow = gen([f], workspace, options=Options(wildcard_san=False))
+    assert {tuple(e["SANs"]) for e in narrow.manifest["Policies"].values()} == {("web",), ("coordinator",)}
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="contrast")
+    cli_generate.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+def test_cli_exit_codes(tmp_path: Path, workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = write_docs(tmp_path / "a.yaml", deployment(), coordinator())
+    common = ["--workspace", str(workspace), "--reference-values", "Metal-QEMU-TDX"]
+    assert _cli(["generate", str(f), *common]) == 0
+    out = capsys.readouterr()
+    assert "EXPECTED-MISSING" in out.err
+    d = deployment()
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx"
+    write_docs(f, d, coordinator())
+    assert _cli(["generate", str(f), *common]) == 1
+    assert "request.image_not_pinned" in capsys.readouterr().err
+    assert _cli(["generate", str(f), "--workspace", str(workspace), "--reference-values", "Nope"]) == 1

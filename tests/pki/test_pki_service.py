@@ -1,0 +1,133 @@
+"""Service certificates: root-issued, role-bound; everything else is refused with a specific code."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from contrast.crypto.kdf import SeedEngine
+from contrast.errors import AuthError
+from contrast.pki.mesh import MeshAuthority
+from contrast.pki.root import root_certificate
+from contrast.pki.service import ServiceRole, issue_service_cert, service_role, verify_service_cert
+
+DER = serialization.Encoding.DER
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _issue(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate, role: ServiceRole) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = issue_service_cert(
+        root_key, root_cert, key.public_key(), role=role, replica_id="verifier-0", now=NOW
+    )
+    return cert.public_bytes(DER)
+
+
+@pytest.mark.parametrize("role", list(ServiceRole))
+def test_accepts_each_role(
+    role: ServiceRole, root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate
+) -> None:
+    ident = verify_service_cert(_issue(root_key, root_cert, role), root_cert, role, NOW)
+    assert ident.role is role
+    assert ident.replica_id == "verifier-0"
+    assert service_role(ident.certificate) is role
+
+
+def test_p384_service_key(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = issue_service_cert(
+        root_key, root_cert, key.public_key(), role=ServiceRole.CA, replica_id="ca-1", now=NOW
+    )
+    assert (
+        verify_service_cert(cert.public_bytes(DER), root_cert, ServiceRole.CA, NOW).public_key
+        == key.public_key()
+    )
+
+
+def test_wrong_role(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
+    with pytest.raises(AuthError) as e:
+        verify_service_cert(_issue(root_key, root_cert, ServiceRole.CA), root_cert, ServiceRole.VERIFIER, NOW)
+    assert e.value.code == "auth.wrong_role"
+
+
+def test_expired_and_not_yet_valid(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
+    der = _issue(root_key, root_cert, ServiceRole.VERIFIER)
+    for t in (NOW + dt.timedelta(days=31), NOW - dt.timedelta(days=1)):
+        with pytest.raises(AuthError) as e:
+            verify_service_cert(der, root_cert, ServiceRole.VERIFIER, t)
+        assert e.value.code == "auth.bad_service_cert"
+
+
+def test_other_root_same_name_is_refused(root_cert: x509.Certificate) -> None:
+    # An attacker's root with the same CN (e.g. from another seed) issues a verifier certificate.
+    evil = SeedEngine(b"\x66" * 64, b"\x66" * 32).root_ca_key()
+    evil_root = root_certificate(evil)
+    assert evil_root.subject == root_cert.subject
+    with pytest.raises(AuthError) as e:
+        verify_service_cert(
+            _issue(evil, evil_root, ServiceRole.VERIFIER), root_cert, ServiceRole.VERIFIER, NOW
+        )
+    assert e.value.code == "auth.bad_service_cert"
+
+
+def test_mesh_leaf_is_not_a_service_cert(mesh: MeshAuthority, root_cert: x509.Certificate) -> None:
+    leaf = mesh.issue_leaf(
+        ec.generate_private_key(ec.SECP256R1()).public_key(),
+        sans=["a"],
+        policy_hash=bytes(32),
+        tee="snp",
+        now=NOW,
+    )
+    with pytest.raises(AuthError) as e:
+        verify_service_cert(leaf.public_bytes(DER), root_cert, ServiceRole.VERIFIER, NOW)
+    assert e.value.code == "auth.bad_service_cert"
+
+
+def test_mesh_ca_signed_cert_with_role_is_refused(mesh: MeshAuthority, root_cert: x509.Certificate) -> None:
+    # A cert carrying the role extension but signed by an intermediate (not the root) must fail.
+    key = ec.generate_private_key(ec.SECP256R1())
+    tmpl = x509.load_der_x509_certificate(
+        _issue(SeedEngine(bytes(range(64)), bytes(range(32))).root_ca_key(), root_cert, ServiceRole.VERIFIER)
+    )
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(tmpl.subject)
+        .issuer_name(root_cert.subject)  # lies about the issuer
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(tmpl.not_valid_before_utc)
+        .not_valid_after(tmpl.not_valid_after_utc)
+    )
+    for ext in tmpl.extensions:
+        if not isinstance(ext.value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
+            b = b.add_extension(ext.value, ext.critical)
+    forged = b.sign(mesh.key, hashes.SHA384())
+    with pytest.raises(AuthError) as e:
+        verify_service_cert(forged.public_bytes(DER), root_cert, ServiceRole.VERIFIER, NOW)
+    assert e.value.code == "auth.bad_service_cert"
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"\x30" * 20000])
+def test_garbage(data: bytes, root_cert: x509.Certificate) -> None:
+    with pytest.raises(AuthError) as e:
+        verify_service_cert(data, root_cert, ServiceRole.VERIFIER, NOW)
+    assert e.value.code == "auth.bad_service_cert"
+
+
+def test_issue_checks_inputs(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(ValueError):
+        issue_service_cert(root_key, root_cert, pub, role=ServiceRole.CA, replica_id="Bad_ID", now=NOW)
+    with pytest.raises(ValueError):
+        issue_service_cert(
+            ec.generate_private_key(ec.SECP384R1()),
+            root_cert,
+            pub,
+            role=ServiceRole.CA,
+            replica_id="a",
+            now=NOW,
+        )
