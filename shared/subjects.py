@@ -30,6 +30,7 @@ USER_RECOVER: Final = f"{PREFIX}.user.recover"
 
 # --- coordinator join ---
 COORDINATOR_JOIN: Final = f"{PREFIX}.coordinator.join"
+COORDINATOR_JOIN_NONCE: Final = f"{PREFIX}.coordinator.join.nonce"  # request/reply, ready manifest replicas
 
 # --- events ---
 EVENTS_PREFIX: Final = f"{PREFIX}.events"
@@ -177,35 +178,46 @@ EVENTS: Final = StreamSpec(
     discard="old",  # an audit log keeps the newest entries when full
 )
 
-# One ECDSA P-384 verify costs ~0.33 ms, so a verification finishes well within 30 s even under a burst;
-# a replica killed mid-message has its work redelivered after ack_wait. 256 in flight across all verifier
-# replicas bounds memory while keeping every core busy.
+# Attestation consumers (limits chosen for issue #6; figures from bench/attest_throughput.py):
+# - ack_wait 10 s: a verification costs ~0.5 ms of CPU and a replica fetches only as many messages as it has
+#   free slots, so a live replica acks within milliseconds even under overload; 10 s is the time a SIGKILLed
+#   replica's work waits before another replica gets it. The worker timeout (8 s) stays below it, so a slow
+#   but live handler is never raced by a redelivery.
+# - max_deliver 5 with backoff (0.5, 2, 5, 10) s: transient faults (collateral, a replica re-joining) get ~18 s
+#   of retries; a poison message (garbage, forged verdict) is terminated at once and dead-lettered.
+# - max_ack_pending 256: in-flight work across all replicas. With 64 slots per replica it feeds 4 replicas
+#   fully; a flood of garbage occupies at most 256 slots while it is dead-lettered, so it delays valid work
+#   by a bounded amount instead of starving it.
 VERIFIER_CONSUMER: Final = ConsumerSpec(
     stream=ATTEST,
     durable="verifier",
     filter_subject=ATTEST_REQUESTED,
-    ack_wait=30 * SECOND,
+    ack_wait=10 * SECOND,
     max_deliver=5,
     max_ack_pending=256,
     backoff=(0.5, 2.0, 5.0, 10.0),
 )
 
+# Issuance costs a P-384 leaf signature, an HPKE seal and two KV/JetStream writes: same reasoning as above.
 CA_CONSUMER: Final = ConsumerSpec(
     stream=VERDICTS,
     durable="ca",
     filter_subject=ATTEST_VERIFIED,
-    ack_wait=30 * SECOND,
+    ack_wait=10 * SECOND,
     max_deliver=5,
     max_ack_pending=256,
     backoff=(0.5, 2.0, 5.0, 10.0),
 )
 
-# Nonces live seconds; the TTL is the expiry horizon, and a single-use mark is a CAS on the same key.
+# Nonces live 10 s (contrast.attestation.nonce); a single-use mark is a KV create that must outlive the nonce,
+# so the 2 min TTL leaves a wide margin for clock skew. 1 KiB values hold a 32-byte request digest.
 NONCES: Final = KVSpec(
     bucket="nonces", history=1, ttl=2 * MINUTE, max_value_size=1 * KiB, max_bytes=256 * MiB
 )
 
-# Results are sealed to the requester (safe to store); an initializer that reconnects within 10 min finds it.
+# Results are sealed to the requester and signed (safe to store); an initializer that reconnects within 10 min
+# finds its answer. The TTL also exceeds the CA's verdict max age (2 min), so idempotency per request id
+# covers every verdict the CA would still accept. A result is ~8 KiB (statement, sealed bundle).
 RESULTS: Final = KVSpec(
     bucket="results", history=1, ttl=10 * MINUTE, max_value_size=128 * KiB, max_bytes=1 * GiB
 )

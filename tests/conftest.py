@@ -1,4 +1,4 @@
-"""Session-wide fixtures: one real ``nats-server`` (JetStream, own store dir) for every test that needs NATS."""
+"""Session-wide fixtures: one real ``nats-server`` (JetStream, own store dir) for the tests that need NATS."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from contrast.errors import ContrastError, EvidenceError, PolicyError
+from contrast.errors import ContrastError, PolicyError, from_code
 
 Tee = Literal["snp", "tdx"]
 
@@ -24,8 +24,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class Claims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What authentic evidence says about the workload, in a TEE-neutral form.
 
-    ``policy_hash`` is the workload identity: SNP ``HOST_DATA`` or TDX ``MR_CONFIG_ID[0:32]``; it comes only from
-    verified evidence, never from a request field.
+    ``policy_hash`` is the workload identity: SNP ``HOST_DATA`` or TDX ``MR_CONFIG_ID[0:32]``. It comes only
+    from verified evidence, never from a request field.
     """
 
     tee: Tee
@@ -45,7 +45,7 @@ class ValidationResult(msgspec.Struct, frozen=True, kw_only=True):
     findings: tuple[Finding, ...] = ()
     matched_reference: int | None = None  # index of the reference-value set that accepted, if any
 
-    def __bool__(self) -> bool:  # pragma: no cover - guard against `if result:`
+    def __bool__(self) -> bool:  # guard against `if result:`
         raise TypeError("ValidationResult has no truth value; read .accepted")
 
     def require(self) -> Claims:
@@ -56,12 +56,9 @@ class ValidationResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def first_error(findings: tuple[Finding, ...]) -> ContrastError:
-    """The error for the first finding; ``policy.no_reference_values`` if there are none."""
+    """The typed error for the first finding (its code kept as is); ``policy.no_reference_values`` if none."""
     if not findings:
         return PolicyError("no_reference_values", "no reference values matched and none were reported")
     f = findings[0]
-    family, _, reason = f.code.partition(".")
     text = f.message or f"{f.field}: expected {f.expected or '?'}, got {f.got or '?'}"
-    if family == "evidence":
-        return EvidenceError(reason, text)
-    return PolicyError(reason or "mismatch", text)
+    return from_code(f.code, text)

@@ -9,7 +9,11 @@ Evidence formats are pluggable. ``FORMATS`` lists ``"module:attribute"`` referen
 module such as ``contrast/cli/evidence_tdx.py`` exposing ``FORMAT = YourFormat()`` and add one line,
 ``"contrast.cli.evidence_tdx:FORMAT",``, to ``FORMATS``. A format gets the raw file bytes and a
 :class:`VerifyInputs` (already-read certificate, CRL and reference-value bytes) and returns plain JSON-able
-data; it raises :class:`~contrast.errors.ContrastError` for a rejection and never does I/O itself.
+data; it raises :class:`~contrast.errors.ContrastError` for a rejection.
+
+A format's module may also define two optional hooks for flags of its own: ``add_verify_arguments(parser)``
+(called when ``verify``'s parser is built) and ``read_verify_options(args, inputs) -> VerifyInputs`` (called
+when that format was detected, to read its files and extend the inputs).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import datetime as dt
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +35,7 @@ from contrast.attest.result import Finding, ValidationResult
 from contrast.attest.snp import abi, kds, trust, validate, verify
 from contrast.errors import ContrastError, EvidenceError
 
-FORMATS: tuple[str, ...] = ("contrast.cli.evidence:SNP_FORMAT",)
+FORMATS: tuple[str, ...] = ("contrast.cli.evidence:SNP_FORMAT", "contrast.cli.evidence_tdx:FORMAT")
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 MAX_FILE = 1 << 20  # evidence, certificates and reference values are all far smaller
@@ -230,18 +234,36 @@ SNP_FORMAT = SnpFormat()
 
 
 # --- plumbing -----------------------------------------------------------------------------------------------
-def formats() -> list[EvidenceFormat]:
-    out: list[EvidenceFormat] = []
+@dataclass(frozen=True)
+class _Registered:
+    fmt: EvidenceFormat
+    add_verify_arguments: Callable[[argparse.ArgumentParser], None] | None
+    read_verify_options: Callable[[argparse.Namespace, VerifyInputs], VerifyInputs] | None
+
+
+def _registered() -> list[_Registered]:
+    out: list[_Registered] = []
     for ref in FORMATS:
-        module, _, attr = ref.partition(":")
-        out.append(getattr(importlib.import_module(module), attr))
+        module_name, _, attr = ref.partition(":")
+        module = importlib.import_module(module_name)
+        out.append(
+            _Registered(
+                fmt=getattr(module, attr),
+                add_verify_arguments=getattr(module, "add_verify_arguments", None),
+                read_verify_options=getattr(module, "read_verify_options", None),
+            )
+        )
     return out
 
 
-def detect(data: bytes) -> EvidenceFormat:
-    for fmt in formats():
-        if fmt.detect(data):
-            return fmt
+def formats() -> list[EvidenceFormat]:
+    return [r.fmt for r in _registered()]
+
+
+def _detect(data: bytes) -> _Registered:
+    for r in _registered():
+        if r.fmt.detect(data):
+            return r
     raise EvidenceError("unknown_format", "the file is not evidence of any known format")
 
 
@@ -300,7 +322,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         data = _read(args.file, "evidence")
         trailing_ok = args.trailing == "ok"
         try:
-            fmt = detect(data)
+            fmt = _detect(data).fmt
             decoded = fmt.show(data, trailing_ok=trailing_ok, product=args.product)
         except ContrastError as e:
             _emit(args, {"accepted": False, "reason": e.code, "message": e.message}, [f"REJECTED {e}"])
@@ -327,7 +349,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             trailing_ok=args.trailing == "ok",
         )
         try:
-            fmt = detect(data)
+            registered = _detect(data)
+            fmt = registered.fmt
+            if registered.read_verify_options is not None:
+                inputs = registered.read_verify_options(args, inputs)
             outcome = fmt.verify(data, inputs)
         except ContrastError as e:
             outcome = Outcome(False, e.code, e.message, {})
@@ -387,4 +412,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ver.add_argument("--reference-values", metavar="F.json", help='ReferenceValues JSON ({"snp": [...]})')
     ver.add_argument("--report-data", metavar="HEX", help="the expected REPORT_DATA (128 hex digits)")
     ver.add_argument("--at", metavar="ISO-8601", help="evaluate certificate and CRL validity at this time")
+    for r in _registered():
+        if r.add_verify_arguments is not None:
+            r.add_verify_arguments(ver)
     ver.set_defaults(func=_cmd_verify)

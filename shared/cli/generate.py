@@ -107,7 +107,9 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{w.policy_hash}  {w.ref}{role}{init}  [{w.path}]")
     for path in report.written:
         print(f"wrote {path}")
-    if not report.written:
+    for path in report.removed:
+        print(f"removed stale policy {path}")
+    if not report.written and not report.removed:
         print("nothing changed")
     if report.missing_reference_values:
         print(

@@ -20,6 +20,11 @@ COMMANDS: tuple[str, ...] = (
     "contrast.cli.generate",
     "contrast.cli.run",
     "contrast.cli.serve",
+    "contrast.cli.set_manifest",
+    "contrast.cli.verify",
+    "contrast.cli.recover",
+    "contrast.cli.sign",
+    "contrast.cli.keygen",
 )
 
 EXIT_OK = 0

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -37,8 +39,13 @@ class RunnableService:
         return self.module_name or f"contrast.{self.name}"
 
     def built(self) -> bool:
-        """A service takes part once it has a ``__main__`` (``python -m contrast.<name>``)."""
+        """A service takes part once ``python -m <module>`` runs: a module, or a package with ``__main__``."""
         try:
+            spec = importlib.util.find_spec(self.module)
+            if spec is None:
+                return False
+            if spec.submodule_search_locations is None:
+                return True
             return importlib.util.find_spec(f"{self.module}.__main__") is not None
         except ModuleNotFoundError:
             return False
@@ -54,6 +61,7 @@ SERVICES: tuple[RunnableService, ...] = (
 )
 
 STOP_TIMEOUT = 35.0  # the services' own drain budget (30 s) plus margin
+READY_TIMEOUT = 60.0
 
 
 @dataclass
@@ -81,6 +89,27 @@ def _start(service: RunnableService, replica: int, nats_url: str) -> _Child:
     return _Child(label, process, port)
 
 
+def _ready(child: _Child) -> bool:
+    # Every service exports the readiness gauge; scraping it needs no NATS client in the runner.
+    try:
+        url = f"http://127.0.0.1:{child.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return b"\ncontrast_ready 1.0" in r.read()
+    except OSError:
+        return False
+
+
+def _wait_ready(children: list[_Child], stopping: Callable[[], bool]) -> None:
+    pending = list(children)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while pending and not stopping() and time.monotonic() < deadline:
+        pending = [c for c in pending if c.process.poll() is None and not _ready(c)]
+        if pending:
+            time.sleep(0.1)
+    for c in pending:
+        print(f"contrast run: {c.label} is not ready (yet)", file=sys.stderr, flush=True)
+
+
 def _stop(children: list[_Child]) -> int:
     """SIGTERM every child, wait within the budget, SIGKILL stragglers. Returns the worst exit code."""
     for child in children:
@@ -95,6 +124,12 @@ def _stop(children: list[_Child]) -> int:
             print(f"contrast run: {child.label} did not stop in time; killing it", file=sys.stderr)
             child.process.kill()
             code = child.process.wait()
+        if code == -signal.SIGTERM:
+            code = (
+                0  # stopped by our SIGTERM before it had installed its handler (still starting): no work lost
+            )
+        if code != 0:
+            print(f"contrast run: {child.label} exited with {code}", file=sys.stderr)
         worst = max(worst, abs(code))
     return worst
 
@@ -137,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     f"metrics http://127.0.0.1:{child.metrics_port}/metrics",
                     flush=True,
                 )
+        _wait_ready(children, lambda: stop_requested)
         print("contrast run: ready; press Ctrl-C to stop", flush=True)
         exit_code = 0
         while not stop_requested:

@@ -21,9 +21,15 @@ that just restarted.
 
 Every read re-hashes what it fetched and checks every signature; any mismatch raises :class:`StoreError`
 with a reason naming the problem (``store.manifest_hash_mismatch``, ``store.bad_latest_signature``,
-``store.rollback``, ``store.missing_transition`` …). What cannot be detected from inside: wiping the
-whole bucket looks like a fresh deployment. A new first set then makes a new root CA, which every relying
-party that pinned the old root refuses.
+``store.rollback``, ``store.missing_transition`` …).
+
+Limits, stated plainly: a store operator who restores a complete, consistent earlier snapshot (every key,
+and the pointer's KV history purged through the JetStream API) produces a store that is indistinguishable
+from the past one. Only memory catches that: :meth:`History.replica_state` raises ``store.rollback`` for a
+replica that holds a newer head, and a relying party that kept the head it verified last (``contrast
+verify``) can require it to be an ancestor-or-self of the head it is now served.
+Wiping the whole bucket looks like a fresh deployment; a new first set then makes a new root CA, which
+every relying party that pinned the old root refuses.
 """
 
 from __future__ import annotations
@@ -280,21 +286,19 @@ class History:
         return Latest(pointer=ptr, revision=entry.revision, transition=transition, raw_pointer=entry.value)
 
     async def _check_pointer_chain(self, ptr: LatestPointer, revision: int) -> None:
-        hist = await self._kv.history(LATEST_KEY)
-        idx = next((i for i, e in enumerate(hist) if e.revision == revision), None)
-        if idx is None:
-            raise StoreError("latest_history_missing", "the latest pointer is not in its own history")
+        # The pointer names the KV revision it replaced. The first version of ``latest`` written after that
+        # revision must be this very entry: an old pointer written back (or the current one re-put) lands
+        # later, behind the entry that really followed its predecessor.
+        after = await self._kv.entry_after(LATEST_KEY, ptr.predecessor_revision)
+        if after is None or after.revision != revision:
+            raise StoreError("rollback", "the latest pointer does not follow the pointer it replaced")
         if ptr.predecessor_revision == 0:
-            if idx != 0:
-                raise StoreError("rollback", "the first latest pointer was written back over a newer history")
             if ptr.generation != 1:
-                raise StoreError("malformed_latest", "the first latest pointer must be generation 1")
+                raise StoreError("malformed_latest", "only the first latest pointer may have no predecessor")
             return
-        if idx == 0:
-            raise StoreError("latest_history_missing", "the predecessor of the latest pointer is gone")
-        before = hist[idx - 1]
-        if before.deleted or before.revision != ptr.predecessor_revision:
-            raise StoreError("rollback", "the latest pointer does not follow the pointer before it")
+        before = await self._kv.entry_at(LATEST_KEY, ptr.predecessor_revision)
+        if before is None or before.deleted:
+            raise StoreError("latest_history_missing", "the pointer that the latest pointer replaced is gone")
         prev = LatestPointer.verify(before.value, self._verify_key)
         if prev.generation + 1 != ptr.generation:
             raise StoreError("rollback", "the latest pointer's generation does not follow its predecessor")

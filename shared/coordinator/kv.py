@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue as NatsKv
 
 
@@ -45,6 +46,14 @@ class KeyValue(Protocol):
 
     async def history(self, key: str) -> list[KvEntry]:
         """Every retained version of ``key``, oldest first, delete markers included."""
+        ...
+
+    async def entry_at(self, key: str, revision: int) -> KvEntry | None:
+        """The version of ``key`` written at exactly ``revision`` (delete markers included), else None."""
+        ...
+
+    async def entry_after(self, key: str, revision: int) -> KvEntry | None:
+        """The first retained version of ``key`` with a revision above ``revision`` (markers included)."""
         ...
 
     async def keys(self) -> list[str]:
@@ -88,6 +97,12 @@ class MemoryKeyValue:
     async def keys(self) -> list[str]:
         return sorted(k for k, h in self._hist.items() if h and not h[-1].deleted)
 
+    async def entry_at(self, key: str, revision: int) -> KvEntry | None:
+        return next((e for e in self._hist.get(key, []) if e.revision == revision), None)
+
+    async def entry_after(self, key: str, revision: int) -> KvEntry | None:
+        return next((e for e in self._hist.get(key, []) if e.revision > revision), None)
+
     async def delete(self, key: str) -> None:
         self._append(key, b"", deleted=True)
 
@@ -96,10 +111,48 @@ class MemoryKeyValue:
 
 
 class NatsKeyValue:
-    """:class:`KeyValue` over a nats-py JetStream KV bucket (``await js.create_key_value(...)``)."""
+    """:class:`KeyValue` over a JetStream KV bucket (wrap the object ``js.key_value(bucket)`` returns).
+
+    ``entry_at``/``entry_after`` read the bucket's backing stream directly (one ``STREAM.MSG.GET`` each,
+    with ``next_by_subj`` for the latter).
+    """
 
     def __init__(self, kv: NatsKv) -> None:
         self._kv = kv
+        # nats-py keeps the bucket's context and its stream/subject names in private attributes (nats-py is
+        # pinned below 3). The names follow JetStream's KV convention, checked here so a change fails loudly.
+        self._js: JetStreamContext = kv._js
+        self._stream: str = kv._stream
+        self._prefix: str = kv._pre
+        if not (self._stream.startswith("KV_") and self._prefix == f"$KV.{self._stream[3:]}."):
+            raise RuntimeError(f"unexpected KV layout: stream {self._stream!r}, prefix {self._prefix!r}")
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str) -> NatsKeyValue:
+        """Bind to an existing bucket (the runtime creates buckets from ``contrast.subjects``)."""
+        return cls(await js.key_value(bucket))
+
+    async def _raw(self, key: str, revision: int, *, next_: bool) -> KvEntry | None:
+        subject = self._prefix + key
+        try:
+            if next_:
+                msg = await self._js.get_msg(self._stream, seq=revision + 1, subject=subject, next=True)
+            else:
+                msg = await self._js.get_msg(self._stream, seq=revision)
+        except NotFoundError:
+            return None
+        if msg.subject != subject or msg.seq is None:
+            return None
+        op = (msg.headers or {}).get("KV-Operation")
+        return KvEntry(key, msg.data or b"", msg.seq, deleted=op in ("DEL", "PURGE"))
+
+    async def entry_at(self, key: str, revision: int) -> KvEntry | None:
+        if revision < 1:
+            return None
+        return await self._raw(key, revision, next_=False)
+
+    async def entry_after(self, key: str, revision: int) -> KvEntry | None:
+        return await self._raw(key, revision, next_=True)
 
     async def get(self, key: str) -> KvEntry | None:
         try:

@@ -6,7 +6,9 @@ role          secrets in the bundle (public parts -- root cert, intermediate, me
 ============  ==============================================================================
 ``ca``        root CA key, mesh key, pod-state secret
 ``verifier``  nonce-MAC key (stateless nonce tokens); never the seed, root or mesh key
-``manifest``  seed and salt (a ready peer recovering a stale manifest replica); it derives the rest
+``manifest``  seed, salt and the mesh key (a ready peer recovering a stale manifest replica); it derives
+              the rest. The mesh key travels too so that every ready manifest replica of one generation
+              hands the same mesh CA to joining CA replicas (docs/protocol.md §4)
 ============  ==============================================================================
 
 :func:`keys_for_role` builds a bundle from the seed engine and the current mesh authority;
@@ -34,7 +36,7 @@ _DER = serialization.Encoding.DER
 _SECRETS: dict[ServiceRole, frozenset[str]] = {
     ServiceRole.CA: frozenset({"root_key", "mesh_key", "pod_state_secret"}),
     ServiceRole.VERIFIER: frozenset({"nonce_mac_key"}),
-    ServiceRole.MANIFEST: frozenset({"seed", "salt"}),
+    ServiceRole.MANIFEST: frozenset({"seed", "salt", "mesh_key"}),
 }
 _ALL_SECRETS = frozenset().union(*_SECRETS.values())
 
@@ -82,10 +84,14 @@ class RoleKeys(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return role
 
     def mesh_authority(self) -> MeshAuthority:
-        """The CA's signing half (CA role only)."""
-        if self.check() is not ServiceRole.CA:
-            raise AuthError("bad_role_keys", "only a CA bundle carries the mesh key")
-        return MeshAuthority.from_der(self.mesh_key, self.intermediate, self.mesh_ca)
+        """The mesh CA's signing half (CA and manifest roles)."""
+        if self.check() not in (ServiceRole.CA, ServiceRole.MANIFEST):
+            raise AuthError("bad_role_keys", "only CA and manifest bundles carry the mesh key")
+        try:
+            root = x509.load_der_x509_certificate(self.root_cert)
+            return MeshAuthority.from_der(self.mesh_key, self.intermediate, self.mesh_ca, root=root)
+        except (ValueError, TypeError) as e:
+            raise AuthError("bad_role_keys", f"the mesh authority in the bundle is inconsistent: {e}") from e
 
     def root_key_object(self) -> ec.EllipticCurvePrivateKey:
         """The root CA key (CA role only), checked against the root certificate."""
@@ -124,7 +130,7 @@ def keys_for_role(
     elif role is ServiceRole.VERIFIER:
         secrets = {"nonce_mac_key": engine.nonce_mac_key()}
     else:
-        secrets = {"seed": engine.seed, "salt": engine.salt}
+        secrets = {"seed": engine.seed, "salt": engine.salt, "mesh_key": mesh.key_der()}
     bundle = RoleKeys(
         role=role.value,
         generation=generation,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from contrast.generate.workloads import Workload, as_workload
 from contrast.generate.yamldocs import YamlFile, dump_document, iter_yaml_paths, read_file
 
 MANIFEST_FILE = "manifest.json"
+POLICIES_DIR = "policies"  # <workspace>/policies/<hash>.toml: the documents `contrast set` sends
+_POLICY_FILE = re.compile(r"^[0-9a-f]{64}\.toml$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Outcome:
     files: list[YamlFile]
     workloads: list[WorkloadReport] = field(default_factory=list)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    documents: dict[str, bytes] = field(default_factory=dict)  # policy hash -> initdata document
     warnings: list[str] = field(default_factory=list)
 
 
@@ -104,6 +108,7 @@ def _process_workload(w: Workload, path: Path, options: Options, out: Outcome) -
             "Make the pods differ (for example by an environment variable) or give them one identity.",
         )
     out.policies[digest] = entry
+    out.documents[digest] = policy.initdata
     out.workloads.append(
         WorkloadReport(path=path, ref=w.ref, policy_hash=digest, role=role, initializer=with_initializer)
     )
@@ -264,12 +269,32 @@ def write_atomic(path: Path, data: bytes) -> bool:
     return True
 
 
+def write_policy_documents(directory: Path, documents: dict[str, bytes]) -> tuple[list[Path], list[Path]]:
+    """Write ``<hash>.toml`` for every policy, drop stale ``<hash>.toml`` files; return (written, removed).
+
+    Only files named by a policy hash are touched: the directory is generate's output.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [
+        directory / f"{h}.toml"
+        for h in sorted(documents)
+        if write_atomic(directory / f"{h}.toml", documents[h])
+    ]
+    removed = []
+    for stale in sorted(directory.iterdir()):
+        if _POLICY_FILE.match(stale.name) and stale.name[:64] not in documents:
+            stale.unlink()
+            removed.append(stale)
+    return written, removed
+
+
 @dataclass(frozen=True)
 class Report:
     outcome: Outcome
     manifest_path: Path
     manifest: dict[str, Any]
     written: list[Path]
+    removed: list[Path]
     missing_reference_values: list[str]
 
 
@@ -293,6 +318,11 @@ def run(
         )
 
     refvals: Any = platforms.reference_values(platform, emulator_dir=emulator_dir)
+    if platforms.canonical_name(platform) in (platforms.EMULATED_SNP, platforms.EMULATED_TDX):
+        outcome.warnings.append(
+            f"{platforms.canonical_name(platform)} is INSECURE: the manifest trusts a local emulator's keys "
+            f"({emulator_dir}), not hardware. For development and tests only."
+        )
     for pf in patch_files or []:
         try:
             patch = json.loads(pf.read_bytes())
@@ -317,6 +347,8 @@ def run(
     for m in outcome.warnings:
         warn(m)
     written = [f.path for f in files if f.changed and write_atomic(f.path, f.render().encode("utf-8"))]
+    policy_written, removed = write_policy_documents(workspace / POLICIES_DIR, outcome.documents)
+    written += policy_written
     if write_atomic(mpath, render_manifest(manifest)):
         written.append(mpath)
     return Report(
@@ -324,5 +356,6 @@ def run(
         manifest_path=mpath,
         manifest=manifest,
         written=written,
+        removed=removed,
         missing_reference_values=missing,
     )

@@ -28,6 +28,20 @@ def is_pinned(image: str) -> bool:
     return digest_of(image) is not None
 
 
+def normalize(image: str) -> str:
+    """The fully qualified reference the container runtime reports for ``image`` (Docker Hub defaults).
+
+    ``nginx@sha256:…`` becomes ``docker.io/library/nginx@sha256:…`` and ``org/app@…`` becomes
+    ``docker.io/org/app@…``: the runtime resolves short names that way, and the policy compares strings.
+    """
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return image  # already names a registry
+    if not sep:
+        return f"docker.io/library/{image}"
+    return f"docker.io/{image}"
+
+
 def placeholder_digest(label: str) -> str:
     """A deterministic, obviously synthetic digest: SHA-256 of a label, not of any real image manifest."""
     return "sha256:" + hashlib.sha256(label.encode()).hexdigest()

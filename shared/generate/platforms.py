@@ -13,9 +13,10 @@ its root certificate fingerprint and the measurements it reports. They are insec
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from contrast.errors import RequestError
 
@@ -99,28 +100,48 @@ def _tdx_entry(platform: str) -> dict[str, Any]:
     }
 
 
-def _emulated(tee: str, emulator_dir: Path) -> dict[str, Any]:
-    module_name = f"contrast.attest.{tee}.emulator"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise RequestError(
-            "platform_unavailable",
-            f"the {tee.upper()} emulator ({module_name}) is not available in this build",
-        ) from exc
-    entry = module.reference_values(emulator_dir)
-    if not isinstance(entry, dict):
-        raise RequestError("platform_unavailable", f"{module_name}.reference_values returned {type(entry)}")
-    return entry
+def _emulated_snp(emulator_dir: Path) -> list[dict[str, Any]]:
+    from contrast.platform import emulated
+
+    platform = emulated.load_snp_emulator(emulator_dir)
+    # One entry per product line: the emulator signs for each, with the same root and measurement.
+    return [
+        msgspec.to_builtins(
+            platform.reference_values(product=p, measurement=emulated.SNP_DEFAULT_MEASUREMENT)
+        )
+        for p in ("Milan", "Genoa", "Turin")
+    ]
+
+
+def _emulated_tdx(emulator_dir: Path) -> list[dict[str, Any]]:
+    from contrast.attest.tdx import emulator
+    from contrast.platform import emulated
+
+    platform = emulated.load_tdx_emulator(emulator_dir)
+    # Exactly what an emulated TDX guest (contrast.platform.emulated.EmulatedTdx) reports by default.
+    return [
+        {
+            "Platform": EMULATED_TDX,
+            "MrTd": emulated.TDX_DEFAULT_MRTD.hex(),
+            "MrSeam": emulator.DEFAULT_MR_SEAM.hex(),
+            "Rtmrs": [r.hex() for r in emulated.TDX_DEFAULT_RTMRS],
+            "Xfam": emulator.DEFAULT_XFAM.hex(),
+            "TdAttributes": emulator.DEFAULT_TD_ATTRIBUTES.hex(),
+            "AllowedPIIDs": ["*"],
+            "MinTCBEvaluationDataNumber": emulator.TCB_EVALUATION_DATA_NUMBER,
+            "AcceptedTCBStatuses": ["UpToDate"],
+            "EmulatorRootFingerprint": platform.root_fingerprint,
+        }
+    ]
 
 
 def reference_values(platform: str, *, emulator_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The manifest's ``ReferenceValues`` object for ``platform`` (case-insensitive name)."""
     name = canonical_name(platform)
     if name == EMULATED_SNP:
-        return {"snp": [_emulated("snp", emulator_dir)], "tdx": []}
+        return {"snp": _emulated_snp(emulator_dir), "tdx": []}
     if name == EMULATED_TDX:
-        return {"snp": [], "tdx": [_emulated("tdx", emulator_dir)]}
+        return {"snp": [], "tdx": _emulated_tdx(emulator_dir)}
     if name in _SNP_PLATFORMS:
         return {"snp": [_snp_entry(name, p) for p in _SNP_PLATFORMS[name]], "tdx": []}
     return {"snp": [], "tdx": [_tdx_entry(name)]}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contrast.errors import RequestError
-from contrast.generate.images import is_pinned
+from contrast.generate.images import is_pinned, normalize
 from contrast.generate.rules import RULES
 
 INITDATA_VERSION = "0.1.0"
@@ -30,7 +30,8 @@ POLICY_KEY = "policy.rego"
 
 # Where kata-agent mounts volumes inside the guest (the OCI mount `source` the host asks for).
 _EPHEMERAL = "^/run/kata-containers/sandbox/ephemeral/{name}$"
-_SHARED = "^/run/kata-containers/shared/containers/[0-9a-zA-Z_.-]+$"
+# One file name below the host-shared directory; never "." or "..".
+_SHARED = "^/run/kata-containers/shared/containers/[0-9a-zA-Z_-][0-9a-zA-Z_.-]*$"
 _SANDBOX_ARGS = ["/pause"]
 _SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 _DEFAULT_TERMINATION_PATH = "/dev/termination-log"
@@ -201,13 +202,18 @@ def _mounts(
             raise RequestError(
                 "workload_invalid", f"{ctx.ref}: container {cname!r} mounts unknown volume {m['name']!r}"
             )
+        read_only = m.get("readOnly", False)
+        if not isinstance(read_only, bool):
+            raise RequestError(
+                "workload_invalid", f"{ctx.ref}: volumeMount {m['name']!r} readOnly must be a boolean"
+            )
         empty_dir = vol.get("emptyDir")
         private = isinstance(empty_dir, dict) and empty_dir.get("medium") == "Memory"
         out.append(
             {
                 "destination": m["mountPath"],
                 "host_shared": not private,
-                "read_only": bool(m.get("readOnly", False)),
+                "read_only": read_only,
                 "source_regex": _EPHEMERAL.format(name=re.escape(m["name"])) if private else _SHARED,
             }
         )
@@ -256,7 +262,7 @@ def _container(
             "args": argv,
             "cwd": cwd,
             "env": sorted(env, key=lambda e: e["name"]),
-            "image": image,
+            "image": normalize(image),
             "init": init,
             "mounts": _mounts(c, volumes, cname, ctx),
             "name": cname,
@@ -309,7 +315,7 @@ def policy_data(
     runtime_env = list(_RUNTIME_ENV) + ([_SERVICE_LINK_ENV] if service_links else [])
     data = {
         "containers": containers,  # pod order: init containers first, as the kubelet starts them
-        "copy_file_regex": "^/run/kata-containers/shared/containers/[0-9a-zA-Z_.-]+$",
+        "copy_file_regex": _SHARED,
         "default_mounts": sorted(default_mounts, key=lambda m: m["destination"]),
         "namespace": namespace,
         "runtime_env_regex": runtime_env,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -60,7 +61,14 @@ class MeshAuthority:
         )
 
     @classmethod
-    def from_der(cls, key_der: bytes, intermediate_der: bytes, mesh_ca_der: bytes) -> MeshAuthority:
+    def from_der(
+        cls,
+        key_der: bytes,
+        intermediate_der: bytes,
+        mesh_ca_der: bytes,
+        *,
+        root: x509.Certificate | None = None,
+    ) -> MeshAuthority:
         """Rebuild from DER (as handed to a joined CA replica); checks that the parts belong together."""
         key = serialization.load_der_private_key(key_der, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
@@ -72,7 +80,12 @@ class MeshAuthority:
             raise ValueError("the mesh certificates do not carry the mesh key")
         if inter.subject != mesh.subject or mesh.issuer != mesh.subject:
             raise ValueError("intermediate and mesh CA must share one subject; the mesh CA is self-signed")
-        mesh.verify_directly_issued_by(mesh)
+        try:
+            mesh.verify_directly_issued_by(mesh)
+            if root is not None:
+                inter.verify_directly_issued_by(root)  # the intermediate must chain to the root we trust
+        except InvalidSignature as e:
+            raise ValueError("a mesh certificate signature does not verify") from e
         return cls(key=key, intermediate=inter, mesh_ca=mesh)
 
     def issue_leaf(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -170,3 +171,35 @@ def verify_service_cert(
     if not isinstance(pub, ec.EllipticCurvePublicKey):
         raise AuthError("bad_service_cert", "service certificate key is not ECDSA")
     return ServiceIdentity(certificate=cert, role=role, replica_id=uris[0][len(prefix) :], public_key=pub)
+
+
+class ServiceCertVerifier:
+    """:func:`verify_service_cert` with a bounded cache of certificates that already verified.
+
+    A CA replica checks the signer of every verdict; the same few verifier certificates sign them all, and a
+    full check costs two P-384 verifications. A hit (same DER bytes, by SHA-256) re-checks only the role and
+    the validity window at ``now``. Failures are never cached.
+    """
+
+    def __init__(self, root_cert: x509.Certificate, *, max_entries: int = 1024) -> None:
+        self._root = root_cert
+        self._max = max_entries
+        self._cache: dict[bytes, ServiceIdentity] = {}
+
+    def verify(self, cert_der: bytes, role: ServiceRole, now: dt.datetime) -> ServiceIdentity:
+        key = hashlib.sha256(cert_der).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            cert = hit.certificate
+            if hit.role is not role:
+                raise AuthError(
+                    "wrong_role", f"service certificate has role {hit.role.value}, need {role.value}"
+                )
+            if cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                return hit
+            del self._cache[key]
+        ident = verify_service_cert(cert_der, self._root, role, now)
+        if len(self._cache) >= self._max:
+            self._cache.pop(next(iter(self._cache)))  # oldest insertion first
+        self._cache[key] = ident
+        return ident

@@ -288,6 +288,8 @@ class EndpointServer:
     async def _respond(
         self, ep: Endpoint[Any], msg: Msg, correlation_id: str
     ) -> tuple[bytes, dict[str, str]]:
+        if not msg.reply:  # a request nobody waits for: do no work for it (a cheap amplification otherwise)
+            raise RequestError("no_reply", "request/reply endpoint called without a reply subject")
         size = len(msg.data)
         if size > ep.max_bytes:
             raise RequestError("too_large", f"request of {size} bytes exceeds the limit of {ep.max_bytes}")

@@ -347,12 +347,22 @@ async def _close_connection(nc: Client) -> None:
 
 
 async def run_service(service: Service, config: RuntimeConfig) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the process exit code (0)."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. Returns the process exit code (0).
+
+    The signal handlers are installed before startup, so a SIGTERM that arrives while the replica is still
+    connecting lets startup finish and then shuts down in order (instead of killing the process).
+    """
     loop = asyncio.get_running_loop()
-    async with serve(service, config) as running:
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serve(service, config) as running:
+            await stop.wait()
+            running.stop()
+    finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, running.stop)
-        await running.wait()
+            loop.remove_signal_handler(sig)
     return 0
 
 

@@ -45,7 +45,10 @@ def extract(headers: Mapping[str, str] | None) -> Context:
 def _otlp_exporter(protocol: str, env: Mapping[str, str]) -> SpanExporter | None:
     # The exporters read os.environ themselves; the endpoint is passed explicitly so that an ``env`` given to
     # exporters_from_env (tests, embedded runs) is honoured the same way.
-    signal_endpoint, base = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    signal_endpoint, base = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
     if protocol == "grpc":
         try:
             module = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")

@@ -31,7 +31,6 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -219,7 +218,9 @@ class WorkerRunner:
                     msgs: list[Msg] = []
                 else:
                     msgs = await self._psub.fetch(batch, timeout=self.worker.fetch_timeout)
-            except NatsTimeoutError:
+            except (
+                TimeoutError
+            ):  # nothing to do (nats-py raises its own subclass or asyncio's, by batch size)
                 msgs = []
             except asyncio.CancelledError:
                 for _ in range(batch):

@@ -386,3 +386,14 @@ async def test_exported_chain_verifies_and_tampering_is_named() -> None:
         with pytest.raises(StoreError) as e:
             verify_exported_chain(hd, ts, ms)
         assert e.value.code == code
+
+
+async def test_memory_kv_revision_lookups() -> None:
+    kv = MemoryKeyValue()
+    r1 = await kv.put("a", b"1")
+    await kv.put("b", b"x")
+    r3 = await kv.put("a", b"2")
+    assert (await kv.entry_after("a", r1)) == (await kv.get("a"))
+    assert (await kv.entry_after("a", r3)) is None
+    assert (await kv.entry_at("a", r1)) is not None
+    assert (await kv.entry_at("a", r1 + 1)) is None

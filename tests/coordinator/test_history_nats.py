@@ -20,12 +20,12 @@ ENGINE = SeedEngine(b"\x05" * 64, b"\x06" * 32)
 
 
 @pytest.fixture
-async def bucket(nc: Client) -> AsyncIterator[NatsKv]:
+async def bucket(nc: Client) -> AsyncIterator[tuple[NatsKv, NatsKeyValue]]:
     js = nc.jetstream()
     name = f"history-{uuid.uuid4().hex[:12]}"
-    kv = await js.create_key_value(bucket=name, history=64)
+    raw = await js.create_key_value(bucket=name, history=64)
     try:
-        yield kv
+        yield raw, await NatsKeyValue.open(js, name)
     finally:
         await js.delete_key_value(name)
 
@@ -35,8 +35,8 @@ def _h(kv: NatsKeyValue) -> History:
     return History(kv, key.public_key(), key)
 
 
-async def test_adapter_contract(bucket: NatsKv) -> None:
-    kv = NatsKeyValue(bucket)
+async def test_adapter_contract(bucket: tuple[NatsKv, NatsKeyValue]) -> None:
+    raw, kv = bucket
     assert await kv.get("manifests/x") is None
     assert await kv.history("latest") == []
     assert await kv.keys() == []
@@ -49,14 +49,25 @@ async def test_adapter_contract(bucket: NatsKv) -> None:
     got = await kv.get("latest")
     assert got is not None
     assert (got.value, got.revision) == (b"2", r2)
-    await bucket.delete("latest")
+    await raw.put("other", b"x")  # interleaved writes of other keys
+    await raw.delete("latest")
     assert await kv.get("latest") is None
     hist = await kv.history("latest")
     assert [e.deleted for e in hist] == [False, False, True]
+    assert await kv.entry_after("latest", 0) == hist[0]
+    assert await kv.entry_after("latest", r1) == hist[1]
+    assert await kv.entry_after("latest", r2) == hist[2]
+    assert await kv.entry_after("latest", hist[2].revision) is None
+    assert await kv.entry_at("latest", r1) == hist[0]
+    assert await kv.entry_at("latest", hist[2].revision + 0) == hist[2]
+    other = await kv.get("other")
+    assert other is not None
+    assert await kv.entry_at("latest", other.revision) is None  # that revision belongs to another key
+    assert await kv.entry_at("latest", 10_000) is None
 
 
-async def test_full_cycle_and_tampering_over_nats(bucket: NatsKv) -> None:
-    kv = NatsKeyValue(bucket)
+async def test_full_cycle_and_tampering_over_nats(bucket: tuple[NatsKv, NatsKeyValue]) -> None:
+    raw, kv = bucket
     h = _h(kv)
     docs = [parse_manifest(encode(manifest_obj(secret=s))) for s in ("a", "b", "c")]
     heads = []
@@ -74,23 +85,23 @@ async def test_full_cycle_and_tampering_over_nats(bucket: NatsKv) -> None:
     assert (await h.replica_state(heads[1]))[0] is ReplicaState.STALE
 
     # Rolled-back latest: an old, validly signed pointer written back by the NATS operator.
-    rev = await bucket.put(LATEST_KEY, heads[1].raw_pointer)
+    rev = await raw.put(LATEST_KEY, heads[1].raw_pointer)
     with pytest.raises(StoreError) as e:
         await h.read_latest()
     assert e.value.code == "store.rollback"
     # Restore the real pointer (as a new revision): a replay of the current pointer is a rollback too.
-    await bucket.put(LATEST_KEY, heads[2].raw_pointer)
+    await raw.put(LATEST_KEY, heads[2].raw_pointer)
     with pytest.raises(StoreError) as e:
         await h.read_latest()
     assert e.value.code == "store.rollback"
     assert rev > heads[2].revision
 
     # Edited manifest bytes and a deleted transition.
-    await bucket.put(manifest_key(docs[2].hash), docs[2].raw + b" ")
+    await raw.put(manifest_key(docs[2].hash), docs[2].raw + b" ")
     with pytest.raises(StoreError) as e:
         await h.read_manifest(docs[2].hash)
     assert e.value.code == "store.manifest_hash_mismatch"
-    await bucket.delete(transition_key(heads[0].transition_hash))
+    await raw.delete(transition_key(heads[0].transition_hash))
     with pytest.raises(StoreError) as e:
         await h.read_transition(heads[0].transition_hash)
     assert e.value.code == "store.missing_transition"

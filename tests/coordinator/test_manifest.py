@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from coord_fixtures import H_COORD, H_DB, POLICIES, encode, manifest_obj, mutated, snp_entry, tdx_entry
@@ -20,6 +21,7 @@ from contrast.coordinator.manifest import (
 )
 from contrast.coordinator.ownerkeys import generate_workload_owner_key, public_key_hex
 from contrast.errors import RequestError
+from contrast.generate import platforms
 
 
 def test_valid_manifest_round_trip() -> None:
@@ -258,7 +260,7 @@ _VALID = manifest_obj(snp=True)
 _PATHS = [p for p in _leaves(_VALID) if p]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.sampled_from(_PATHS), _json)
 def test_mutating_any_leaf_is_reported_or_still_valid(path: tuple[str | int, ...], value: object) -> None:
     raw = mutated(_VALID, list(path), value)
@@ -268,3 +270,15 @@ def test_mutating_any_leaf_is_reported_or_still_valid(path: tuple[str | int, ...
             parse_manifest(raw)
     else:
         assert parse_manifest(raw).raw == raw
+
+
+def test_generated_emulator_reference_values_validate(tmp_path: Path) -> None:
+    # What `contrast generate --reference-values emulated-tdx` writes must pass our validation as is.
+    obj = manifest_obj()
+    obj["ReferenceValues"] = platforms.reference_values("emulated-tdx", emulator_dir=tmp_path)
+    assert validate(encode(obj)) == []
+    # ...and must not be mixed with a real platform.
+    obj["ReferenceValues"]["tdx"].append(tdx_entry())
+    assert "ReferenceValues: insecure emulated platforms must not be mixed with real platforms" in validate(
+        encode(obj)
+    )

@@ -105,3 +105,18 @@ def test_wrong_role_context_or_key() -> None:
     with pytest.raises(AuthError) as e:
         open_role_keys(joiner, ServiceRole.CA, b"n", garbage)
     assert e.value.code == "auth.bad_role_keys"
+
+
+def test_ca_bundle_with_foreign_intermediate_is_refused() -> None:
+    other = SeedEngine(b"\x08" * 64, b"\x04" * 32)
+    foreign = new_mesh_authority(other.root_ca_key(), root_certificate(other.root_ca_key()), now=NOW)
+    ca = _bundle(ServiceRole.CA)
+    bad = msgspec.structs.replace(
+        ca,
+        mesh_key=foreign.key_der(),
+        intermediate=foreign.intermediate.public_bytes(serialization.Encoding.DER),
+        mesh_ca=foreign.mesh_ca.public_bytes(serialization.Encoding.DER),
+    )
+    with pytest.raises(AuthError) as e:
+        bad.mesh_authority()
+    assert e.value.code == "auth.bad_role_keys"

@@ -41,8 +41,7 @@ def test_tdx_filled_values_decode(tmp_path: Path) -> None:
     filled = jsonpatch.apply(rv, ops)
     assert platforms.expected_missing_paths(filled) == []
     decoded = msgspec.convert(filled, ReferenceValues, strict=True)
-    assert decoded.tdx[0].platform == "Metal-QEMU-TDX"
-    assert not decoded.tdx[0].is_emulated
+    assert msgspec.to_builtins(decoded)["tdx"][0]["Platform"] == "Metal-QEMU-TDX"
 
 
 def test_expected_missing_paths_are_json_pointers() -> None:
@@ -56,3 +55,33 @@ def test_unknown_platform_refused(tmp_path: Path) -> None:
     with pytest.raises(RequestError) as e:
         platforms.reference_values("Metal-QEMU-SEV", emulator_dir=tmp_path)
     assert e.value.code == "request.platform_unknown"
+
+
+@pytest.fixture(scope="session")
+def emulator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Shared with test_generate_run (same base directory): the SNP emulator's RSA-4096 keys take seconds.
+    d = tmp_path_factory.getbasetemp() / "snp-emulator"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.mark.parametrize(("name", "tee"), [("Emulated-SNP", "snp"), ("emulated-tdx", "tdx")])
+def test_emulated_platforms_are_complete_and_pin_the_emulator_root(
+    name: str, tee: str, emulator_dir: Path
+) -> None:
+    rv = platforms.reference_values(name, emulator_dir=emulator_dir)
+    assert platforms.expected_missing_paths(rv) == []
+    entries = rv[tee]
+    assert entries
+    assert rv["tdx" if tee == "snp" else "snp"] == []
+    decoded = msgspec.to_builtins(msgspec.convert(rv, ReferenceValues, strict=True))
+    fingerprints = {e["EmulatorRootFingerprint"] for e in decoded[tee]}
+    assert len(fingerprints) == 1
+    # Same state directory, same root: a second generate run changes no byte.
+    assert platforms.reference_values(name, emulator_dir=emulator_dir) == rv
+    # The emulator's root is what the reference values pin.
+    from contrast.platform import emulated
+
+    load = emulated.load_snp_emulator if tee == "snp" else emulated.load_tdx_emulator
+    root = load(emulator_dir).root_fingerprint
+    assert fingerprints == {root}

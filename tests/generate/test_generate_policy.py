@@ -278,7 +278,7 @@ def test_mutable_images_only_with_override_and_loudly() -> None:
     assert any("MUTABLE" in w for w in p.warnings)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
 def test_toml_string_roundtrips_anything(s: str) -> None:
     doc = tomllib.loads(f"x = {pol._toml_string(s)}\n")
@@ -306,3 +306,27 @@ def test_decode_annotation_bounds() -> None:
         pol.decode_annotation(bomb)
     with pytest.raises(RequestError):
         pol.decode_annotation("not base64!")
+
+
+@pytest.mark.parametrize(
+    ("image", "normalized"),
+    [
+        ("nginx@sha256:" + "a" * 64, "docker.io/library/nginx@sha256:" + "a" * 64),
+        ("org/app:1@sha256:" + "a" * 64, "docker.io/org/app:1@sha256:" + "a" * 64),
+        ("ghcr.io/org/app@sha256:" + "a" * 64, "ghcr.io/org/app@sha256:" + "a" * 64),
+        ("localhost/app@sha256:" + "a" * 64, "localhost/app@sha256:" + "a" * 64),
+        ("registry:5000/app@sha256:" + "a" * 64, "registry:5000/app@sha256:" + "a" * 64),
+    ],
+)
+def test_policy_names_images_as_the_runtime_reports_them(image: str, normalized: str) -> None:
+    spec = pod_spec()
+    spec["containers"][0]["image"] = image
+    assert build(spec).data["containers"][0]["image"] == normalized
+
+
+def test_shared_directory_names_cannot_climb() -> None:
+    e = engine(build())
+    for path in ("..", ".", "../x", "a/b"):
+        assert not allowed(e, "CopyFileRequest", {"path": SHARED_DIR + path}), path
+    mounts = [mnt("/cache", SHARED_DIR + "..", "ro")]
+    assert not allowed(e, "CreateContainerRequest", container_request(Mounts=mounts))

@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification as v
 
 from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError
@@ -168,6 +169,14 @@ def test_mesh_authority_der_round_trip(mesh: MeshAuthority) -> None:
     assert "PRIVATE" not in repr(mesh)
 
 
+def test_mesh_authority_from_der_checks_the_root(mesh: MeshAuthority, root_cert: x509.Certificate) -> None:
+    parts = (mesh.key_der(), mesh.intermediate.public_bytes(DER), mesh.mesh_ca.public_bytes(DER))
+    MeshAuthority.from_der(*parts, root=root_cert)
+    other_root = root_certificate(SeedEngine(b"\x07" * 64, bytes(32)).root_ca_key())
+    with pytest.raises(ValueError):
+        MeshAuthority.from_der(*parts, root=other_root)
+
+
 def test_mesh_needs_matching_root(root_cert: x509.Certificate) -> None:
     with pytest.raises(ValueError):
         new_mesh_authority(ec.generate_private_key(ec.SECP384R1()), root_cert, now=NOW)
@@ -180,3 +189,18 @@ def test_claim_decoding_is_strict(mesh: MeshAuthority) -> None:
         with pytest.raises(ValueError):
             der.decode_octet_string(bad)
     assert oids.POLICY_HASH.dotted_string.startswith("2.25.")
+
+
+def test_leaf_is_a_valid_tls_server_certificate(mesh: MeshAuthority, root_cert: x509.Certificate) -> None:
+    leaf = _leaf(mesh)
+    for name in (x509.DNSName("db.default.svc"), x509.IPAddress(ipaddress.ip_address("10.0.0.7"))):
+        verifier = v.PolicyBuilder().store(v.Store([root_cert])).time(NOW).build_server_verifier(name)
+        assert verifier.verify(leaf, [mesh.intermediate])[-1] == root_cert
+    wrong = (
+        v.PolicyBuilder()
+        .store(v.Store([mesh.mesh_ca]))
+        .time(NOW)
+        .build_server_verifier(x509.DNSName("evil.svc"))
+    )
+    with pytest.raises(v.VerificationError):
+        wrong.verify(leaf, [])

@@ -13,7 +13,13 @@ from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.root import root_certificate
-from contrast.pki.service import ServiceRole, issue_service_cert, service_role, verify_service_cert
+from contrast.pki.service import (
+    ServiceCertVerifier,
+    ServiceRole,
+    issue_service_cert,
+    service_role,
+    verify_service_cert,
+)
 
 DER = serialization.Encoding.DER
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -131,3 +137,24 @@ def test_issue_checks_inputs(root_key: ec.EllipticCurvePrivateKey, root_cert: x5
             replica_id="a",
             now=NOW,
         )
+
+
+def test_cached_verifier(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
+    v = ServiceCertVerifier(root_cert, max_entries=2)
+    der = _issue(root_key, root_cert, ServiceRole.VERIFIER)
+    first = v.verify(der, ServiceRole.VERIFIER, NOW)
+    assert v.verify(der, ServiceRole.VERIFIER, NOW) is first  # served from the cache
+    with pytest.raises(AuthError) as e:
+        v.verify(der, ServiceRole.CA, NOW)
+    assert e.value.code == "auth.wrong_role"
+    with pytest.raises(AuthError) as e:
+        v.verify(der, ServiceRole.VERIFIER, NOW + dt.timedelta(days=31))  # expiry is re-checked on a hit
+    assert e.value.code == "auth.bad_service_cert"
+    evil = SeedEngine(b"\x66" * 64, b"\x66" * 32).root_ca_key()
+    forged = _issue(evil, root_certificate(evil), ServiceRole.VERIFIER)
+    for _ in range(2):  # failures are not cached
+        with pytest.raises(AuthError):
+            v.verify(forged, ServiceRole.VERIFIER, NOW)
+    for _ in range(3):  # bounded
+        v.verify(_issue(root_key, root_cert, ServiceRole.VERIFIER), ServiceRole.VERIFIER, NOW)
+    assert len(v._cache) == 2

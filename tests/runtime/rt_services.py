@@ -79,7 +79,7 @@ WORK_CONSUMER: Final = ConsumerSpec(
     stream=WORK_STREAM,
     durable="testworker",
     filter_subject=WORK,
-    ack_wait=2.0,
+    ack_wait=1.0,
     max_deliver=4,
     max_ack_pending=64,
     backoff=(0.1, 0.2),
@@ -143,7 +143,7 @@ async def build_worker(rt: Runtime) -> Handlers:
                 message_type=Job,
                 handler=work,
                 max_in_flight=8,
-                timeout=1.5,
+                timeout=0.8,
                 fetch_timeout=0.2,
             ),
         )

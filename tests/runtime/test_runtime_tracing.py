@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import threading
@@ -56,13 +57,11 @@ async def test_request_across_two_services_is_one_trace(
         (ECHO, SpanKind.CLIENT),
         (ECHO, SpanKind.SERVER),
     ]
-    for parent_key, child_key in zip(chain, chain[1:], strict=False):
+    for parent_key, child_key in itertools.pairwise(chain):
         parent, child = spans[parent_key], spans[child_key]
         assert child.context.trace_id == trace_id
-        assert child.parent is not None and child.parent.span_id == parent.context.span_id, (
-            parent_key,
-            child_key,
-        )
+        assert child.parent is not None
+        assert child.parent.span_id == parent.context.span_id, (parent_key, child_key)
     assert spans[(ECHO, SpanKind.SERVER)].parent.is_remote  # type: ignore[union-attr]
     assert spans[(ECHO, SpanKind.SERVER)].resource.attributes["service.name"] == "contrast-test"
 
@@ -70,7 +69,8 @@ async def test_request_across_two_services_is_one_trace(
 def test_inject_extract_roundtrip(provider: TracerProvider) -> None:
     with provider.get_tracer("t").start_as_current_span("s") as span:
         headers = inject({"Nats-Msg-Id": "x"})
-    assert headers["Nats-Msg-Id"] == "x" and headers["traceparent"].startswith("00-")
+    assert headers["Nats-Msg-Id"] == "x"
+    assert headers["traceparent"].startswith("00-")
     ctx = extract(headers)
     from opentelemetry import trace
 
@@ -115,14 +115,16 @@ def test_spans_are_exported_over_otlp_http(otlp_receiver: tuple[str, list[tuple[
         pass
     assert provider.force_flush(5000)
     provider.shutdown()
-    assert bodies and all(path == "/v1/traces" for path, _ in bodies)
+    assert bodies
+    assert all(path == "/v1/traces" for path, _ in bodies)
     spans = []
     for _, body in bodies:
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
         for rs in req.resource_spans:
             attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-            assert attrs["service.name"] == "contrast-verifier" and attrs["service.instance.id"] == "r7"
+            assert attrs["service.name"] == "contrast-verifier"
+            assert attrs["service.instance.id"] == "r7"
             spans += [s for ss in rs.scope_spans for s in ss.spans]
     by_name = {s.name: s for s in spans}
     assert by_name["child"].parent_span_id == parent.get_span_context().span_id.to_bytes(8, "big")
@@ -164,6 +166,9 @@ def test_logs_are_json_with_trace_ids(provider: TracerProvider) -> None:
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert [line["event"] for line in lines] == ["hello", "from nats-py"]
     for line in lines:
-        assert line["trace_id"] == trace_id and len(line["span_id"]) == 16
-        assert line["service"] == "verifier" and line["replica"] == "r9"
-    assert lines[1]["logger"] == "nats.aio.client" and lines[1]["level"] == "warning"
+        assert line["trace_id"] == trace_id
+        assert len(line["span_id"]) == 16
+        assert line["service"] == "verifier"
+        assert line["replica"] == "r9"
+    assert lines[1]["logger"] == "nats.aio.client"
+    assert lines[1]["level"] == "warning"

@@ -12,6 +12,7 @@ product is established.
 
 from __future__ import annotations
 
+import struct
 from typing import Literal
 
 import msgspec
@@ -344,8 +345,11 @@ class SnpReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return bytes(b)
 
 
-def _u(data: bytes, off: int, size: int) -> int:
-    return int.from_bytes(data[off : off + size], "little")
+# Integer fields unpacked in four runs (the reserved bytes between them are checked by _mbz).
+_HEAD = struct.Struct("<IIQ")  # VERSION, GUEST_SVN, POLICY
+_WORDS = struct.Struct("<IIQQI")  # VMPL, SIGNATURE_ALGO, CURRENT_TCB, PLATFORM_INFO, SIGNER_INFO
+_REPORTED = struct.Struct("<QBBB")  # REPORTED_TCB, CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP
+_TAIL = struct.Struct("<QBBBxBBBxQQQ")  # COMMITTED_TCB, versions, LAUNCH_TCB, LAUNCH/CURRENT_MIT_VECTOR
 
 
 def _mbz(data: bytes, start: int, end: int, what: str) -> None:
@@ -364,30 +368,29 @@ def parse_report(data: bytes, *, trailing_ok: bool = False) -> SnpReport:
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError("report must be bytes")
-    data = bytes(data)
     if len(data) < REPORT_SIZE or (len(data) > REPORT_SIZE and not trailing_ok):
         raise EvidenceError("bad_length", f"an SNP report is {REPORT_SIZE} bytes, got {len(data)}")
-    data = data[:REPORT_SIZE]
-    version = _u(data, OFF_VERSION, 4)
+    data = bytes(data[:REPORT_SIZE]) if len(data) != REPORT_SIZE or not isinstance(data, bytes) else data
+    version, guest_svn, policy = _HEAD.unpack_from(data, OFF_VERSION)
+    vmpl, algo, current_tcb, platform_info, signer_info = _WORDS.unpack_from(data, OFF_VMPL)
+    reported_tcb, fam, mod, step = _REPORTED.unpack_from(data, OFF_REPORTED_TCB)
+    (committed_tcb, c_build, c_minor, c_major, k_build, k_minor, k_major, launch_tcb, launch_mit,
+     current_mit) = _TAIL.unpack_from(data, OFF_COMMITTED_TCB)  # fmt: skip
     if version not in SUPPORTED_VERSIONS:
         raise EvidenceError("unsupported_version", f"SNP report version {version} is not supported (2-5)")
-    algo = _u(data, OFF_SIGNATURE_ALGO, 4)
     if algo != SIGNATURE_ALGO_ECDSA_P384_SHA384:
         raise EvidenceError(
             "unknown_signature_algo", f"signature algorithm {algo} is not ECDSA P-384/SHA-384 (1)"
         )
-    signer_info = _u(data, OFF_SIGNER_INFO, 4)
     if signer_info & SIGNER_RESERVED_MASK:
         raise EvidenceError("reserved_nonzero", f"SIGNER_INFO reserved bits 31:5 set (0x{signer_info:08x})")
     key = (signer_info >> SIGNER_SIGNING_KEY_SHIFT) & SIGNER_SIGNING_KEY_MASK
     if key not in _SIGNING_KEYS:
         raise EvidenceError("unknown_signing_key", f"SIGNER_INFO signing key type {key} is reserved")
-    policy = _u(data, OFF_POLICY, 8)
     if policy & POLICY_RESERVED_MASK:
         raise EvidenceError("reserved_nonzero", f"POLICY reserved bits 63:26 set (0x{policy:016x})")
     if not policy & POLICY_RESERVED_ONE:
         raise EvidenceError("reserved_nonzero", f"POLICY bit 17 must be one (0x{policy:016x})")
-    platform_info = _u(data, OFF_PLATFORM_INFO, 8)
     if platform_info & PLATFORM_RESERVED_MASK:
         raise EvidenceError(
             "reserved_nonzero", f"PLATFORM_INFO reserved bits 63:8 set (0x{platform_info:016x})"
@@ -404,13 +407,13 @@ def parse_report(data: bytes, *, trailing_ok: bool = False) -> SnpReport:
     _mbz(data, OFF_RESERVED_330, REPORT_SIZE, "after the signature")
     return SnpReport(
         version=version,
-        guest_svn=_u(data, OFF_GUEST_SVN, 4),
+        guest_svn=guest_svn,
         policy=policy,
         family_id=data[OFF_FAMILY_ID : OFF_FAMILY_ID + FAMILY_ID_SIZE],
         image_id=data[OFF_IMAGE_ID : OFF_IMAGE_ID + IMAGE_ID_SIZE],
-        vmpl=_u(data, OFF_VMPL, 4),
+        vmpl=vmpl,
         signature_algo=algo,
-        current_tcb=_u(data, OFF_CURRENT_TCB, 8),
+        current_tcb=current_tcb,
         platform_info=platform_info,
         signer_info=signer_info,
         report_data=data[OFF_REPORT_DATA : OFF_REPORT_DATA + REPORT_DATA_SIZE],
@@ -420,21 +423,21 @@ def parse_report(data: bytes, *, trailing_ok: bool = False) -> SnpReport:
         author_key_digest=data[OFF_AUTHOR_KEY_DIGEST : OFF_AUTHOR_KEY_DIGEST + DIGEST_SIZE],
         report_id=data[OFF_REPORT_ID : OFF_REPORT_ID + REPORT_ID_SIZE],
         report_id_ma=data[OFF_REPORT_ID_MA : OFF_REPORT_ID_MA + REPORT_ID_SIZE],
-        reported_tcb=_u(data, OFF_REPORTED_TCB, 8),
-        cpuid_fam_id=data[OFF_CPUID_FAM_ID] if has_cpuid else None,
-        cpuid_mod_id=data[OFF_CPUID_MOD_ID] if has_cpuid else None,
-        cpuid_step=data[OFF_CPUID_STEP] if has_cpuid else None,
+        reported_tcb=reported_tcb,
+        cpuid_fam_id=fam if has_cpuid else None,
+        cpuid_mod_id=mod if has_cpuid else None,
+        cpuid_step=step if has_cpuid else None,
         chip_id=data[OFF_CHIP_ID : OFF_CHIP_ID + CHIP_ID_SIZE],
-        committed_tcb=_u(data, OFF_COMMITTED_TCB, 8),
-        current_build=data[OFF_CURRENT_BUILD],
-        current_minor=data[OFF_CURRENT_MINOR],
-        current_major=data[OFF_CURRENT_MAJOR],
-        committed_build=data[OFF_COMMITTED_BUILD],
-        committed_minor=data[OFF_COMMITTED_MINOR],
-        committed_major=data[OFF_COMMITTED_MAJOR],
-        launch_tcb=_u(data, OFF_LAUNCH_TCB, 8),
-        launch_mit_vector=_u(data, OFF_LAUNCH_MIT_VECTOR, 8) if has_mit else None,
-        current_mit_vector=_u(data, OFF_CURRENT_MIT_VECTOR, 8) if has_mit else None,
+        committed_tcb=committed_tcb,
+        current_build=c_build,
+        current_minor=c_minor,
+        current_major=c_major,
+        committed_build=k_build,
+        committed_minor=k_minor,
+        committed_major=k_major,
+        launch_tcb=launch_tcb,
+        launch_mit_vector=launch_mit if has_mit else None,
+        current_mit_vector=current_mit if has_mit else None,
         signature_r=data[OFF_SIGNATURE_R : OFF_SIGNATURE_R + P384_COMPONENT_SIZE],
         signature_s=data[OFF_SIGNATURE_S : OFF_SIGNATURE_S + P384_COMPONENT_SIZE],
     )

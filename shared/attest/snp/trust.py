@@ -8,8 +8,12 @@ carries only the VCEK; they are loaded through the same checks.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from contrast.attest.snp.kds import Product
 
@@ -42,3 +46,13 @@ def bundled_chain_pem(product: Product, key: str = "VCEK") -> bytes:
 
 def all_bundled_pems() -> list[bytes]:
     return [bundled_chain_pem(p, k) for (p, k) in _BUNDLES]
+
+
+@functools.cache
+def all_bundled_der() -> tuple[bytes, ...]:
+    """Every bundled ASK/ASVK/ARK as DER (deduplicated), for evidence that carries only a VCEK."""
+    out: dict[bytes, None] = {}
+    for pem in all_bundled_pems():
+        for cert in x509.load_pem_x509_certificates(pem):
+            out[cert.public_bytes(serialization.Encoding.DER)] = None
+    return tuple(out)

@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
@@ -59,6 +60,8 @@ MAX_CRL_SIZE = 256 * 1024
 # The one warning we silence, only around loading a certificate and reading its serial (real VCEKs: serial 0).
 _SERIAL_WARNING = "Parsed a serial number which wasn't positive"
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+# What cryptography raises on malformed certificates and CRLs (some of it lazily, on first access).
+_X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion)
 _VEK_CN = {"VCEK": "SEV-VCEK", "VLEK": "SEV-VLEK"}
 
 
@@ -79,9 +82,14 @@ def load_certificate(der: bytes) -> x509.Certificate:
             category=CryptographyDeprecationWarning,
         )
         try:
-            return x509.load_der_x509_certificate(der)
-        except ValueError as e:
+            cert = x509.load_der_x509_certificate(der)
+            # cryptography parses some parts lazily; touch every part we later read, so that a malformed
+            # certificate fails here, typed, and never half-way through the chain checks.
+            _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key(), cert.signature_algorithm_oid)
+            _ = (cert.signature_hash_algorithm, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        except _X509_ERRORS as e:
             raise EvidenceError("bad_certificate", f"certificate is not valid DER X.509: {e}") from e
+        return cert
 
 
 def serial_of(cert: x509.Certificate) -> int:
@@ -102,8 +110,6 @@ def split_certificates(blob: bytes) -> list[bytes]:
                 certs = x509.load_pem_x509_certificates(blob)
             except ValueError as e:
                 raise EvidenceError("bad_certificate", f"PEM bundle is malformed: {e}") from e
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         return [c.public_bytes(Encoding.DER) for c in certs]
     return [blob]
 
@@ -296,9 +302,7 @@ def verify_report(
     r = int.from_bytes(report.signature_r, "little")
     s = int.from_bytes(report.signature_s, "little")
     try:
-        chain.leaf_public_key.verify(
-            encode_dss_signature(r, s), raw[: abi.SIGNED_SIZE], _ECDSA_SHA384
-        )
+        chain.leaf_public_key.verify(encode_dss_signature(r, s), raw[: abi.SIGNED_SIZE], _ECDSA_SHA384)
     except InvalidSignature:
         raise EvidenceError(
             "bad_signature", f"the report signature does not verify with the {signing_key}"
@@ -359,7 +363,9 @@ def verify_chain(
     now: datetime,
 ) -> VerifiedChain:
     """Steps 4-9 of the module docstring."""
-    loaded = [(bytes(d), load_certificate(bytes(d))) for d in certs]
+    # Duplicates are dropped first so that a padded bundle cannot multiply the signature checks below.
+    unique = list(dict.fromkeys(bytes(d) for d in certs))
+    loaded = [(d, load_certificate(d)) for d in unique]
     (leaf_der, leaf), (inter_der, inter), (root_der, root) = _pick_chain(loaded, signing_key)
     for cert, what in ((leaf, signing_key), (inter, "the intermediate (ASK/ASVK)"), (root, "the ARK")):
         _check_pss(cert, what)
@@ -449,10 +455,13 @@ def verify_chain(
 def load_crl(blob: bytes) -> x509.CertificateRevocationList:
     try:
         if b"-----BEGIN X509 CRL-----" in blob:
-            return x509.load_pem_x509_crl(blob)
-        return x509.load_der_x509_crl(blob)
-    except ValueError as e:
+            crl = x509.load_pem_x509_crl(blob)
+        else:
+            crl = x509.load_der_x509_crl(blob)
+        _ = (crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc, list(crl))
+    except _X509_ERRORS as e:
         raise EvidenceError("crl_invalid", f"the CRL is malformed: {e}") from e
+    return crl
 
 
 def _check_crl(

@@ -96,17 +96,24 @@ def _decode_oid(body: bytes) -> str:
 
 
 def _pairs(seq_body: bytes) -> dict[str, tuple[int, bytes]]:
+    """SEQUENCE OF SEQUENCE {OID, value} → {dotted OID: (tag, value)}. Known OIDs are matched on their DER
+    bytes (no decoding on the hot path); an unknown one is decoded, and is kept but never read."""
     out: dict[str, tuple[int, bytes]] = {}
-    for tag, pair in _items(seq_body):
+    off, end = 0, len(seq_body)
+    while off < end:
+        tag, pair, off = _read_tlv(seq_body, off)
         if tag != _SEQUENCE:
             raise _bad("extension entry is not a SEQUENCE")
-        parts = _items(pair)
-        if len(parts) != 2 or parts[0][0] != _OID:
+        oid_tag, oid_raw, mid = _read_tlv(pair, 0)
+        if oid_tag != _OID:
+            raise _bad("extension entry does not start with an OID")
+        value_tag, value, stop = _read_tlv(pair, mid)
+        if stop != len(pair):
             raise _bad("extension entry is not {OID, value}")
-        oid = _decode_oid(parts[0][1])
+        oid = _KNOWN_OIDS.get(oid_raw) or _decode_oid(oid_raw)
         if oid in out:
             raise _bad(f"duplicate extension entry {oid}")
-        out[oid] = parts[1]
+        out[oid] = (value_tag, value)
     return out
 
 
@@ -169,7 +176,7 @@ def pck_extensions(cert: x509.Certificate) -> PckExtensions:
         ext = cert.extensions.get_extension_for_oid(SGX_EXTENSIONS_OID)
     except x509.ExtensionNotFound as e:
         raise _bad("PCK certificate has no SGX extension") from e
-    except ValueError as e:  # duplicate or undecodable extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
         raise _bad(f"PCK certificate extensions do not decode: {e}") from e
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
@@ -223,3 +230,18 @@ def encode_sgx_extensions(ext: PckExtensions) -> bytes:
     if ext.piid is not None:
         body += pair(OID_PIID, _tlv(_OCTETS, ext.piid))
     return _tlv(_SEQUENCE, body)
+
+
+_KNOWN_OIDS: Final = {
+    _enc_oid(oid)[2:]: oid
+    for oid in (
+        OID_PPID,
+        OID_TCB,
+        OID_PCEID,
+        OID_FMSPC,
+        OID_SGX_TYPE,
+        OID_PIID,
+        OID_CONFIGURATION,
+        *(f"{OID_TCB}.{i}" for i in range(1, 19)),
+    )
+}

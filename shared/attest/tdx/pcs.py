@@ -107,7 +107,7 @@ def split_signed_document(doc: bytes, body_key: str) -> tuple[bytes, bytes]:
 
 # --- typed content -----------------------------------------------------------------------------------------
 
-Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]*$")]
+Hex = Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-fA-F]{2})*$")]  # whole bytes only
 
 
 class _Svn(msgspec.Struct, frozen=True):

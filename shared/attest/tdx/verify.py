@@ -41,7 +41,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
@@ -59,7 +58,7 @@ from cryptography.x509.oid import SignatureAlgorithmOID
 from contrast.attest.tdx import abi, pcs
 from contrast.attest.tdx.pck import PckExtensions, pck_extensions
 from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots, fingerprint
-from contrast.errors import CollateralError, EvidenceError
+from contrast.errors import CollateralError, ContrastError, EvidenceError
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +72,18 @@ COLLATERAL_FILES: Final = {
 }
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _CACHE_SIZE: Final = 256
+# What ``cryptography`` raises on malformed certificates and CRLs, which it decodes lazily (some of these are
+# not ValueErrors). Each is turned into a typed evidence error where it can occur.
+X509_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 _DER: Final = Encoding.DER
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())  # immutable; built once (it is not free)
 
 
 class TdxCollateral(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,23 +125,25 @@ V = TypeVar("V")
 
 
 class _Lru(Generic[K, V]):
-    """A small thread-safe LRU; values are computed outside the lock (a race computes twice, harmlessly)."""
+    """A small bounded cache. Hits are lock-free dict reads (atomic under the GIL) and do not reorder, so
+    eviction is by insertion order; values are computed outside the lock (a race computes twice, harmlessly).
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
+        self._data: dict[K, V] = {}
         self._lock = threading.Lock()
 
     def get(self, key: K, compute: Callable[[], V]) -> V:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
+        try:
+            return self._data[key]
+        except KeyError:
+            pass
         value = compute()
         with self._lock:
             self._data[key] = value
-            if len(self._data) > self._size:
-                self._data.popitem(last=False)
+            while len(self._data) > self._size:
+                del self._data[next(iter(self._data))]
         return value
 
     def clear(self) -> None:
@@ -181,14 +193,45 @@ class _PckChain:
     ca_der: bytes
 
 
+def _signed_prefix(received: bytes, quote: abi.Quote) -> bytes:
+    """The signed region as received (header ‖ [v5 descriptor] ‖ body), not as re-serialised."""
+    n = abi.HEADER_SIZE + (abi.V5_BODY_DESCRIPTOR_SIZE if quote.version == 5 else 0) + len(quote.body.raw)
+    return received[:n]
+
+
+def _fresh(error: ContrastError) -> ContrastError:
+    """A new instance of a cached error, so that raising it again does not grow one shared traceback."""
+    return type(error)(error.reason, error.message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A cached outcome: the verified collateral, or the typed error to raise again."""
+
+    value: VerifiedCollateral | None
+    error: ContrastError | None
+
+    @classmethod
+    def of(cls, compute: Callable[[], VerifiedCollateral]) -> _Verdict:
+        try:
+            return cls(compute(), None)
+        except EvidenceError as e:
+            return cls(None, e)
+
+    def unwrap(self) -> VerifiedCollateral:
+        if self.error is not None:
+            raise _fresh(self.error)
+        assert self.value is not None
+        return self.value
+
+
 @dataclass(frozen=True, slots=True)
 class _Crl:
     crl: x509.CertificateRevocationList  # signature checked; serial lookups run in Rust
+    window: _Window
 
     def revokes(self, cert: x509.Certificate) -> bool:
         return self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
-
-    window: _Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +249,7 @@ def _p256_verify(key: ec.EllipticCurvePublicKey, sig_rs: bytes, data: bytes) -> 
     if len(sig_rs) != 64 or not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
         return False
     try:
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        key.verify(encode_dss_signature(r, s), data, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
@@ -222,7 +265,7 @@ def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
 def _load_pem_chain(pem: bytes, what: str) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as e:
+    except X509_ERRORS as e:
         raise EvidenceError("chain_invalid", f"{what}: PEM does not decode: {e}") from e
     return certs
 
@@ -243,8 +286,17 @@ EdgeCheck = Callable[[x509.Certificate, x509.Certificate], None]
 
 
 def _verify_edge(cert: x509.Certificate, issuer: x509.Certificate) -> None:
-    """``cert`` is directly issued by ``issuer``: names chain and the ECDSA signature verifies."""
-    cert.verify_directly_issued_by(issuer)
+    """``cert`` is directly issued by ``issuer``: the names chain and the ECDSA-SHA256 signature verifies.
+
+    (What ``Certificate.verify_directly_issued_by`` does, reusing the key ``cryptography`` caches on the
+    issuer object instead of decoding and validating it again.)
+    """
+    if cert.issuer != issuer.subject:
+        raise ValueError("issuer name does not match the issuer's subject")
+    try:
+        _p256_key(issuer, "issuer").verify(cert.signature, cert.tbs_certificate_bytes, _ECDSA_SHA256)
+    except InvalidSignature as e:
+        raise ValueError("certificate signature does not verify with the issuer key") from e
 
 
 def _check_chain(
@@ -253,19 +305,24 @@ def _check_chain(
     length: int,
     what: str,
     *,
+    edge: EdgeCheck,
     leaf_is_ca: bool = False,
-    edge: EdgeCheck = _verify_edge,
 ) -> _Chain:
     # ``cryptography`` decodes keys and extensions lazily, so a malformed certificate surfaces as ValueError
     # here rather than at load time; it is a broken chain, never a crash.
     try:
         return _check_chain_unguarded(certs, roots, length, what, leaf_is_ca, edge)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+    except X509_ERRORS as e:
         raise EvidenceError("chain_invalid", f"{what} does not decode: {e}") from e
 
 
 def _check_chain_unguarded(
-    certs: list[x509.Certificate], roots: TdxRoots, length: int, what: str, leaf_is_ca: bool, edge: EdgeCheck
+    certs: list[x509.Certificate],
+    roots: TdxRoots,
+    length: int,
+    what: str,
+    leaf_is_ca: bool,
+    edge: EdgeCheck,
 ) -> _Chain:
     if len(certs) != length:
         raise EvidenceError("chain_invalid", f"{what} has {len(certs)} certificates, expected {length}")
@@ -295,7 +352,7 @@ def _check_chain_unguarded(
 def _check_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
     try:
         return _check_crl_unguarded(der, issuer, what)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+    except X509_ERRORS as e:
         raise EvidenceError("bad_collateral", f"{what} does not decode: {e}") from e
 
 
@@ -331,13 +388,21 @@ class TdxVerifier:
         # Verified (certificate, issuer) pairs: the PCK CA → root edge appears in the PCK chain and in the
         # PCK CRL issuer chain, and the TCB-signing edge in both collateral chains.
         self._edges: _Lru[tuple[bytes, bytes], bool] = _Lru(_CACHE_SIZE)
+        self._verdicts: _Lru[tuple[object, ...], _Verdict] = _Lru(_CACHE_SIZE)
 
     @property
     def roots(self) -> TdxRoots:
         return self._roots
 
     def clear_caches(self) -> None:
-        for c in (self._chains, self._keys, self._collateral, self._pck_crls, self._edges):
+        for c in (
+            self._chains,
+            self._keys,
+            self._collateral,
+            self._pck_crls,
+            self._edges,
+            self._verdicts,
+        ):
             c.clear()
 
     def _edge(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -345,7 +410,7 @@ class TdxVerifier:
             _verify_edge(cert, issuer)  # raises; failures are not cached
             return True
 
-        self._edges.get((cert.tbs_certificate_bytes + cert.signature, issuer.public_bytes(_DER)), check)
+        self._edges.get((cert.tbs_certificate_bytes + cert.signature, issuer.tbs_certificate_bytes), check)
 
     def _attestation_key(self, raw: bytes) -> ec.EllipticCurvePublicKey:
         def load() -> ec.EllipticCurvePublicKey:
@@ -359,7 +424,11 @@ class TdxVerifier:
     def _pck_chain(self, pem: bytes) -> _PckChain:
         def check() -> _PckChain:
             chain = _check_chain(
-                _load_pem_chain(pem, "PCK chain"), self._roots, 3, "PCK chain", edge=self._edge
+                _load_pem_chain(pem, "PCK chain"),
+                self._roots,
+                3,
+                "PCK chain",
+                edge=self._edge,
             )
             pck: PckExtensions | EvidenceError
             try:
@@ -385,7 +454,7 @@ class TdxVerifier:
         sd = quote.signature_data
         cd = sd.cert_data
         if not _p256_verify(
-            self._attestation_key(sd.attestation_key), sd.signature, quote.signed_region
+            self._attestation_key(sd.attestation_key), sd.signature, _signed_prefix(quote_bytes, quote)
         ):  # 2
             raise EvidenceError("bad_signature", "quote signature does not verify with the attestation key")
         expected_rd = hashlib.sha256(sd.attestation_key + cd.qe_auth_data).digest() + bytes(32)  # 3
@@ -400,7 +469,7 @@ class TdxVerifier:
         for w in chain.windows:  # 6
             w.check(now)
         if isinstance(pck_chain.pck, EvidenceError):  # 7
-            raise pck_chain.pck
+            raise _fresh(pck_chain.pck)
         pck = pck_chain.pck
         if self._roots.is_emulated:
             log.warning("tdx.emulated_platform", root=chain.root_fingerprint, insecure=True)
@@ -425,19 +494,47 @@ class TdxVerifier:
     ) -> VerifiedCollateral:
         chain = pck_chain.chain
         key = (col.tcb_info, col.qe_identity, col.tcb_signing_chain, col.pck_crl_issuer_chain, col.root_crl)
+        pck_ca = chain.certs[1]
         checked = self._collateral.get(key, lambda: self._check_collateral_signatures(col))
         if checked.signing_chain.root_fingerprint != chain.root_fingerprint:
             raise EvidenceError(
                 "untrusted_root", "collateral is signed under another root than the PCK chain"
             )
-        pck_ca = chain.certs[1]
         pck_crl = self._pck_crls.get(
-            (col.pck_crl, pck_chain.ca_der), lambda: _check_crl(col.pck_crl, pck_ca, "PCK CRL")
+            (col.pck_crl, pck_chain.ca_der),
+            lambda: _check_crl(col.pck_crl, pck_ca, "PCK CRL"),
         )
         for w in checked.windows:
             w.check(now)
         for w in (checked.root_crl.window, pck_crl.window):
             w.check(now)
+        body = quote.body
+        qr = quote.signature_data.cert_data.qe_report
+        # Everything below is a pure function of these bytes (no time), so its outcome is cached too.
+        verdict_key = (
+            key,
+            col.pck_crl,
+            pck_chain.ders[0],
+            pck_chain.ca_der,
+            body.raw[: abi.TD_ATTRIBUTES[0]],  # TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAMATTRIBUTES
+            body.tee_tcb_svn2,
+            qr.raw,
+        )
+        verdict = self._verdicts.get(
+            verdict_key, lambda: _Verdict.of(lambda: self._evaluate(quote, pck_chain, pck, checked, pck_crl))
+        )
+        return verdict.unwrap()
+
+    def _evaluate(
+        self,
+        quote: abi.Quote,
+        pck_chain: _PckChain,
+        pck: PckExtensions,
+        checked: _CheckedCollateral,
+        pck_crl: _Crl,
+    ) -> VerifiedCollateral:
+        chain = pck_chain.chain
+        pck_ca = chain.certs[1]
         if pck_crl.revokes(chain.leaf):
             raise EvidenceError("revoked", "the PCK certificate is revoked")
         for cert in (pck_ca, checked.signing_chain.leaf):

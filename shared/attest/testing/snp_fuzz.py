@@ -98,3 +98,21 @@ class SnpFuzzTarget:
         )  # fmt: skip
         if result.accepted:
             self.accepted += 1
+
+    def certs(self, certs: list[bytes]) -> None:
+        """Verify the builder's base report against mutated certificate bytes (uncached: each is new)."""
+        self.executions += 1
+        result = validate.verify_and_validate(
+            self.builder_reports[1], certs, None, self.references, bytes(64), VECTOR_TIME
+        )
+        if result.accepted:
+            self.accepted += 1
+
+    def crl(self, crl: bytes) -> None:
+        """Verify the builder's base report with a (mutated) CRL."""
+        self.executions += 1
+        result = validate.verify_and_validate(
+            self.builder_reports[1], self.chain.der(), crl, self.references, bytes(64), VECTOR_TIME
+        )
+        if result.accepted:
+            self.accepted += 1

@@ -143,3 +143,13 @@ def test_expired_vcek_is_rejected(vector: Vector) -> None:
     with pytest.raises(verify.EvidenceError) as e:
         verify.verify_report(vector.report, vector.certs(), None, verify.SnpVerifyOptions(now=late))
     assert e.value.code == "evidence.cert_expired"
+
+
+def test_bundled_chain_completes_a_bare_vcek(vector: Vector) -> None:
+    from contrast.attest.snp import trust
+
+    certs = [vector.vek, *trust.all_bundled_der()]
+    assert (
+        verify.verify_report(vector.report, certs, None, verify.SnpVerifyOptions(now=VECTOR_TIME)).product
+        == "Milan"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import pathlib
 
@@ -10,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from snp_fixtures import SNP_VECTORS, VECTOR_TIME, Vector, load_vector
 
-from contrast.attest.snp import abi, kds, verify
+from contrast.attest.snp import abi, kds, trust, verify
 from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.attest.testing.snp_chain import CertOverride, SnpChainBuilder, SnpTestChain
 from contrast.errors import EvidenceError
@@ -33,11 +34,9 @@ def test_flipping_any_byte_of_a_real_report_rejects_it(name: str) -> None:
             with pytest.raises(EvidenceError) as e:
                 verify.verify_report(bytes(b), certs, None, opts, cache)
             codes.add(e.value.code)
-            if i < abi.SIGNED_SIZE and i not in range(0x04C, 0x050):
-                # Most flips of signed, non-reserved data must die at the signature or the chain bindings.
-                assert e.value.code.startswith("evidence."), (i, mask)
-    assert "evidence.bad_signature" in codes
-    assert "evidence.reserved_nonzero" in codes
+    # Flips die at the signature, at a must-be-zero check, or at a binding to the VCEK (chip id, TCB).
+    assert {"evidence.bad_signature", "evidence.reserved_nonzero", "evidence.chip_id_mismatch"} <= codes
+    assert "evidence.tcb_mismatch" in codes
 
 
 def _chain_and_report(builder: SnpChainBuilder, version: int = 3) -> tuple[SnpTestChain, bytes]:
@@ -313,3 +312,36 @@ def test_pem_bundle_split_and_garbage() -> None:
     with pytest.raises(EvidenceError) as e:
         verify.load_certificate(b"\x30\x03\x02\x01\x00")
     assert e.value.code == "evidence.bad_certificate"
+
+
+def test_vlek_chain_verifies_without_hwid() -> None:
+    # VLEK -> ASVK -> ARK: the VLEK has no hwID (cspID instead) and CHIP_ID may be masked to zero.
+    builder = (
+        SnpChainBuilder(chip_id=bytes(64))
+        .override("ask", CertOverride(subject_cn="SEV-VLEK-Milan"))
+        .override("vcek", CertOverride(subject_cn="SEV-VLEK", extensions=kds.vcek_extensions(
+            "Milan", MILAN_TCB, None, csp_id="CN=cc-test.example")))
+    )  # fmt: skip
+    chain, report = _chain_and_report(builder)
+    b = bytearray(report)
+    b[abi.OFF_SIGNER_INFO] = 1 << abi.SIGNER_SIGNING_KEY_SHIFT  # VLEK
+    v = _verify(chain, chain.sign(bytes(b)))
+    assert v.chain.signing_key == "VLEK"
+    assert v.chain.leaf_extensions.csp_id == "CN=cc-test.example"
+    # The same chain cannot vouch for a report that says VCEK.
+    with pytest.raises(EvidenceError) as e:
+        _verify(chain, report)
+    assert e.value.code == "evidence.missing_certificate"
+
+
+def test_real_asvk_bundles_chain_to_the_pinned_arks() -> None:
+    for product in kds.PRODUCTS:
+        for key in ("VCEK", "VLEK"):
+            inter, ark = map(
+                verify.load_certificate, verify.split_certificates(trust.bundled_chain_pem(product, key))
+            )
+            inter.verify_directly_issued_by(ark)
+            assert (
+                hashlib.sha256(ark.public_bytes(serialization.Encoding.DER)).digest()
+                == trust.ARK_SHA256[product]
+            )

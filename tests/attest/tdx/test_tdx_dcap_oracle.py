@@ -21,6 +21,7 @@ from typing import Any
 
 import dcap_qvl
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from tdx_helpers import EMU_NOW, REAL_NOW, emu_quote
 
 from contrast.attest.tdx import abi
@@ -29,7 +30,6 @@ from contrast.attest.tdx.pcs import split_signed_document
 from contrast.attest.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
 from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
 from contrast.errors import ContrastError
-from cryptography.hazmat.primitives.serialization import Encoding
 
 NON_ACCEPTING = {"NoMatch", "Revoked"}  # statuses dcap-qvl turns into an error (differences 1 and 2)
 
@@ -175,3 +175,99 @@ def test_emulator_root_under_intel_only_trust_is_rejected_by_us(
         False,
         "evidence.untrusted_root",
     )
+
+
+def _module(status: str, isvsvn: int, mrsigner: str = "00" * 48) -> dict[str, Any]:
+    return {
+        "id": "TDX_01",
+        "mrsigner": mrsigner,
+        "attributes": "0000000000000000",
+        "attributesMask": "FFFFFFFFFFFFFFFF",
+        "tcbLevels": [{"tcb": {"isvsvn": isvsvn}, "tcbDate": "2024-01-01T00:00:00Z", "tcbStatus": status}],
+    }
+
+
+def _qe_level(status: str, isvsvn: int) -> list[dict[str, Any]]:
+    return [{"tcb": {"isvsvn": isvsvn}, "tcbDate": "2024-01-01T00:00:00Z", "tcbStatus": status}]
+
+
+MODULE_SVN = bytes.fromhex("03010000000000000000000000000000")  # TDX module major version 1, SVN 3
+ANY_TDX = [0] * 16
+
+
+@pytest.mark.parametrize(
+    ("tee_tcb_svn", "kwargs", "expected"),
+    [
+        (None, {"qe_tcb_levels": _qe_level("OutOfDate", 1)}, "OutOfDate"),
+        (None, {"qe_tcb_levels": _qe_level("UpToDate", 9)}, "NoMatch"),
+        (
+            MODULE_SVN,
+            {
+                "tcb_levels": [tcb_level("UpToDate", tdx=ANY_TDX)],
+                "module_identities": [_module("UpToDate", 3)],
+            },
+            "UpToDate",
+        ),
+        (
+            MODULE_SVN,
+            {
+                "tcb_levels": [tcb_level("UpToDate", tdx=ANY_TDX)],
+                "module_identities": [_module("OutOfDate", 1)],
+            },
+            "OutOfDate",
+        ),
+        (
+            MODULE_SVN,
+            {
+                "tcb_levels": [tcb_level("UpToDate", tdx=ANY_TDX)],
+                "module_identities": [_module("Revoked", 1)],
+            },
+            "Revoked",
+        ),
+        (
+            MODULE_SVN,
+            {"tcb_levels": [tcb_level("UpToDate", tdx=ANY_TDX)], "module_identities": []},
+            "NoMatch",
+        ),
+        (
+            MODULE_SVN,
+            {
+                "tcb_levels": [tcb_level("ConfigurationNeeded", tdx=ANY_TDX)],
+                "module_identities": [_module("OutOfDate", 1)],
+            },
+            "OutOfDateConfigurationNeeded",
+        ),
+        (
+            MODULE_SVN,
+            {
+                "tcb_levels": [tcb_level("UpToDate", tdx=ANY_TDX)],
+                "module_identities": [_module("UpToDate", 3, "11" * 48)],
+            },
+            "evidence.tdx_module_mismatch",
+        ),
+    ],
+)
+def test_qe_identity_and_tdx_module_statuses_agree(
+    platform: EmulatedTdxPlatform,
+    emu_verifier: TdxVerifier,
+    tee_tcb_svn: bytes | None,
+    kwargs: dict[str, Any],
+    expected: str,
+) -> None:
+    col = platform.collateral(issued=EMU_NOW - dt.timedelta(days=1), **kwargs)
+    quote = emu_quote(platform) if tee_tcb_svn is None else emu_quote(platform, tee_tcb_svn=tee_tcb_svn)
+    assert ours(emu_verifier, quote, col, EMU_NOW)[1] == expected
+    agree(emu_verifier, quote, col, platform.root_der, EMU_NOW)
+
+
+def test_qe_identity_mismatch_agrees(platform: EmulatedTdxPlatform, emu_verifier: TdxVerifier) -> None:
+    t = EMU_NOW - dt.timedelta(days=1)
+    col = platform.collateral(issued=t)
+    fields = {f: getattr(col, f) for f in TdxCollateral.__struct_fields__}
+    fields["qe_identity"] = platform.qe_identity_json(issued=t, mr_signer=bytes(32))
+    quote = emu_quote(platform)
+    assert ours(emu_verifier, quote, TdxCollateral(**fields), EMU_NOW) == (
+        False,
+        "evidence.qe_identity_mismatch",
+    )
+    agree(emu_verifier, quote, TdxCollateral(**fields), platform.root_der, EMU_NOW)

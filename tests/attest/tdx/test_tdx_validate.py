@@ -1,4 +1,4 @@
-"""Validation against ``ReferenceValues.tdx``: every reference value, fail-closed defaults, emulator binding."""
+"""Validation against ``ReferenceValues.tdx``: every reference value, fail-closed defaults, emulator roots."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
 
@@ -217,7 +218,7 @@ def test_time_windows(
         "evidence.chain_invalid"
     )
     with pytest.raises(ValueError, match="timezone"):
-        emu_verifier.verify(quote, collateral=None, now=dt.datetime(2026, 1, 1), authenticity_only=True)  # noqa: DTZ001
+        emu_verifier.verify(quote, collateral=None, now=dt.datetime(2026, 1, 1), authenticity_only=True)
 
 
 def test_real_collateral_goes_stale(
@@ -338,3 +339,28 @@ def test_caches_do_not_change_results(
     # A cached, signature-checked chain is still re-checked against the time.
     with pytest.raises(CollateralError):
         emu_verifier.verify(quote, collateral=emu_collateral, now=EMU_NOW + dt.timedelta(days=45))
+
+
+def test_regression_invalid_x509_version_in_a_collateral_chain(
+    platform: EmulatedTdxPlatform, emu_verifier: TdxVerifier, emu_collateral: TdxCollateral
+) -> None:
+    # Found by the long fuzz campaign: cryptography raises InvalidVersion, which is not a ValueError.
+    pem = emu_collateral.pck_crl_issuer_chain
+    first, rest = pem.split(b"-----END CERTIFICATE-----\n", 1)
+    der = bytearray(base64.b64decode(b"".join(first.splitlines()[1:])))
+    assert der[8:13] == b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2 (X.509 v3)
+    der[12] = 0x0A
+    bad = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE-----\n"
+        + rest
+    )
+    fields = {f: getattr(emu_collateral, f) for f in TdxCollateral.__struct_fields__} | {
+        "pck_crl_issuer_chain": bad
+    }
+    emu_verifier.clear_caches()
+    code = _code(
+        lambda: emu_verifier.verify(emu_quote(platform), collateral=TdxCollateral(**fields), now=EMU_NOW)
+    )
+    assert code == "evidence.chain_invalid"

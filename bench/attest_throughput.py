@@ -1,0 +1,380 @@
+"""End-to-end workload attestation throughput over NATS, with 1, 2 and 4 verifier replicas.
+
+Everything runs on this machine: an embedded nats-server (file-backed JetStream), N verifier processes and
+the CA process(es) (``python -m contrast.verifier`` / ``contrast.ca``, emulated SEV-SNP, INSECURE fixture key
+source), and emulated initializers driven from this process (each attestation: fresh TLS + HPKE keys, nonce,
+emulated report, publish, wait, authenticate and open the bundle, verify the chain to both anchors).
+
+For each N it prints:
+
+* closed loop: attestations/s end to end (nonce request → initializer holds the opened, checked bundle),
+  p50 and p99 latency, and the split of verdicts across verifier replicas (from the audit events);
+* open loop at 80 % of that rate: p50 and p99 latency;
+* verifier stage alone: pre-built requests published at once, drained by the verifiers (the CA idle), as
+  verifications/s per replica against this run's raw ECDSA P-384 verify rate on one core;
+* overload: a burst of pre-built requests, the ATTEST queue depth sampled while it drains, and the time until
+  both ATTEST and VERDICTS are empty again.
+
+Usage: ``python bench/attest_throughput.py [--replicas 1,2,4] [--count 1200] [--concurrency 64] [--cas 1]``.
+The machine is shared and has 2 cores: client, NATS, verifiers and CA all compete for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from contrast import subjects
+from contrast.attest.binding import Label, report_data
+from contrast.attestation.client import Initializer, InitializerConfig
+from contrast.attestation.membership import FixtureState
+from contrast.coordinator.kv import NatsKeyValue
+from contrast.coordinator.manifest import parse_manifest
+from contrast.coordinator.statement import spki
+from contrast.crypto.hpke import HpkePrivateKey
+from contrast.platform import emulated
+from contrast.platform.emulated import EmulatedSnp
+from contrast.runtime.client import request
+from contrast.runtime.jetstream import ensure_kv
+from contrast.runtime.natsserver import start_nats
+from contrast.wire.v1 import (
+    AttestationEvent,
+    AttestRequest,
+    NonceReply,
+    NonceRequest,
+    ReadinessReply,
+    ReadinessRequest,
+    decoder,
+    encode,
+)
+
+POLICY_COORD = b"package contrast.coordinator # bench\n"
+POLICY_POD = b"package bench.pod\n"
+H_COORD = hashlib.sha256(POLICY_COORD).digest()
+H_POD = hashlib.sha256(POLICY_POD).digest()
+
+
+def manifest(emulator: Any) -> tuple[bytes, dict[str, bytes]]:
+    rv = msgspec.to_builtins(emulator.reference_values())
+    obj = {
+        "Policies": {
+            H_COORD.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            H_POD.hex(): {"SANs": ["pod.bench.svc", "10.0.0.1"], "WorkloadSecretID": "bench", "Role": ""},
+        },
+        "ReferenceValues": {"snp": [rv], "tdx": []},
+        "WorkloadOwnerPubKeys": [],
+        "SeedshareOwnerPubKeys": [],
+    }
+    return json.dumps(obj).encode(), {H_COORD.hex(): POLICY_COORD, H_POD.hex(): POLICY_POD}
+
+
+def raw_p384_rate(seconds: float = 1.0) -> float:
+    key = ec.generate_private_key(ec.SECP384R1())
+    data = secrets.token_bytes(672)
+    sig = key.sign(data, ec.ECDSA(hashes.SHA384()))
+    pub = key.public_key()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(50):
+            pub.verify(sig, data, ec.ECDSA(hashes.SHA384()))
+        n += 50
+    return n / elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class Cluster:
+    def __init__(self, url: str, env: dict[str, str]) -> None:
+        self.url, self.env = url, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, kind: str, replica: str) -> None:
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", f"contrast.{kind}", "--replica", replica, "--shutdown-timeout", "5"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+
+async def wait_ready(nc: Client, service: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = set()
+        for _ in range(8 * count):
+            with contextlib.suppress(Exception):
+                msg = await nc.request(subjects.health(service), encode(ReadinessRequest()), timeout=0.5)
+                r = decoder(ReadinessReply).decode(msg.data)
+                if r.ready:
+                    ready.add(r.replica)
+        if len(ready) >= count:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{service}: not {count} ready replicas")
+
+
+async def closed_loop(init: Initializer, count: int, concurrency: int) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        nonlocal failures
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                await init.attest()
+            except Exception:
+                failures += 1
+                return
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return count / (time.perf_counter() - start), latencies, failures
+
+
+async def open_loop(init: Initializer, rate: float, seconds: float) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    failures = 0
+    tasks = []
+
+    async def one() -> None:
+        nonlocal failures
+        t0 = time.perf_counter()
+        try:
+            await init.attest()
+        except Exception:
+            failures += 1
+            return
+        latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return n / (time.perf_counter() - start), latencies, failures
+
+
+async def prebuilt_requests(nc: Client, platform: EmulatedSnp, count: int) -> list[tuple[str, bytes]]:
+    out = []
+    sem = asyncio.Semaphore(64)
+
+    async def one() -> None:
+        async with sem:
+            tls = ec.generate_private_key(ec.SECP256R1())
+            hpke = HpkePrivateKey.generate()
+            nonce = (await request(nc, subjects.ATTEST_NONCE, NonceRequest(), NonceReply, timeout=10)).nonce
+            t, h = spki(tls.public_key()), hpke.public_bytes()
+            ev = await platform.evidence(report_data(Label.MESH_CERT, nonce, t, h))
+            rid = secrets.token_urlsafe(24)
+            req = AttestRequest(request_id=rid, nonce=nonce, evidence=ev, tls_public_key=t, hpke_public_key=h)
+            out.append((rid, encode(req)))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return out
+
+
+async def publish_all(nc: Client, reqs: list[tuple[str, bytes]]) -> None:
+    js = nc.jetstream()
+    sem = asyncio.Semaphore(256)
+
+    async def one(rid: str, data: bytes) -> None:
+        async with sem:
+            await js.publish(subjects.ATTEST_REQUESTED, data, headers={"Nats-Msg-Id": rid}, timeout=30)
+
+    await asyncio.gather(*(one(r, d) for r, d in reqs))
+
+
+async def depth(nc: Client, stream: str) -> int:
+    info = await nc.jetstream().stream_info(stream)
+    return int(info.state.messages)
+
+
+async def pending(nc: Client, stream: str, consumer: str) -> int:
+    info = await nc.jetstream().consumer_info(stream, consumer)
+    return int(info.num_pending) + int(info.num_ack_pending)
+
+
+async def verifier_stage(nc: Client, platform: EmulatedSnp, count: int, cluster: Cluster, cas: int) -> float:
+    """Rate at which the verifiers alone drain pre-built requests (CA stopped, so it takes no CPU)."""
+    for p in [p for p in cluster.procs if "contrast.ca" in p.args]:  # type: ignore[operator]
+        p.send_signal(signal.SIGSTOP)
+    try:
+        reqs = await prebuilt_requests(nc, platform, count)
+        start = time.perf_counter()
+        await publish_all(nc, reqs)
+        while await pending(nc, "ATTEST", "verifier") > 0:
+            await asyncio.sleep(0.01)
+        return count / (time.perf_counter() - start)
+    finally:
+        for p in [p for p in cluster.procs if "contrast.ca" in p.args]:  # type: ignore[operator]
+            p.send_signal(signal.SIGCONT)
+        while await pending(nc, "VERDICTS", "ca") > 0:
+            await asyncio.sleep(0.05)
+
+
+async def overload(nc: Client, platform: EmulatedSnp, count: int) -> tuple[int, float, list[int]]:
+    reqs = await prebuilt_requests(nc, platform, count)
+    samples: list[int] = []
+    start = time.perf_counter()
+    pub = asyncio.create_task(publish_all(nc, reqs))
+    while True:
+        d = await depth(nc, "ATTEST")
+        samples.append(d)
+        if pub.done() and d == 0 and await pending(nc, "VERDICTS", "ca") == 0:
+            break
+        await asyncio.sleep(0.1)
+    await pub
+    return max(samples), time.perf_counter() - start, samples
+
+
+async def run(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="contrast-bench-"))
+    (work / "js").mkdir()
+    server = start_nats(store_dir=work / "js")
+    emu_dir = work / "emulator"
+    emulator = await asyncio.to_thread(emulated.load_snp_emulator, emu_dir)
+    raw = raw_p384_rate()
+    print(f"raw ECDSA P-384 verify on one core (this run): {raw:,.0f}/s   cores: {os.cpu_count()}")
+    try:
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1)
+        state = FixtureState.generate(work / "fixture")
+        raw_m, policies = manifest(emulator)
+        kv = NatsKeyValue(await ensure_kv(nc.jetstream(), subjects.HISTORY))
+        await state.set_manifest(kv, parse_manifest(raw_m), policies, now=dt.datetime.now(dt.UTC))
+        env = {
+            **os.environ,
+            "CONTRAST_NATS_URL": server.url,
+            "CONTRAST_PLATFORM": "emulated-snp",
+            "CONTRAST_EMULATOR_DIR": str(emu_dir),
+            "CONTRAST_EMULATED_POLICY_HASH": H_COORD.hex(),
+            "CONTRAST_INSECURE_FIXTURE_DIR": str(work / "fixture"),
+            "CONTRAST_LOG_LEVEL": "ERROR",
+            # Pre-built requests for the stage and overload runs wait in the queue longer than 10 s.
+            "CONTRAST_NONCE_LIFETIME_MS": "120000",
+        }
+        split: Counter[str] = Counter()
+
+        async def on_event(msg: Msg) -> None:
+            with contextlib.suppress(Exception):
+                e = decoder(AttestationEvent).decode(msg.data)
+                if e.stage == "verified":
+                    split[e.replica] += 1
+
+        await nc.subscribe(subjects.EVENT_ATTESTATION, cb=on_event)
+        platform = EmulatedSnp(emulator, host_data=H_POD)
+        config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=120)
+        rows = []
+        for n in args.replicas:
+            cluster = Cluster(server.url, env)
+            for i in range(args.cas):
+                cluster.spawn("ca", f"ca-{i + 1}")
+            for i in range(n):
+                cluster.spawn("verifier", f"verifier-{n}x-{i + 1}")
+            try:
+                await wait_ready(nc, "verifier", n)
+                await wait_ready(nc, "ca", args.cas)
+                init = Initializer(nc=nc, platform=platform, config=config)
+                await closed_loop(init, min(100, args.count), args.concurrency)  # warm-up
+                split.clear()
+                rate, lat, fail = await closed_loop(init, args.count, args.concurrency)
+                shares = sorted(split.values(), reverse=True)
+                ol_rate, ol_lat, ol_fail = await open_loop(init, 0.8 * rate, args.open_seconds)
+                stage = await verifier_stage(nc, platform, args.stage_count, cluster, args.cas)
+                peak, drain, _ = await overload(nc, platform, args.burst)
+                row = {
+                    "replicas": n,
+                    "e2e_per_s": round(rate, 1),
+                    "p50_ms": round(1000 * pct(lat, 0.5), 1),
+                    "p99_ms": round(1000 * pct(lat, 0.99), 1),
+                    "failures": fail,
+                    "split": shares,
+                    "open_loop_per_s": round(ol_rate, 1),
+                    "open_p50_ms": round(1000 * pct(ol_lat, 0.5), 1),
+                    "open_p99_ms": round(1000 * pct(ol_lat, 0.99), 1),
+                    "open_failures": ol_fail,
+                    "verifier_stage_per_s": round(stage, 1),
+                    "stage_per_replica_vs_raw": round(stage / n / raw, 2),
+                    "burst": args.burst,
+                    "burst_peak_depth": peak,
+                    "burst_drain_s": round(drain, 2),
+                }
+                rows.append(row)
+                print(
+                    f"N={n}: e2e {rate:7.1f}/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
+                    f"fail {fail}  split {shares} | 80% load {ol_rate:6.1f}/s p50 {row['open_p50_ms']} ms "
+                    f"p99 {row['open_p99_ms']} ms | verifier stage {stage:7.1f}/s "
+                    f"({row['stage_per_replica_vs_raw']:.2f}x raw per replica) | burst {args.burst}: "
+                    f"peak ATTEST depth {peak}, drained in {drain:.1f} s",
+                    flush=True,
+                )
+            finally:
+                cluster.stop()
+        print(json.dumps({"raw_p384_per_s": round(raw), "rows": rows}))
+        await nc.close()
+    finally:
+        server.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--replicas", default="1,2,4", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--count", type=int, default=1200)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--cas", type=int, default=1)
+    p.add_argument("--open-seconds", type=float, default=5.0)
+    p.add_argument("--stage-count", type=int, default=2000)
+    p.add_argument("--burst", type=int, default=3000)
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The CA: signed verdicts from stream ``VERDICTS`` → sealed certificate bundles (docs/protocol.md §3.4).
+
+For each verdict, in this order:
+
+1. the verdict (:class:`contrast.attestation.verdict.VerdictChecker`): the signer's certificate is issued by
+   the root CA with role ``verifier``; the signature covers the received bytes and the delivered request
+   id; the verdict is positive, fresh and for this CA's generation and history head. A forged, unsigned,
+   wrongly-signed or old-generation verdict is an ``auth.*`` error: dead-lettered, never issued. A verdict for
+   a *newer* generation is ``state.stale``: the replica re-joins and the verdict is retried;
+2. the policy hash → the manifest entry of this generation (SANs, WorkloadSecretID);
+3. issue, seal and sign (:func:`contrast.attestation.bundle.issue`);
+4. store with compare-and-set, idempotently per request id: if an issued result is already in KV
+   ``results``, that one is published again and ours is dropped, so a redelivered verdict never yields a
+   second, different answer; a stored *rejection* (which a replayed or mutated request could have caused)
+   does not block a genuine issuance; then publish on the result subject, and only then ack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+
+import msgspec
+
+from contrast import subjects
+from contrast.attest.evidence import EvidenceVerifier
+from contrast.attestation.bundle import issue
+from contrast.attestation.deps import ReplicaDeps
+from contrast.attestation.membership import Membership
+from contrast.attestation.replica import CoordinatorReplica
+from contrast.attestation.verdict import VerdictChecker
+from contrast.coordinator.kv import KvConflict, NatsKeyValue
+from contrast.coordinator.manifest import ROLE_COORDINATOR
+from contrast.errors import AuthError, StateError
+from contrast.pki.mesh import MeshAuthority
+from contrast.pki.service import ServiceRole
+from contrast.runtime import DeliveryContext, Handlers, Runtime, Service, StreamWorker, get_logger
+from contrast.wire.v1 import AttestationEvent, AttestResult, SignedVerdict, decoder, encode
+
+_log = get_logger(__name__)
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class _Signing:
+    """The per-membership signing state (rebuilt when the replica re-joins)."""
+
+    membership: Membership
+    checker: VerdictChecker
+    mesh: MeshAuthority
+    pod_state_secret: bytes
+
+
+class _Ca:
+    def __init__(
+        self, rt: Runtime, deps: ReplicaDeps, replica: CoordinatorReplica, results: NatsKeyValue
+    ) -> None:
+        self.rt, self.deps, self.replica, self.results = rt, deps, replica, results
+        self._signing: _Signing | None = None
+
+    def signing(self, m: Membership) -> _Signing:
+        if self._signing is None or self._signing.membership is not m:
+            self._signing = _Signing(
+                membership=m,
+                checker=VerdictChecker(
+                    m.root_cert,
+                    generation=m.generation,
+                    transition_hash=m.transition_hash,
+                    max_age=dt.timedelta(seconds=self.deps.verdict_max_age_s),
+                ),
+                mesh=m.keys.mesh_authority(),
+                pod_state_secret=m.keys.pod_state_secret,
+            )
+        return self._signing
+
+    async def handle(self, signed: SignedVerdict, ctx: DeliveryContext) -> None:
+        view = self.replica.view()
+        request_id = ctx.msg_id
+        try:
+            subjects.attest_result(request_id)
+        except ValueError:
+            raise AuthError("wrong_request", "the verdict was delivered without a valid request id") from None
+        now_s = self.deps.clock()
+        now = dt.datetime.fromtimestamp(now_s, dt.UTC)
+        s = self.signing(view.membership)
+        try:
+            checked = s.checker.check(signed, request_id=request_id, now=now)
+        except StateError:
+            self.replica.poke()  # a newer generation: re-join, then this verdict is redelivered
+            raise
+        verdict = checked.verdict
+        manifest = view.manifest
+        if not hmac.compare_digest(manifest.transition_hash, view.membership.transition_hash):
+            self.replica.poke()
+            raise StateError("stale", "the manifest view and the role keys belong to different heads")
+        entry = manifest.document.manifest.policy(verdict.policy_hash)
+        if entry is None or entry.Role == ROLE_COORDINATOR:
+            raise AuthError("policy_not_issuable", "the verdict's policy hash has no workload entry")
+        # Idempotency per request id is the compare-and-set in _store: a redelivered verdict issues again
+        # (cheap), loses the race to the stored answer and publishes that one, so nobody sees two answers.
+        # Checking first would cost every attestation a KV round trip to save work only on redeliveries.
+        result = issue(
+            verdict=verdict,
+            entry=entry,
+            mesh=s.mesh,
+            root_cert=view.membership.root_cert,
+            pod_state_secret=s.pod_state_secret,
+            identity=view.identity,
+            now=now,
+        )
+        result_bytes = encode(result)
+        data = await self._store(request_id, result_bytes)
+        await ctx.nc.publish(subjects.attest_result(request_id), data)
+        if data is not result_bytes:
+            return  # an earlier delivery's answer stands
+        self.rt.metrics.certificates_issued.inc()
+        event = AttestationEvent(
+            request_id=request_id,
+            stage="issued",
+            service="ca",
+            replica=self.rt.replica[:128],
+            tee=verdict.tee,
+            policy_hash=verdict.policy_hash,
+            generation=verdict.generation,
+            at_ms=int(now_s * 1000),
+        )
+        await self.rt.nc.publish(subjects.EVENT_ATTESTATION, encode(event))
+
+    async def _existing(self, request_id: str) -> bytes | None:
+        """A result this (or another) CA replica already issued for ``request_id``, as stored."""
+        entry = await self.results.get(request_id)
+        if entry is None:
+            return None
+        try:
+            stored = decoder(AttestResult).decode(entry.value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None  # garbage in the store (the bus is hostile): overwrite it with a real answer
+        return entry.value if stored.outcome == "issued" and stored.request_id == request_id else None
+
+    async def _store(self, request_id: str, data: bytes) -> bytes:
+        """Store our result unless another replica won the race; return what is stored (and must be sent)."""
+        try:
+            await self.results.create(request_id, data)
+            return data
+        except KvConflict:
+            pass
+        existing = await self._existing(request_id)
+        if existing is not None:
+            return existing
+        current = await self.results.get(request_id)
+        try:
+            if current is None:
+                await self.results.create(request_id, data)
+            else:
+                await self.results.update(request_id, data, last=current.revision)
+        except KvConflict:
+            existing = await self._existing(request_id)
+            if existing is None:
+                raise StateError("result_conflict", "the results entry keeps changing; retrying") from None
+            return existing
+        return data
+
+
+def make_service(deps: ReplicaDeps | None = None) -> Service:
+    deps = deps or ReplicaDeps()
+
+    async def build(rt: Runtime) -> Handlers:
+        await rt.stream(subjects.EVENTS)
+        results = NatsKeyValue(await rt.kv(subjects.RESULTS))
+        history = NatsKeyValue(await rt.kv(subjects.HISTORY))
+        replica = CoordinatorReplica(
+            role=ServiceRole.CA,
+            platform=deps.platform,
+            key_source=deps.key_source(rt.replica),
+            history_kv=history,
+            nc=rt.nc,
+            metrics=rt.metrics,
+            verifier=EvidenceVerifier(),
+            rejoin_on_new_head=True,  # the mesh key belongs to one generation
+        )
+        await rt.stack.enter_async_context(replica)
+        ca = _Ca(rt, deps, replica, results)
+        return Handlers(
+            workers=(
+                StreamWorker(
+                    name="issue",
+                    consumer=subjects.CA_CONSUMER,
+                    message_type=SignedVerdict,
+                    handler=ca.handle,
+                    max_in_flight=deps.max_in_flight,
+                    timeout=8.0,
+                ),
+            ),
+            ready_checks={"joined": replica.ready_check},
+        )
+
+    return Service(
+        name="ca",
+        version=VERSION,
+        description="Contrast CA: signed verdicts to sealed mesh certificates and workload secrets",
+        build=build,
+    )

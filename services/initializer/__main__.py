@@ -1,0 +1,79 @@
+"""``python -m contrast.initializer``: attest this pod and write its credentials (an init container).
+
+Configuration (flags, each defaulting to an environment variable):
+
+- ``--nats`` / ``CONTRAST_NATS_URL``;
+- ``--coordinator-policy-hashes`` / ``CONTRAST_COORDINATOR_POLICY_HASHES`` (required): the Coordinator policy
+  hashes whose signed answers are believed; ``contrast generate`` writes them into the pod's measured policy;
+- ``--root`` / ``CONTRAST_INITIALIZER_ROOT`` (default ``/contrast``): where the files go;
+- ``--deadline`` / ``CONTRAST_INITIALIZER_DEADLINE`` (seconds, default 300): retry until then;
+- the platform from ``CONTRAST_PLATFORM`` (:func:`contrast.platform.select.platform_from_env`).
+
+Exit codes: 0 credentials written; 1 no certificate before the deadline (the reason is printed);
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from contrast.attestation.client import AttestationFailed, Initializer, InitializerConfig, parse_policy_hashes
+from contrast.attestation.files import DEFAULT_ROOT, write_credentials
+from contrast.platform.select import PlatformConfigError, platform_from_env
+from contrast.runtime import configure_logging, get_logger
+from contrast.runtime.connection import connect
+
+_log = get_logger("contrast.initializer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ
+    p = argparse.ArgumentParser(prog="python -m contrast.initializer", description=__doc__.split("\n")[0])
+    p.add_argument("--nats", default=env.get("CONTRAST_NATS_URL", "nats://127.0.0.1:4222"))
+    p.add_argument("--coordinator-policy-hashes", default=env.get("CONTRAST_COORDINATOR_POLICY_HASHES", ""))
+    p.add_argument("--root", default=env.get("CONTRAST_INITIALIZER_ROOT", str(DEFAULT_ROOT)))
+    p.add_argument("--deadline", type=float, default=float(env.get("CONTRAST_INITIALIZER_DEADLINE", "300")))
+    p.add_argument("--replica", default=env.get("CONTRAST_REPLICA", "initializer"))
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        hashes = parse_policy_hashes(args.coordinator_policy_hashes)
+        config = InitializerConfig(coordinator_policy_hashes=hashes, deadline=args.deadline)
+        platform = await platform_from_env()
+    except (ValueError, PlatformConfigError) as e:
+        print(f"initializer: configuration error: {e}", file=sys.stderr)
+        return 2
+    urls = [u.strip() for u in str(args.nats).split(",") if u.strip()]
+    try:
+        async with asyncio.timeout(args.deadline):
+            nc = await connect(urls, name=f"initializer/{args.replica}")
+    except (TimeoutError, OSError) as e:
+        print(f"initializer: cannot reach NATS: {type(e).__name__}", file=sys.stderr)
+        return 1
+    try:
+        creds = await Initializer(nc=nc, platform=platform, config=config).attest()
+        paths = await asyncio.to_thread(write_credentials, Path(args.root), creds.tls_key, creds.bundle)
+    except AttestationFailed as e:
+        print(f"initializer: {e}", file=sys.stderr)
+        _log.error("attestation_failed", code=e.last.code, attempts=e.attempts)
+        return 1
+    finally:
+        await nc.close()
+    _log.info("credentials_written", files=[str(p) for p in paths], attempts=creds.attempts)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging("initializer", args.replica)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

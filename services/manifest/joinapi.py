@@ -1,0 +1,46 @@
+"""The join endpoints of a ready manifest replica (docs/protocol.md §4; the logic is in
+:mod:`contrast.coordinator.join`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from contrast.attest.evidence import EvidenceVerifier
+from contrast.coordinator.join import JoinNonces, handle_join, join_nonce_key
+from contrast.coordinator.kv import KeyValue
+from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.manifest.state import ManifestReplica
+from contrast.runtime import RequestContext
+from contrast.wire.v1 import JoinNonceReply, JoinNonceRequest, JoinReply, JoinRequest
+
+
+class JoinApi:
+    def __init__(
+        self,
+        replica: ManifestReplica,
+        *,
+        identity: CoordinatorIdentity,
+        verifier: EvidenceVerifier,
+        marks: KeyValue,
+    ) -> None:
+        self._replica = replica
+        self._identity = identity
+        self._verifier = verifier
+        self._marks = marks
+
+    async def _nonces(self) -> JoinNonces:
+        view = await self._replica.ready_view()
+        return JoinNonces(join_nonce_key(view.engine), self._marks)
+
+    async def nonce(self, req: JoinNonceRequest, ctx: RequestContext) -> JoinNonceReply:
+        return JoinNonceReply(nonce=(await self._nonces()).issue())
+
+    async def join(self, req: JoinRequest, ctx: RequestContext) -> JoinReply:
+        view = await self._replica.ready_view()
+        return await handle_join(
+            req,
+            authority=view.join_authority(self._identity),
+            nonces=JoinNonces(join_nonce_key(view.engine), self._marks),
+            verifier=self._verifier,
+            now=dt.datetime.now(dt.UTC),
+        )

@@ -1,0 +1,136 @@
+"""The user API's attested replies and recovery messages: pure functions shared by the service and the CLI.
+
+**Attested replies** (``set``, ``get``, ``recover``). The manifest replica answers with an
+:class:`~contrast.wire.v1.AttestedReply` whose evidence is made for this reply alone::
+
+    transcript  = SHA-256("contrast user api transcript v1" ‖ 0x00 ‖ latest transition hash
+                          ‖ SHA-256(root CA DER) ‖ SHA-256(mesh CA DER) ‖ SHA-256(payload))
+    REPORT_DATA = report_data(Label.USER_API, client nonce, transcript)
+
+so one attestation proves, to the holder of the nonce, that attested code with that policy hash currently
+stands at that transition with those two CA certificates, and said exactly this payload.
+:func:`verify_attested_reply` checks the evidence against the *caller's* manifest: its reference values, a
+``Role: coordinator`` policy for HOST_DATA / MR_CONFIG_ID, and the binding. A reply captured for another
+nonce fails the binding.
+
+**Recovery.** A stale replica shows an HPKE key in evidence bound with ``Label.RECOVERY`` to the client's
+nonce and a one-time recovery nonce of its own. The seed-share owner seals ``seed ‖ salt`` to that key (HPKE
+protocol ``recovery``, context = the recovery nonce) and signs
+:func:`contrast.crypto.seedshare.recovery_signing_message` with the same key and nonce.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+from typing import Final
+
+from contrast.attest.binding import Label, report_data
+from contrast.attest.evidence import Evidence, EvidenceVerifier
+from contrast.attest.result import Claims
+from contrast.coordinator.manifest import ROLE_COORDINATOR, Manifest
+from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
+from contrast.crypto.kdf import SALT_SIZE, SEED_SIZE
+from contrast.errors import AuthError, PolicyError, RequestError
+from contrast.subjects import USER_RECOVER
+from contrast.wire.v1 import AttestedReply
+
+_TRANSCRIPT_LABEL: Final = b"contrast user api transcript v1\x00"
+_REPLICA = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def user_api_transcript(
+    transition_hash: bytes, root_ca_der: bytes, mesh_ca_der: bytes, payload: bytes
+) -> bytes:
+    """The 32-byte transcript hash that an attested user-API reply binds."""
+    if len(transition_hash) != 32:
+        raise ValueError("transition hash is 32 bytes")
+    return _sha256(
+        _TRANSCRIPT_LABEL + transition_hash + _sha256(root_ca_der) + _sha256(mesh_ca_der) + _sha256(payload)
+    )
+
+
+def user_api_report_data(
+    nonce: bytes, transition_hash: bytes, root_ca_der: bytes, mesh_ca_der: bytes, payload: bytes
+) -> bytes:
+    return report_data(
+        Label.USER_API, nonce, user_api_transcript(transition_hash, root_ca_der, mesh_ca_der, payload)
+    )
+
+
+def recovery_report_data(client_nonce: bytes, hpke_key: bytes, recovery_nonce: bytes) -> bytes:
+    return report_data(Label.RECOVERY, client_nonce, hpke_key, recovery_nonce)
+
+
+def recover_subject(replica: str) -> str:
+    """Step 2 of recovery goes to the challenging replica: ``contrast.v1.user.recover.<replica>``."""
+    if not _REPLICA.match(replica):
+        raise RequestError("bad_replica", f"invalid replica name {replica!r}")
+    return f"{USER_RECOVER}.{replica}"
+
+
+def check_coordinator_evidence(
+    evidence: Evidence,
+    manifest: Manifest,
+    expected_report_data: bytes,
+    *,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+) -> Claims:
+    """Evidence of a manifest replica, judged by the caller's manifest; returns its claims or raises.
+
+    Checks authenticity, the reference values (which also pin the vendor root or, for the emulator, its root
+    fingerprint), REPORT_DATA, and that the policy hash is a ``Role: coordinator`` policy of ``manifest``.
+    """
+    claims = verifier.verify(
+        evidence, manifest.ReferenceValues, expected_report_data=expected_report_data, now=now
+    ).require()
+    entry = manifest.policy(claims.policy_hash)
+    if entry is None:
+        raise PolicyError(
+            "policy_unknown",
+            f"the Coordinator's policy hash {claims.policy_hash.hex()} is not in the manifest",
+        )
+    if entry.Role != ROLE_COORDINATOR:
+        raise PolicyError(
+            "not_coordinator",
+            f"the Coordinator runs policy {claims.policy_hash.hex()}, which is not a coordinator policy",
+        )
+    return claims
+
+
+def verify_attested_reply(
+    reply: AttestedReply,
+    nonce: bytes,
+    manifest: Manifest,
+    *,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+) -> Claims:
+    """Check an attested user-API reply for our ``nonce`` against ``manifest``; then ``reply.payload`` is
+    what the attested replica said."""
+    expected = user_api_report_data(nonce, reply.transition_hash, reply.root_ca, reply.mesh_ca, reply.payload)
+    return check_coordinator_evidence(reply.evidence, manifest, expected, verifier=verifier, now=now)
+
+
+def seal_recovery_secret(hpke_key: bytes, recovery_nonce: bytes, seed: bytes, salt: bytes) -> bytes:
+    if len(seed) != SEED_SIZE or len(salt) != SALT_SIZE:
+        raise ValueError("seed is 64 and salt 32 bytes")
+    return HpkePublicKey(hpke_key).seal(Protocol.RECOVERY, recovery_nonce, seed + salt)
+
+
+def open_recovery_secret(key: HpkePrivateKey, recovery_nonce: bytes, sealed: bytes) -> tuple[bytes, bytes]:
+    raw = key.open(Protocol.RECOVERY, recovery_nonce, sealed)
+    if len(raw) != SEED_SIZE + SALT_SIZE:
+        raise AuthError("bad_recovery_secret", "the sealed recovery secret has the wrong size")
+    return raw[:SEED_SIZE], raw[SEED_SIZE:]
+
+
+def same_bytes(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)

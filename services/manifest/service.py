@@ -1,0 +1,153 @@
+"""The manifest service: wiring of the state machine, the user API, the join endpoints and peer recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+from collections.abc import Awaitable, Callable
+
+from contrast import subjects
+from contrast.attest.evidence import EvidenceVerifier
+from contrast.coordinator.history import ReplicaState
+from contrast.coordinator.kv import NatsKeyValue
+from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.errors import StateError, StoreError
+from contrast.manifest.events import Events
+from contrast.manifest.joinapi import JoinApi
+from contrast.manifest.peer import PeerRecovery
+from contrast.manifest.protocol import recover_subject
+from contrast.manifest.state import ManifestReplica
+from contrast.manifest.userapi import UserApi
+from contrast.platform.base import Platform
+from contrast.platform.select import platform_from_env
+from contrast.runtime import Endpoint, Handlers, Runtime, Service
+from contrast.wire.v1 import (
+    GetManifestRequest,
+    JoinNonceRequest,
+    JoinRequest,
+    RecoverRequest,
+    RecoveryChallengeRequest,
+    SetManifestRequest,
+)
+
+VERSION = "0.1.0"
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
+PlatformFactory = Callable[[], Awaitable[Platform]]
+
+
+def subject_token(name: str) -> str:
+    """The replica name as one subject token (the step-2 recovery subject names the replica)."""
+    return (_NOT_TOKEN.sub("-", name) or "replica")[:128]
+
+
+def make_service(
+    platform_factory: PlatformFactory = platform_from_env, *, peer_interval: float = 1.0
+) -> Service:
+    """The manifest service; tests inject a platform, production reads it from the environment."""
+
+    async def build(rt: Runtime) -> Handlers:
+        platform = await platform_factory()
+        verifier = EvidenceVerifier()
+        # The statement made at start is this replica's identity for signing join grants (protocol §1).
+        identity = await CoordinatorIdentity.create(platform, verifier, dt.datetime.now(dt.UTC))
+        history_kv = NatsKeyValue(await rt.kv(subjects.HISTORY))
+        marks = NatsKeyValue(await rt.kv(subjects.NONCES))
+        await rt.stream(subjects.EVENTS)
+        name = subject_token(rt.replica)
+        events = Events(rt.nc, service=rt.service, replica=name, metrics=rt.metrics)
+        replica = ManifestReplica(history_kv, on_state=events.state, on_update=events.updated)
+        with contextlib.suppress(StoreError):  # recorded as the replica's fault; readiness reports it
+            await replica.refresh()
+        peer = PeerRecovery(
+            rt.nc, replica, platform=platform, verifier=verifier, name=name, interval=peer_interval
+        )
+        sub = await rt.nc.subscribe(subjects.EVENT_MANIFEST_UPDATED, cb=peer.on_update_hint)
+        rt.stack.push_async_callback(sub.unsubscribe)
+        task = asyncio.create_task(peer.run(), name="peer-recovery")
+
+        async def stop_peer() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        rt.stack.push_async_callback(stop_peer)
+        users = UserApi(
+            replica,
+            platform=platform,
+            identity=identity,
+            replica_name=name,
+            ready_peer_exists=peer.ready_peer_exists,
+        )
+        joins = JoinApi(replica, identity=identity, verifier=verifier, marks=marks)
+
+        async def manifest_ready() -> None:
+            if replica.fault is not None:
+                raise replica.fault
+            if replica.state is not ReplicaState.READY:
+                raise StateError(replica.state.value, f"manifest replica is {replica.state.value}")
+
+        return Handlers(
+            endpoints=(
+                Endpoint(
+                    name="set",
+                    subject=subjects.USER_MANIFEST_SET,
+                    request_type=SetManifestRequest,
+                    handler=users.set,
+                    max_bytes=8 * 1024 * 1024,
+                    timeout=30.0,
+                ),
+                Endpoint(
+                    name="get",
+                    subject=subjects.USER_MANIFEST_GET,
+                    request_type=GetManifestRequest,
+                    handler=users.get,
+                    max_bytes=256,
+                    timeout=30.0,
+                ),
+                Endpoint(
+                    name="recover-challenge",
+                    subject=subjects.USER_RECOVER,
+                    request_type=RecoveryChallengeRequest,
+                    handler=users.recover_challenge,
+                    max_bytes=256,
+                    timeout=10.0,
+                ),
+                Endpoint(
+                    name="recover",
+                    subject=recover_subject(name),
+                    request_type=RecoverRequest,
+                    handler=users.recover,
+                    max_bytes=16 * 1024,
+                    timeout=30.0,
+                ),
+                Endpoint(
+                    name="join-nonce",
+                    subject=subjects.COORDINATOR_JOIN_NONCE,
+                    request_type=JoinNonceRequest,
+                    handler=joins.nonce,
+                    max_bytes=64,
+                    timeout=5.0,
+                ),
+                Endpoint(
+                    name="join",
+                    subject=subjects.COORDINATOR_JOIN,
+                    request_type=JoinRequest,
+                    handler=joins.join,
+                    max_bytes=64 * 1024,
+                    timeout=10.0,
+                ),
+            ),
+            ready_checks={"manifest_state": manifest_ready},
+        )
+
+    return Service(
+        name="manifest",
+        version=VERSION,
+        description="Contrast Coordinator: manifest history, user API, recovery and Coordinator join",
+        build=build,
+    )
+
+
+SERVICE = make_service()

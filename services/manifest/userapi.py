@@ -1,0 +1,176 @@
+"""The user API handlers: ``set``, ``get`` and the two steps of ``recover``.
+
+Every reply that a relying party depends on is an :class:`~contrast.wire.v1.AttestedReply` with fresh
+evidence (see :mod:`contrast.manifest.protocol`). Handlers never trust a request field for identity; the
+owners' authority comes from signatures checked in :mod:`contrast.coordinator.authorize` and
+:mod:`contrast.crypto.seedshare`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+
+from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.errors import PolicyError, StateError
+from contrast.manifest.protocol import (
+    open_recovery_secret,
+    recovery_report_data,
+    user_api_report_data,
+)
+from contrast.manifest.state import ManifestReplica, ReadyView, history_key_bytes
+from contrast.platform.base import Platform
+from contrast.runtime import RequestContext
+from contrast.wire.v1 import (
+    AttestedReply,
+    GetManifestRequest,
+    HistoryExport,
+    RecoverRequest,
+    RecoverResult,
+    RecoveryChallenge,
+    RecoveryChallengeRequest,
+    SetManifestRequest,
+    SetManifestResult,
+    encode_deterministic,
+)
+
+RECOVERY_NONCE_LIFETIME: Final = 120.0
+MAX_OPEN_CHALLENGES: Final = 16
+
+PeerProbe = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class _Challenges:
+    """Outstanding one-time recovery nonces of this replica (bounded; expired ones are dropped)."""
+
+    open: dict[bytes, float] = field(default_factory=dict)
+
+    def new(self) -> bytes:
+        now = time.monotonic()
+        self.open = {n: t for n, t in self.open.items() if t > now}
+        while len(self.open) >= MAX_OPEN_CHALLENGES:
+            self.open.pop(next(iter(self.open)))
+        nonce = secrets.token_bytes(32)
+        self.open[nonce] = now + RECOVERY_NONCE_LIFETIME
+        return nonce
+
+    def take(self, nonce: bytes) -> None:
+        expiry = self.open.pop(nonce, None)
+        if expiry is None:
+            raise PolicyError("nonce_unknown", "this replica issued no such recovery nonce (or it was used)")
+        if expiry < time.monotonic():
+            raise PolicyError("nonce_expired", "the recovery nonce has expired; start again")
+
+
+class UserApi:
+    """Handlers of the user-facing endpoints of one manifest replica."""
+
+    def __init__(
+        self,
+        replica: ManifestReplica,
+        *,
+        platform: Platform,
+        identity: CoordinatorIdentity,
+        replica_name: str,
+        ready_peer_exists: PeerProbe,
+    ) -> None:
+        self._replica = replica
+        self._platform = platform
+        self._identity = identity
+        self._name = replica_name
+        self._ready_peer_exists = ready_peer_exists
+        self._challenges = _Challenges()
+
+    async def _attest(self, nonce: bytes, view: ReadyView, payload: bytes) -> AttestedReply:
+        th = view.latest.transition_hash
+        rd = user_api_report_data(nonce, th, view.root_ca_der, view.mesh_ca_der, payload)
+        evidence = await self._platform.evidence(rd)
+        return AttestedReply(
+            payload=payload,
+            transition_hash=th,
+            root_ca=view.root_ca_der,
+            mesh_ca=view.mesh_ca_der,
+            evidence=evidence,
+        )
+
+    async def set(self, req: SetManifestRequest, ctx: RequestContext) -> AttestedReply:
+        outcome = await self._replica.set_manifest(
+            req.manifest, req.policies, signature=req.signature, expected_previous=req.expected_previous
+        )
+        view = outcome.view
+        result = SetManifestResult(
+            generation=view.latest.generation,
+            transition_hash=view.latest.transition_hash,
+            manifest_hash=view.manifest.hash,
+            seed_shares=outcome.seed_shares,
+        )
+        return await self._attest(req.nonce, view, encode_deterministic(result))
+
+    async def get(self, req: GetManifestRequest, ctx: RequestContext) -> AttestedReply:
+        view = await self._replica.ready_view()
+        chain = await view.history.read_chain(view.latest)
+        transitions = [e.transition.encode() for e in chain]
+        manifests: list[bytes] = []
+        seen_manifests: set[bytes] = set()
+        policy_hashes: list[str] = []
+        for e in chain:
+            if e.manifest.hash not in seen_manifests:
+                seen_manifests.add(e.manifest.hash)
+                manifests.append(e.manifest.raw)
+            policy_hashes += [h for h in e.manifest.manifest.Policies if h not in policy_hashes]
+        policies = [await view.history.read_policy(bytes.fromhex(h)) for h in policy_hashes]
+        # The chain we just walked must still end at the head we attest to.
+        if chain[-1].transition_hash != view.latest.transition_hash:
+            raise StateError("replica_stale", "the history moved while it was read; retry")
+        export = HistoryExport(
+            generation=view.latest.generation,
+            latest_pointer=view.latest.raw_pointer,
+            history_public_key=history_key_bytes(view.engine),
+            intermediate=view.mesh.intermediate.public_bytes(serialization.Encoding.DER),
+            transitions=transitions,
+            manifests=manifests,
+            policies=policies,
+        )
+        return await self._attest(req.nonce, view, encode_deterministic(export))
+
+    async def _refuse_if_peer_ready(self, force: bool) -> None:
+        if not force and await self._ready_peer_exists():
+            raise StateError(
+                "peer_ready",
+                "a ready manifest replica exists; this one recovers from it by itself "
+                "(use --force to recover anyway)",
+            )
+
+    async def recover_challenge(
+        self, req: RecoveryChallengeRequest, ctx: RequestContext
+    ) -> RecoveryChallenge:
+        state = await self._replica.refresh()
+        if state.value != "stale":
+            raise StateError("not_stale", f"recovery is only for a stale replica; this one is {state.value}")
+        await self._refuse_if_peer_ready(req.force)
+        recovery_nonce = self._challenges.new()
+        hpke_key = self._identity.hpke_key.public_bytes()
+        evidence = await self._platform.evidence(recovery_report_data(req.nonce, hpke_key, recovery_nonce))
+        return RecoveryChallenge(
+            replica=self._name, hpke_key=hpke_key, recovery_nonce=recovery_nonce, evidence=evidence
+        )
+
+    async def recover(self, req: RecoverRequest, ctx: RequestContext) -> AttestedReply:
+        self._challenges.take(req.recovery_nonce)
+        await self._refuse_if_peer_ready(req.force)
+        seed, salt = open_recovery_secret(self._identity.hpke_key, req.recovery_nonce, req.sealed_secret)
+        view = await self._replica.recover(
+            seed,
+            salt,
+            signature=req.signature,
+            hpke_key=self._identity.hpke_key.public_bytes(),
+            recovery_nonce=req.recovery_nonce,
+        )
+        result = RecoverResult(generation=view.latest.generation, transition_hash=view.latest.transition_hash)
+        return await self._attest(req.nonce, view, encode_deterministic(result))

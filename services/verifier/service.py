@@ -1,0 +1,274 @@
+"""The verifier: nonces on ``contrast.v1.attest.nonce``; verdicts for requests on stream ``ATTEST``.
+
+For each request, in the order of docs/protocol.md §3.3:
+
+1. shape: the Nats-Msg-Id is the request id; the TLS key is a P-256 SPKI; the HPKE key decodes;
+2. the nonce's MAC and expiry (stateless, no lookup);
+3. the evidence against every reference-value set of the current manifest, including REPORT_DATA =
+   SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key) (one P-384 verify; the chain is cached);
+4. the policy hash from the verified evidence → the manifest's policy entry (a workload entry);
+5. the nonce's single use (KV ``create``; the same request redelivered passes, any other is a replay).
+
+Accepted: a signed verdict goes to stream ``VERDICTS`` (dedup id = request id) and only then is the request
+acked. Rejected: a signed negative verdict goes to KV ``results`` (``create``, so it never overwrites an
+issued bundle) and to the result subject, then the request is acked. A transient fault (collateral, not
+ready) naks the request for a retry; nothing that a client sends can crash the replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from contrast import subjects
+from contrast.attest.binding import Label, report_data
+from contrast.attest.evidence import EvidenceVerifier
+from contrast.attest.result import first_error
+from contrast.attestation.bundle import rejection
+from contrast.attestation.deps import ReplicaDeps
+from contrast.attestation.membership import Membership
+from contrast.attestation.nonce import NonceAuthority, consume
+from contrast.attestation.replica import CoordinatorReplica, ReplicaView
+from contrast.attestation.verdict import sign_verdict
+from contrast.coordinator.kv import KvConflict, NatsKeyValue
+from contrast.coordinator.manifest import ROLE_COORDINATOR, ManifestDocument
+from contrast.crypto.hpke import HpkePublicKey
+from contrast.errors import ContrastError, PolicyError, RequestError
+from contrast.pki.service import ServiceRole
+from contrast.runtime import (
+    DeliveryContext,
+    Endpoint,
+    Handlers,
+    RequestContext,
+    Runtime,
+    Service,
+    StreamWorker,
+    get_logger,
+)
+from contrast.wire.v1 import (
+    AttestationEvent,
+    AttestRequest,
+    NonceReply,
+    NonceRequest,
+    Verdict,
+    encode,
+)
+
+_log = get_logger(__name__)
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected(Exception):
+    error: ContrastError
+    tee: str
+    policy_hash: bytes = b""
+
+
+class _Verifier:
+    def __init__(self, rt: Runtime, deps: ReplicaDeps, replica: CoordinatorReplica, nonces: NatsKeyValue,
+                 results: NatsKeyValue) -> None:  # fmt: skip
+        self.rt, self.deps, self.replica = rt, deps, replica
+        self.nonces, self.results = nonces, results
+        self.evidence = EvidenceVerifier()
+        self._authority: tuple[Membership, NonceAuthority] | None = None
+
+    def authority(self, membership: Membership) -> NonceAuthority:
+        if self._authority is None or self._authority[0] is not membership:
+            auth = NonceAuthority(membership.keys.nonce_mac_key, lifetime_ms=self.deps.nonce_lifetime_ms)
+            self._authority = (membership, auth)
+        return self._authority[1]
+
+    async def nonce(self, _req: NonceRequest, _ctx: RequestContext) -> NonceReply:
+        view = self.replica.view()
+        return NonceReply(nonce=self.authority(view.membership).issue(int(self.deps.clock() * 1000)))
+
+    async def verify(self, req: AttestRequest, ctx: DeliveryContext) -> None:
+        view = self.replica.view()  # state.not_ready → nak, retried by another replica or later
+        now_s = self.deps.clock()
+        now_ms = int(now_s * 1000)
+        now = dt.datetime.fromtimestamp(now_s, dt.UTC)
+        digest = hashlib.sha256(encode(req)).digest()
+        m = self.rt.metrics
+        m.attestation_requests.labels(req.evidence.tee).inc()
+        manifest = view.manifest
+        try:
+            policy_hash = await self._check(
+                req, ctx.msg_id, digest, view.membership, manifest.document, now, now_ms
+            )
+        except _Rejected as r:
+            await self._reject(req, digest, r, view, now_ms, ctx)
+            return
+        verdict = Verdict(
+            request_id=req.request_id,
+            request_digest=digest,
+            accepted=True,
+            tee=req.evidence.tee,
+            policy_hash=policy_hash,
+            tls_public_key=req.tls_public_key,
+            hpke_public_key=req.hpke_public_key,
+            generation=manifest.generation,
+            transition_hash=manifest.transition_hash,
+            issued_at_ms=now_ms,
+            verifier=self.rt.replica[:128],
+        )
+        signed = sign_verdict(verdict, view.identity.service_key, view.membership.service_cert)
+        await ctx.publish(subjects.ATTEST_VERIFIED, signed, msg_id=req.request_id)
+        await self._event(req, "verified", "", policy_hash, manifest.generation, now_ms)
+
+    async def _check(self, req: AttestRequest, msg_id: str, digest: bytes, membership: Membership,
+                     doc: ManifestDocument, now: dt.datetime, now_ms: int) -> bytes:  # fmt: skip
+        tee = req.evidence.tee
+        try:
+            # (1) shape
+            if msg_id != req.request_id:
+                raise RequestError("msg_id_mismatch", "the Nats-Msg-Id must be the request id")
+            key = serialization.load_der_public_key(req.tls_public_key)
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+                raise RequestError("bad_tls_key", "the TLS key is not a P-256 key")
+            HpkePublicKey(req.hpke_public_key)
+            # (2) nonce MAC and expiry
+            token = self.authority(membership).check(req.nonce, now_ms)
+        except ValueError as e:
+            raise _Rejected(RequestError("bad_tls_key", "the TLS key does not parse"), tee) from e
+        except ContrastError as e:
+            raise _Rejected(e, tee) from e
+        # (3) evidence, reference values and REPORT_DATA
+        expected = report_data(Label.MESH_CERT, req.nonce, req.tls_public_key, req.hpke_public_key)
+        started = time.perf_counter()
+        result = self.evidence.verify(
+            req.evidence, doc.manifest.ReferenceValues, expected_report_data=expected, now=now
+        )
+        self.rt.metrics.verification_seconds.observe(time.perf_counter() - started)
+        if not result.accepted:
+            raise _Rejected(first_error(result.findings), tee, result.claims.policy_hash)
+        policy_hash = result.claims.policy_hash
+        # (4) identity from hardware only → manifest entry
+        entry = doc.manifest.policy(policy_hash)
+        if entry is None:
+            raise _Rejected(
+                PolicyError("policy_unknown", f"policy hash {policy_hash.hex()} is not in the manifest"),
+                tee,
+                policy_hash,
+            )
+        if entry.Role == ROLE_COORDINATOR:
+            raise _Rejected(
+                PolicyError(
+                    "role_mismatch", "a Coordinator policy joins; it does not get a mesh certificate"
+                ),
+                tee,
+                policy_hash,
+            )
+        # (5) single use, last: a rejected request must not burn the nonce of a genuine one
+        try:
+            await consume(self.nonces, token, digest)
+        except PolicyError as e:
+            self.rt.metrics.nonce_replays.inc()
+            raise _Rejected(e, tee, policy_hash) from e
+        return policy_hash
+
+    async def _reject(self, req: AttestRequest, digest: bytes, r: _Rejected, view: ReplicaView, now_ms: int,
+                      ctx: DeliveryContext) -> None:  # fmt: skip
+        code = r.error.code
+        tee = req.evidence.tee
+        self.rt.metrics.attestation_failures.labels(tee, code).inc()
+        verdict = Verdict(
+            request_id=req.request_id,
+            request_digest=digest,
+            accepted=False,
+            reason=code[:128],
+            message=r.error.message[:1024],
+            tee=tee,
+            policy_hash=r.policy_hash if len(r.policy_hash) == 32 else b"",
+            tls_public_key=req.tls_public_key,
+            hpke_public_key=req.hpke_public_key,
+            generation=view.manifest.generation,
+            transition_hash=view.manifest.transition_hash,
+            issued_at_ms=now_ms,
+            verifier=self.rt.replica[:128],
+        )
+        result = rejection(verdict, view.identity)
+        data = encode(result)
+        # An answer may exist (perhaps an issued bundle): never overwrite it with a rejection.
+        with contextlib.suppress(KvConflict):
+            await self.results.create(req.request_id, data)
+        await ctx.nc.publish(subjects.attest_result(req.request_id), data)
+        _log.info("attestation_rejected", request_id=req.request_id, code=code)
+        await self._event(req, "rejected", code, verdict.policy_hash, verdict.generation, now_ms)
+
+    async def _event(self, req: AttestRequest, stage: str, reason: str, policy_hash: bytes, generation: int,
+                     now_ms: int) -> None:  # fmt: skip
+        # Core publish: the EVENTS stream stores it; an audit hint must not add a round trip to the hot path.
+        event = AttestationEvent(
+            request_id=req.request_id,
+            stage=stage,  # type: ignore[arg-type]
+            service="verifier",
+            replica=self.rt.replica[:128],
+            tee=req.evidence.tee,
+            policy_hash=policy_hash,
+            reason=reason[:128],
+            generation=generation,
+            at_ms=now_ms,
+        )
+        await self.rt.nc.publish(subjects.EVENT_ATTESTATION, encode(event))
+
+
+def make_service(deps: ReplicaDeps | None = None) -> Service:
+    deps = deps or ReplicaDeps()
+
+    async def build(rt: Runtime) -> Handlers:
+        await rt.stream(subjects.VERDICTS)
+        await rt.stream(subjects.EVENTS)
+        nonces = NatsKeyValue(await rt.kv(subjects.NONCES))
+        results = NatsKeyValue(await rt.kv(subjects.RESULTS))
+        history = NatsKeyValue(await rt.kv(subjects.HISTORY))
+        evidence = EvidenceVerifier()
+        replica = CoordinatorReplica(
+            role=ServiceRole.VERIFIER,
+            platform=deps.platform,
+            key_source=deps.key_source(rt.replica),
+            history_kv=history,
+            nc=rt.nc,
+            metrics=rt.metrics,
+            verifier=evidence,
+            rejoin_on_new_head=False,  # the nonce key is seed-derived: it does not change with the manifest
+        )
+        await rt.stack.enter_async_context(replica)
+        v = _Verifier(rt, deps, replica, nonces, results)
+        v.evidence = evidence
+        return Handlers(
+            endpoints=(
+                Endpoint(
+                    name="nonce",
+                    subject=subjects.ATTEST_NONCE,
+                    request_type=NonceRequest,
+                    handler=v.nonce,
+                    max_bytes=64,
+                    timeout=2.0,
+                ),
+            ),
+            workers=(
+                StreamWorker(
+                    name="verify",
+                    consumer=subjects.VERIFIER_CONSUMER,
+                    message_type=AttestRequest,
+                    handler=v.verify,
+                    max_in_flight=deps.max_in_flight,
+                    timeout=8.0,
+                ),
+            ),
+            ready_checks={"joined": replica.ready_check},
+        )
+
+    return Service(
+        name="verifier",
+        version=VERSION,
+        description="Contrast verifier: nonces and signed verdicts on workload evidence",
+        build=build,
+    )

@@ -1,0 +1,345 @@
+"""The sealed result bundle: what a CA replica issues, and what an initializer checks before trusting it.
+
+Issuance (:func:`issue`, CA side, docs/protocol.md §3.4): a P-256 leaf from the generation's mesh authority
+with SANs, claims and WorkloadSecretID from the manifest entry; the workload secret
+HKDF(pod-state secret, ``WORKLOAD SECRET ID: <id>``); all sealed with HPKE to the verdict's HPKE key
+(protocol ``workload-bundle``, context = request id), wrapped in an :class:`IssuedResult` and signed by the
+CA's service key in an envelope that carries its statement.
+
+Acceptance (:func:`open_result`, initializer side, §3.5), in this order:
+
+1. the envelope's statement: genuine hardware, our launch measurement and root kind, a Coordinator policy
+   hash from our configuration (:func:`contrast.coordinator.statement.open_envelope`);
+2. its signature over the received payload and *our* request id;
+3. the payload answers our request digest; only now is the bundle opened with our HPKE key;
+4. the leaf is for our TLS key and our policy hash, and chains both to the mesh CA and, through the
+   intermediate, to the root; the workload secret is present exactly when the leaf names an ID.
+
+A rejection (:func:`open_rejection`) is believed only after the same statement and signature checks, and
+only if it concerns our request digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from contrast.attest.evidence import EvidenceVerifier, OwnIdentity
+from contrast.coordinator.manifest import PolicyEntry
+from contrast.coordinator.statement import (
+    CoordinatorIdentity,
+    SignedEnvelope,
+    Statement,
+    open_envelope,
+    transcript,
+)
+from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
+from contrast.crypto.kdf import derive_workload_secret
+from contrast.errors import AuthError, ContrastError, PolicyError, from_code
+from contrast.pki.chain import verify_leaf
+from contrast.pki.mesh import MeshAuthority, leaf_claims
+from contrast.wire.v1 import (
+    AttestResult,
+    IssuedResult,
+    ResultBundle,
+    Verdict,
+    decoder,
+    encode,
+    encode_deterministic,
+)
+
+PURPOSE_ISSUED: Final = "attest-result"
+PURPOSE_REJECTED: Final = "attest-rejected"
+_DER = serialization.Encoding.DER
+
+
+def issue(
+    *,
+    verdict: Verdict,
+    entry: PolicyEntry,
+    mesh: MeshAuthority,
+    root_cert: x509.Certificate,
+    pod_state_secret: bytes,
+    identity: CoordinatorIdentity,
+    now: dt.datetime,
+) -> AttestResult:
+    """Issue, seal and sign the answer to an accepted ``verdict`` (already checked by the caller)."""
+    tls_key = serialization.load_der_public_key(verdict.tls_public_key)
+    if not isinstance(tls_key, ec.EllipticCurvePublicKey) or not isinstance(tls_key.curve, ec.SECP256R1):
+        raise PolicyError("bad_tls_key", "the attested TLS key is not a P-256 key")
+    leaf = mesh.issue_leaf(
+        tls_key,
+        sans=entry.SANs,
+        policy_hash=verdict.policy_hash,
+        tee=verdict.tee,
+        workload_secret_id=entry.WorkloadSecretID,
+        now=now,
+    )
+    secret = (
+        derive_workload_secret(pod_state_secret, entry.WorkloadSecretID) if entry.WorkloadSecretID else b""
+    )
+    bundle = ResultBundle(
+        cert_chain=[leaf.public_bytes(_DER), mesh.intermediate.public_bytes(_DER)],
+        mesh_ca=mesh.mesh_ca.public_bytes(_DER),
+        root_ca=root_cert.public_bytes(_DER),
+        workload_secret=secret,
+    )
+    rid = verdict.request_id.encode()
+    sealed = HpkePublicKey(verdict.hpke_public_key).seal(Protocol.WORKLOAD_BUNDLE, rid, encode(bundle))
+    payload = IssuedResult(
+        request_id=verdict.request_id,
+        request_digest=verdict.request_digest,
+        generation=verdict.generation,
+        sealed=sealed,
+    )
+    envelope = identity.sign(PURPOSE_ISSUED, rid, encode_deterministic(payload))
+    return AttestResult(request_id=verdict.request_id, outcome="issued", envelope=envelope)
+
+
+def rejection(verdict: Verdict, identity: CoordinatorIdentity) -> AttestResult:
+    """A verifier's signed negative verdict, as delivered to the requester."""
+    if verdict.accepted:
+        raise ValueError("not a negative verdict")
+    rid = verdict.request_id
+    envelope = identity.sign(PURPOSE_REJECTED, rid.encode(), encode_deterministic(verdict))
+    return AttestResult(request_id=rid, outcome="rejected", envelope=envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What an initializer knows about its own request: the yardstick for the answer."""
+
+    request_id: str
+    request_digest: bytes
+    tls_public_key: ec.EllipticCurvePublicKey
+    hpke_key: HpkePrivateKey
+    own: OwnIdentity
+    coordinator_policy_hashes: Collection[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedBundle:
+    """A checked bundle: certificates parsed and verified, the secret ready to write."""
+
+    leaf: x509.Certificate
+    intermediate: x509.Certificate
+    mesh_ca: x509.Certificate
+    root_ca: x509.Certificate
+    workload_secret: bytes
+    workload_secret_id: str
+    generation: int
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"OpenedBundle(generation={self.generation}, leaf_serial={self.leaf.serial_number:x})"
+
+
+class StatementCache:
+    """What an initializer process already verified, so that checking many answers from the same few
+    Coordinator replicas (the bench drives hundreds of emulated pods in one process) costs less:
+
+    - statements that passed :func:`verify_peer` for one yardstick (``own`` and the allowed policy hashes):
+      the statement's P-384 verification is paid once per replica, not once per answer; the signature over
+      each payload is still checked every time;
+    - (intermediate, root) pairs through which a leaf verified as a TLS client chain: a later leaf that
+      verifies under the mesh CA -- the same key and subject as that intermediate -- then chains to the root
+      too, without checking the intermediate's root signature again.
+
+    Entries are trusted for ``ttl`` at most and only while the intermediate is valid.
+    """
+
+    def __init__(self, *, ttl: dt.timedelta = dt.timedelta(minutes=5), size: int = 64) -> None:
+        self._ttl, self._size = ttl, size
+        self._entries: OrderedDict[bytes, dt.datetime] = OrderedDict()
+        self._links: OrderedDict[bytes, dt.datetime] = OrderedDict()
+
+    def _fresh(self, table: OrderedDict[bytes, dt.datetime], key: bytes, now: dt.datetime) -> bool:
+        seen = table.get(key)
+        return seen is not None and seen <= now < seen + self._ttl
+
+    def _remember(self, table: OrderedDict[bytes, dt.datetime], key: bytes, now: dt.datetime) -> None:
+        table[key] = now
+        if len(table) > self._size:
+            table.popitem(last=False)
+
+    @staticmethod
+    def _link(intermediate: x509.Certificate, root: x509.Certificate) -> bytes:
+        return hashlib.sha256(intermediate.public_bytes(_DER) + root.public_bytes(_DER)).digest()
+
+    def verify_chains(
+        self,
+        leaf: x509.Certificate,
+        intermediate: x509.Certificate,
+        mesh_ca: x509.Certificate | None,
+        root: x509.Certificate,
+        now: dt.datetime,
+    ) -> None:
+        """Both chains of :func:`open_result` step 4 (``auth.bad_certificate`` if either fails)."""
+        _verify_chains(leaf, intermediate, mesh_ca, root, now, self)
+
+    @staticmethod
+    def _key(statement: Statement, exp: Expectation) -> bytes:
+        h = hashlib.sha256(encode(statement))
+        h.update(encode(exp.own))
+        for ph in sorted(exp.coordinator_policy_hashes):
+            h.update(ph)
+        return h.digest()
+
+    def check(
+        self,
+        env: SignedEnvelope,
+        purpose: str,
+        exp: Expectation,
+        verifier: EvidenceVerifier,
+        now: dt.datetime,
+    ) -> bytes:
+        key = self._key(env.statement, exp)
+        if not self._fresh(self._entries, key, now):
+            payload, _ = open_envelope(
+                env,
+                purpose=purpose,
+                binding=exp.request_id.encode(),
+                verifier=verifier,
+                own=exp.own,
+                allowed_policy_hashes=exp.coordinator_policy_hashes,
+                now=now,
+            )
+            self._remember(self._entries, key, now)
+            return payload
+        if env.purpose != purpose:
+            raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
+        pub = serialization.load_der_public_key(env.statement.service_key)  # parsed fine when first checked
+        assert isinstance(pub, ec.EllipticCurvePublicKey)
+        try:
+            pub.verify(
+                env.signature,
+                transcript(purpose, exp.request_id.encode(), env.payload),
+                ec.ECDSA(hashes.SHA256()),
+            )
+        except InvalidSignature as e:
+            raise AuthError("bad_signature", f"the {purpose} envelope's signature does not verify") from e
+        return env.payload
+
+
+def _authenticated(
+    result: AttestResult,
+    purpose: str,
+    exp: Expectation,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+    cache: StatementCache | None,
+) -> bytes:
+    if result.request_id != exp.request_id:
+        raise AuthError("wrong_request", "the result names another request id")
+    if cache is not None:
+        return cache.check(result.envelope, purpose, exp, verifier, now)
+    payload, _claims = open_envelope(
+        result.envelope,
+        purpose=purpose,
+        binding=exp.request_id.encode(),
+        verifier=verifier,
+        own=exp.own,
+        allowed_policy_hashes=exp.coordinator_policy_hashes,
+        now=now,
+    )
+    return payload
+
+
+def _verify_chains(
+    leaf: x509.Certificate,
+    intermediate: x509.Certificate,
+    mesh_ca: x509.Certificate | None,
+    root: x509.Certificate,
+    now: dt.datetime,
+    cache: StatementCache | None,
+) -> None:
+    if mesh_ca is None:
+        raise AuthError("bad_certificate", "no mesh CA")
+    if mesh_ca.public_key() != intermediate.public_key() or mesh_ca.subject != intermediate.subject:
+        raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
+    verify_leaf(leaf, anchor=mesh_ca, now=now)
+    if cache is not None:
+        link = cache._link(intermediate, root)
+        if cache._fresh(cache._links, link, now) and now <= intermediate.not_valid_after_utc:
+            return  # the leaf's signature just verified under this intermediate's key and name
+    verify_leaf(leaf, anchor=root, intermediates=[intermediate], now=now)
+    if cache is not None:
+        cache._remember(cache._links, link, now)
+
+
+def open_rejection(
+    result: AttestResult,
+    exp: Expectation,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+    cache: StatementCache | None = None,
+) -> ContrastError:
+    """The typed error of an authenticated rejection of *our* request (raises ``auth.*`` otherwise)."""
+    if result.outcome != "rejected":
+        raise ValueError("not a rejection")
+    payload = _authenticated(result, PURPOSE_REJECTED, exp, verifier, now, cache)
+    try:
+        verdict = decoder(Verdict).decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise AuthError("malformed_verdict", "a signed rejection that does not decode") from e
+    if verdict.accepted or not hmac.compare_digest(verdict.request_digest, exp.request_digest):
+        raise AuthError("wrong_request", "the rejection concerns another request under our id")
+    return from_code(verdict.reason or "policy.rejected", verdict.message)
+
+
+def open_result(
+    result: AttestResult,
+    exp: Expectation,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+    cache: StatementCache | None = None,
+) -> OpenedBundle:
+    """Authenticate, open and check an issued result (steps 1-4 above); raises ``auth.*`` on any failure."""
+    if result.outcome != "issued":
+        raise ValueError("not an issued result")
+    payload = _authenticated(result, PURPOSE_ISSUED, exp, verifier, now, cache)
+    try:
+        issued = decoder(IssuedResult).decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise AuthError("malformed_result", "a signed result that does not decode") from e
+    if issued.request_id != exp.request_id or not hmac.compare_digest(
+        issued.request_digest, exp.request_digest
+    ):
+        raise AuthError("wrong_request", "the result answers another request")
+    raw = exp.hpke_key.open(Protocol.WORKLOAD_BUNDLE, exp.request_id.encode(), issued.sealed)
+    try:
+        bundle = decoder(ResultBundle).decode(raw)
+        leaf = x509.load_der_x509_certificate(bundle.cert_chain[0])
+        intermediate = x509.load_der_x509_certificate(bundle.cert_chain[1])
+        mesh_ca = x509.load_der_x509_certificate(bundle.mesh_ca)
+        root_ca = x509.load_der_x509_certificate(bundle.root_ca)
+        claims = leaf_claims(leaf)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as e:
+        raise AuthError("malformed_bundle", "the sealed bundle does not decode") from e
+    if leaf.public_key() != exp.tls_public_key:
+        raise AuthError("wrong_leaf_key", "the leaf certifies another key than ours")
+    if not hmac.compare_digest(claims.policy_hash, exp.own.policy_hash) or claims.tee != exp.own.tee:
+        raise AuthError("wrong_leaf_claims", "the leaf names another workload than us")
+    _verify_chains(leaf, intermediate, mesh_ca, root_ca, now, cache)
+    want_secret = bool(claims.workload_secret_id)
+    if want_secret != bool(bundle.workload_secret) or (want_secret and len(bundle.workload_secret) != 64):
+        raise AuthError("bad_workload_secret", "the workload secret does not match the leaf's secret id")
+    return OpenedBundle(
+        leaf=leaf,
+        intermediate=intermediate,
+        mesh_ca=mesh_ca,
+        root_ca=root_ca,
+        workload_secret=bundle.workload_secret,
+        workload_secret_id=claims.workload_secret_id,
+        generation=issued.generation,
+    )

@@ -1,0 +1,251 @@
+"""The initializer's side of workload attestation, as a library (docs/protocol.md §3).
+
+:class:`Initializer.attest` runs the whole flow with retries until a deadline; each attempt
+(:meth:`Initializer.attempt`):
+
+1. makes a fresh P-256 TLS key and a fresh HPKE key;
+2. asks the verifier queue group for a nonce;
+3. gets evidence with REPORT_DATA = SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key);
+4. subscribes to ``contrast.v1.attest.result.<request_id>``, then publishes the request to stream ``ATTEST``
+   with ``Nats-Msg-Id = request_id`` (a re-publish after a lost PubAck is deduplicated);
+5. waits for the result on the subject, and polls KV ``results`` as a fallback (a reconnect loses core
+   messages);
+6. believes only an answer that authenticates (:mod:`contrast.attestation.bundle`): a forged answer is
+   ignored and the wait goes on; an authenticated rejection of *this* request ends the attempt.
+
+Between attempts it backs off (jittered, capped); at the deadline it raises the last reason.
+One :class:`Initializer` can run many attestations concurrently (the bench drives hundreds of emulated
+initializers in one process): they share the evidence verifier's chain cache and the statement cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue as NatsKv
+
+from contrast import subjects
+from contrast.attest.binding import Label, report_data
+from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity
+from contrast.attestation.bundle import Expectation, OpenedBundle, StatementCache, open_rejection, open_result
+from contrast.coordinator.statement import spki
+from contrast.crypto.hpke import HpkePrivateKey
+from contrast.errors import ContrastError, StateError
+from contrast.platform.base import Platform
+from contrast.runtime.client import request
+from contrast.runtime.logs import get_logger
+from contrast.wire.v1 import AttestRequest, AttestResult, NonceReply, NonceRequest, decoder, encode
+
+_log = get_logger(__name__)
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitializerConfig:
+    coordinator_policy_hashes: frozenset[bytes]
+    deadline: float = 300.0  # seconds for the whole flow, retries included
+    attempt_timeout: float = 15.0  # seconds to wait for one request's answer
+    request_timeout: float = 5.0  # nonce request and publish
+    poll_interval: float = 2.0  # KV fallback
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.coordinator_policy_hashes:
+            raise ValueError("at least one Coordinator policy hash is needed to authenticate answers")
+        if any(len(h) != 32 for h in self.coordinator_policy_hashes):
+            raise ValueError("Coordinator policy hashes are 32 bytes")
+        if min(self.deadline, self.attempt_timeout, self.request_timeout, self.poll_interval) <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a successful attestation yields. Holds the TLS private key: never log it."""
+
+    tls_key: ec.EllipticCurvePrivateKey
+    bundle: OpenedBundle
+    request_id: str
+    attempts: int
+
+    def __repr__(self) -> str:
+        return f"Credentials(request_id={self.request_id}, attempts={self.attempts})"
+
+
+class AttestationFailed(Exception):
+    """The deadline passed without a certificate; ``last`` is the last reason."""
+
+    def __init__(self, last: ContrastError, attempts: int) -> None:
+        super().__init__(f"no certificate after {attempts} attempt(s): {last}")
+        self.last = last
+        self.attempts = attempts
+
+
+@dataclass
+class Initializer:
+    nc: Client
+    platform: Platform
+    config: InitializerConfig
+    verifier: EvidenceVerifier = field(default_factory=EvidenceVerifier)
+    statements: StatementCache = field(default_factory=StatementCache)
+    clock: Callable[[], float] = time.time
+    _own: OwnIdentity | None = None
+    _results: NatsKv | None = None
+
+    async def attest(self) -> Credentials:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.deadline
+        attempts = 0
+        last: ContrastError = StateError("unavailable", "no attempt finished")
+        while True:
+            attempts += 1
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(0.05, remaining)):
+                    tls_key, bundle, rid = await self.attempt()
+                return Credentials(tls_key=tls_key, bundle=bundle, request_id=rid, attempts=attempts)
+            except ContrastError as e:
+                last = e
+                _log.info("attestation_attempt_failed", code=e.code, attempt=attempts)
+            except TimeoutError:
+                last = StateError("timeout", "no authenticated answer before the deadline")
+            except Exception as e:  # NATS trouble (reconnecting, no responders): retry
+                last = StateError("unavailable", f"{type(e).__name__} talking to the Coordinator")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AttestationFailed(last, attempts)
+            delay = random.uniform(0, min(self.config.backoff_cap, self.config.backoff_base * 2**attempts))
+            await asyncio.sleep(min(remaining, delay))
+
+    def _own_identity(self, evidence: Evidence, now: dt.datetime) -> OwnIdentity:
+        """What our own evidence proves about us: the yardstick for the Coordinator's statement (once)."""
+        if self._own is None:
+            root = self.platform.emulator_root
+            claims = self.verifier.authenticate(evidence, emulator_root=root, now=now)
+            self._own = OwnIdentity.from_claims(claims, emulator_root=root)
+        return self._own
+
+    async def attempt(self) -> tuple[ec.EllipticCurvePrivateKey, OpenedBundle, str]:
+        """One request: returns (TLS key, checked bundle, request id) or raises the reason."""
+        cfg = self.config
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        hpke_key = HpkePrivateKey.generate()
+        tls_spki = spki(tls_key.public_key())
+        hpke_pub = hpke_key.public_bytes()
+        nonce = (
+            await request(
+                self.nc, subjects.ATTEST_NONCE, NonceRequest(), NonceReply, timeout=cfg.request_timeout
+            )
+        ).nonce
+        evidence = await self.platform.evidence(report_data(Label.MESH_CERT, nonce, tls_spki, hpke_pub))
+        own = self._own_identity(evidence, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        rid = secrets.token_urlsafe(24)
+        req = AttestRequest(
+            request_id=rid, nonce=nonce, evidence=evidence, tls_public_key=tls_spki, hpke_public_key=hpke_pub
+        )
+        data = encode(req)
+        exp = Expectation(
+            request_id=rid,
+            request_digest=hashlib.sha256(data).digest(),
+            tls_public_key=tls_key.public_key(),
+            hpke_key=hpke_key,
+            own=own,
+            coordinator_policy_hashes=cfg.coordinator_policy_hashes,
+        )
+        inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+
+        async def on_result(msg: Msg) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a flood of forgeries must not grow memory
+                inbox.put_nowait(msg.data)
+
+        sub = await self.nc.subscribe(subjects.attest_result(rid), cb=on_result)
+        try:
+            await self._publish(data, rid)
+            async with asyncio.timeout(cfg.attempt_timeout):
+                return tls_key, await self._await_answer(inbox, exp), rid
+        except TimeoutError:
+            raise StateError("timeout", f"no authenticated answer within {cfg.attempt_timeout} s") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _publish(self, data: bytes, rid: str) -> None:
+        js = self.nc.jetstream()
+        for attempt in range(3):
+            try:
+                await js.publish(
+                    subjects.ATTEST_REQUESTED,
+                    data,
+                    timeout=self.config.request_timeout,
+                    headers={MSG_ID_HEADER: rid},
+                )
+                return
+            except Exception:
+                # Same msg id: if the first publish was stored after all, the server deduplicates this one.
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _await_answer(self, inbox: asyncio.Queue[bytes], exp: Expectation) -> OpenedBundle:
+        while True:
+            try:
+                raw = await asyncio.wait_for(inbox.get(), self.config.poll_interval)
+            except TimeoutError:
+                stored = await self._stored(exp.request_id)
+                if stored is None:
+                    continue
+                raw = stored
+            outcome = self._judge(raw, exp)
+            if isinstance(outcome, OpenedBundle):
+                return outcome
+            if outcome is not None:
+                raise outcome
+
+    async def _stored(self, rid: str) -> bytes | None:
+        try:
+            if self._results is None:
+                self._results = await self.nc.jetstream().key_value(subjects.RESULTS.bucket)
+            entry = await self._results.get(rid)
+        except Exception:  # absent, or the bus is down: keep waiting for the subject
+            return None
+        return entry.value
+
+    def _judge(self, raw: bytes, exp: Expectation) -> OpenedBundle | ContrastError | None:
+        """An opened bundle, the error of an authenticated rejection, or None for anything not to believe."""
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        try:
+            result = decoder(AttestResult).decode(raw)
+            if result.outcome == "issued":
+                return open_result(result, exp, self.verifier, now, self.statements)
+            return open_rejection(result, exp, self.verifier, now, self.statements)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            _log.warning("result_ignored", request_id=exp.request_id, code="request.decode")
+        except ContrastError as e:
+            _log.warning("result_ignored", request_id=exp.request_id, code=e.code)
+        return None
+
+
+def parse_policy_hashes(value: str) -> frozenset[bytes]:
+    """``CONTRAST_COORDINATOR_POLICY_HASHES``: comma-separated 64-hex-digit policy hashes."""
+    out: set[bytes] = set()
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        raw = bytes.fromhex(item)
+        if len(raw) != 32:
+            raise ValueError(f"not a 32-byte policy hash: {item[:16]}…")
+        out.add(raw)
+    return frozenset(out)

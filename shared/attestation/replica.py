@@ -1,0 +1,175 @@
+"""The life of a Coordinator replica (verifier or CA): identity, join, authenticated manifest, readiness.
+
+A replica starts not ready. In the background it joins through its
+:class:`~contrast.attestation.membership.KeySource`, which makes a fresh :class:`CoordinatorIdentity` (keys
+bound by the platform's evidence), retrying with backoff. It then reads the current manifest through the
+authenticated history (every read re-hashes and checks the history key's signature; a tampered store raises
+``store.*`` and the replica says so instead of serving). A ``contrast.v1.events.manifest.updated`` event --
+which anyone can forge, so it is only a hint -- triggers a re-read; a replica whose role keys belong to an
+older head (a CA) joins again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from contrast import subjects
+from contrast.attest.evidence import EvidenceVerifier
+from contrast.attestation.membership import KeySource, Membership
+from contrast.coordinator.history import History
+from contrast.coordinator.kv import KeyValue
+from contrast.coordinator.manifest import ManifestDocument
+from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.errors import ContrastError, StateError, StoreError
+from contrast.pki.service import ServiceRole
+from contrast.platform.base import Platform
+from contrast.runtime.logs import get_logger
+from contrast.runtime.metrics import Metrics
+
+_log = get_logger(__name__)
+REFRESH_INTERVAL = 30.0  # periodic authenticated re-read, in case an update event was lost or suppressed
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentManifest:
+    """The manifest at the verified head of the history."""
+
+    generation: int
+    transition_hash: bytes
+    document: ManifestDocument
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """A consistent snapshot for one request: identity, membership and manifest."""
+
+    identity: CoordinatorIdentity
+    membership: Membership
+    manifest: CurrentManifest
+
+
+class CoordinatorReplica:
+    def __init__(
+        self,
+        *,
+        role: ServiceRole,
+        platform: Callable[[], Awaitable[Platform]],
+        key_source: KeySource,
+        history_kv: KeyValue,
+        nc: Client,
+        verifier: EvidenceVerifier,
+        rejoin_on_new_head: bool,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.role = role
+        self._platform_factory = platform
+        self._key_source = key_source
+        self._kv = history_kv
+        self._nc = nc
+        self._verifier = verifier
+        self._rejoin = rejoin_on_new_head
+        self._metrics = metrics
+        self._platform: Platform | None = None
+        self._membership: Membership | None = None
+        self._manifest: CurrentManifest | None = None
+        self._problem = "joining"
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CoordinatorReplica:
+        self._sub = await self._nc.subscribe(subjects.EVENT_MANIFEST_UPDATED, cb=self._on_update)
+        self._task = asyncio.create_task(self._loop(), name=f"{self.role.value}-membership")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def _on_update(self, _msg: Msg) -> None:
+        self._wake.set()  # unauthenticated hint: we only re-read the authenticated history
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.refresh()
+                attempt = 0
+                timeout = REFRESH_INTERVAL
+            except ContrastError as e:
+                # A tampered store, stale keys or no state at all: refuse to serve and say why. A transient
+                # read failure (NATS restarting) keeps the last *verified* state in service.
+                if isinstance(e, (StoreError, StateError)) or self._manifest is None:
+                    self._problem = f"{e.code}: {e.message}"
+                _log.warning("replica_not_ready", role=self.role.value, code=e.code, detail=e.message[:200])
+                attempt += 1
+                timeout = random.uniform(0, min(5.0, 0.2 * 2**attempt))
+            except Exception as e:  # platform or connection trouble: keep trying, never crash the replica
+                if self._manifest is None:
+                    self._problem = f"internal: {type(e).__name__}"
+                _log.warning("replica_not_ready", role=self.role.value, error=type(e).__name__)
+                attempt += 1
+                timeout = random.uniform(0, min(5.0, 0.2 * 2**attempt))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def refresh(self) -> None:
+        """Join if needed, re-read the authenticated head and manifest, re-join on a new head if the role
+        keys depend on it."""
+        async with self._lock:
+            if self._platform is None:
+                self._platform = await self._platform_factory()
+            if self._membership is None:
+                self._membership = await self._key_source.join(
+                    self._nc, self._platform, self.role, self._verifier
+                )
+            history = History(self._kv, self._membership.history_key)
+            head = await history.read_latest()
+            if head is None:
+                raise StateError("uninitialized", "the history is empty")
+            if head.generation < self._membership.generation:
+                raise StateError("rollback", "the stored history is older than our membership")
+            if self._rejoin and head.transition_hash != self._membership.transition_hash:
+                self._membership = await self._key_source.join(
+                    self._nc, self._platform, self.role, self._verifier
+                )
+                if self._membership.transition_hash != head.transition_hash:
+                    raise StateError("stale", "joined keys do not belong to the current head yet")
+            if self._manifest is None or self._manifest.transition_hash != head.transition_hash:
+                doc = await history.read_manifest(head.manifest_hash)
+                self._manifest = CurrentManifest(
+                    generation=head.generation, transition_hash=head.transition_hash, document=doc
+                )
+                _log.info("manifest_loaded", role=self.role.value, generation=head.generation)
+                if self._metrics is not None:
+                    self._metrics.manifest_generation.set(head.generation)
+            self._problem = ""
+
+    def poke(self) -> None:
+        """Ask for a refresh soon (e.g. a verdict named a newer generation)."""
+        self._wake.set()
+
+    # ---- use ------------------------------------------------------------------------------------------
+
+    def view(self) -> ReplicaView:
+        if self._membership is None or self._manifest is None or self._problem:
+            raise StateError("not_ready", f"this {self.role.value} replica is not ready ({self._problem})")
+        m = self._membership
+        return ReplicaView(identity=m.identity, membership=m, manifest=self._manifest)
+
+    async def ready_check(self) -> None:
+        self.view()

@@ -1,0 +1,190 @@
+"""Helpers shared by the owners' commands (``set``, ``verify``, ``recover``, ``sign``, ``keygen``).
+
+Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``), ``--json`` (one JSON object on stdout) and the
+exit codes of :mod:`contrast.cli.main`: 0 done/accepted, 1 refused or rejected (the reason code and an
+explanation are printed), 2 usage or I/O error. Progress goes to stderr so that ``--json`` output stays clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Collection, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from contrast.errors import ContrastError, StateError
+from contrast.runtime.client import request
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+MAX_INPUT_FILE = 4 << 20
+ROOT_CA_FILE = "coordinator-root-ca.pem"
+MESH_CA_FILE = "mesh-ca.pem"
+SEED_SHARES_FILE = "seed-shares.json"
+
+# Codes that mean "no (ready) replica right now": the CLI waits and retries until its deadline.
+RETRYABLE: frozenset[str] = frozenset(
+    {"state.unavailable", "state.replica_stale", "state.not_ready", "internal.timeout"}
+)
+
+Req = TypeVar("Req", bound=msgspec.Struct)
+Resp = TypeVar("Resp", bound=msgspec.Struct)
+
+# Explanations printed under a refusal, by code: what it means for the owner and what to do.
+HINTS: dict[str, str] = {
+    "auth.signature_required": "updates need a workload-owner signature (--workload-owner-key, --signature)",
+    "auth.not_authorized": "not signed by a workload owner of the active manifest for this transition",
+    "auth.immutable": "the active manifest lists no workload owners; the deployment can never be updated",
+    "state.stale": "the Coordinator's history moved on since the update was prepared; sign it again",
+    "request.seedshare_owners_changed": "SeedshareOwnerPubKeys can never change after the first set",
+    "request.policy_missing": "pass one policy file for every policy hash in the manifest",
+    "request.invalid_manifest": "fix the manifest at the paths shown",
+    "state.uninitialized": "no manifest has been set yet: run `contrast set` first",
+    "state.peer_ready": "a ready Coordinator replica exists; the stale one recovers from it (or use --force)",
+    "state.not_stale": "recovery is only needed when the Coordinator is stale",
+    "auth.wrong_seed": "this seed share belongs to another deployment (or the store was replaced)",
+    "auth.not_seedshare_owner": "the key that signed is not a seed-share owner of the active manifest",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable input: exit code 2."""
+
+
+def add_common(parser: argparse.ArgumentParser, *, nats_arg: bool = True) -> None:
+    if nats_arg:
+        parser.add_argument(
+            "--nats",
+            default=os.environ.get("CONTRAST_NATS_URL", DEFAULT_NATS),
+            help="NATS URL of the Coordinator (env CONTRAST_NATS_URL; default %(default)s)",
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=60.0, help="how long to wait for the Coordinator (seconds)"
+        )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--workspace", default=".", help="directory for keys and output files (default: .)")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def read_file(path: str | Path, what: str, limit: int = MAX_INPUT_FILE) -> bytes:
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {p}: {e.strerror}") from e
+    if len(data) > limit:
+        raise UsageError(f"{what} {p} is larger than {limit} bytes")
+    return data
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+
+
+def progress(args: argparse.Namespace, text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+    else:
+        print(text, flush=True)
+
+
+def refuse(args: argparse.Namespace, error: ContrastError, *, what: str) -> int:
+    """Explain a refusal (code, message, hint) and return exit code 1."""
+    hint = HINTS.get(error.code, "")
+    if args.json:
+        print(
+            json.dumps({"ok": False, "code": error.code, "message": error.message, "hint": hint}, indent=2),
+            flush=True,
+        )
+    else:
+        print(f"contrast {what}: refused: {error.code}: {error.message}", file=sys.stderr)
+        for line in error.message.split("; ") if error.code == "request.invalid_manifest" else ():
+            print(f"  {line}", file=sys.stderr)
+        if hint:
+            print(f"  hint: {hint}", file=sys.stderr)
+    return EXIT_REJECTED
+
+
+def run(args: argparse.Namespace, what: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run an async command body; map errors to exit codes and messages."""
+    try:
+        return asyncio.run(body())
+    except UsageError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "code": "usage", "message": str(e)}), flush=True)
+        else:
+            print(f"contrast {what}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ContrastError as e:
+        return refuse(args, e, what=what)
+
+
+async def connect(args: argparse.Namespace) -> Client:
+    try:
+        return await nats.connect(
+            args.nats, connect_timeout=5, max_reconnect_attempts=2, allow_reconnect=True, name="contrast-cli"
+        )
+    except Exception as e:  # nats-py raises several unrelated types for "cannot connect"
+        raise UsageError(f"cannot connect to NATS at {args.nats}: {type(e).__name__}") from e
+
+
+async def patient_request(
+    args: argparse.Namespace,
+    nc: Client,
+    subject: str,
+    make: Callable[[], Req],
+    response_type: type[Resp],
+    *,
+    retry_on: Collection[str] = RETRYABLE,
+) -> tuple[Req, Resp]:
+    """Send ``make()`` until a replica answers (retrying while none is ready), showing progress.
+
+    ``make`` builds a fresh request (with a fresh nonce) for every attempt. Returns the request sent and the
+    answer. Raises the last error once ``--timeout`` has passed, and any non-retryable error at once.
+    """
+    deadline = time.monotonic() + args.timeout
+    delay, announced = 0.25, ""
+    while True:
+        req = make()
+        try:
+            return req, await request(nc, subject, req, response_type, timeout=min(30.0, args.timeout))
+        except ContrastError as e:
+            if e.code not in retry_on:
+                raise
+            if time.monotonic() + delay > deadline:
+                raise StateError(
+                    "unavailable",
+                    f"the Coordinator did not become ready within {args.timeout:g} s ({e.code})",
+                ) from e
+            if e.code != announced:
+                progress(args, f"waiting for the Coordinator ({e.code}: {e.message})")
+                announced = e.code
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 2.0)

@@ -1,0 +1,194 @@
+"""A whole attestation pipeline for tests: a private nats-server, a manifest for the emulated SNP platform,
+the INSECURE fixture key source, verifier and CA replicas (in-process or as real processes), initializers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+
+from contrast import subjects
+from contrast.attest.snp.emulator import EmulatedSnpPlatform
+from contrast.attestation.client import Initializer, InitializerConfig
+from contrast.attestation.deps import ReplicaDeps
+from contrast.attestation.membership import FixtureKeySource, FixtureState, KeySource
+from contrast.ca.service import make_service as make_ca
+from contrast.coordinator.kv import NatsKeyValue
+from contrast.coordinator.manifest import ManifestDocument, parse_manifest
+from contrast.platform.base import Platform
+from contrast.platform.emulated import EmulatedSnp
+from contrast.runtime import RuntimeConfig, serve
+from contrast.runtime.jetstream import ensure_kv
+from contrast.verifier.service import make_service as make_verifier
+from contrast.wire.v1 import ReadinessReply, ReadinessRequest, decoder, encode
+
+POLICY_COORD = b"package contrast.coordinator\ndefault allow := true\n"
+POLICY_DB = b"package db\ndefault allow := true\n"
+POLICY_WEB = b"package web\ndefault allow := true\n"
+H_COORD = hashlib.sha256(POLICY_COORD).digest()
+H_DB = hashlib.sha256(POLICY_DB).digest()
+H_WEB = hashlib.sha256(POLICY_WEB).digest()
+H_UNKNOWN = hashlib.sha256(b"not in any manifest").digest()
+DB_SECRET_ID = "db-secret"
+DB_SANS = ["db.default.svc", "10.0.0.7", "spiffe://cluster/db"]
+
+
+def manifest_doc(
+    emulator: EmulatedSnpPlatform, *, web_sans: list[str] | None = None
+) -> tuple[bytes, dict[str, bytes]]:
+    rv = msgspec.to_builtins(emulator.reference_values())
+    obj: dict[str, Any] = {
+        "Policies": {
+            H_COORD.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            H_DB.hex(): {"SANs": DB_SANS, "WorkloadSecretID": DB_SECRET_ID, "Role": ""},
+            H_WEB.hex(): {"SANs": web_sans or ["web.default.svc"], "WorkloadSecretID": "", "Role": ""},
+        },
+        "ReferenceValues": {"snp": [rv], "tdx": []},
+        "WorkloadOwnerPubKeys": [],
+        "SeedshareOwnerPubKeys": [],
+    }
+    policies = {H_COORD.hex(): POLICY_COORD, H_DB.hex(): POLICY_DB, H_WEB.hex(): POLICY_WEB}
+    return json.dumps(obj, indent=2).encode(), policies
+
+
+async def connect(url: str) -> Client:
+    return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+
+
+async def history_kv(nc: Client) -> NatsKeyValue:
+    return NatsKeyValue(await ensure_kv(nc.jetstream(), subjects.HISTORY))
+
+
+async def set_manifest(
+    nc: Client, state: FixtureState, raw: bytes, policies: dict[str, bytes]
+) -> ManifestDocument:
+    doc = parse_manifest(raw)
+    await state.set_manifest(await history_kv(nc), doc, policies, now=dt.datetime.now(dt.UTC))
+    return doc
+
+
+async def wait_ready(nc: Client, service: str, count: int = 1, timeout: float = 20.0) -> None:
+    """Until ``count`` replicas of ``service`` answer ready (the health endpoint is a queue group: poll)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        ready: set[str] = set()
+        for _ in range(6 * count):
+            try:
+                msg = await nc.request(subjects.health(service), encode(ReadinessRequest()), timeout=0.5)
+                r = decoder(ReadinessReply).decode(msg.data)
+            except Exception:
+                continue
+            if r.ready:
+                ready.add(r.replica)
+        if len(ready) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{service}: fewer than {count} ready replicas after {timeout} s")
+
+
+@dataclass
+class Pipeline:
+    """Everything a test needs to drive attestations against real NATS."""
+
+    url: str
+    emulator: EmulatedSnpPlatform
+    state: FixtureState
+    manifest: ManifestDocument
+    nc: Client
+    stack: contextlib.AsyncExitStack
+    running: dict[str, Any] = field(default_factory=dict)
+
+    def platform(self, policy_hash: bytes) -> EmulatedSnp:
+        return EmulatedSnp(self.emulator, host_data=policy_hash)
+
+    def deps(self, **kw: Any) -> ReplicaDeps:
+        state = self.state
+
+        async def platform() -> Platform:
+            return EmulatedSnp(self.emulator, host_data=H_COORD)
+
+        def key_source(replica: str) -> KeySource:
+            return FixtureKeySource(state, None, replica)
+
+        return ReplicaDeps(platform=platform, key_source=key_source, **kw)
+
+    async def start(self, kind: str, replica: str, **kw: Any) -> Any:
+        service = make_verifier(self.deps(**kw)) if kind == "verifier" else make_ca(self.deps(**kw))
+        config = RuntimeConfig(nats_urls=(self.url,), replica=replica, shutdown_timeout=5.0)
+        running = await self.stack.enter_async_context(serve(service, config))
+        self.running[replica] = running
+        return running
+
+    def initializer(self, policy_hash: bytes = H_DB, *, deadline: float = 20.0, **kw: Any) -> Initializer:
+        kw.setdefault("attempt_timeout", 5.0)
+        config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=deadline, **kw)
+        return Initializer(nc=self.nc, platform=self.platform(policy_hash), config=config)
+
+
+@contextlib.asynccontextmanager
+async def pipeline(url: str, emulator: EmulatedSnpPlatform, *, verifiers: int = 1, cas: int = 1,
+                   fixture_dir: Path | None = None) -> AsyncIterator[Pipeline]:  # fmt: skip
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect(url)
+        stack.push_async_callback(nc.close)
+        state = FixtureState.generate(fixture_dir)
+        raw, policies = manifest_doc(emulator)
+        doc = await set_manifest(nc, state, raw, policies)
+        p = Pipeline(url=url, emulator=emulator, state=state, manifest=doc, nc=nc, stack=stack)
+        for i in range(verifiers):
+            await p.start("verifier", f"verifier-{i + 1}")
+        for i in range(cas):
+            await p.start("ca", f"ca-{i + 1}")
+        if verifiers:
+            await wait_ready(nc, "verifier", verifiers)
+        if cas:
+            await wait_ready(nc, "ca", cas)
+        yield p
+
+
+def service_env(url: str, emulator_dir: Path, fixture_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONTRAST_NATS_URL": url,
+        "CONTRAST_PLATFORM": "emulated-snp",
+        "CONTRAST_EMULATOR_DIR": str(emulator_dir),
+        "CONTRAST_EMULATED_POLICY_HASH": H_COORD.hex(),
+        "CONTRAST_INSECURE_FIXTURE_DIR": str(fixture_dir),
+        "CONTRAST_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def spawn_service(kind: str, replica: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"contrast.{kind}", "--replica", replica, "--shutdown-timeout", "5"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def gather_bounded(n: int, limit: int, make: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> Any:
+        async with sem:
+            return await make(i)
+
+    return await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
