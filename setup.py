@@ -16,7 +16,9 @@ def _discover() -> tuple[list[str], dict[str, str]]:
     package_dir = {"contrast": "shared"}
     packages: list[str] = []
     for base, prefix in [(ROOT / "shared", "contrast")] + [
-        (d, f"contrast.{d.name}") for d in sorted((ROOT / "services").iterdir()) if (d / "__init__.py").exists()
+        (d, f"contrast.{d.name}")
+        for d in sorted((ROOT / "services").iterdir())
+        if (d / "__init__.py").exists()
     ]:
         package_dir[prefix] = str(base.relative_to(ROOT))
         for init in sorted(base.rglob("__init__.py")):

@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
+from contrast.runtime import configure_logging
 from contrast.runtime.client import request
 from contrast.runtime.jetstream import ensure_kv
 from contrast.runtime.natsserver import start_nats
@@ -251,13 +251,13 @@ async def verifier_stage(nc: Client, platform: EmulatedSnp, count: int, cluster:
         reqs = await prebuilt_requests(nc, platform, count)
         start = time.perf_counter()
         await publish_all(nc, reqs)
-        while await pending(nc, "ATTEST", "verifier") > 0:
+        while await pending(nc, "ATTEST", "verifier") > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.01)
         return count / (time.perf_counter() - start)
     finally:
         for p in [p for p in cluster.procs if "contrast.ca" in p.args]:  # type: ignore[operator]
             p.send_signal(signal.SIGCONT)
-        while await pending(nc, "VERDICTS", "ca") > 0:
+        while await pending(nc, "VERDICTS", "ca") > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.05)
 
 
@@ -365,6 +365,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    configure_logging("bench", "driver", level="ERROR")  # the emulator warns on every report otherwise
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicas", default="1,2,4", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--count", type=int, default=1200)

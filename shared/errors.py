@@ -16,7 +16,8 @@ Families:
 - ``state.*`` (:class:`StateError`): the service is in the wrong state for the request (not ready, stale).
 - ``internal.*`` (:class:`InternalError`): a fault of our own; its details stay in the replica's log.
 
-Misuse of an API by our own code stays ``RuntimeError``/``TypeError``/``ValueError``. Raise ``from`` the cause.
+Misuse of an API by our own code stays ``RuntimeError``/``TypeError``/``ValueError``. Raise ``from`` the
+cause.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ FAMILIES: dict[str, type[ContrastError]] = {
 def from_code(code: str, message: str) -> ContrastError:
     """Rebuild a typed error from a ``family.reason`` code received on the wire.
 
-    An unknown family becomes :class:`InternalError` so that a peer cannot make us raise a type we do not know.
+    An unknown family becomes :class:`InternalError`, so a peer cannot make us raise a type we do not know.
     """
     family, _, reason = code.partition(".")
     cls = FAMILIES.get(family)

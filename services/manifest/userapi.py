@@ -16,6 +16,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 
+from contrast.coordinator.history import ReplicaState
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.errors import PolicyError, StateError
 from contrast.manifest.protocol import (
@@ -151,7 +152,7 @@ class UserApi:
         self, req: RecoveryChallengeRequest, ctx: RequestContext
     ) -> RecoveryChallenge:
         state = await self._replica.refresh()
-        if state.value != "stale":
+        if state is not ReplicaState.STALE:
             raise StateError("not_stale", f"recovery is only for a stale replica; this one is {state.value}")
         await self._refuse_if_peer_ready(req.force)
         recovery_nonce = self._challenges.new()

@@ -4,7 +4,9 @@ For each request, in the order of docs/protocol.md §3.3:
 
 1. shape: the Nats-Msg-Id is the request id; the TLS key is a P-256 SPKI; the HPKE key decodes;
 2. the nonce's MAC and expiry (stateless, no lookup);
-3. the evidence against every reference-value set of the current manifest, including REPORT_DATA =
+3. missing collateral from the shared cache or the vendor (:mod:`contrast.attest.collateral`; unavailable
+   collateral naks the request for a retry); then the evidence against every reference-value set of the
+   current manifest, including REPORT_DATA =
    SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key) (one P-384 verify; the chain is cached);
 4. the policy hash from the verified evidence → the manifest's policy entry (a workload entry);
 5. the nonce's single use (KV ``create``; the same request redelivered passes, any other is a replay).
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast import subjects
 from contrast.attest.binding import Label, report_data
+from contrast.attest.collateral import CachedSource, Source, VendorSource, complete
 from contrast.attest.evidence import EvidenceVerifier
 from contrast.attest.result import first_error
 from contrast.attestation.bundle import rejection
@@ -39,7 +42,7 @@ from contrast.attestation.verdict import sign_verdict
 from contrast.coordinator.kv import KvConflict, NatsKeyValue
 from contrast.coordinator.manifest import ROLE_COORDINATOR, ManifestDocument
 from contrast.crypto.hpke import HpkePublicKey
-from contrast.errors import ContrastError, PolicyError, RequestError
+from contrast.errors import ContrastError, EvidenceError, PolicyError, RequestError
 from contrast.pki.service import ServiceRole
 from contrast.runtime import (
     DeliveryContext,
@@ -72,10 +75,17 @@ class _Rejected(Exception):
 
 
 class _Verifier:
-    def __init__(self, rt: Runtime, deps: ReplicaDeps, replica: CoordinatorReplica, nonces: NatsKeyValue,
-                 results: NatsKeyValue) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rt: Runtime,
+        deps: ReplicaDeps,
+        replica: CoordinatorReplica,
+        nonces: NatsKeyValue,
+        results: NatsKeyValue,
+        collateral: Source,
+    ) -> None:
         self.rt, self.deps, self.replica = rt, deps, replica
-        self.nonces, self.results = nonces, results
+        self.nonces, self.results, self.collateral = nonces, results, collateral
         self.evidence = EvidenceVerifier()
         self._authority: tuple[Membership, NonceAuthority] | None = None
 
@@ -122,8 +132,16 @@ class _Verifier:
         await ctx.publish(subjects.ATTEST_VERIFIED, signed, msg_id=req.request_id)
         await self._event(req, "verified", "", policy_hash, manifest.generation, now_ms)
 
-    async def _check(self, req: AttestRequest, msg_id: str, digest: bytes, membership: Membership,
-                     doc: ManifestDocument, now: dt.datetime, now_ms: int) -> bytes:  # fmt: skip
+    async def _check(
+        self,
+        req: AttestRequest,
+        msg_id: str,
+        digest: bytes,
+        membership: Membership,
+        doc: ManifestDocument,
+        now: dt.datetime,
+        now_ms: int,
+    ) -> bytes:
         tee = req.evidence.tee
         try:
             # (1) shape
@@ -141,9 +159,14 @@ class _Verifier:
             raise _Rejected(e, tee) from e
         # (3) evidence, reference values and REPORT_DATA
         expected = report_data(Label.MESH_CERT, req.nonce, req.tls_public_key, req.hpke_public_key)
+        try:
+            # Missing collateral: shared cache, then the vendor. collateral.* propagates: nak, retry later.
+            evidence = await complete(req.evidence, self.collateral)
+        except (EvidenceError, PolicyError) as e:  # the report does not even parse
+            raise _Rejected(e, tee) from e
         started = time.perf_counter()
         result = self.evidence.verify(
-            req.evidence, doc.manifest.ReferenceValues, expected_report_data=expected, now=now
+            evidence, doc.manifest.ReferenceValues, expected_report_data=expected, now=now
         )
         self.rt.metrics.verification_seconds.observe(time.perf_counter() - started)
         if not result.accepted:
@@ -173,8 +196,15 @@ class _Verifier:
             raise _Rejected(e, tee, policy_hash) from e
         return policy_hash
 
-    async def _reject(self, req: AttestRequest, digest: bytes, r: _Rejected, view: ReplicaView, now_ms: int,
-                      ctx: DeliveryContext) -> None:  # fmt: skip
+    async def _reject(
+        self,
+        req: AttestRequest,
+        digest: bytes,
+        r: _Rejected,
+        view: ReplicaView,
+        now_ms: int,
+        ctx: DeliveryContext,
+    ) -> None:
         code = r.error.code
         tee = req.evidence.tee
         self.rt.metrics.attestation_failures.labels(tee, code).inc()
@@ -202,8 +232,9 @@ class _Verifier:
         _log.info("attestation_rejected", request_id=req.request_id, code=code)
         await self._event(req, "rejected", code, verdict.policy_hash, verdict.generation, now_ms)
 
-    async def _event(self, req: AttestRequest, stage: str, reason: str, policy_hash: bytes, generation: int,
-                     now_ms: int) -> None:  # fmt: skip
+    async def _event(
+        self, req: AttestRequest, stage: str, reason: str, policy_hash: bytes, generation: int, now_ms: int
+    ) -> None:
         # Core publish: the EVENTS stream stores it; an audit hint must not add a round trip to the hot path.
         event = AttestationEvent(
             request_id=req.request_id,
@@ -240,7 +271,10 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
             rejoin_on_new_head=False,  # the nonce key is seed-derived: it does not change with the manifest
         )
         await rt.stack.enter_async_context(replica)
-        v = _Verifier(rt, deps, replica, nonces, results)
+        collateral = CachedSource(
+            VendorSource(deps.collateral_fetcher()), NatsKeyValue(await rt.kv(subjects.COLLATERAL))
+        )
+        v = _Verifier(rt, deps, replica, nonces, results, collateral)
         v.evidence = evidence
         return Handlers(
             endpoints=(

@@ -176,17 +176,6 @@ class StatementCache:
     def _link(intermediate: x509.Certificate, root: x509.Certificate) -> bytes:
         return hashlib.sha256(intermediate.public_bytes(_DER) + root.public_bytes(_DER)).digest()
 
-    def verify_chains(
-        self,
-        leaf: x509.Certificate,
-        intermediate: x509.Certificate,
-        mesh_ca: x509.Certificate | None,
-        root: x509.Certificate,
-        now: dt.datetime,
-    ) -> None:
-        """Both chains of :func:`open_result` step 4 (``auth.bad_certificate`` if either fails)."""
-        _verify_chains(leaf, intermediate, mesh_ca, root, now, self)
-
     @staticmethod
     def _key(statement: Statement, exp: Expectation) -> bytes:
         h = hashlib.sha256(encode(statement))
@@ -258,13 +247,12 @@ def _authenticated(
 def _verify_chains(
     leaf: x509.Certificate,
     intermediate: x509.Certificate,
-    mesh_ca: x509.Certificate | None,
+    mesh_ca: x509.Certificate,
     root: x509.Certificate,
     now: dt.datetime,
     cache: StatementCache | None,
 ) -> None:
-    if mesh_ca is None:
-        raise AuthError("bad_certificate", "no mesh CA")
+    """Step 4's chains: leaf → mesh CA, and leaf → intermediate → root (``auth.bad_certificate``)."""
     if mesh_ca.public_key() != intermediate.public_key() or mesh_ca.subject != intermediate.subject:
         raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
     verify_leaf(leaf, anchor=mesh_ca, now=now)

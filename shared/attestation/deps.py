@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from contrast.attest.collateral import Fetcher, fetcher_from_env
 from contrast.attestation.membership import KeySource, key_source_from_env
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
 from contrast.platform.base import Platform
@@ -29,4 +30,5 @@ class ReplicaDeps:
         default_factory=lambda: _env_int("CONTRAST_NONCE_LIFETIME_MS", DEFAULT_LIFETIME_MS)
     )
     max_in_flight: int = field(default_factory=lambda: _env_int("CONTRAST_MAX_IN_FLIGHT", 64))
+    collateral_fetcher: Callable[[], Fetcher] = fetcher_from_env  # vendor fetching (off unless configured)
     verdict_max_age_s: int = field(default_factory=lambda: _env_int("CONTRAST_VERDICT_MAX_AGE_S", 120))

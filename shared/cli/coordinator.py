@@ -14,7 +14,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
@@ -68,7 +70,7 @@ def check_ca_pair(root: x509.Certificate, intermediate: x509.Certificate, mesh: 
     try:
         intermediate.verify_directly_issued_by(root)
         mesh.verify_directly_issued_by(mesh)
-    except Exception as e:  # ValueError, TypeError, InvalidSignature
+    except (ValueError, TypeError, InvalidSignature) as e:
         raise AuthError("bad_certificate", "the mesh CA does not chain to the root CA") from e
     if mesh.public_key() != intermediate.public_key() or mesh.subject != intermediate.subject:
         raise AuthError("bad_certificate", "the mesh CA and the intermediate differ")
@@ -88,7 +90,7 @@ async def fetch_history(
     claims = verify_attested_reply(reply, sent.nonce, manifest.manifest, verifier=verifier, now=now())
     try:
         export = decoder(HistoryExport).decode(reply.payload)
-    except Exception as e:  # msgspec errors: attested but malformed
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
         raise InternalError("bad_reply", "the attested history does not decode") from e
     key = ed25519.Ed25519PublicKey.from_public_bytes(export.history_public_key)
     pointer = LatestPointer.verify(export.latest_pointer, key)

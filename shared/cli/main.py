@@ -1,8 +1,8 @@
 """Entry point of the ``contrast`` command.
 
-Each subcommand lives in its own module under ``contrast.cli`` and exposes ``register(subparsers)``, which adds
-its parser and sets ``func`` (``Callable[[argparse.Namespace], int]``) as a default. Add a command by adding its
-module name to ``COMMANDS``; modules are imported lazily so that ``contrast --help`` stays fast.
+Each subcommand lives in its own module under ``contrast.cli`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (``Callable[[argparse.Namespace], int]``) as a default. Add a command by
+adding its module name to ``COMMANDS``.
 
 Exit codes shared by every command: 0 success/accepted, 1 rejected/refused (the reason is printed), 2 usage or
 I/O error.

@@ -17,6 +17,7 @@ import argparse
 import secrets
 from pathlib import Path
 
+import msgspec
 from cryptography.hazmat.primitives import serialization
 
 from contrast import subjects
@@ -109,7 +110,7 @@ def recover(args: argparse.Namespace) -> int:
         verify_attested_reply(reply, req.nonce, doc.manifest, verifier=verifier, now=now())
         try:
             result = decoder(RecoverResult).decode(reply.payload)
-        except Exception as e:  # msgspec errors: attested but malformed
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
             raise InternalError("bad_reply", "the attested recovery result does not decode") from e
         expected_root = root_certificate(SeedEngine(seed, salt).root_ca_key())
         if expected_root.public_bytes(serialization.Encoding.DER) != reply.root_ca:

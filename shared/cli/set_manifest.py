@@ -20,6 +20,8 @@ import hashlib
 import secrets
 from pathlib import Path
 
+import msgspec
+
 from contrast import subjects
 from contrast.attest.evidence import EvidenceVerifier
 from contrast.cli.common import (
@@ -104,7 +106,7 @@ def set_manifest(args: argparse.Namespace) -> int:
         claims = verify_attested_reply(reply, sent.nonce, doc.manifest, verifier=verifier, now=now())
         try:
             result = decoder(SetManifestResult).decode(reply.payload)
-        except Exception as e:  # msgspec errors: attested but malformed
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
             raise InternalError("bad_reply", "the attested set result does not decode") from e
         if result.manifest_hash != doc.hash or result.transition_hash != reply.transition_hash:
             raise AuthError("bad_reply", "the Coordinator committed something other than this manifest")

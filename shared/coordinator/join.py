@@ -43,7 +43,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from nats.aio.client import Client
@@ -313,7 +315,7 @@ def check_grant(
     )
     try:
         g = decoder(JoinGrant).decode(payload)
-    except Exception as e:  # msgspec.DecodeError / ValidationError: a signed but malformed grant
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:  # signed, but malformed
         raise AuthError("bad_join_reply", "the signed join grant does not decode") from e
     if g.role != role.value:
         raise AuthError("bad_join_reply", f"asked to join as {role.value}, granted {g.role}")
@@ -375,7 +377,7 @@ def check_grant(
 def _check_intermediate(intermediate: x509.Certificate, root: x509.Certificate) -> None:
     try:
         intermediate.verify_directly_issued_by(root)
-    except Exception as e:  # ValueError, TypeError, InvalidSignature
+    except (ValueError, TypeError, InvalidSignature) as e:
         raise AuthError("bad_join_reply", "the intermediate is not issued by the root CA") from e
 
 

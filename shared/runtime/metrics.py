@@ -7,9 +7,22 @@ off the event loop.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+_StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes hit these paths every few seconds; access logs would drown the service's own."""
+
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -93,8 +106,29 @@ class Metrics:
         self.nonce_replays = Counter("contrast_nonce_replays", "Nonces presented more than once", registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Expose ``/metrics`` on ``addr:port`` (0 = any free port); returns the bound port."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        """Expose ``/metrics``, ``/readyz`` and ``/livez`` on ``addr:port`` (0 = any free port).
+
+        ``/readyz`` answers 200 only while the ``contrast_ready`` gauge is 1 (kept current by the runtime's
+        readiness refresher) and 503 otherwise, so Kubernetes probes see "can do the job", not "process up".
+        The server runs in a daemon thread, off the event loop. Returns the bound port.
+        """
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/readyz":
+                ok = self.ready._value.get() == 1  # prometheus-client keeps the gauge value here
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain")])
+                return [b"ready\n" if ok else b"not ready\n"]
+            if path == "/livez":
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [b"ok\n"]
+            result: Iterable[bytes] = metrics_app(environ, start_response)
+            return result
+
+        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         bound: int = server.server_port
         self._server = server
         return bound

@@ -140,8 +140,14 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(url: str, emulator: EmulatedSnpPlatform, *, verifiers: int = 1, cas: int = 1,
-                   fixture_dir: Path | None = None) -> AsyncIterator[Pipeline]:  # fmt: skip
+async def pipeline(
+    url: str,
+    emulator: EmulatedSnpPlatform,
+    *,
+    verifiers: int = 1,
+    cas: int = 1,
+    fixture_dir: Path | None = None,
+) -> AsyncIterator[Pipeline]:
     async with contextlib.AsyncExitStack() as stack:
         nc = await connect(url)
         stack.push_async_callback(nc.close)

@@ -47,7 +47,9 @@ class EvilBus:
         bus = cls(await nats.connect(url))
 
         async def record(msg: Msg) -> None:
-            bus.captured.append(Captured(msg.subject, bytes(msg.data), dict(msg.headers or {}), msg.reply or ""))
+            bus.captured.append(
+                Captured(msg.subject, bytes(msg.data), dict(msg.headers or {}), msg.reply or "")
+            )
 
         await bus.nc.subscribe(">", cb=record)
         await bus.nc.flush()

@@ -1,10 +1,9 @@
-"""Scale-out and reliability with real processes: SIGKILLed replicas and a restarted NATS lose no attestation."""
+"""Scale-out and reliability with real processes: SIGKILLed replicas and a restarted NATS lose nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -33,8 +32,9 @@ from contrast.wire.v1 import AttestRequest, SignedVerdict, Verdict, decoder
 
 
 @contextlib.asynccontextmanager
-async def processes(url: str, emulator: EmulatedSnpPlatform, emulator_dir: Path, fixture_dir: Path,
-                    layout: dict[str, int]) -> AsyncIterator[tuple[Pipeline, dict[str, subprocess.Popen[bytes]]]]:  # fmt: skip
+async def processes(
+    url: str, emulator: EmulatedSnpPlatform, emulator_dir: Path, fixture_dir: Path, layout: dict[str, int]
+) -> AsyncIterator[tuple[Pipeline, dict[str, subprocess.Popen[bytes]]]]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     async with contextlib.AsyncExitStack() as stack:
         nc = await connect(url)
@@ -90,8 +90,9 @@ async def run_load(
     return await gather_bounded(n, concurrency, one)
 
 
-async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(private_nats_url: str, snp_emulator: EmulatedSnpPlatform,
-                                                           emulator_dir: Path, tmp_path: Path) -> None:  # fmt: skip
+async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
+    private_nats_url: str, snp_emulator: EmulatedSnpPlatform, emulator_dir: Path, tmp_path: Path
+) -> None:
     layout = {"verifier": 2, "ca": 2}
     async with processes(private_nats_url, snp_emulator, emulator_dir, tmp_path / "fixture", layout) as (
         p,
@@ -137,8 +138,10 @@ class RestartableNats:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         import socket
         import time
 
@@ -166,8 +169,9 @@ def restartable_nats(tmp_path: Path) -> Iterator[RestartableNats]:
         server.stop()
 
 
-async def test_nats_restart_during_load(restartable_nats: RestartableNats, snp_emulator: EmulatedSnpPlatform,
-                                        emulator_dir: Path, tmp_path: Path) -> None:  # fmt: skip
+async def test_nats_restart_during_load(
+    restartable_nats: RestartableNats, snp_emulator: EmulatedSnpPlatform, emulator_dir: Path, tmp_path: Path
+) -> None:
     layout = {"verifier": 2, "ca": 1}
     async with processes(restartable_nats.url, snp_emulator, emulator_dir, tmp_path / "fixture", layout) as (
         p,
@@ -182,4 +186,3 @@ async def test_nats_restart_during_load(restartable_nats: RestartableNats, snp_e
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
         assert len(results) == 160
-    assert os.path.isdir(restartable_nats.store)

@@ -10,8 +10,8 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import Cli, write_manifest
 from mfs_helpers import H_DB, POLICIES, emulator, replica
+from owner_cli import Cli, write_manifest
 
 from contrast import subjects
 from contrast.runtime import request

@@ -132,7 +132,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), _json, max_size=4), st.text(max_size=6), _json)
 def test_add_then_test_then_remove(doc: dict[str, Any], key: str, value: Any) -> None:
     ptr = "/" + key.replace("~", "~0").replace("/", "~1")

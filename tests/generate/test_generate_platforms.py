@@ -77,8 +77,10 @@ def test_emulated_platforms_are_complete_and_pin_the_emulator_root(
     decoded = msgspec.to_builtins(msgspec.convert(rv, ReferenceValues, strict=True))
     fingerprints = {e["EmulatorRootFingerprint"] for e in decoded[tee]}
     assert len(fingerprints) == 1
-    # Same state directory, same root: a second generate run changes no byte.
-    assert platforms.reference_values(name, emulator_dir=emulator_dir) == rv
+    # Same state directory, same root: a second generate run changes no byte. (TDX only: reloading the SNP
+    # emulator's RSA-4096 keys costs seconds, and its reload is tested with the emulator itself.)
+    if tee == "tdx":
+        assert platforms.reference_values(name, emulator_dir=emulator_dir) == rv
     # The emulator's root is what the reference values pin.
     from contrast.platform import emulated
 

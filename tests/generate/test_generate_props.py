@@ -53,7 +53,7 @@ def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
         cur[path[-1]] = value
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(_KEYS), _value), min_size=1, max_size=3))
 def test_mutated_workloads_succeed_or_refuse_with_a_typed_error(mutations: list[tuple[Any, Any]]) -> None:
     doc = deployment()

@@ -83,7 +83,7 @@ _doc = st.dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(_doc, min_size=1, max_size=4), st.sampled_from(["block", "flow"]))
 def test_any_stream_splits_exactly(docs: list[dict[str, object]], style: str) -> None:
     text = yaml.safe_dump_all(docs, default_flow_style=(style == "flow"), allow_unicode=True)

@@ -23,6 +23,7 @@ from mfs_helpers import (
     replica,
     share_key,
 )
+from nats.aio.msg import Msg
 
 from contrast import subjects
 from contrast.attest.evidence import EvidenceVerifier
@@ -41,6 +42,7 @@ from contrast.wire.v1 import (
     AttestedReply,
     GetManifestRequest,
     HistoryExport,
+    ManifestUpdated,
     SetManifestRequest,
     SetManifestResult,
     decoder,
@@ -69,8 +71,14 @@ async def _code(nc, req: SetManifestRequest) -> str:
 
 async def test_lifecycle_and_refusals(private_nats, emulator_dir: Path) -> None:
     verifier = EvidenceVerifier()
-    async with replica(private_nats.url, emulator_dir, "m1"):
+    async with replica(private_nats.url, emulator_dir, "m1") as running:
         nc = await nats.connect(private_nats.url)
+        updates: list[ManifestUpdated] = []
+
+        async def on_update(msg: Msg) -> None:
+            updates.append(decoder(ManifestUpdated).decode(msg.data))
+
+        await nc.subscribe(subjects.EVENT_MANIFEST_UPDATED, cb=on_update)
         try:
             # --- invalid input is refused before anything is stored
             bad = manifest_obj(emulator_dir)
@@ -163,5 +171,10 @@ async def test_lifecycle_and_refusals(private_nats, emulator_dir: Path) -> None:
             export = decoder(HistoryExport).decode(g.payload)
             assert export.generation == 2
             assert export.manifests == [m1, m2]
+            # The generation is a metric, and every commit was announced.
+            registry = running.runtime.metrics.registry
+            assert registry.get_sample_value("contrast_manifest_generation") == 2
+            await nc.flush()
+            assert [(u.generation, u.manifest_hash) for u in updates] == [(1, doc1.hash), (2, doc2.hash)]
         finally:
             await nc.close()

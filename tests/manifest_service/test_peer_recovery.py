@@ -53,6 +53,7 @@ async def test_three_replicas_new_one_recovers_from_a_peer(
         await nc.close()
 
 
+@pytest.mark.slow  # the same path runs by default in tests/cli_owner/test_recovery.py
 async def test_restart_of_every_replica_leaves_them_stale(
     private_nats, emulator_dir: Path, tmp_path: Path
 ) -> None:

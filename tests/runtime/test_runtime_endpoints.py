@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -178,6 +179,9 @@ async def check_readiness(echo: RunningService, nc: Client) -> None:
     assert "contrast_ready 1.0" in body
     assert 'contrast_requests_total{code="ok",endpoint="ready"}' in body
     assert "contrast_verification_seconds_count 0.0" in body
+    readyz = f"http://127.0.0.1:{echo.metrics_port}/readyz"
+    status = await asyncio.to_thread(lambda: urllib.request.urlopen(readyz).status)
+    assert status == 200
 
 
 async def test_failing_ready_check_reports_not_ready(nats_url: str, nc: Client) -> None:
@@ -191,9 +195,15 @@ async def test_failing_ready_check_reports_not_ready(nats_url: str, nc: Client) 
         return Handlers(ready_checks={"roots": not_loaded})
 
     svc = Service(name="notready", version="0.0.1", build=build)
-    async with serve(svc, config(nats_url, "n1")) as running:
+    async with serve(svc, config(nats_url, "n1", metrics_port=0)) as running:
         ready = await running.readiness()
         assert not ready.ready
         roots = next(c for c in ready.checks if c.name == "roots")
         assert not roots.ok
         assert roots.detail.startswith("state.roots_missing")
+        # Kubernetes probes read the same verdict over HTTP: 503 while not ready, liveness still 200.
+        base = f"http://127.0.0.1:{running.metrics_port}"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/readyz"))
+        assert e.value.code == 503
+        assert await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/livez").status) == 200

@@ -18,6 +18,7 @@ from rt_services import DONE, STARTED, WORK, WORK_STREAM, WORKER_SERVICE, Done, 
 
 from contrast import subjects
 from contrast.runtime import RunningService, RuntimeConfig, serve
+from contrast.subjects import ConsumerSpec
 from contrast.wire.v1 import DeadLetter, decoder, encode
 
 
@@ -144,3 +145,65 @@ async def test_sigkill_mid_message_loses_nothing(nats_url: str, nc: Client, kind
         if victim.poll() is None:
             victim.kill()
             victim.wait(5)
+
+
+async def test_max_deliveries_advisory_dead_letters_a_message_no_replica_finished(
+    nats_url: str, nc: Client
+) -> None:
+    """A message whose every delivery died unanswered (replicas crashed on it) is dead-lettered from the
+    server's MAX_DELIVERIES advisory and removed from the work queue."""
+    import dataclasses
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from contrast.runtime.jetstream import ensure_consumer, ensure_stream
+    from contrast.runtime.metrics import Metrics
+    from contrast.runtime.worker import StreamWorker, WorkerRunner
+
+    stream = dataclasses.replace(WORK_STREAM, name="TESTADV", subjects=("test.v1.adv",))
+    consumer = ConsumerSpec(
+        stream=stream,
+        durable="advworker",
+        filter_subject="test.v1.adv",
+        ack_wait=0.5,
+        max_deliver=1,
+        max_ack_pending=8,
+    )
+
+    async def never_called(job: Job, ctx: object) -> None:
+        raise AssertionError("the crashing consumer below takes the message")
+
+    js = nc.jetstream()
+    await ensure_stream(js, stream)
+    await ensure_stream(js, subjects.EVENTS)
+    await ensure_consumer(js, consumer)
+    worker = StreamWorker(name="adv", consumer=consumer, message_type=Job, handler=never_called, timeout=0.4)
+    runner = WorkerRunner(
+        worker,
+        nc=nc,
+        js=js,
+        service="t",
+        replica="t",
+        tracer=TracerProvider().get_tracer("t"),
+        metrics=Metrics(),
+    )
+    advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream.name}.{consumer.durable}"
+    watch = await nc.subscribe(advisory, cb=runner._on_max_deliveries)
+    letters = await nc.subscribe(subjects.EVENT_DEADLETTER)
+    job = Job(job_id=uuid.uuid4().hex)
+    await js.publish("test.v1.adv", encode(job), headers={"Nats-Msg-Id": job.job_id})
+    crashing = await js.pull_subscribe("test.v1.adv", durable=consumer.durable, stream=stream.name)
+    (taken,) = await crashing.fetch(1, timeout=5)  # a "replica" takes it and dies without an answer
+    assert taken.metadata.num_delivered == 1
+    letter = decoder(DeadLetter).decode((await letters.next_msg(timeout=10)).data)
+    assert letter.code == "internal.max_deliveries"
+    assert letter.msg_id == job.job_id
+    assert letter.payload == encode(job)
+    for _ in range(50):
+        if (await js.stream_info(stream.name)).state.messages == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await js.stream_info(stream.name)).state.messages == 0
+    await watch.unsubscribe()
+    await letters.unsubscribe()
+    await crashing.unsubscribe()

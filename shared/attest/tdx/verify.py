@@ -39,6 +39,7 @@ state is therefore parsing plus two P-256 verifies (quote and QE report).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import threading
 from collections.abc import Callable
@@ -52,12 +53,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from contrast.attest.tdx import abi, pcs
+from contrast.attest.tdx.certs import certificate_names, crl_issuer, pem_certificates, tbs_certificate
 from contrast.attest.tdx.pck import PckExtensions, pck_extensions
-from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots, fingerprint
+from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots
 from contrast.errors import CollateralError, ContrastError, EvidenceError
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,6 @@ X509_ERRORS: Final = (
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
 )
-_DER: Final = Encoding.DER
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())  # immutable; built once (it is not free)
 
 
@@ -170,15 +170,44 @@ class _Window:
 
 
 @dataclass(frozen=True, slots=True)
+class _Cert:
+    """One certificate, decoded once per distinct DER: everything the chain, signature and revocation checks
+    read from it. Its signature algorithm is ECDSA-SHA256 and its key P-256 (checked on decoding)."""
+
+    der: bytes
+    x509: x509.Certificate
+    tbs: bytes  # the bytes its issuer signed, sliced from ``der``
+    issuer: bytes  # DER Names, compared byte for byte (building cryptography's Name objects is slow)
+    subject: bytes
+    key: ec.EllipticCurvePublicKey
+    is_ca: bool
+    window: _Window
+
+    @classmethod
+    def decode(cls, der: bytes, what: str) -> _Cert:
+        # ``cryptography`` decodes keys and extensions lazily, so a malformed certificate surfaces as one of
+        # X509_ERRORS here rather than at load time; it is a broken chain, never a crash.
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+                raise EvidenceError("chain_invalid", f"{what} is not signed with ECDSA-SHA256")
+            tbs = tbs_certificate(der)
+            issuer, subject = certificate_names(tbs)
+            return cls(der, cert, tbs, issuer, subject, _p256_key(cert, what), _is_ca(cert), _window(cert))
+        except X509_ERRORS as e:
+            raise EvidenceError("chain_invalid", f"{what} does not decode: {e}") from e
+
+
+@dataclass(frozen=True, slots=True)
 class _Chain:
     """A chain whose signatures and pinning were checked (time-independent facts only)."""
 
-    certs: tuple[x509.Certificate, ...]
+    certs: tuple[_Cert, ...]
     root_fingerprint: str
     windows: tuple[_Window, ...]
 
     @property
-    def leaf(self) -> x509.Certificate:
+    def leaf(self) -> _Cert:
         return self.certs[0]
 
 
@@ -187,10 +216,8 @@ class _PckChain:
     """A checked PCK chain plus what the steady state needs from it, decoded once."""
 
     chain: _Chain
-    leaf_key: ec.EllipticCurvePublicKey
     ders: tuple[bytes, ...]
     pck: PckExtensions | EvidenceError  # an extension defect is raised at its own step (7)
-    ca_der: bytes
 
 
 def _signed_prefix(received: bytes, quote: abi.Quote) -> bytes:
@@ -230,8 +257,8 @@ class _Crl:
     crl: x509.CertificateRevocationList  # signature checked; serial lookups run in Rust
     window: _Window
 
-    def revokes(self, cert: x509.Certificate) -> bool:
-        return self.crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    def revokes(self, cert: _Cert) -> bool:
+        return self.crl.get_revoked_certificate_by_serial_number(cert.x509.serial_number) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,12 +289,11 @@ def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _load_pem_chain(pem: bytes, what: str) -> list[x509.Certificate]:
+def _pem_ders(pem: bytes, what: str) -> list[bytes]:
     try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except X509_ERRORS as e:
+        return pem_certificates(pem)
+    except ValueError as e:
         raise EvidenceError("chain_invalid", f"{what}: PEM does not decode: {e}") from e
-    return certs
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -282,88 +308,33 @@ def _window(cert: x509.Certificate) -> _Window:
     return _Window(cert, cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
-EdgeCheck = Callable[[x509.Certificate, x509.Certificate], None]
-
-
-def _verify_edge(cert: x509.Certificate, issuer: x509.Certificate) -> None:
-    """``cert`` is directly issued by ``issuer``: the names chain and the ECDSA-SHA256 signature verifies.
-
-    (What ``Certificate.verify_directly_issued_by`` does, reusing the key ``cryptography`` caches on the
-    issuer object instead of decoding and validating it again.)
-    """
+def _verify_edge(cert: _Cert, issuer: _Cert) -> None:
+    """``cert`` is directly issued by ``issuer``: the names chain and the ECDSA-SHA256 signature over the
+    TBSCertificate verifies with the issuer's key (what ``Certificate.verify_directly_issued_by`` does,
+    without decoding the issuer's key again for every certificate it signed)."""
     if cert.issuer != issuer.subject:
         raise ValueError("issuer name does not match the issuer's subject")
     try:
-        _p256_key(issuer, "issuer").verify(cert.signature, cert.tbs_certificate_bytes, _ECDSA_SHA256)
+        issuer.key.verify(cert.x509.signature, cert.tbs, _ECDSA_SHA256)
     except InvalidSignature as e:
         raise ValueError("certificate signature does not verify with the issuer key") from e
 
 
-def _check_chain(
-    certs: list[x509.Certificate],
-    roots: TdxRoots,
-    length: int,
-    what: str,
-    *,
-    edge: EdgeCheck,
-    leaf_is_ca: bool = False,
-) -> _Chain:
-    # ``cryptography`` decodes keys and extensions lazily, so a malformed certificate surfaces as ValueError
-    # here rather than at load time; it is a broken chain, never a crash.
-    try:
-        return _check_chain_unguarded(certs, roots, length, what, leaf_is_ca, edge)
-    except X509_ERRORS as e:
-        raise EvidenceError("chain_invalid", f"{what} does not decode: {e}") from e
-
-
-def _check_chain_unguarded(
-    certs: list[x509.Certificate],
-    roots: TdxRoots,
-    length: int,
-    what: str,
-    leaf_is_ca: bool,
-    edge: EdgeCheck,
-) -> _Chain:
-    if len(certs) != length:
-        raise EvidenceError("chain_invalid", f"{what} has {len(certs)} certificates, expected {length}")
-    for i, cert in enumerate(certs):
-        if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
-            raise EvidenceError("chain_invalid", f"{what}[{i}] is not signed with ECDSA-SHA256")
-        _p256_key(cert, f"{what}[{i}]")
-    root = certs[-1]
-    root_fp = fingerprint(root)
-    if root_fp not in roots.fingerprints:
-        raise EvidenceError("untrusted_root", f"{what} ends at root {root_fp}, which is not pinned")
-    # The root is pinned by the SHA-256 of its exact DER, so its self-signature proves nothing more; each
-    # other certificate must be directly issued by the next one.
-    for i, cert in enumerate(certs[:-1]):
-        issuer = certs[i + 1]
-        try:
-            edge(cert, issuer)
-        except (ValueError, TypeError, InvalidSignature) as e:
-            raise EvidenceError("chain_invalid", f"{what}[{i}] is not issued by {what}[{i + 1}]: {e}") from e
-        if i > 0 and not _is_ca(cert):
-            raise EvidenceError("chain_invalid", f"{what}[{i}] is an issuer but not a CA")
-    if _is_ca(certs[0]) != leaf_is_ca:
-        raise EvidenceError("chain_invalid", f"{what}: first certificate CA flag is not {leaf_is_ca}")
-    return _Chain(tuple(certs), root_fp, tuple(_window(c) for c in certs))
-
-
-def _check_crl(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
+def _check_crl(der: bytes, issuer: _Cert, what: str) -> _Crl:
     try:
         return _check_crl_unguarded(der, issuer, what)
     except X509_ERRORS as e:
         raise EvidenceError("bad_collateral", f"{what} does not decode: {e}") from e
 
 
-def _check_crl_unguarded(der: bytes, issuer: x509.Certificate, what: str) -> _Crl:
+def _check_crl_unguarded(der: bytes, issuer: _Cert, what: str) -> _Crl:
     crl = x509.load_der_x509_crl(der)
-    if crl.issuer != issuer.subject:
+    if crl_issuer(der) != issuer.subject:
         raise EvidenceError(
             "bad_collateral", f"{what} is issued by {crl.issuer.rfc4514_string()}, not the CA"
         )
     if crl.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256 or not crl.is_signature_valid(
-        _p256_key(issuer, what)
+        issuer.key
     ):
         raise EvidenceError("bad_collateral", f"{what} signature is invalid")
     next_update = crl.next_update_utc
@@ -385,8 +356,10 @@ class TdxVerifier:
         self._keys: _Lru[bytes, ec.EllipticCurvePublicKey] = _Lru(_CACHE_SIZE)
         self._collateral: _Lru[tuple[bytes, ...], _CheckedCollateral] = _Lru(_CACHE_SIZE)
         self._pck_crls: _Lru[tuple[bytes, bytes], _Crl] = _Lru(_CACHE_SIZE)
-        # Verified (certificate, issuer) pairs: the PCK CA → root edge appears in the PCK chain and in the
-        # PCK CRL issuer chain, and the TCB-signing edge in both collateral chains.
+        # Certificates by DER, and verified (certificate DER, issuer DER) pairs. Besides sparing work across
+        # quotes, they spare it within one: the root closes all three chains, and the PCK CA → root edge is
+        # in both the PCK chain and the PCK CRL issuer chain.
+        self._certs: _Lru[bytes, _Cert] = _Lru(_CACHE_SIZE)
         self._edges: _Lru[tuple[bytes, bytes], bool] = _Lru(_CACHE_SIZE)
         self._verdicts: _Lru[tuple[object, ...], _Verdict] = _Lru(_CACHE_SIZE)
 
@@ -400,17 +373,43 @@ class TdxVerifier:
             self._keys,
             self._collateral,
             self._pck_crls,
+            self._certs,
             self._edges,
             self._verdicts,
         ):
             c.clear()
 
-    def _edge(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    def _edge(self, cert: _Cert, issuer: _Cert) -> None:
         def check() -> bool:
             _verify_edge(cert, issuer)  # raises; failures are not cached
             return True
 
-        self._edges.get((cert.tbs_certificate_bytes + cert.signature, issuer.tbs_certificate_bytes), check)
+        self._edges.get((cert.der, issuer.der), check)
+
+    def _check_chain(self, pem: bytes, length: int, what: str, *, leaf_is_ca: bool = False) -> _Chain:
+        ders = _pem_ders(pem, what)
+        if len(ders) != length:
+            raise EvidenceError("chain_invalid", f"{what} has {len(ders)} certificates, expected {length}")
+        certs = [
+            self._certs.get(der, functools.partial(_Cert.decode, der, f"{what}[{i}]"))
+            for i, der in enumerate(ders)
+        ]
+        root_fp = hashlib.sha256(certs[-1].der).hexdigest()
+        if root_fp not in self._roots.fingerprints:
+            raise EvidenceError("untrusted_root", f"{what} ends at root {root_fp}, which is not pinned")
+        # The root is pinned by the SHA-256 of its exact DER, so its self-signature proves nothing more; each
+        # other certificate must be directly issued by the next one.
+        for i, cert in enumerate(certs[:-1]):
+            try:
+                self._edge(cert, certs[i + 1])
+            except (ValueError, TypeError, InvalidSignature) as e:
+                msg = f"{what}[{i}] is not issued by {what}[{i + 1}]: {e}"
+                raise EvidenceError("chain_invalid", msg) from e
+            if i > 0 and not cert.is_ca:
+                raise EvidenceError("chain_invalid", f"{what}[{i}] is an issuer but not a CA")
+        if certs[0].is_ca != leaf_is_ca:
+            raise EvidenceError("chain_invalid", f"{what}: first certificate CA flag is not {leaf_is_ca}")
+        return _Chain(tuple(certs), root_fp, tuple(c.window for c in certs))
 
     def _attestation_key(self, raw: bytes) -> ec.EllipticCurvePublicKey:
         def load() -> ec.EllipticCurvePublicKey:
@@ -423,20 +422,13 @@ class TdxVerifier:
 
     def _pck_chain(self, pem: bytes) -> _PckChain:
         def check() -> _PckChain:
-            chain = _check_chain(
-                _load_pem_chain(pem, "PCK chain"),
-                self._roots,
-                3,
-                "PCK chain",
-                edge=self._edge,
-            )
+            chain = self._check_chain(pem, 3, "PCK chain")
             pck: PckExtensions | EvidenceError
             try:
-                pck = pck_extensions(chain.leaf)
+                pck = pck_extensions(chain.leaf.x509)
             except EvidenceError as e:
                 pck = e
-            ders = tuple(c.public_bytes(_DER) for c in chain.certs)
-            return _PckChain(chain, _p256_key(chain.leaf, "PCK leaf"), ders, pck, ders[1])
+            return _PckChain(chain, tuple(c.der for c in chain.certs), pck)
 
         return self._chains.get(pem, check)
 
@@ -462,7 +454,7 @@ class TdxVerifier:
             raise EvidenceError("qe_report_binding", "QE report does not bind the attestation key")
         pck_chain = self._pck_chain(cd.pck_chain_pem)  # 4
         chain = pck_chain.chain
-        if not _p256_verify(pck_chain.leaf_key, cd.qe_report_signature, cd.qe_report.raw):  # 5
+        if not _p256_verify(chain.leaf.key, cd.qe_report_signature, cd.qe_report.raw):  # 5
             raise EvidenceError(
                 "bad_qe_report_signature", "QE report signature does not verify with the PCK key"
             )
@@ -501,7 +493,7 @@ class TdxVerifier:
                 "untrusted_root", "collateral is signed under another root than the PCK chain"
             )
         pck_crl = self._pck_crls.get(
-            (col.pck_crl, pck_chain.ca_der),
+            (col.pck_crl, pck_ca.der),
             lambda: _check_crl(col.pck_crl, pck_ca, "PCK CRL"),
         )
         for w in checked.windows:
@@ -515,7 +507,7 @@ class TdxVerifier:
             key,
             col.pck_crl,
             pck_chain.ders[0],
-            pck_chain.ca_der,
+            pck_ca.der,
             body.raw[: abi.TD_ATTRIBUTES[0]],  # TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAMATTRIBUTES
             body.tee_tcb_svn2,
             qr.raw,
@@ -537,9 +529,11 @@ class TdxVerifier:
         pck_ca = chain.certs[1]
         if pck_crl.revokes(chain.leaf):
             raise EvidenceError("revoked", "the PCK certificate is revoked")
-        for cert in (pck_ca, checked.signing_chain.leaf):
+        # The root itself too, as dcap-qvl checks: a root that lists itself is withdrawn by its owner.
+        for cert in (pck_ca, checked.signing_chain.leaf, chain.certs[-1]):
             if checked.root_crl.revokes(cert):
-                raise EvidenceError("revoked", f"{cert.subject.rfc4514_string()} is revoked by the root CRL")
+                subject = cert.x509.subject.rfc4514_string()
+                raise EvidenceError("revoked", f"{subject} is revoked by the root CRL")
         info, qe = checked.tcb_info, checked.qe_identity
         if bytes.fromhex(info.fmspc) != pck.fmspc or bytes.fromhex(info.pce_id) != pck.pceid:
             raise EvidenceError(
@@ -579,24 +573,11 @@ class TdxVerifier:
         )
 
     def _check_collateral_signatures(self, col: TdxCollateral) -> _CheckedCollateral:
-        signing = _check_chain(
-            _load_pem_chain(col.tcb_signing_chain, "TCB signing chain"),
-            self._roots,
-            2,
-            "TCB signing chain",
-            edge=self._edge,
-        )
-        crl_chain = _check_chain(
-            _load_pem_chain(col.pck_crl_issuer_chain, "PCK CRL issuer chain"),
-            self._roots,
-            2,
-            "PCK CRL issuer chain",
-            leaf_is_ca=True,
-            edge=self._edge,
-        )
+        signing = self._check_chain(col.tcb_signing_chain, 2, "TCB signing chain")
+        crl_chain = self._check_chain(col.pck_crl_issuer_chain, 2, "PCK CRL issuer chain", leaf_is_ca=True)
         if crl_chain.root_fingerprint != signing.root_fingerprint:
             raise EvidenceError("untrusted_root", "collateral chains end at different roots")
-        signer = _p256_key(signing.leaf, "TCB signing certificate")
+        signer = signing.leaf.key
         info_raw, info_sig = pcs.split_signed_document(col.tcb_info, "tcbInfo")
         if not _p256_verify(signer, info_sig, info_raw):
             raise EvidenceError("bad_collateral", "TCB info signature is invalid")

@@ -1,0 +1,170 @@
+"""Pure protocol pieces without NATS: nonce tokens, verdict signing and checking, result bundles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contrast.attestation.nonce import NonceAuthority, consume
+from contrast.attestation.verdict import VerdictChecker, sign_verdict
+from contrast.coordinator.kv import MemoryKeyValue
+from contrast.crypto.hpke import HpkePrivateKey
+from contrast.crypto.kdf import SeedEngine, generate_seed
+from contrast.errors import AuthError, ContrastError, PolicyError, StateError
+from contrast.pki.root import root_certificate
+from contrast.pki.service import ServiceRole, issue_service_cert
+from contrast.wire.v1 import AttestRequest, AttestResult, SignedVerdict, Verdict, decoder
+
+KEY = bytes(range(32))
+NOW_MS = 1_800_000_000_000
+
+
+def test_nonce_round_trip_and_expiry() -> None:
+    auth = NonceAuthority(KEY, lifetime_ms=10_000)
+    n = auth.issue(NOW_MS)
+    assert len(n) == 32
+    assert auth.check(n, NOW_MS + 9_999).expiry_ms == NOW_MS + 10_000
+    with pytest.raises(PolicyError) as e:
+        auth.check(n, NOW_MS + 10_001)
+    assert e.value.code == "policy.nonce_expired"
+    with pytest.raises(PolicyError) as e:
+        NonceAuthority(bytes(32)).check(n, NOW_MS)  # another Coordinator's key
+    assert e.value.code == "policy.nonce_unknown"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=64))
+def test_no_forged_nonce_passes(blob: bytes) -> None:
+    with pytest.raises(PolicyError) as e:
+        NonceAuthority(KEY).check(blob, NOW_MS)
+    assert e.value.code in ("policy.nonce_unknown", "policy.nonce_expired")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 31), st.integers(1, 255))
+def test_any_bit_flip_breaks_the_nonce(pos: int, flip: int) -> None:
+    auth = NonceAuthority(KEY)
+    n = bytearray(auth.issue(NOW_MS))
+    n[pos] ^= flip
+    with pytest.raises(PolicyError):
+        auth.check(bytes(n), NOW_MS)
+
+
+async def test_single_use_mark_tolerates_redelivery_only() -> None:
+    auth, marks = NonceAuthority(KEY), MemoryKeyValue()
+    token = auth.check(auth.issue(NOW_MS), NOW_MS)
+    await consume(marks, token, b"a" * 32)
+    await consume(marks, token, b"a" * 32)  # the same request redelivered
+    with pytest.raises(PolicyError) as e:
+        await consume(marks, token, b"b" * 32)
+    assert e.value.code == "policy.nonce_reused"
+
+
+class _Keys:
+    def __init__(self) -> None:
+        self.engine = SeedEngine(*generate_seed())
+        self.root_key = self.engine.root_ca_key()
+        self.root = root_certificate(self.root_key)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+
+    def cert(self, role: ServiceRole, now: dt.datetime) -> object:
+        return issue_service_cert(
+            self.root_key, self.root, self.key.public_key(), role=role, replica_id="v1", now=now
+        )
+
+
+@pytest.fixture(scope="module")
+def keys() -> _Keys:
+    return _Keys()
+
+
+def _verdict(rid: str, now: dt.datetime, **kw: object) -> Verdict:
+    fields: dict[str, object] = {
+        "request_id": rid,
+        "request_digest": bytes(32),
+        "accepted": True,
+        "tee": "snp",
+        "policy_hash": b"\x01" * 32,
+        "tls_public_key": b"\x30" * 91,
+        "hpke_public_key": b"\x00" * 1216,
+        "generation": 3,
+        "transition_hash": b"\x07" * 32,
+        "issued_at_ms": int(now.timestamp() * 1000),
+        "verifier": "v1",
+    }
+    fields.update(kw)
+    return Verdict(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (lambda v: {}, None),
+        (lambda v: {"accepted": False}, "auth.not_accepted"),
+        (lambda v: {"generation": 2}, "auth.stale_generation"),
+        (lambda v: {"generation": 4}, "state.stale"),
+        (lambda v: {"transition_hash": b"\x08" * 32}, "auth.stale_generation"),
+        (lambda v: {"issued_at_ms": v.issued_at_ms - 121_000}, "auth.stale_verdict"),
+        (lambda v: {"issued_at_ms": v.issued_at_ms + 60_000}, "auth.verdict_from_future"),
+        # Signed for another id than the one it is delivered under: the transcript binds the id.
+        (lambda v: {"request_id": "B" * 24}, "auth.bad_signature"),
+    ],
+    ids=["ok", "negative", "old_generation", "newer_generation", "other_head", "stale", "future", "other_id"],
+)
+def test_verdict_checker(keys: _Keys, mutate: object, code: str | None) -> None:
+    now = dt.datetime.now(dt.UTC)
+    rid = "A" * 24
+    base = _verdict(rid, now)
+    v = msgspec.structs.replace(base, **mutate(base))  # type: ignore[operator]
+    signed = sign_verdict(v, keys.key, keys.cert(ServiceRole.VERIFIER, now))  # type: ignore[arg-type]
+    checker = VerdictChecker(keys.root, generation=3, transition_hash=b"\x07" * 32)
+    if code is None:
+        assert checker.check(signed, request_id=rid, now=now).verdict == v
+        return
+    with pytest.raises((AuthError, StateError)) as e:
+        checker.check(signed, request_id=rid, now=now)
+    assert e.value.code == code
+    assert signed.payload  # the payload was signed as sent
+
+
+def test_verdict_signature_covers_payload_and_request_id(keys: _Keys) -> None:
+    now = dt.datetime.now(dt.UTC)
+    rid = "A" * 24
+    signed = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.VERIFIER, now))  # type: ignore[arg-type]
+    checker = VerdictChecker(keys.root, generation=3, transition_hash=b"\x07" * 32)
+    other = _verdict(rid, now, policy_hash=b"\x02" * 32)
+    tampered = msgspec.structs.replace(
+        signed, payload=msgspec.msgpack.Encoder(order="deterministic").encode(other)
+    )
+    for bad, rid_ in ((tampered, rid), (signed, "C" * 24)):
+        with pytest.raises(ContrastError) as e:
+            checker.check(bad, request_id=rid_, now=now)
+        assert e.value.code == "auth.bad_signature"
+    wrong_role = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.CA, now))  # type: ignore[arg-type]
+    with pytest.raises(AuthError) as e:
+        checker.check(wrong_role, request_id=rid, now=now)
+    assert e.value.code == "auth.wrong_role"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=4096))
+def test_wire_decoders_reject_garbage_with_typed_errors(blob: bytes) -> None:
+    for t in (AttestRequest, SignedVerdict, AttestResult, Verdict):
+        with pytest.raises((msgspec.ValidationError, msgspec.DecodeError)):
+            decoder(t).decode(blob)
+
+
+def test_hpke_key_of_a_request_is_the_one_sealed_to() -> None:
+    # The CA seals to the verdict's HPKE key; the request id is the HPKE context: another id cannot open it.
+    from contrast.crypto.hpke import Protocol
+
+    k = HpkePrivateKey.generate()
+    sealed = k.public_key().seal(Protocol.WORKLOAD_BUNDLE, b"request-1", secrets.token_bytes(64))
+    with pytest.raises(AuthError):
+        k.open(Protocol.WORKLOAD_BUNDLE, b"request-2", sealed)
