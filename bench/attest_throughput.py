@@ -10,8 +10,9 @@ For each N it prints:
 * closed loop: attestations/s end to end (nonce request → initializer holds the opened, checked bundle),
   p50 and p99 latency, and the split of verdicts across verifier replicas (from the audit events);
 * open loop at 80 % of that rate: p50 and p99 latency;
-* verifier stage alone: pre-built requests published at once, drained by the verifiers (the CA idle), as
-  verifications/s per replica against this run's raw ECDSA P-384 verify rate on one core;
+* verifier stage alone: pre-built requests queued while the replicas are stopped, then drained by the
+  verifiers alone (the CA still stopped), as verifications/s per replica against this run's raw ECDSA P-384
+  verify rate on one core;
 * overload: a burst of pre-built requests, the ATTEST queue depth sampled while it drains, and the time until
   both ATTEST and VERDICTS are empty again.
 
@@ -29,6 +30,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,20 +245,29 @@ async def pending(nc: Client, stream: str, consumer: str) -> int:
     return int(info.num_pending) + int(info.num_ack_pending)
 
 
-async def verifier_stage(nc: Client, platform: EmulatedSnp, count: int, cluster: Cluster, cas: int) -> float:
-    """Rate at which the verifiers alone drain pre-built requests (CA stopped, so it takes no CPU)."""
-    for p in [p for p in cluster.procs if "contrast.ca" in p.args]:  # type: ignore[operator]
-        p.send_signal(signal.SIGSTOP)
+def _signal(cluster: Cluster, kind: str, sig: signal.Signals) -> None:
+    for p in cluster.procs:
+        if f"contrast.{kind}" in p.args:  # type: ignore[operator]
+            p.send_signal(sig)
+
+
+async def verifier_stage(nc: Client, platform: EmulatedSnp, count: int, cluster: Cluster) -> float:
+    """Rate at which the verifiers alone drain pre-built requests: they are queued while every replica is
+    stopped (SIGSTOP); then the verifiers resume and are timed until ATTEST is drained. The CA stays stopped
+    meanwhile, so the verifiers share the cores only with nats-server."""
+    reqs = await prebuilt_requests(nc, platform, count)
+    _signal(cluster, "ca", signal.SIGSTOP)
+    _signal(cluster, "verifier", signal.SIGSTOP)
     try:
-        reqs = await prebuilt_requests(nc, platform, count)
-        start = time.perf_counter()
         await publish_all(nc, reqs)
+        start = time.perf_counter()
+        _signal(cluster, "verifier", signal.SIGCONT)
         while await pending(nc, "ATTEST", "verifier") > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.01)
         return count / (time.perf_counter() - start)
     finally:
-        for p in [p for p in cluster.procs if "contrast.ca" in p.args]:  # type: ignore[operator]
-            p.send_signal(signal.SIGCONT)
+        _signal(cluster, "verifier", signal.SIGCONT)
+        _signal(cluster, "ca", signal.SIGCONT)
         while await pending(nc, "VERDICTS", "ca") > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.05)
 
@@ -328,7 +339,7 @@ async def run(args: argparse.Namespace) -> None:
                 rate, lat, fail = await closed_loop(init, args.count, args.concurrency)
                 shares = sorted(split.values(), reverse=True)
                 ol_rate, ol_lat, ol_fail = await open_loop(init, 0.8 * rate, args.open_seconds)
-                stage = await verifier_stage(nc, platform, args.stage_count, cluster, args.cas)
+                stage = await verifier_stage(nc, platform, args.stage_count, cluster)
                 peak, drain, _ = await overload(nc, platform, args.burst)
                 row = {
                     "replicas": n,
@@ -362,6 +373,7 @@ async def run(args: argparse.Namespace) -> None:
         await nc.close()
     finally:
         server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:

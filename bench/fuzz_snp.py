@@ -9,6 +9,11 @@ against the real vector's VCEK chain, and 7 re-signs it with the builder VCEK an
 that mutations get past the signature into the chain bindings (CHIP_ID, TCB, product) and the policy checks.
 Any exception other than a ``ContrastError`` is a crash. libFuzzer prints ``stat::number_of_executed_units``.
 The per-verification "emulated platform" warning is silenced here (it would be ~10^5 log lines).
+
+Recorded run on the final code (2026-11-29, atheris 3.0.0, one core of a shared 2-core machine):
+1,000,000 inputs in 845 s (1,183 exec/s), 0 crashes, exit 0 (an earlier 1,000,000-input run on the previous
+parser was clean too). Certificate and CRL mutations are covered by the
+hypothesis tests in ``tests/fuzz/test_snp_fuzz.py``, not by this driver.
 """
 
 from __future__ import annotations

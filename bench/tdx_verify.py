@@ -9,6 +9,21 @@ verifier built on ``cryptography``'s ECDSA can reach uncached.
 
 The quote is an emulated v4 quote with its signed collateral (both verifiers accept it, status UpToDate); the
 real Intel vector is timed as well (its TCB matches no level, which dcap-qvl reports as an error at the end).
+
+What "uncached" means here: a new ``TdxVerifier`` for every quote, so nothing learnt from one quote serves
+another. Within one verification each distinct certificate is decoded once and each distinct (certificate,
+issuer) signature checked once: the root closes all three chains, and the PCK CA -> root edge appears in
+both the PCK chain and the PCK CRL issuer chain (dcap-qvl likewise parses its CRLs once per call).
+
+Like for like: both get the same quote, collateral and root, and both check the quote, QE report, PCK chain,
+TCB-signing chain, TCB info and QE identity signatures, both CRLs' signatures, revocation of the PCK, the PCK
+CA, the TCB-signing certificate and the root itself, and every validity window. dcap-qvl never reads the PCK
+CRL issuer chain (it accepts garbage there, or a chain under another root); we verify it to the pinned root.
+dcap-qvl verifies the TCB-signing chain twice (once as the TCB info issuer, once as the QE identity issuer;
+the bench passes the same chain for both) and a CRL's signature for each certificate it checks against it.
+So it makes more P-256 verifications than our 9, yet runs near raw / 9: its verifications (ring) cost far
+less than one ``cryptography`` verify from Python (which on this machine is ~2.5x slower than
+``openssl speed ecdsap256``). Beating it uncached would need our non-ECDSA work to be negative.
 """
 
 from __future__ import annotations
@@ -38,8 +53,11 @@ ROUNDS = 5
 
 
 def _once(fn: Callable[[], object], seconds: float) -> float:
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
+    # CPU time of this thread, not wall time: the machine is shared, and time spent descheduled while another
+    # process runs is nobody's cost. dcap-qvl runs on this thread too (no worker threads), so it is measured
+    # the same way.
+    n, start = 0, time.thread_time()
+    while (elapsed := time.thread_time() - start) < seconds:
         for _ in range(10):
             fn()
         n += 10
@@ -134,7 +152,7 @@ def main() -> None:
     r_cached, r_uncached, r_dcap, r_raw = r["cached"], r["uncached"], r["dcap"], r["raw"]
     r_real_cached, r_real_uncached, r_real_dcap = r["real_cached"], r["real_uncached"], r["real_dcap"]
 
-    print(f"one core, best of {ROUNDS} interleaved rounds, {SECONDS:.1f} s per figure")
+    print(f"one core, thread CPU time, best of {ROUNDS} interleaved rounds, {SECONDS:.1f} s per figure")
     print("emulated v4 quote + collateral (status UpToDate in both verifiers):")
     print(f"  contrast, chain+collateral cached : {r_cached:10.0f} quotes/s")
     print(f"  contrast, fully uncached          : {r_uncached:10.0f} quotes/s")
@@ -145,8 +163,13 @@ def main() -> None:
     # Uncached, a quote needs 9 ECDSA verifications (quote, QE report, PCK leaf and PCK CA certificates,
     # TCB-signing certificate, TCB info, QE identity, PCK CRL, root CRL): the rate cannot exceed raw / 9.
     print(f"  uncached ceiling (raw / 9 verifies): {r_raw / 9:9.0f} quotes/s")
+    crypto_us, total_us = 9e6 / r_raw, 1e6 / r_uncached
+    rest_us = total_us - crypto_us
+    print(f"  uncached per quote: {total_us:.0f} us = {crypto_us:.0f} us in 9 ECDSA + {rest_us:.0f} us rest")
     print("real Intel SPR vector + 2023 PCS collateral (TCB NoMatch):")
     print(f"  contrast cached / uncached        : {r_real_cached:10.0f} / {r_real_uncached:.0f} quotes/s")
+    # No insecure-platform warning on this path (the emulated one logs one per verification, by design).
+    print(f"  cached / raw P-256                : {r_real_cached / r_raw:10.1%}")
     print(f"  dcap-qvl (ends in NoMatch error)  : {r_real_dcap:10.0f} quotes/s")
     ok = r_cached >= 0.35 * r_raw and r_uncached >= r_dcap
     print("targets met" if ok else "TARGETS MISSED")

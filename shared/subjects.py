@@ -183,8 +183,8 @@ EVENTS: Final = StreamSpec(
 #   free slots, so a live replica acks within milliseconds even under overload; 10 s is the time a SIGKILLed
 #   replica's work waits before another replica gets it. The worker timeout (8 s) stays below it, so a slow
 #   but live handler is never raced by a redelivery.
-# - max_deliver 5 with backoff (0.5, 2, 5, 10) s: transient faults (collateral, a replica re-joining) get ~18 s
-#   of retries; a poison message (garbage, forged verdict) is terminated at once and dead-lettered.
+# - max_deliver 5 with backoff (0.5, 2, 5, 10) s: transient faults (collateral, a replica re-joining) get
+#   ~18 s of retries; a poison message (garbage, forged verdict) is terminated at once and dead-lettered.
 # - max_ack_pending 256: in-flight work across all replicas. With 64 slots per replica it feeds 4 replicas
 #   fully; a flood of garbage occupies at most 256 slots while it is dead-lettered, so it delays valid work
 #   by a bounded amount instead of starving it.

@@ -23,7 +23,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import time
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -67,11 +66,12 @@ _log = get_logger(__name__)
 VERSION = "0.1.0"
 
 
-@dataclass(frozen=True, slots=True)
 class _Rejected(Exception):
-    error: ContrastError
-    tee: str
-    policy_hash: bytes = b""
+    """Control flow inside the verifier: this request gets a signed negative verdict with ``error``'s code."""
+
+    def __init__(self, error: ContrastError, tee: str, policy_hash: bytes = b"") -> None:
+        super().__init__(error.code)
+        self.error, self.tee, self.policy_hash = error, tee, policy_hash
 
 
 class _Verifier:
@@ -83,10 +83,11 @@ class _Verifier:
         nonces: NatsKeyValue,
         results: NatsKeyValue,
         collateral: Source,
+        evidence: EvidenceVerifier,
     ) -> None:
         self.rt, self.deps, self.replica = rt, deps, replica
         self.nonces, self.results, self.collateral = nonces, results, collateral
-        self.evidence = EvidenceVerifier()
+        self.evidence = evidence  # one per process: its chain cache is shared with the replica's own checks
         self._authority: tuple[Membership, NonceAuthority] | None = None
 
     def authority(self, membership: Membership) -> NonceAuthority:
@@ -274,8 +275,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         collateral = CachedSource(
             VendorSource(deps.collateral_fetcher()), NatsKeyValue(await rt.kv(subjects.COLLATERAL))
         )
-        v = _Verifier(rt, deps, replica, nonces, results, collateral)
-        v.evidence = evidence
+        v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
         return Handlers(
             endpoints=(
                 Endpoint(

@@ -14,6 +14,7 @@ import msgspec
 
 from contrast.attest.snp.reference import EMULATED_PLATFORM as SNP_EMULATED_PLATFORM
 from contrast.attest.snp.reference import SnpReferenceValues
+from contrast.attest.tdx.reference import EMULATED_PLATFORM as TDX_EMULATED_PLATFORM
 from contrast.attest.tdx.reference import TdxReferenceValues
 
 __all__ = ["ReferenceValues", "SnpReferenceValues", "TdxReferenceValues"]
@@ -24,8 +25,12 @@ class ReferenceValues(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     tdx: list[TdxReferenceValues] = []
 
     def __post_init__(self) -> None:
+        # Across both TEEs: one manifest trusts either only emulators or only real hardware, so an emulator
+        # root can never stand next to (and be mistaken for) a vendor root.
         emulated = {rv.Platform == SNP_EMULATED_PLATFORM for rv in self.snp}
+        emulated |= {rv.Platform == TDX_EMULATED_PLATFORM for rv in self.tdx}
         if len(emulated) > 1:
             raise ValueError(
-                f"snp: the insecure platform {SNP_EMULATED_PLATFORM!r} must not be mixed with real platforms"
+                f"the insecure platforms {SNP_EMULATED_PLATFORM!r}/{TDX_EMULATED_PLATFORM!r} must not be"
+                " mixed with real platforms"
             )

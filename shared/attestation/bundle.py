@@ -208,7 +208,8 @@ class StatementCache:
         if env.purpose != purpose:
             raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
         pub = serialization.load_der_public_key(env.statement.service_key)  # parsed fine when first checked
-        assert isinstance(pub, ec.EllipticCurvePublicKey)
+        if not isinstance(pub, ec.EllipticCurvePublicKey):
+            raise AuthError("bad_key", "the statement's service key is not an EC key")
         try:
             pub.verify(
                 env.signature,

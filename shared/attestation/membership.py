@@ -210,6 +210,9 @@ class FixtureKeySource:
         kv = self._kv
         if kv is None:
             kv = NatsKeyValue(await nc.jetstream().key_value("history"))
+        if platform.emulator_root is None:
+            # The fixture holds the seed outside any attested code: never on real hardware, whatever the env.
+            raise StateError("insecure_fixture_refused", "the INSECURE fixture key source runs only emulated")
         if self._state.directory is not None:  # another process may have moved the history on
             self._state = FixtureState.load(self._state.directory)
         head = await self._state.history(kv).read_latest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from contrast.runtime.metrics import Metrics
 
 _log = get_logger(__name__)
 REFRESH_INTERVAL = 30.0  # periodic authenticated re-read, in case an update event was lost or suppressed
+RENEW_BEFORE = dt.timedelta(days=2)  # re-join this long before our service certificate expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,15 @@ class CoordinatorReplica:
                 self._membership = await self._key_source.join(
                     self._nc, self._platform, self.role, self._verifier
                 )
+            elif self._membership.service_cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+                # Service certificates are short-lived (30 days): join again before the CA would refuse ours.
+                # Until that works, the current certificate stays in service while it is valid.
+                try:
+                    self._membership = await self._key_source.join(
+                        self._nc, self._platform, self.role, self._verifier
+                    )
+                except ContrastError as e:
+                    _log.warning("renewal_failed", role=self.role.value, code=e.code)
             history = History(self._kv, self._membership.history_key)
             head = await history.read_latest()
             if head is None:

@@ -15,6 +15,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+import structlog
+
 COMMANDS: tuple[str, ...] = (
     "contrast.cli.evidence",
     "contrast.cli.generate",
@@ -45,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _library_logs_to_stderr() -> None:
+    # structlog's default prints to stdout; a library warning (e.g. "emulated platform") would then corrupt
+    # the one JSON object that `--json` promises on stdout. Services configure their own logging later.
+    # The factory looks sys.stderr up on every logger creation, so a replaced stream (a test's capture, a
+    # closed pipe) is never held on to.
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _library_logs_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)

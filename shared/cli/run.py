@@ -1,214 +1,93 @@
-"""``contrast run``: the local runner. Starts an embedded NATS (or uses ``--nats URL``) and every service that
-exists so far, prints where everything listens, and stops everything cleanly on Ctrl-C.
+"""``contrast run``: the local end-to-end runner (``make run``). INSECURE: the hardware is emulated.
 
-Each service runs as its own process (``python -m contrast.<service>``), exactly as in a pod. Shutdown order:
-services first (SIGTERM: they drain their in-flight work), then NATS. Children run in their own sessions, so a
-Ctrl-C reaches only this runner, which then stops them in that order; nothing is left behind.
+With the Coordinator's services in the table it runs the scenario of :mod:`contrast.localrun.scenario`:
+emulator, ``generate`` on the example app, embedded NATS (or ``--nats URL``), the manifest service, the CA
+and ``--verifiers N`` verifier replicas, ``set``, one attested pod per workload, ``verify``, mutual TLS
+between pods, a summary, then a live status line until Ctrl-C (``--headless``: exit after the summary).
+
+Each service runs as its own process (``python -m contrast.<service>``), exactly as in a pod, in its own
+session: a Ctrl-C reaches only this runner, which stops pods and services first (SIGTERM: they drain their
+in-flight work), then NATS. Nothing is left behind. ``OTEL_*`` variables pass through to every service.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import asyncio
 from pathlib import Path
-from types import FrameType
 
-from contrast.runtime.natsserver import NatsServer, NatsServerNotFound, free_port, start_nats
+import contrast
+from contrast.generate.platforms import EMULATED_SNP, EMULATED_TDX
+from contrast.localrun.procs import STOP_TIMEOUT, RunnableService
+from contrast.localrun.scenario import EXIT_USAGE, LocalRun, RunOptions
 
+__all__ = ["SERVICES", "STOP_TIMEOUT", "RunnableService", "register", "run"]
 
-@dataclass(frozen=True)
-class RunnableService:
-    """One row of the runner's table: a service module and how many replicas to start locally."""
-
-    name: str
-    replicas: int = 1
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    module_name: str = ""  # default: contrast.<name>
-
-    @property
-    def module(self) -> str:
-        return self.module_name or f"contrast.{self.name}"
-
-    def built(self) -> bool:
-        """A service takes part once ``python -m <module>`` runs: a module, or a package with ``__main__``."""
-        try:
-            spec = importlib.util.find_spec(self.module)
-            if spec is None:
-                return False
-            if spec.submodule_search_locations is None:
-                return True
-            return importlib.util.find_spec(f"{self.module}.__main__") is not None
-        except ModuleNotFoundError:
-            return False
-
-
-# The services of the Coordinator and the local workload emulation. Extend this table (order = start order);
-# rows whose module has no __main__ yet are reported as "not built yet" and skipped.
+# The services of the Coordinator. Extend this table (order = start order); rows whose module has no
+# __main__ yet are reported as "not built yet" and skipped. The initializer is not a service: the scenario
+# runs it once per emulated pod. A table without manifest, verifier and ca only starts its services.
 SERVICES: tuple[RunnableService, ...] = (
     RunnableService("manifest"),
     RunnableService("verifier", replicas=2),
     RunnableService("ca"),
-    RunnableService("initializer"),
 )
 
-STOP_TIMEOUT = 35.0  # the services' own drain budget (30 s) plus margin
-READY_TIMEOUT = 60.0
-
-
-@dataclass
-class _Child:
-    label: str
-    process: subprocess.Popen[bytes]
-    metrics_port: int
-
-
-def _start(service: RunnableService, replica: int, nats_url: str) -> _Child:
-    label = f"{service.name}-{replica}"
-    port = free_port()
-    env = {**os.environ, **service.env, "CONTRAST_NATS_URL": nats_url}
-    args = [
-        sys.executable,
-        "-m",
-        service.module,
-        "--replica",
-        label,
-        "--metrics-port",
-        str(port),
-        *service.args,
-    ]
-    process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-    return _Child(label, process, port)
-
-
-def _ready(child: _Child) -> bool:
-    # Every service exports the readiness gauge; scraping it needs no NATS client in the runner.
-    try:
-        url = f"http://127.0.0.1:{child.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return b"\ncontrast_ready 1.0" in r.read()
-    except OSError:
-        return False
-
-
-def _wait_ready(children: list[_Child], stopping: Callable[[], bool]) -> None:
-    pending = list(children)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while pending and not stopping() and time.monotonic() < deadline:
-        pending = [c for c in pending if c.process.poll() is None and not _ready(c)]
-        if pending:
-            time.sleep(0.1)
-    for c in pending:
-        print(f"contrast run: {c.label} is not ready (yet)", file=sys.stderr, flush=True)
-
-
-def _stop(children: list[_Child]) -> int:
-    """SIGTERM every child, wait within the budget, SIGKILL stragglers. Returns the worst exit code."""
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    worst = 0
-    for child in children:
-        try:
-            code = child.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"contrast run: {child.label} did not stop in time; killing it", file=sys.stderr)
-            child.process.kill()
-            code = child.process.wait()
-        if code == -signal.SIGTERM:
-            code = (
-                0  # stopped by our SIGTERM before it had installed its handler (still starting): no work lost
-            )
-        if code != 0:
-            print(f"contrast run: {child.label} exited with {code}", file=sys.stderr)
-        worst = max(worst, abs(code))
-    return worst
+# The example app ships in the source tree next to the package root (shared/ is importable as contrast).
+DEFAULT_EXAMPLES = Path(contrast.__file__).resolve().parent.parent / "deploy" / "examples"
 
 
 def run(args: argparse.Namespace) -> int:
-    stop_requested = False
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server: NatsServer | None = None
-    children: list[_Child] = []
-    try:
-        if args.nats:
-            nats_url = args.nats
-            print(f"NATS        {nats_url} (external)", flush=True)
-        else:
-            try:
-                server = start_nats(store_dir=Path(args.store_dir) if args.store_dir else None)
-            except NatsServerNotFound as e:
-                print(f"contrast run: {e}", file=sys.stderr)
-                return 2
-            nats_url = server.url
-            print(
-                f"NATS        {nats_url}  (JetStream store {server.store_dir}, "
-                f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})",
-                flush=True,
-            )
-        for service in SERVICES:
-            if not service.built():
-                print(f"{service.name:<11} not built yet (no {service.module}.__main__); skipped", flush=True)
-                continue
-            for replica in range(1, service.replicas + 1):
-                child = _start(service, replica, nats_url)
-                children.append(child)
-                print(
-                    f"{child.label:<11} pid {child.process.pid}, "
-                    f"metrics http://127.0.0.1:{child.metrics_port}/metrics",
-                    flush=True,
-                )
-        _wait_ready(children, lambda: stop_requested)
-        print("contrast run: ready; press Ctrl-C to stop", flush=True)
-        exit_code = 0
-        while not stop_requested:
-            failed = [c for c in children if c.process.poll() is not None]
-            if failed:
-                for c in failed:
-                    print(
-                        f"contrast run: {c.label} exited with {c.process.returncode}; stopping",
-                        file=sys.stderr,
-                    )
-                exit_code = 1
-                break
-            if server is not None and not server.running():
-                print("contrast run: nats-server exited; stopping", file=sys.stderr)
-                exit_code = 1
-                break
-            time.sleep(0.2)
-        print("contrast run: stopping services", flush=True)
-        worst = _stop(children)
-        return exit_code or (1 if worst else 0)
-    finally:
-        if children:
-            _stop(children)
-        if server is not None:
-            server.cleanup()
-            print("contrast run: NATS stopped", flush=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    if args.verifiers < 1:
+        print("contrast run: --verifiers must be at least 1")
+        return EXIT_USAGE
+    opts = RunOptions(
+        workdir=Path(args.workdir),
+        examples=Path(args.examples),
+        platform=args.platform,
+        verifiers=args.verifiers,
+        nats_url=args.nats,
+        store_dir=Path(args.store_dir) if args.store_dir else None,
+        headless=args.headless,
+        pod_deadline=args.pod_deadline,
+    )
+    # SERVICES is read at call time, so a test (or a fork of this runner) can swap the table.
+    return asyncio.run(LocalRun(opts, SERVICES).main())
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
-        help="start NATS and every service locally",
-        description="Start an embedded NATS (JetStream) and every service built so far; Ctrl-C stops all.",
+        help="run the whole flow locally on emulated hardware (make run)",
+        description=(
+            "INSECURE, for development: start NATS, the manifest service, the CA and the verifiers on "
+            "emulated hardware, deploy the example app (generate, set, one attested pod per workload, "
+            "verify), prove mutual TLS between pods, print a summary and stay up until Ctrl-C. "
+            "OTEL_EXPORTER_OTLP_ENDPOINT exports every service's traces."
+        ),
     )
+    p.add_argument("--verifiers", type=int, default=2, metavar="N", help="verifier replicas (default 2)")
     p.add_argument("--nats", help="use this NATS server instead of starting an embedded one")
+    p.add_argument("--workdir", default=".run", help="state and outputs of the run (default: .run)")
+    p.add_argument(
+        "--platform",
+        choices=(EMULATED_SNP, EMULATED_TDX),
+        default=EMULATED_SNP,
+        help="emulated hardware (default %(default)s)",
+    )
+    p.add_argument(
+        "--headless",
+        "--once",
+        action="store_true",
+        help="run the scenario, print the summary and exit (0: every check passed, 1: a step failed)",
+    )
+    p.add_argument(
+        "--examples", default=str(DEFAULT_EXAMPLES), help="the app to deploy (default: %(default)s)"
+    )
     p.add_argument("--store-dir", help="JetStream store directory of the embedded NATS (default: a temp dir)")
+    p.add_argument(
+        "--pod-deadline",
+        type=float,
+        default=45.0,
+        help="seconds each pod's initializer may take (default 45)",
+    )
     p.set_defaults(func=run)

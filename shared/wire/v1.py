@@ -168,8 +168,9 @@ class Verdict(WireStruct, frozen=True, kw_only=True):
 
 
 class SignedVerdict(WireStruct, frozen=True, kw_only=True):
-    """Stream ``VERDICTS``: a verdict signed by a verifier's service key, with the root-issued certificate of
-    that key (role ``verifier``). The signature covers ``payload`` as received (``contrast.attestation.verdict``).
+    """Stream ``VERDICTS``: a verdict signed by a verifier's service key, with the root-issued certificate
+    of that key (role ``verifier``). The signature covers ``payload`` as received
+    (``contrast.attestation.verdict``).
     """
 
     payload: Annotated[bytes, msgspec.Meta(max_length=48 * 1024)]
@@ -196,11 +197,12 @@ class ResultBundle(WireStruct, frozen=True, kw_only=True):
 
 
 class AttestResult(WireStruct, frozen=True, kw_only=True):
-    """On ``contrast.v1.attest.result.<request_id>`` and in KV ``results``: a Coordinator replica's signed answer.
+    """On ``contrast.v1.attest.result.<request_id>`` and in KV ``results``: a Coordinator replica's answer.
 
-    ``issued``: a CA envelope (purpose ``attest-result``) over an :class:`IssuedResult`. ``rejected``: a verifier
-    envelope (purpose ``attest-rejected``) over a negative :class:`Verdict`. Either way the envelope carries the
-    signer's statement, which the initializer checks before it believes anything (docs/protocol.md §1).
+    ``issued``: a CA envelope (purpose ``attest-result``) over an :class:`IssuedResult`. ``rejected``: a
+    verifier envelope (purpose ``attest-rejected``) over a negative :class:`Verdict`. Either way the envelope
+    carries the signer's statement, which the initializer checks before it believes anything
+    (docs/protocol.md §1).
     """
 
     request_id: RequestId
@@ -381,7 +383,7 @@ class JoinReply(WireStruct, frozen=True, kw_only=True):
 
 
 class AttestationEvent(WireStruct, frozen=True, kw_only=True):
-    """``contrast.v1.events.attestation``: one accepted, rejected or issued attestation, for audit and metrics.
+    """``contrast.v1.events.attestation``: one verified, rejected or issued attestation (audit, metrics).
 
     Public facts only (no keys, no secrets); an event is a hint for operators, not an authority.
     """

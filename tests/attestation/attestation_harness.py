@@ -1,4 +1,4 @@
-"""A whole attestation pipeline for tests: a private nats-server, a manifest for the emulated SNP platform,
+"""A whole attestation pipeline for tests: a private nats-server, a manifest for an emulated platform,
 the INSECURE fixture key source, verifier and CA replicas (in-process or as real processes), initializers."""
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.attest.snp.emulator import EmulatedSnpPlatform
+from contrast.attest.tdx.emulator import (
+    DEFAULT_MR_SEAM,
+    DEFAULT_TD_ATTRIBUTES,
+    DEFAULT_XFAM,
+    TCB_EVALUATION_DATA_NUMBER,
+    EmulatedTdxPlatform,
+)
 from contrast.attestation.client import Initializer, InitializerConfig
 from contrast.attestation.deps import ReplicaDeps
 from contrast.attestation.membership import FixtureKeySource, FixtureState, KeySource
@@ -29,7 +36,7 @@ from contrast.ca.service import make_service as make_ca
 from contrast.coordinator.kv import NatsKeyValue
 from contrast.coordinator.manifest import ManifestDocument, parse_manifest
 from contrast.platform.base import Platform
-from contrast.platform.emulated import EmulatedSnp
+from contrast.platform.emulated import TDX_DEFAULT_MRTD, TDX_DEFAULT_RTMRS, EmulatedSnp, EmulatedTdx
 from contrast.runtime import RuntimeConfig, serve
 from contrast.runtime.jetstream import ensure_kv
 from contrast.verifier.service import make_service as make_verifier
@@ -46,17 +53,35 @@ DB_SECRET_ID = "db-secret"
 DB_SANS = ["db.default.svc", "10.0.0.7", "spiffe://cluster/db"]
 
 
+def tdx_reference_values(emulator: EmulatedTdxPlatform) -> dict[str, Any]:
+    return {
+        "Platform": "Emulated-TDX",
+        "MrTd": TDX_DEFAULT_MRTD.hex(),
+        "MrSeam": DEFAULT_MR_SEAM.hex(),
+        "Rtmrs": [r.hex() for r in TDX_DEFAULT_RTMRS],
+        "Xfam": DEFAULT_XFAM.hex(),
+        "TdAttributes": DEFAULT_TD_ATTRIBUTES.hex(),
+        "AllowedPIIDs": ["*"],
+        "MinTCBEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
+        "AcceptedTCBStatuses": ["UpToDate"],
+        "EmulatorRootFingerprint": emulator.root_fingerprint,
+    }
+
+
 def manifest_doc(
-    emulator: EmulatedSnpPlatform, *, web_sans: list[str] | None = None
+    emulator: EmulatedSnpPlatform | EmulatedTdxPlatform, *, web_sans: list[str] | None = None
 ) -> tuple[bytes, dict[str, bytes]]:
-    rv = msgspec.to_builtins(emulator.reference_values())
+    if isinstance(emulator, EmulatedTdxPlatform):
+        refs: dict[str, Any] = {"snp": [], "tdx": [tdx_reference_values(emulator)]}
+    else:
+        refs = {"snp": [msgspec.to_builtins(emulator.reference_values())], "tdx": []}
     obj: dict[str, Any] = {
         "Policies": {
             H_COORD.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
             H_DB.hex(): {"SANs": DB_SANS, "WorkloadSecretID": DB_SECRET_ID, "Role": ""},
             H_WEB.hex(): {"SANs": web_sans or ["web.default.svc"], "WorkloadSecretID": "", "Role": ""},
         },
-        "ReferenceValues": {"snp": [rv], "tdx": []},
+        "ReferenceValues": refs,
         "WorkloadOwnerPubKeys": [],
         "SeedshareOwnerPubKeys": [],
     }
@@ -105,21 +130,23 @@ class Pipeline:
     """Everything a test needs to drive attestations against real NATS."""
 
     url: str
-    emulator: EmulatedSnpPlatform
+    emulator: EmulatedSnpPlatform | EmulatedTdxPlatform
     state: FixtureState
     manifest: ManifestDocument
     nc: Client
     stack: contextlib.AsyncExitStack
     running: dict[str, Any] = field(default_factory=dict)
 
-    def platform(self, policy_hash: bytes) -> EmulatedSnp:
+    def platform(self, policy_hash: bytes) -> EmulatedSnp | EmulatedTdx:
+        if isinstance(self.emulator, EmulatedTdxPlatform):
+            return EmulatedTdx(self.emulator, policy_hash=policy_hash)
         return EmulatedSnp(self.emulator, host_data=policy_hash)
 
     def deps(self, **kw: Any) -> ReplicaDeps:
         state = self.state
 
         async def platform() -> Platform:
-            return EmulatedSnp(self.emulator, host_data=H_COORD)
+            return self.platform(H_COORD)
 
         def key_source(replica: str) -> KeySource:
             return FixtureKeySource(state, None, replica)
@@ -142,7 +169,7 @@ class Pipeline:
 @contextlib.asynccontextmanager
 async def pipeline(
     url: str,
-    emulator: EmulatedSnpPlatform,
+    emulator: EmulatedSnpPlatform | EmulatedTdxPlatform,
     *,
     verifiers: int = 1,
     cas: int = 1,

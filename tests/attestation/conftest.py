@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from contrast.attest.snp.emulator import EmulatedSnpPlatform
+from contrast.attest.tdx.emulator import EmulatedTdxPlatform
 from contrast.platform import emulated
 from contrast.runtime.natsserver import NatsServer, NatsServerNotFound, find_nats_server, start_nats
 
@@ -17,12 +18,18 @@ def emulator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One emulator state for the session: RSA-4096 key generation takes seconds."""
     d = tmp_path_factory.mktemp("attestation-emulator")
     emulated.load_snp_emulator(d)
+    emulated.load_tdx_emulator(d)
     return d
 
 
 @pytest.fixture(scope="session")
 def snp_emulator(emulator_dir: Path) -> EmulatedSnpPlatform:
     return emulated.load_snp_emulator(emulator_dir)
+
+
+@pytest.fixture(scope="session")
+def tdx_emulator(emulator_dir: Path) -> EmulatedTdxPlatform:
+    return emulated.load_tdx_emulator(emulator_dir)
 
 
 @pytest.fixture

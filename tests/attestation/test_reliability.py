@@ -99,7 +99,7 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         procs,
     ):
         evil = await EvilBus.connect(p.url)
-        load = asyncio.create_task(run_load(p, 240, 48, deadline=90))
+        load = asyncio.create_task(run_load(p, 160, 40, deadline=90))
         await asyncio.sleep(1.0)
         procs["verifier-1"].send_signal(signal.SIGKILL)
         await asyncio.sleep(0.7)
@@ -107,7 +107,7 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         results = await load
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
-        assert len({r.request_id for r in results if isinstance(r, Credentials)}) == 240
+        assert len({r.request_id for r in results if isinstance(r, Credentials)}) == 160
         await asyncio.sleep(0.3)
         redelivered = evil.redeliveries("ATTEST", "verifier"), evil.redeliveries("VERDICTS", "ca")
         assert_no_nonce_accepted_twice(evil)
@@ -177,7 +177,7 @@ async def test_nats_restart_during_load(
         p,
         _,
     ):
-        load = asyncio.create_task(run_load(p, 160, 32, deadline=90))
+        load = asyncio.create_task(run_load(p, 120, 32, deadline=90))
         await asyncio.sleep(1.0)
         await asyncio.to_thread(restartable_nats.stop)
         await asyncio.sleep(1.0)
@@ -185,4 +185,4 @@ async def test_nats_restart_during_load(
         results = await load
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
-        assert len(results) == 160
+        assert len(results) == 120

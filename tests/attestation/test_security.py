@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from evil_bus import EvilBus, build_request, eventually, new_request_id
 from nats.aio.msg import Msg
+from nats.js.errors import BadRequestError
 
 from contrast import subjects
 from contrast.attest.evidence import Evidence, EvidenceVerifier
@@ -335,6 +336,14 @@ async def test_malformed_client_input_gets_typed_errors(
                 await evil.nc.jetstream().publish(
                     subjects.ATTEST_REQUESTED, payload, headers={"Nats-Msg-Id": new_request_id()}
                 )
+            # Oversized: the stream itself refuses it (bounded by subjects.ATTEST.max_msg_size).
+            with pytest.raises(BadRequestError) as big:
+                await evil.nc.jetstream().publish(
+                    subjects.ATTEST_REQUESTED,
+                    b"\x00" * (subjects.ATTEST.max_msg_size + 1),
+                    headers={"Nats-Msg-Id": new_request_id()},
+                )
+            assert big.value.err_code == 10054  # JSStreamMessageExceedsMaximumErr
             # Well-formed but with a TLS key that is not P-256: a signed, typed rejection.
             req, _, _ = await build_request(p.nc, p.platform(H_DB))
             bad = msgspec.structs.replace(req, tls_public_key=b"\x30" + b"\x00" * 90)

@@ -168,3 +168,21 @@ def test_hpke_key_of_a_request_is_the_one_sealed_to() -> None:
     sealed = k.public_key().seal(Protocol.WORKLOAD_BUNDLE, b"request-1", secrets.token_bytes(64))
     with pytest.raises(AuthError):
         k.open(Protocol.WORKLOAD_BUNDLE, b"request-2", sealed)
+
+
+async def test_fixture_key_source_refuses_real_hardware() -> None:
+    from contrast.attest.evidence import EvidenceVerifier
+    from contrast.attestation.membership import FixtureKeySource, FixtureState
+
+    class RealLooking:
+        tee = "snp"
+        name = "configfs-tsm"
+        emulator_root = None
+
+        async def evidence(self, report_data: bytes) -> object:
+            raise AssertionError("must not even ask for evidence")
+
+    source = FixtureKeySource(FixtureState.generate(), MemoryKeyValue(), "v1")
+    with pytest.raises(StateError) as e:
+        await source.join(None, RealLooking(), ServiceRole.VERIFIER, EvidenceVerifier())  # type: ignore[arg-type]
+    assert e.value.code == "state.insecure_fixture_refused"

@@ -117,6 +117,11 @@ _SIGNING_KEYS: dict[int, SigningKey] = {0: "VCEK", 1: "VLEK", 7: "NONE"}
 _SIGNING_KEY_CODES: dict[SigningKey, int] = {v: k for k, v in _SIGNING_KEYS.items()}
 
 
+def signing_key_of(signer_info: int) -> SigningKey:
+    """The SIGNING_KEY field of a SIGNER_INFO word that ``parse_report`` accepted."""
+    return _SIGNING_KEYS[(signer_info >> SIGNER_SIGNING_KEY_SHIFT) & SIGNER_SIGNING_KEY_MASK]
+
+
 class GuestPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The decoded POLICY bits (ABI §"Guest Policy")."""
 
@@ -360,6 +365,31 @@ def _mbz(data: bytes, start: int, end: int, what: str) -> None:
         )
 
 
+def _mbz_ranges(has_cpuid: bool, has_mit: bool) -> tuple[tuple[int, int, str], ...]:
+    return (
+        (OFF_RESERVED_04C, OFF_REPORT_DATA, "after SIGNER_INFO"),
+        (OFF_RESERVED_18B if has_cpuid else OFF_CPUID_FAM_ID, OFF_CHIP_ID, "before CHIP_ID"),
+        (OFF_RESERVED_1EB, OFF_RESERVED_1EB + 1, "after CURRENT_MAJOR"),
+        (OFF_RESERVED_1EF, OFF_RESERVED_1EF + 1, "after COMMITTED_MAJOR"),
+        (OFF_RESERVED_208 if has_mit else OFF_LAUNCH_MIT_VECTOR, SIGNED_SIZE, "before the signature"),
+        (OFF_SIGNATURE_R + P384_COMPONENT_SIZE, OFF_SIGNATURE_S, "high bytes of SIGNATURE.R"),
+        (OFF_SIGNATURE_S + P384_COMPONENT_SIZE, OFF_RESERVED_330, "high bytes of SIGNATURE.S"),
+        (OFF_RESERVED_330, REPORT_SIZE, "after the signature"),
+    )
+
+
+def _mask(ranges: tuple[tuple[int, int, str], ...]) -> int:
+    m = bytearray(REPORT_SIZE)
+    for start, end, _ in ranges:
+        m[start:end] = b"\xff" * (end - start)
+    return int.from_bytes(m, "little")
+
+
+# Must-be-zero ranges per layout, keyed by (has CPUID bytes, has mitigation vectors).
+_MBZ_RANGES = {(c, m): _mbz_ranges(c, m) for c in (False, True) for m in (False, True)}
+_MBZ_MASKS = {k: _mask(v) for k, v in _MBZ_RANGES.items()}
+
+
 def parse_report(data: bytes, *, trailing_ok: bool = False) -> SnpReport:
     """Parse one ATTESTATION_REPORT; ``trailing_ok`` ignores bytes after the 0x4A0-byte report (opt-in).
 
@@ -395,16 +425,13 @@ def parse_report(data: bytes, *, trailing_ok: bool = False) -> SnpReport:
         raise EvidenceError(
             "reserved_nonzero", f"PLATFORM_INFO reserved bits 63:8 set (0x{platform_info:016x})"
         )
-    _mbz(data, OFF_RESERVED_04C, OFF_REPORT_DATA, "after SIGNER_INFO")
     has_cpuid = version >= CPUID_MIN_VERSION
     has_mit = version >= MIT_VECTOR_MIN_VERSION
-    _mbz(data, OFF_RESERVED_18B if has_cpuid else OFF_CPUID_FAM_ID, OFF_CHIP_ID, "before CHIP_ID")
-    _mbz(data, OFF_RESERVED_1EB, OFF_RESERVED_1EB + 1, "after CURRENT_MAJOR")
-    _mbz(data, OFF_RESERVED_1EF, OFF_RESERVED_1EF + 1, "after COMMITTED_MAJOR")
-    _mbz(data, OFF_RESERVED_208 if has_mit else OFF_LAUNCH_MIT_VECTOR, SIGNED_SIZE, "before the signature")
-    _mbz(data, OFF_SIGNATURE_R + P384_COMPONENT_SIZE, OFF_SIGNATURE_S, "high bytes of SIGNATURE.R")
-    _mbz(data, OFF_SIGNATURE_S + P384_COMPONENT_SIZE, OFF_RESERVED_330, "high bytes of SIGNATURE.S")
-    _mbz(data, OFF_RESERVED_330, REPORT_SIZE, "after the signature")
+    ranges = _MBZ_RANGES[(has_cpuid, has_mit)]
+    # One big-integer AND checks every must-be-zero byte at once (hot path); name the range only on failure.
+    if int.from_bytes(data, "little") & _MBZ_MASKS[(has_cpuid, has_mit)]:
+        for start, end, what in ranges:
+            _mbz(data, start, end, what)
     return SnpReport(
         version=version,
         guest_svn=guest_svn,

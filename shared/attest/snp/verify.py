@@ -251,7 +251,7 @@ def verify_report(
     """Run steps 1-10 and return what was proved. Raises :class:`EvidenceError` on any failure."""
     report = abi.parse_report(data, trailing_ok=options.trailing_ok)
     raw = bytes(data[: abi.REPORT_SIZE])
-    signing_key = report.signer.signing_key
+    signing_key = abi.signing_key_of(report.signer_info)
     if signing_key == "NONE":
         raise EvidenceError("unsigned", "SIGNER_INFO says the report is not signed")
     cpuid_product: Product | None = None
@@ -273,7 +273,7 @@ def verify_report(
         signing_key,
         cpuid_product,
         options.product,
-        tuple(bytes(c) for c in certs),
+        tuple(map(bytes, certs)),
         None if crl is None else bytes(crl),
         options.emulator_roots,
     )

@@ -1,4 +1,4 @@
-"""PEM chains to DER, and the signed part of a DER certificate, without re-encoding anything.
+"""PEM chains to DER; the signed part and the Names of DER certificates and CRLs, without re-encoding.
 
 The quote and the collateral carry their chains as PEM. We decode PEM ourselves, strictly (only
 ``CERTIFICATE`` blocks, only whitespace around them, canonical base64 alphabet), because we need the exact
@@ -77,16 +77,16 @@ def _sequence_contents(der: bytes, off: int) -> tuple[int, int]:
     return start, end
 
 
-def tbs_certificate(der: bytes) -> bytes:
-    """The TBSCertificate element (header included) of a certificate: the bytes its issuer signed.
+def signed_part(der: bytes) -> bytes:
+    """The to-be-signed element (header included) of a certificate or a CRL: the bytes its issuer signed.
 
-    Call only on DER that ``cryptography`` has already parsed as a certificate (its parser is strict DER,
-    with no trailing data): then the first element of the outer SEQUENCE is the TBSCertificate, byte for
-    byte what ``Certificate.tbs_certificate_bytes`` would re-encode.
+    Both are SEQUENCE { tbs, signatureAlgorithm, signatureValue }. Call only on DER that ``cryptography`` has
+    already parsed (its parser is strict DER, with no trailing data): then the first element of the outer
+    SEQUENCE is byte for byte what ``tbs_certificate_bytes`` / ``tbs_certlist_bytes`` would re-encode.
     """
     contents, end = _sequence_contents(der, 0)
     if end != len(der):
-        raise ValueError("trailing bytes after the certificate")
+        raise ValueError("trailing bytes after the signed object")
     _, tbs_end = _sequence_contents(der, contents)
     return der[contents:tbs_end]
 
@@ -109,15 +109,13 @@ def certificate_names(tbs: bytes) -> tuple[bytes, bytes]:
     return tbs[algorithm_end:issuer_end], tbs[validity_end:subject_end]
 
 
-def crl_issuer(der: bytes) -> bytes:
-    """The DER of the issuer Name of a CRL (already parsed by ``cryptography``).
+def crl_issuer(tbs: bytes) -> bytes:
+    """The DER of the issuer Name of a TBSCertList (:func:`signed_part` of a CRL).
 
-    CertificateList ::= SEQUENCE { TBSCertList ::= SEQUENCE { version INTEGER OPTIONAL, signature, issuer,
-    ... }, ... }.
+    TBSCertList ::= SEQUENCE { version INTEGER OPTIONAL, signature, issuer, thisUpdate, ... }.
     """
-    contents, _ = _sequence_contents(der, 0)
-    off, _ = _sequence_contents(der, contents)
-    if off < len(der) and der[off] == _INTEGER:
-        off = _element(der, off)[2]
-    algorithm_end = _element(der, off)[2]
-    return der[algorithm_end : _sequence_contents(der, algorithm_end)[1]]
+    off, _ = _sequence_contents(tbs, 0)
+    if off < len(tbs) and tbs[off] == _INTEGER:
+        off = _element(tbs, off)[2]
+    algorithm_end = _element(tbs, off)[2]
+    return tbs[algorithm_end : _sequence_contents(tbs, algorithm_end)[1]]

@@ -537,6 +537,7 @@ class EmulatedTdxPlatform:
         module_identities: Sequence[dict[str, Any]] | None = None,
         revoke_pck: bool = False,
         revoke_pck_ca: bool = False,
+        revoke_root: bool = False,
         fmspc: bytes | None = None,
         evaluation_data_number: int = TCB_EVALUATION_DATA_NUMBER,
     ) -> TdxCollateral:
@@ -559,6 +560,13 @@ class EmulatedTdxPlatform:
             ),
             pck_crl_issuer_chain=_pem(self.pck_ca, self.root),
             root_crl=self._crl(
-                self.root, self.root_key, [self.pck_ca.serial_number] if revoke_pck_ca else [], t
+                self.root,
+                self.root_key,
+                [
+                    c.serial_number
+                    for c, revoke in ((self.pck_ca, revoke_pck_ca), (self.root, revoke_root))
+                    if revoke
+                ],
+                t,
             ),
         )

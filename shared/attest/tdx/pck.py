@@ -29,6 +29,8 @@ OID_PCESVN: Final = OID_TCB + ".17"
 OID_CPUSVN: Final = OID_TCB + ".18"
 
 SGX_TYPES: Final = {0: "Standard", 1: "Scalable", 2: "ScalableWithIntegrity"}
+# (OID, label) of the 16 TCB component SVNs, built once: the parser runs on every uncached verification.
+_TCB_COMPONENTS: Final = tuple((f"{OID_TCB}.{i}", f"TCB comp {i}") for i in range(1, 17))
 
 _SEQUENCE, _OID, _OCTETS, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x06, 0x04, 0x02, 0x0A, 0x01
 
@@ -147,9 +149,7 @@ def parse_sgx_extensions(der: bytes) -> PckExtensions:
     if tcb_tag != _SEQUENCE:
         raise _bad("TCB is not a SEQUENCE")
     tcb = _pairs(tcb_body)
-    comps = tuple(
-        _int(_need(tcb, f"{OID_TCB}.{i}", f"TCB comp {i}"), _INTEGER, f"TCB comp {i}") for i in range(1, 17)
-    )
+    comps = tuple(_int(_need(tcb, oid, what), _INTEGER, what) for oid, what in _TCB_COMPONENTS)
     if any(c > 255 for c in comps):
         raise _bad("TCB component SVN out of range")
     pcesvn = _int(_need(tcb, OID_PCESVN, "PCESVN"), _INTEGER, "PCESVN")

@@ -26,7 +26,6 @@ likewise evaluates TEE_TCB_SVN2 as the current TCB). MRSERVICETD is reported onl
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Annotated, Final
 
 import msgspec
@@ -47,62 +46,78 @@ def _bad(msg: str) -> EvidenceError:
 
 # --- locating the signed inner object ----------------------------------------------------------------------
 
-_WS = " \t\r\n"
-_SCANNER = json.JSONDecoder()
+_WHITESPACE: Final = b" \t\r\n"
+_MEMBERS: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in _WS:
+def _skip_ws(doc: bytes, i: int) -> int:
+    while i < len(doc) and doc[i] in _WHITESPACE:
         i += 1
     return i
+
+
+def _is_exactly(doc: bytes, members: dict[bytes, bytes]) -> bool:
+    """``doc`` is one JSON object whose members are exactly ``members`` (quoted key → value as written),
+    each once, in any order, with JSON whitespace between tokens and nothing else."""
+    remaining = dict(members)
+    i = _skip_ws(doc, 0)
+    if not doc.startswith(b"{", i):
+        return False
+    i += 1
+    while remaining:
+        i = _skip_ws(doc, i)
+        key = next((k for k in remaining if doc.startswith(k, i)), None)
+        if key is None:
+            return False
+        value = remaining.pop(key)
+        i = _skip_ws(doc, i + len(key))
+        if not doc.startswith(b":", i):
+            return False
+        i = _skip_ws(doc, i + 1)
+        if not doc.startswith(value, i):
+            return False
+        i = _skip_ws(doc, i + len(value))
+        if remaining:
+            if not doc.startswith(b",", i):
+                return False
+            i += 1
+    if not doc.startswith(b"}", i):
+        return False
+    return _skip_ws(doc, i + 1) == len(doc)
 
 
 def split_signed_document(doc: bytes, body_key: str) -> tuple[bytes, bytes]:
     """Return (exact bytes of ``doc[body_key]``, signature) of ``{"<body_key>": {..}, "signature": ".."}``.
 
-    The top level must have exactly these two members, each once. The document is strictly validated by
-    msgspec first; the standard library's C scanner then finds where each top-level value ends. UTF-8
-    decoding and re-encoding is a bijection on valid UTF-8, so the span re-encoded is the transmitted bytes.
+    msgspec validates the document and hands back each top-level value as the exact bytes received
+    (``msgspec.Raw``). A JSON object may repeat a key and msgspec keeps one value silently, so the top level
+    is then matched token by token against those two members: each must appear exactly once, with its key
+    spelled literally (a key written with escapes is refused, fail-closed).
     """
     if len(doc) > _DOC_MAX:
         raise _bad("collateral document too large")
     try:
-        parsed = msgspec.json.decode(doc)
-        text = doc.decode("utf-8")
+        doc.decode("utf-8")  # msgspec does not validate UTF-8 inside values it skips as Raw
+        members = _MEMBERS.decode(doc)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise _bad(f"collateral is not JSON: {e}") from e
-    if not isinstance(parsed, dict) or set(parsed) != {body_key, "signature"}:
+    if set(members) != {body_key, "signature"}:
         raise _bad(f"collateral must be an object with exactly {body_key!r} and 'signature'")
-    sig_hex = parsed["signature"]
-    if not isinstance(sig_hex, str) or len(sig_hex) != 128:
+    body, sig_raw = bytes(members[body_key]), bytes(members["signature"])
+    try:
+        sig_hex = msgspec.json.decode(sig_raw, type=str)
+    except msgspec.DecodeError as e:  # a ValidationError: the signature is not a JSON string
+        raise _bad("collateral signature must be a string") from e
+    if len(sig_hex) != 128:
         raise _bad("collateral signature must be 128 hex digits")
     try:
         sig = bytes.fromhex(sig_hex)
     except ValueError as e:
         raise _bad("collateral signature is not hex") from e
-    spans: list[str] = []
-    try:
-        i = _skip_ws(text, 0)
-        if text[i] != "{":
-            raise _bad("collateral is not a JSON object")
-        i = _skip_ws(text, i + 1)
-        while text[i] != "}":
-            key, i = _SCANNER.raw_decode(text, i)
-            i = _skip_ws(text, i)
-            if text[i] != ":":
-                raise _bad("malformed collateral object")
-            start = _skip_ws(text, i + 1)
-            _, end = _SCANNER.raw_decode(text, start)
-            if key == body_key:
-                spans.append(text[start:end])
-            i = _skip_ws(text, end)
-            if text[i] == ",":
-                i = _skip_ws(text, i + 1)
-    except (IndexError, ValueError) as e:  # json.JSONDecodeError is a ValueError
-        raise _bad(f"malformed collateral object: {e}") from e
-    if len(spans) != 1:
-        raise _bad(f"collateral must contain {body_key!r} exactly once")
-    return spans[0].encode("utf-8"), sig
+    quoted_key = msgspec.json.encode(body_key)
+    if not _is_exactly(doc, {quoted_key: body, b'"signature"': sig_raw}):
+        raise _bad(f"collateral must contain {body_key!r} and 'signature' exactly once, keys unescaped")
+    return body, sig
 
 
 # --- typed content -----------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ Steps, in order (each failure raises a typed error and stops):
 2. Quote signature: ECDSA-P256-SHA256 by the attestation key over header ‖ body → ``evidence.bad_signature``.
 3. QE binding: QE REPORTDATA == SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes
    → ``evidence.qe_report_binding``.
-4. PCK chain (exactly leaf, PCK Platform/Processor CA, root): each certificate directly issued by the next
-   (names and ECDSA-P256-SHA256 signature), issuers are CAs and the leaf is not, root self-signed and pinned
-   by SHA-256 fingerprint (:mod:`.trust`) → ``evidence.chain_invalid`` / ``evidence.untrusted_root``.
+4. PCK chain (exactly leaf, PCK Platform/Processor CA, root; strict PEM, :mod:`.certs`): each certificate
+   directly issued by the next (issuer and subject Names equal byte for byte, as webpki compares them, and
+   ECDSA-P256-SHA256 signature), issuers are CAs and the leaf is not, root pinned by the SHA-256 of its DER
+   (:mod:`.trust`) → ``evidence.chain_invalid`` / ``evidence.untrusted_root``.
 5. QE report signature by the PCK leaf key → ``evidence.bad_qe_report_signature``.
 6. Every certificate of the chain valid at ``now`` → ``evidence.chain_invalid``.
 7. PCK SGX extensions decode (FMSPC, PCEID, TCB comps, PCESVN, SGX type, PIID)
@@ -20,7 +21,8 @@ Steps, in order (each failure raises a typed error and stops):
    TCB info and QE identity signatures over their exact inner bytes (``evidence.bad_collateral``);
    PCK CRL signed by the quote's PCK CA, root CRL by the root; neither CRL nor document outside its
    ``issueDate``/``thisUpdate`` … ``nextUpdate`` window at ``now`` (``collateral.stale``); PCK leaf not in
-   the PCK CRL, intermediate and TCB-signing certificate not in the root CRL (``evidence.revoked``);
+   the PCK CRL, intermediate, TCB-signing certificate and the root itself not in the root CRL
+   (``evidence.revoked``);
    TCB info FMSPC/PCEID equal the PCK's (``evidence.collateral_mismatch``); QE report MRSIGNER,
    ISVPRODID, MISCSELECT and ATTRIBUTES (under mask) match the QE identity
    (``evidence.qe_identity_mismatch``); TDX module identity (``evidence.tdx_module_mismatch``); then the
@@ -33,7 +35,11 @@ for TDX 1.5 bodies TCB matching uses the worse of TEE_TCB_SVN and TEE_TCB_SVN2.
 
 Caching: the PCK chain's signatures, the collateral's signatures and the CRLs' signatures are checked once per
 distinct byte string (bounded LRU); time windows and revocation are re-evaluated for every ``now``. The steady
-state is therefore parsing plus two P-256 verifies (quote and QE report).
+state is therefore parsing plus two P-256 verifies (quote and QE report). A fresh verifier (nothing cached)
+still decodes each distinct certificate once and checks each distinct (certificate, issuer) signature once,
+so a cold verification costs nine P-256 verifies (quote, QE report, PCK leaf, PCK CA, TCB-signing
+certificate, TCB info, QE identity, PCK CRL, root CRL) when, as PCS serves it, the PCK CRL issuer chain
+holds the quote's own PCK CA.
 """
 
 from __future__ import annotations
@@ -53,12 +59,13 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from contrast.attest.tdx import abi, pcs
-from contrast.attest.tdx.certs import certificate_names, crl_issuer, pem_certificates, tbs_certificate
+from contrast.attest.tdx.certs import certificate_names, crl_issuer, pem_certificates, signed_part
 from contrast.attest.tdx.pck import PckExtensions, pck_extensions
-from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots
+from contrast.attest.tdx.trust import EMULATED_PLATFORM, INTEL_SGX_ROOT_CA, TdxRoots
 from contrast.errors import CollateralError, ContrastError, EvidenceError
 
 log = structlog.get_logger(__name__)
@@ -175,7 +182,7 @@ class _Cert:
     read from it. Its signature algorithm is ECDSA-SHA256 and its key P-256 (checked on decoding)."""
 
     der: bytes
-    x509: x509.Certificate
+    cert: x509.Certificate
     tbs: bytes  # the bytes its issuer signed, sliced from ``der``
     issuer: bytes  # DER Names, compared byte for byte (building cryptography's Name objects is slow)
     subject: bytes
@@ -191,7 +198,7 @@ class _Cert:
             cert = x509.load_der_x509_certificate(der)
             if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
                 raise EvidenceError("chain_invalid", f"{what} is not signed with ECDSA-SHA256")
-            tbs = tbs_certificate(der)
+            tbs = signed_part(der)
             issuer, subject = certificate_names(tbs)
             return cls(der, cert, tbs, issuer, subject, _p256_key(cert, what), _is_ca(cert), _window(cert))
         except X509_ERRORS as e:
@@ -258,7 +265,7 @@ class _Crl:
     window: _Window
 
     def revokes(self, cert: _Cert) -> bool:
-        return self.crl.get_revoked_certificate_by_serial_number(cert.x509.serial_number) is not None
+        return self.crl.get_revoked_certificate_by_serial_number(cert.cert.serial_number) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,7 @@ def _verify_edge(cert: _Cert, issuer: _Cert) -> None:
     if cert.issuer != issuer.subject:
         raise ValueError("issuer name does not match the issuer's subject")
     try:
-        issuer.key.verify(cert.x509.signature, cert.tbs, _ECDSA_SHA256)
+        issuer.key.verify(cert.cert.signature, cert.tbs, _ECDSA_SHA256)
     except InvalidSignature as e:
         raise ValueError("certificate signature does not verify with the issuer key") from e
 
@@ -329,14 +336,18 @@ def _check_crl(der: bytes, issuer: _Cert, what: str) -> _Crl:
 
 def _check_crl_unguarded(der: bytes, issuer: _Cert, what: str) -> _Crl:
     crl = x509.load_der_x509_crl(der)
-    if crl_issuer(der) != issuer.subject:
+    tbs = signed_part(der)
+    if crl_issuer(tbs) != issuer.subject:
         raise EvidenceError(
             "bad_collateral", f"{what} is issued by {crl.issuer.rfc4514_string()}, not the CA"
         )
-    if crl.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256 or not crl.is_signature_valid(
-        issuer.key
-    ):
-        raise EvidenceError("bad_collateral", f"{what} signature is invalid")
+    if crl.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        raise EvidenceError("bad_collateral", f"{what} is not signed with ECDSA-SHA256")
+    # As ``is_signature_valid``, over the TBSCertList as received (measured ~20% cheaper here).
+    try:
+        issuer.key.verify(crl.signature, tbs, _ECDSA_SHA256)
+    except InvalidSignature as e:
+        raise EvidenceError("bad_collateral", f"{what} signature is invalid") from e
     next_update = crl.next_update_utc
     if next_update is None:
         raise EvidenceError("bad_collateral", f"{what} has no nextUpdate")
@@ -345,6 +356,11 @@ def _check_crl_unguarded(der: bytes, issuer: _Cert, what: str) -> _Crl:
 
 def _doc_window(what: str, issue: str, next_update: str) -> _Window:
     return _Window(what, pcs.parse_time(issue, what), pcs.parse_time(next_update, what), stale=True)
+
+
+# The pinned Intel root, decoded once per process: it is the trust anchor (configuration), not something
+# learnt from a quote, so every verifier starts with it (the emulator's roots are pinned by fingerprint only).
+_INTEL_ROOT: Final = _Cert.decode(INTEL_SGX_ROOT_CA.public_bytes(Encoding.DER), "Intel SGX Root CA")
 
 
 class TdxVerifier:
@@ -362,6 +378,7 @@ class TdxVerifier:
         self._certs: _Lru[bytes, _Cert] = _Lru(_CACHE_SIZE)
         self._edges: _Lru[tuple[bytes, bytes], bool] = _Lru(_CACHE_SIZE)
         self._verdicts: _Lru[tuple[object, ...], _Verdict] = _Lru(_CACHE_SIZE)
+        self._seed()
 
     @property
     def roots(self) -> TdxRoots:
@@ -378,6 +395,11 @@ class TdxVerifier:
             self._verdicts,
         ):
             c.clear()
+        self._seed()
+
+    def _seed(self) -> None:
+        if not self._roots.is_emulated:
+            self._certs.get(_INTEL_ROOT.der, lambda: _INTEL_ROOT)
 
     def _edge(self, cert: _Cert, issuer: _Cert) -> None:
         def check() -> bool:
@@ -425,7 +447,7 @@ class TdxVerifier:
             chain = self._check_chain(pem, 3, "PCK chain")
             pck: PckExtensions | EvidenceError
             try:
-                pck = pck_extensions(chain.leaf.x509)
+                pck = pck_extensions(chain.leaf.cert)
             except EvidenceError as e:
                 pck = e
             return _PckChain(chain, tuple(c.der for c in chain.certs), pck)
@@ -532,7 +554,7 @@ class TdxVerifier:
         # The root itself too, as dcap-qvl checks: a root that lists itself is withdrawn by its owner.
         for cert in (pck_ca, checked.signing_chain.leaf, chain.certs[-1]):
             if checked.root_crl.revokes(cert):
-                subject = cert.x509.subject.rfc4514_string()
+                subject = cert.cert.subject.rfc4514_string()
                 raise EvidenceError("revoked", f"{subject} is revoked by the root CRL")
         info, qe = checked.tcb_info, checked.qe_identity
         if bytes.fromhex(info.fmspc) != pck.fmspc or bytes.fromhex(info.pce_id) != pck.pceid:

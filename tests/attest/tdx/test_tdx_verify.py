@@ -236,6 +236,7 @@ def test_real_collateral_goes_stale(
     [
         ({"revoke_pck": True}, "evidence.revoked"),
         ({"revoke_pck_ca": True}, "evidence.revoked"),
+        ({"revoke_root": True}, "evidence.revoked"),  # as dcap-qvl: a root listed in its own CRL
         ({"fmspc": bytes.fromhex("000000000001")}, "evidence.collateral_mismatch"),
     ],
 )
