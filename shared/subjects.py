@@ -179,10 +179,11 @@ EVENTS: Final = StreamSpec(
 )
 
 # Attestation consumers (limits chosen for issue #6; figures from bench/attest_throughput.py):
-# - ack_wait 10 s: a verification costs ~0.5 ms of CPU and a replica fetches only as many messages as it has
-#   free slots, so a live replica acks within milliseconds even under overload; 10 s is the time a SIGKILLed
-#   replica's work waits before another replica gets it. The worker timeout (8 s) stays below it, so a slow
-#   but live handler is never raced by a redelivery.
+# - ack_wait 5 s: a verification costs ~0.5 ms of CPU and a replica fetches only as many messages as it has
+#   free slots, so a live replica acks within milliseconds even under overload; 5 s is how long a SIGKILLed
+#   replica's work waits before another replica gets it. It is half the nonce lifetime (10 s), so redelivered
+#   work is usually still fresh. The worker timeout (4 s) stays below it, so a slow but live handler is never
+#   raced by a redelivery.
 # - max_deliver 5 with backoff (0.5, 2, 5, 10) s: transient faults (collateral, a replica re-joining) get
 #   ~18 s of retries; a poison message (garbage, forged verdict) is terminated at once and dead-lettered.
 # - max_ack_pending 256: in-flight work across all replicas. With 64 slots per replica it feeds 4 replicas
@@ -192,7 +193,7 @@ VERIFIER_CONSUMER: Final = ConsumerSpec(
     stream=ATTEST,
     durable="verifier",
     filter_subject=ATTEST_REQUESTED,
-    ack_wait=10 * SECOND,
+    ack_wait=5 * SECOND,
     max_deliver=5,
     max_ack_pending=256,
     backoff=(0.5, 2.0, 5.0, 10.0),
@@ -203,7 +204,7 @@ CA_CONSUMER: Final = ConsumerSpec(
     stream=VERDICTS,
     durable="ca",
     filter_subject=ATTEST_VERIFIED,
-    ack_wait=10 * SECOND,
+    ack_wait=5 * SECOND,
     max_deliver=5,
     max_ack_pending=256,
     backoff=(0.5, 2.0, 5.0, 10.0),

@@ -294,7 +294,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
                     message_type=AttestRequest,
                     handler=v.verify,
                     max_in_flight=deps.max_in_flight,
-                    timeout=8.0,
+                    timeout=4.0,
                 ),
             ),
             ready_checks={"joined": replica.ready_check},

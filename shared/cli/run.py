@@ -24,12 +24,14 @@ from contrast.localrun.scenario import EXIT_USAGE, LocalRun, RunOptions
 __all__ = ["SERVICES", "STOP_TIMEOUT", "RunnableService", "register", "run"]
 
 # The services of the Coordinator. Extend this table (order = start order); rows whose module has no
-# __main__ yet are reported as "not built yet" and skipped. The initializer is not a service: the scenario
-# runs it once per emulated pod. A table without manifest, verifier and ca only starts its services.
+# __main__ yet are reported as "not built yet" and skipped. A table without manifest, verifier and ca only
+# starts its services (no scenario). `contrast serve` offers every row.
 SERVICES: tuple[RunnableService, ...] = (
     RunnableService("manifest"),
     RunnableService("verifier", replicas=2),
     RunnableService("ca"),
+    # An init container, not a service: never started as one (0 replicas); the scenario runs it once per pod.
+    RunnableService("initializer", replicas=0),
 )
 
 # The example app ships in the source tree next to the package root (shared/ is importable as contrast).

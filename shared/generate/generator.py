@@ -75,13 +75,21 @@ def _entry(w: Workload, role: str, options: Options) -> dict[str, Any]:
     }
 
 
-def _process_workload(w: Workload, path: Path, options: Options, out: Outcome) -> None:
+def _process_workload(
+    w: Workload, path: Path, options: Options, out: Outcome, coordinator_hashes: list[str]
+) -> None:
     skip = ann.flag(w.obj, w.template, ann.SKIP_INITIALIZER, w.ref)
     role = ann.role(w.obj, w.template, w.ref)
     # The Coordinator attests itself when it joins; others get the initializer unless they opt out.
     with_initializer = not skip and role != ann.ROLE_COORDINATOR
     if with_initializer:
-        inject.inject(w.pod_spec, image=options.initializer_image, nats_url=options.nats_url, ref=w.ref)
+        inject.inject(
+            w.pod_spec,
+            image=options.initializer_image,
+            nats_url=options.nats_url,
+            coordinator_hashes=coordinator_hashes,
+            ref=w.ref,
+        )
     policy = pol.build(
         w.pod_spec, namespace=w.namespace, ref=w.ref, allow_mutable_images=options.allow_mutable_images
     )
@@ -121,15 +129,28 @@ def process(files: list[YamlFile], options: Options) -> Outcome:
             "image_not_pinned", f"initializer image {options.initializer_image!r} needs a digest"
         )
     out = Outcome(files=files)
-    for f in files:
-        for doc in f.documents:
-            before = copy.deepcopy(doc.data)
-            w = as_workload(doc.data)
-            if w is None:
-                continue
-            _process_workload(w, f.path, options, out)
-            # Unchanged meaning keeps the original bytes: a second run rewrites nothing.
-            doc.new_text = None if doc.data == before else dump_document(doc.data, doc.text)
+    # Coordinators first: their policy hashes go into every initializer (and so into every other pod's
+    # policy), which pins the Coordinator that a pod will accept answers from.
+    coordinator_hashes: list[str] = []
+    for coordinators_pass in (True, False):
+        for f in files:
+            for doc in f.documents:
+                w = as_workload(doc.data)
+                if w is None:
+                    continue
+                if (ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR) != coordinators_pass:
+                    continue
+                before = copy.deepcopy(doc.data)
+                _process_workload(w, f.path, options, out, coordinator_hashes)
+                if coordinators_pass:
+                    coordinator_hashes.append(out.workloads[-1].policy_hash)
+                # Unchanged meaning keeps the original bytes: a second run rewrites nothing.
+                doc.new_text = None if doc.data == before else dump_document(doc.data, doc.text)
+    if not coordinator_hashes and any(w.initializer for w in out.workloads):
+        out.warnings.append(
+            "no Coordinator workload (annotation contrast.edgeless.systems/pod-role: coordinator) in the"
+            f" input: initializers will refuse to start until {inject.COORDINATOR_HASHES_ENV} names one"
+        )
     return out
 
 

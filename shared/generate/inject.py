@@ -13,15 +13,21 @@ INITIALIZER_NAME = "contrast-initializer"
 SECRETS_VOLUME = "contrast-secrets"
 SECRETS_MOUNT_PATH = "/contrast"
 NATS_URL_ENV = "CONTRAST_NATS_URL"
+# Which Coordinator the initializer trusts. It is part of the pod spec and so of the measured policy: the
+# bus cannot point an attested pod at another "Coordinator" (docs/protocol.md §1).
+COORDINATOR_HASHES_ENV = "CONTRAST_COORDINATOR_POLICY_HASHES"
 DEFAULT_NATS_URL = "nats://nats.contrast-system.svc.cluster.local:4222"
 
 
-def initializer_container(image: str, nats_url: str) -> dict[str, Any]:
+def initializer_container(image: str, nats_url: str, coordinator_hashes: list[str]) -> dict[str, Any]:
     return {
         "name": INITIALIZER_NAME,
         "image": image,
         "command": ["python", "-m", "contrast.initializer"],
-        "env": [{"name": NATS_URL_ENV, "value": nats_url}],
+        "env": [
+            {"name": NATS_URL_ENV, "value": nats_url},
+            {"name": COORDINATOR_HASHES_ENV, "value": ",".join(sorted(coordinator_hashes))},
+        ],
         "volumeMounts": [{"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
     }
@@ -41,11 +47,13 @@ def _list(spec: dict[str, Any], key: str, ref: str) -> list[Any]:
     return value
 
 
-def inject(spec: dict[str, Any], *, image: str, nats_url: str, ref: str) -> None:
+def inject(
+    spec: dict[str, Any], *, image: str, nats_url: str, coordinator_hashes: list[str], ref: str
+) -> None:
     """Make the initializer the first init container and mount ``contrast-secrets`` in every container."""
     init = _list(spec, "initContainers", ref)
     init[:] = [c for c in init if not (isinstance(c, dict) and c.get("name") == INITIALIZER_NAME)]
-    init.insert(0, initializer_container(image, nats_url))
+    init.insert(0, initializer_container(image, nats_url, coordinator_hashes))
 
     volumes = _list(spec, "volumes", ref)
     existing = [v for v in volumes if isinstance(v, dict) and v.get("name") == SECRETS_VOLUME]

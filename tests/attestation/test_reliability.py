@@ -101,9 +101,12 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         evil = await EvilBus.connect(p.url)
         load = asyncio.create_task(run_load(p, 160, 40, deadline=90))
         await asyncio.sleep(1.0)
-        procs["verifier-1"].send_signal(signal.SIGKILL)
-        await asyncio.sleep(0.7)
-        procs["ca-1"].send_signal(signal.SIGKILL)
+        # Each victim is frozen first, so that it surely holds fetched, unacked work when it is killed.
+        # The CA first: a frozen verifier stalls the nonce requests routed to it, and with them the flow.
+        for victim in ("ca-1", "verifier-1"):
+            procs[victim].send_signal(signal.SIGSTOP)
+            await asyncio.sleep(0.5)
+            procs[victim].send_signal(signal.SIGKILL)
         results = await load
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
@@ -115,8 +118,8 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         assert procs["verifier-1"].poll() == -signal.SIGKILL
         assert procs["ca-1"].poll() == -signal.SIGKILL
         # The killed replicas held unacked work that another replica finished.
-        assert redelivered[0] > 0
-        assert redelivered[1] > 0
+        assert redelivered[0] > 0, redelivered
+        assert redelivered[1] > 0, redelivered
 
 
 @pytest.fixture

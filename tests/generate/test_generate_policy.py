@@ -190,7 +190,13 @@ def test_sandbox_container_is_pause_only() -> None:
 
 def test_secrets_mount_must_be_guest_private() -> None:
     spec = pod_spec()
-    inject.inject(spec, image=INITIALIZER_IMAGE, nats_url="nats://n:4222", ref="Pod shop/p")
+    inject.inject(
+        spec,
+        image=INITIALIZER_IMAGE,
+        nats_url="nats://n:4222",
+        coordinator_hashes=["ab" * 32],
+        ref="Pod shop/p",
+    )
     p = build(spec)
     e = engine(p)
     req = container_request()

@@ -424,3 +424,25 @@ def test_policy_documents_written_for_contrast_set(tmp_path: Path, workspace: Pa
     assert len(second.removed) == 1
     assert (pdir / "notes.txt").exists()
     assert {p.name for p in pdir.glob("*.toml")} == {f"{h}.toml" for h in second.manifest["Policies"]}
+
+
+def _initializer_env(doc: dict[str, Any]) -> dict[str, str]:
+    init = doc["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["name"] == inject.INITIALIZER_NAME
+    return {e["name"]: e["value"] for e in init["env"]}
+
+
+def test_initializers_pin_the_coordinator_policy_hash(tmp_path: Path, workspace: Path) -> None:
+    # The initializer's trust in the Coordinator is part of the pod's measured policy (docs/protocol.md §1).
+    path = write_docs(tmp_path / "app.yaml", deployment("web"))
+    report = gen([path], workspace)
+    coordinator_hash = next(w.policy_hash for w in report.outcome.workloads if w.role == ann.ROLE_COORDINATOR)
+    web = next(iter(yaml.safe_load_all(path.read_text())))
+    assert _initializer_env(web)[inject.COORDINATOR_HASHES_ENV] == coordinator_hash
+
+
+def test_missing_coordinator_is_warned_about() -> None:
+    f = YamlFile(path=Path("a.yaml"), documents=[Document(text="", data=deployment("web"))])
+    out = process([f], Options())
+    assert any(inject.COORDINATOR_HASHES_ENV in w for w in out.warnings)
+    assert _initializer_env(f.documents[0].data)[inject.COORDINATOR_HASHES_ENV] == ""
