@@ -102,11 +102,19 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         load = asyncio.create_task(run_load(p, 160, 40, deadline=90))
         await asyncio.sleep(1.0)
         # Each victim is frozen first, so that it surely holds fetched, unacked work when it is killed.
-        # The CA first: a frozen verifier stalls the nonce requests routed to it, and with them the flow.
-        for victim in ("ca-1", "verifier-1"):
+        # Each victim is frozen until it holds fetched, unacked work (seen in the consumer), then killed.
+        for victim, (stream, consumer) in (
+            ("ca-1", ("VERDICTS", "ca")),
+            ("verifier-1", ("ATTEST", "verifier")),
+        ):
             procs[victim].send_signal(signal.SIGSTOP)
-            await asyncio.sleep(0.5)
+            js = p.nc.jetstream()
+            for _ in range(60):
+                if (await js.consumer_info(stream, consumer)).num_ack_pending > 0:
+                    break
+                await asyncio.sleep(0.05)
             procs[victim].send_signal(signal.SIGKILL)
+            await asyncio.sleep(0.5)
         results = await load
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
