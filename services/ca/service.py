@@ -40,6 +40,7 @@ from contrast.wire.v1 import AttestationEvent, AttestResult, SignedVerdict, deco
 
 _log = get_logger(__name__)
 VERSION = "0.1.0"
+HEAD_MAX_AGE = 1.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,10 @@ class _Ca:
         return self._signing
 
     async def handle(self, signed: SignedVerdict, ctx: DeliveryContext) -> None:
-        view = self.replica.view()
+        # "The generation is current" is checked against a head read from the authenticated history at most
+        # HEAD_MAX_AGE ago (one read per second at most, shared by concurrent verdicts), not only against
+        # what the forgeable update event told us.
+        view = await self.replica.current(HEAD_MAX_AGE)
         request_id = ctx.msg_id
         try:
             subjects.attest_result(request_id)

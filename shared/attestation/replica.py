@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ class CoordinatorReplica:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._checked_at = float("-inf")  # time.monotonic() of the last successful authenticated read
 
     # ---- lifecycle --------------------------------------------------------------------------------------
 
@@ -133,42 +135,63 @@ class CoordinatorReplica:
         """Join if needed, re-read the authenticated head and manifest, re-join on a new head if the role
         keys depend on it."""
         async with self._lock:
-            if self._platform is None:
-                self._platform = await self._platform_factory()
-            if self._membership is None:
-                self._membership = await self._key_source.join(
-                    self._nc, self._platform, self.role, self._verifier
-                )
-            elif self._membership.service_cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
-                # Service certificates are short-lived (30 days): join again before the CA would refuse ours.
-                # Until that works, the current certificate stays in service while it is valid.
+            await self._refresh_locked()
+
+    async def current(self, max_age: float) -> ReplicaView:
+        """A view whose head was re-read from the authenticated history at most ``max_age`` seconds ago.
+
+        For decisions that must be made against the *current* generation (the CA's issuance): without it, a
+        replica would learn of an update only from the forgeable event or its periodic re-read. Concurrent
+        callers share one read. A failed read is ``state.unavailable`` (retried), never a pass.
+        """
+        async with self._lock:
+            if time.monotonic() - self._checked_at > max_age:
                 try:
-                    self._membership = await self._key_source.join(
-                        self._nc, self._platform, self.role, self._verifier
-                    )
-                except ContrastError as e:
-                    _log.warning("renewal_failed", role=self.role.value, code=e.code)
-            history = History(self._kv, self._membership.history_key)
-            head = await history.read_latest()
-            if head is None:
-                raise StateError("uninitialized", "the history is empty")
-            if head.generation < self._membership.generation:
-                raise StateError("rollback", "the stored history is older than our membership")
-            if self._rejoin and head.transition_hash != self._membership.transition_hash:
+                    await self._refresh_locked()
+                except ContrastError:
+                    raise
+                except Exception as e:
+                    raise StateError("unavailable", f"cannot re-read the history: {type(e).__name__}") from e
+        return self.view()
+
+    async def _refresh_locked(self) -> None:
+        if self._platform is None:
+            self._platform = await self._platform_factory()
+        if self._membership is None:
+            self._membership = await self._key_source.join(
+                self._nc, self._platform, self.role, self._verifier
+            )
+        elif self._membership.service_cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+            # Service certificates are short-lived (30 days): join again before the CA would refuse ours.
+            # Until that works, the current certificate stays in service while it is valid.
+            try:
                 self._membership = await self._key_source.join(
                     self._nc, self._platform, self.role, self._verifier
                 )
-                if self._membership.transition_hash != head.transition_hash:
-                    raise StateError("stale", "joined keys do not belong to the current head yet")
-            if self._manifest is None or self._manifest.transition_hash != head.transition_hash:
-                doc = await history.read_manifest(head.manifest_hash)
-                self._manifest = CurrentManifest(
-                    generation=head.generation, transition_hash=head.transition_hash, document=doc
-                )
-                _log.info("manifest_loaded", role=self.role.value, generation=head.generation)
-                if self._metrics is not None:
-                    self._metrics.manifest_generation.set(head.generation)
-            self._problem = ""
+            except ContrastError as e:
+                _log.warning("renewal_failed", role=self.role.value, code=e.code)
+        history = History(self._kv, self._membership.history_key)
+        head = await history.read_latest()
+        if head is None:
+            raise StateError("uninitialized", "the history is empty")
+        if head.generation < self._membership.generation:
+            raise StateError("rollback", "the stored history is older than our membership")
+        if self._rejoin and head.transition_hash != self._membership.transition_hash:
+            self._membership = await self._key_source.join(
+                self._nc, self._platform, self.role, self._verifier
+            )
+            if self._membership.transition_hash != head.transition_hash:
+                raise StateError("stale", "joined keys do not belong to the current head yet")
+        if self._manifest is None or self._manifest.transition_hash != head.transition_hash:
+            doc = await history.read_manifest(head.manifest_hash)
+            self._manifest = CurrentManifest(
+                generation=head.generation, transition_hash=head.transition_hash, document=doc
+            )
+            _log.info("manifest_loaded", role=self.role.value, generation=head.generation)
+            if self._metrics is not None:
+                self._metrics.manifest_generation.set(head.generation)
+        self._problem = ""
+        self._checked_at = time.monotonic()
 
     def poke(self) -> None:
         """Ask for a refresh soon (e.g. a verdict named a newer generation)."""

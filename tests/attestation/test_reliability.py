@@ -111,13 +111,14 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         js = p.nc.jetstream()
         # Each victim is the only replica of its kind, so unacked work on its consumer is its own: it is
         # SIGKILLed while it holds some, and a fresh replica (as Kubernetes would start) must finish it.
-        for kind, stream in (("ca", "VERDICTS"), ("verifier", "ATTEST")):
-            for _ in range(400):
+        for kind, stream in (("verifier", "ATTEST"), ("ca", "VERDICTS")):
+            for _ in range(1000):
                 if (await js.consumer_info(stream, kind)).num_ack_pending > 0:
                     break
                 await asyncio.sleep(0.01)
             procs[f"{kind}-1"].send_signal(signal.SIGKILL)
             procs.spawn(kind, f"{kind}-2")
+            await wait_ready(p.nc, kind, 1, timeout=30)
         results = await load
         failures = [r for r in results if isinstance(r, BaseException)]
         assert not failures, failures[:3]
