@@ -4,20 +4,28 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make run` needs only the runtime and the NATS binary; `make test` adds the dev tools (a superset).
+RUN_STAMP := $(VENV)/.installed-run
 # mypy cannot follow setuptools' editable import hook, so it reads a tree of links that mirrors the
 # installed layout: contrast -> shared/, contrast.<service> -> services/<service>/.
 TYPETREE := build/typecheck
 
 .PHONY: run test lint typecheck pytest bench fuzz clean
 
-$(STAMP): pyproject.toml setup.py
+$(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("python >= 3.11 is required") if sys.version_info < (3, 11) else None'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(STAMP): pyproject.toml setup.py | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml setup.py | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[local]'
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(VENV)/bin/contrast run $(ARGS)
 
 test: lint typecheck pytest

@@ -25,6 +25,7 @@ import msgspec
 
 from contrast.attest.refvalues import ReferenceValues
 from contrast.attest.result import Claims, Finding, Tee, ValidationResult
+from contrast.attest.snp import abi as snp_abi
 from contrast.attest.snp import validate as snp_validate
 from contrast.attest.snp import verify as snp_verify
 from contrast.attest.tdx import validate as tdx_validate
@@ -37,12 +38,24 @@ MAX_CERT_BYTES: Final = 16 * 1024
 MAX_CERTS: Final = 4
 MAX_CRL_BYTES: Final = 256 * 1024
 
-# The launch-measurement details that must match between peers, besides ``Claims.measurement``. TDX RTMR3 is
-# extended at run time by the workload, so it legitimately differs between replicas.
+# The launch details that must match between peers, besides ``Claims.measurement``. TDX RTMR3 is extended at
+# run time by the workload, so it legitimately differs between replicas. The measurement does not cover the
+# launch policy (SNP POLICY, VMPL; TDX TD_ATTRIBUTES, XFAM): the host picks it, so a host could start our very
+# image with DEBUG set and read its memory. "Same as mine" pins it without configuration.
 _PEER_MEASUREMENT_DETAILS: Final[dict[Tee, tuple[str, ...]]] = {
-    "snp": (),
-    "tdx": ("rtmr0", "rtmr1", "rtmr2", "mr_seam"),
+    "snp": ("policy", "vmpl"),
+    "tdx": ("rtmr0", "rtmr1", "rtmr2", "mr_seam", "td_attributes", "xfam"),
 }
+
+
+def _debug_enabled(tee: Tee, details: dict[str, str]) -> bool:
+    """Whether the launch policy in ``details`` lets the host debug (read) the guest; unknown counts as yes."""
+    try:
+        if tee == "snp":
+            return bool(int(details["policy"], 16) & snp_abi.POLICY_DEBUG)
+        return bool(bytes.fromhex(details["td_attributes"])[0] & 0x01)  # TDX TD_ATTRIBUTES.DEBUG is bit 0
+    except (KeyError, ValueError, IndexError):
+        return True
 
 
 class Evidence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -170,7 +183,13 @@ def verify_peer(
         raise EvidenceError("collateral_missing", f"peer evidence lacks collateral: {e.message}") from e
     if not hmac.compare_digest(claims.measurement, own.measurement):
         raise PolicyError("measurement_mismatch", "the peer runs another launch measurement than ours")
-    for key, value in own.measurement_details.items():
+    if _debug_enabled(claims.tee, claims.details) and not _debug_enabled(own.tee, own.measurement_details):
+        raise PolicyError("debug_enabled", "the peer was launched with DEBUG (its memory is readable)")
+    # Iterate over what *must* match, not over what ``own`` happens to carry, so a thin yardstick fails closed.
+    for key in _PEER_MEASUREMENT_DETAILS[own.tee]:
+        value = own.measurement_details.get(key)
+        if value is None:
+            raise PolicyError("measurement_mismatch", f"our own evidence does not state {key}")
         if claims.details.get(key) != value:
             raise PolicyError("measurement_mismatch", f"the peer's {key} differs from ours")
     if not any(hmac.compare_digest(claims.policy_hash, h) for h in allowed_policy_hashes):

@@ -40,6 +40,7 @@ from contrast.errors import CollateralError, ContrastError, InternalError, Reque
 from contrast.runtime.endpoint import new_correlation_id, short
 from contrast.runtime.jetstream import ensure_consumer, ensure_stream
 from contrast.runtime.logs import get_logger
+from contrast.runtime.pull import PullFeed
 from contrast.runtime.tracing import extract, inject
 from contrast.subjects import ConsumerSpec
 from contrast.wire.v1 import DeadLetter, decoder, encode
@@ -110,7 +111,7 @@ class StreamWorker(Generic[Msg_T]):
     max_in_flight: int = 16
     timeout: float = 20.0
     max_bytes: int | None = None  # default: the stream's max_msg_size
-    fetch_timeout: float = 1.0  # longest a fetch waits for work; also the worst-case stop latency
+    fetch_timeout: float = 1.0  # how long one pull request waits on the server for work (one per idle s)
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -158,11 +159,13 @@ class WorkerRunner:
         self._service, self._replica = service, replica
         self._tracer, self._metrics = tracer, metrics
         self._js_replicas = js_replicas
-        self._slots = asyncio.Semaphore(worker.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._psub: Any = None
+        self._feed: PullFeed | None = None
+        self._task_name = f"{worker.name}-message"
+        # Labelled metric children, looked up once instead of per message.
+        self._in_flight = metrics.in_flight.labels("stream")
+        self._outcomes: dict[str, Any] = {}
         self._advisories: Subscription | None = None
         self.running = False
 
@@ -171,21 +174,30 @@ class WorkerRunner:
         await ensure_stream(self._js, spec.stream, replicas=self._js_replicas)
         await ensure_stream(self._js, subjects.EVENTS, replicas=self._js_replicas)
         await ensure_consumer(self._js, spec)
-        self._psub = await self._js.pull_subscribe(
-            spec.filter_subject, durable=spec.durable, stream=spec.stream.name
+        self._feed = PullFeed(
+            self._nc,
+            api_prefix=self._js._prefix,
+            stream=spec.stream.name,
+            durable=spec.durable,
+            capacity=self.worker.max_in_flight,
+            expires=self.worker.fetch_timeout,
+            dispatch=self._dispatch,
+            name=self.worker.name,
         )
+        await self._feed.start()
         advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream.name}.{spec.durable}"
         self._advisories = await self._nc.subscribe(
             advisory, queue=f"{spec.durable}-dlq", cb=self._on_max_deliveries
         )
-        self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"{self.worker.name}-fetch")
+        self._loop_task = asyncio.create_task(self._feed.run(), name=f"{self.worker.name}-pull")
         self.running = True
 
     async def stop(self, timeout: float) -> bool:
-        """Stop fetching, finish in-flight messages (ack/nak), then unsubscribe. False if the budget ran out
+        """Stop pulling, finish in-flight messages (ack/nak), then unsubscribe. False if the budget ran out
         (unfinished messages are simply redelivered to another replica after ack_wait)."""
-        self._stopping.set()
         deadline = time.monotonic() + timeout
+        if self._feed is not None:
+            self._feed.stop()
         if self._loop_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -199,66 +211,40 @@ class WorkerRunner:
             for task in pending:
                 task.cancel()
             ok = not pending
-        for sub in (self._psub, self._advisories):
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        if self._feed is not None:
+            await self._feed.close()
+        if self._advisories is not None:
+            with contextlib.suppress(Exception):
+                await self._advisories.unsubscribe()
         self.running = False
         return ok
 
-    async def _fetch_loop(self) -> None:
-        while not self._stopping.is_set():
-            await self._slots.acquire()
-            batch = 1
-            while batch < self.worker.max_in_flight and not self._slots.locked():
-                await self._slots.acquire()
-                batch += 1
-            try:
-                if self._stopping.is_set():
-                    msgs: list[Msg] = []
-                else:
-                    msgs = await self._psub.fetch(batch, timeout=self.worker.fetch_timeout)
-            except (
-                TimeoutError
-            ):  # nothing to do (nats-py raises its own subclass or asyncio's, by batch size)
-                msgs = []
-            except asyncio.CancelledError:
-                for _ in range(batch):
-                    self._slots.release()
-                raise
-            except Exception as e:  # connection trouble: back off, the client reconnects by itself
-                _log.warning("fetch_failed", worker=self.worker.name, error=type(e).__name__)
-                msgs = []
-                await asyncio.sleep(0.5)
-            for _ in range(batch - len(msgs)):
-                self._slots.release()
-            for msg in msgs:
-                task = asyncio.create_task(self._process(msg), name=f"{self.worker.name}-message")
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+    def _dispatch(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._process(msg), name=self._task_name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        if self._feed is not None:
+            self._feed.release()
 
     async def _process(self, msg: Msg) -> None:
         w = self.worker
         md = msg.metadata
         num_delivered = md.num_delivered or 1
         stream_seq = md.sequence.stream if md.sequence else 0
-        headers = dict(msg.headers or {})
-        self._metrics.in_flight.labels("stream").inc()
+        headers = dict(msg.headers) if msg.headers else {}
+        self._in_flight.inc()
+        # One CONSUMER span per delivery, child of the producer's trace. Few attributes: the SDK copies and
+        # validates each one, and this runs for every message.
         with self._tracer.start_as_current_span(
             w.consumer.filter_subject,
             context=extract(headers),
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": msg.subject,
-                "messaging.consumer.group.name": w.consumer.durable,
                 "messaging.message.id": headers.get(MSG_ID_HEADER, ""),
-                "contrast.stream_seq": stream_seq,
                 "contrast.num_delivered": num_delivered,
             },
         ) as span:
@@ -266,7 +252,12 @@ class WorkerRunner:
             outcome = "ack"
             try:
                 await self._run_handler(msg, headers, stream_seq, num_delivered, correlation_id)
-                await msg.ack_sync()
+                # The handler's output is durable (its PubAck came back), so a plain ack is enough:
+                # should this ack be lost, ack_wait redelivers the message, the handler runs again and,
+                # being idempotent per request id (the output's Nats-Msg-Id, KV create/compare-and-set),
+                # yields the same output, which the stream deduplicates. ack_sync would cost every
+                # message a round trip to learn something that changes nothing.
+                await msg.ack()
             except RetryLater as e:
                 outcome = await self._transient(
                     msg, num_delivered, stream_seq, "transient", e.reason, e.delay
@@ -291,9 +282,17 @@ class WorkerRunner:
                 )
             if outcome != "ack":
                 span.set_status(Status(StatusCode.ERROR, outcome))
-            span.set_attribute("contrast.outcome", outcome)
-        self._metrics.in_flight.labels("stream").dec()
-        self._metrics.deliveries.labels(w.consumer.durable, outcome).inc()
+                span.set_attribute("contrast.outcome", outcome)
+        self._in_flight.dec()
+        self._deliveries(outcome).inc()
+
+    def _deliveries(self, outcome: str) -> Any:
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._metrics.deliveries.labels(
+                self.worker.consumer.durable, outcome
+            )
+        return counter
 
     async def _run_handler(
         self, msg: Msg, headers: dict[str, str], stream_seq: int, num_delivered: int, correlation_id: str
