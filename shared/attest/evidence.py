@@ -28,6 +28,7 @@ from contrast.attest.result import Claims, Finding, Tee, ValidationResult
 from contrast.attest.snp import abi as snp_abi
 from contrast.attest.snp import validate as snp_validate
 from contrast.attest.snp import verify as snp_verify
+from contrast.attest.tdx import pcs as tdx_pcs
 from contrast.attest.tdx import validate as tdx_validate
 from contrast.attest.tdx.trust import TdxRoots
 from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
@@ -48,14 +49,36 @@ _PEER_MEASUREMENT_DETAILS: Final[dict[Tee, tuple[str, ...]]] = {
 }
 
 
+_NEVER_ACCEPTABLE_TDX_STATUSES: Final = frozenset({tdx_pcs.REVOKED, tdx_pcs.NO_MATCH, "collateral missing"})
+_TDX_DEBUG_BIT: Final = 0x01  # TD_ATTRIBUTES bit 0 (in byte 0)
+
+
 def _debug_enabled(tee: Tee, details: dict[str, str]) -> bool:
-    """Whether the launch policy in ``details`` lets the host debug (read) the guest; unknown counts as yes."""
+    """Whether the launch policy in ``details`` lets the host debug (read) the guest; unknown means yes."""
     try:
         if tee == "snp":
             return bool(int(details["policy"], 16) & snp_abi.POLICY_DEBUG)
-        return bool(bytes.fromhex(details["td_attributes"])[0] & 0x01)  # TDX TD_ATTRIBUTES.DEBUG is bit 0
+        return bool(bytes.fromhex(details["td_attributes"])[0] & _TDX_DEBUG_BIT)
     except (KeyError, ValueError, IndexError):
         return True
+
+
+def _without_debug(tee: Tee, key: str, value: str | None) -> str | None:
+    """A launch detail with the DEBUG bit cleared (it has its own, one-sided rule); None if malformed.
+
+    A debug guest (development) may still trust a non-debug peer; a non-debug guest never trusts a debug one.
+    """
+    if value is None:
+        return None
+    try:
+        if tee == "snp" and key == "policy":
+            return f"0x{int(value, 16) & ~snp_abi.POLICY_DEBUG:016x}"
+        if tee == "tdx" and key == "td_attributes":
+            raw = bytes.fromhex(value)
+            return (bytes([raw[0] & ~_TDX_DEBUG_BIT & 0xFF]) + raw[1:]).hex()
+    except (ValueError, IndexError):
+        return None
+    return value
 
 
 class Evidence(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -170,7 +193,9 @@ def verify_peer(
 ) -> Claims:
     """Check a peer's evidence as ``docs/protocol.md`` §1 says; return its claims or raise a typed error.
 
-    The peer must use our TEE and our kind of root, run our launch measurement, have one of
+    The peer must use our TEE and our kind of root, run our launch measurement under our launch policy
+    (SNP POLICY and VMPL, TDX TD_ATTRIBUTES and XFAM: the host picks these, the measurement does not cover
+    them; DEBUG is refused unless we run with it too), not sit on a revoked TDX TCB, have one of
     ``allowed_policy_hashes``, and bind ``expected_report_data``.
     """
     if not allowed_policy_hashes:
@@ -185,13 +210,17 @@ def verify_peer(
         raise PolicyError("measurement_mismatch", "the peer runs another launch measurement than ours")
     if _debug_enabled(claims.tee, claims.details) and not _debug_enabled(own.tee, own.measurement_details):
         raise PolicyError("debug_enabled", "the peer was launched with DEBUG (its memory is readable)")
-    # Iterate over what *must* match, not over what ``own`` happens to carry, so a thin yardstick fails closed.
+    # Iterate over what *must* match, not over what ``own`` happens to carry: a thin yardstick fails closed.
     for key in _PEER_MEASUREMENT_DETAILS[own.tee]:
-        value = own.measurement_details.get(key)
+        value = _without_debug(own.tee, key, own.measurement_details.get(key))
         if value is None:
             raise PolicyError("measurement_mismatch", f"our own evidence does not state {key}")
-        if claims.details.get(key) != value:
+        if _without_debug(claims.tee, key, claims.details.get(key)) != value:
             raise PolicyError("measurement_mismatch", f"the peer's {key} differs from ours")
+    # A peer checker has no reference values, but a TCB level that Intel revoked (or does not know) is never
+    # acceptable: its attestation keys may be in anyone's hands.
+    if claims.tee == "tdx" and claims.tcb.get("status") in _NEVER_ACCEPTABLE_TDX_STATUSES:
+        raise PolicyError("tcb_status", f"the peer's TDX TCB status is {claims.tcb.get('status')}")
     if not any(hmac.compare_digest(claims.policy_hash, h) for h in allowed_policy_hashes):
         raise PolicyError("policy_unknown", f"peer policy hash {claims.policy_hash.hex()} is not allowed")
     if not hmac.compare_digest(claims.report_data, expected_report_data):

@@ -15,7 +15,7 @@ import pytest
 from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.attest.snp import abi as snp_abi
 from contrast.attest.snp.emulator import DEFAULT_POLICY, EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import DEFAULT_TD_ATTRIBUTES, DEFAULT_XFAM, EmulatedTdxPlatform
+from contrast.attest.tdx.emulator import DEFAULT_TD_ATTRIBUTES, DEFAULT_XFAM, EmulatedTdxPlatform, tcb_level
 from contrast.errors import ContrastError
 from contrast.platform.emulated import (
     SNP_DEFAULT_MEASUREMENT,
@@ -51,8 +51,9 @@ def _tdx_peer(emu: EmulatedTdxPlatform, **kw: bytes) -> Evidence:
 async def test_snp_control_same_launch_policy_is_accepted(snp_emulator: EmulatedSnpPlatform) -> None:
     verifier = EvidenceVerifier()
     own = await _own(EmulatedSnp(snp_emulator, host_data=POLICY), verifier)
+    peer = _snp_peer(snp_emulator)
     claims = verify_peer(
-        verifier, _snp_peer(snp_emulator), own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW
+        verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW
     )
     assert claims.policy_hash == POLICY
 
@@ -76,8 +77,9 @@ async def test_snp_peer_with_other_launch_policy_is_refused(
 async def test_tdx_control_same_attributes_is_accepted(tdx_emulator: EmulatedTdxPlatform) -> None:
     verifier = EvidenceVerifier()
     own = await _own(EmulatedTdx(tdx_emulator, policy_hash=POLICY), verifier)
+    peer = _tdx_peer(tdx_emulator)
     claims = verify_peer(
-        verifier, _tdx_peer(tdx_emulator), own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW
+        verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW
     )
     assert claims.policy_hash == POLICY
 
@@ -100,3 +102,63 @@ async def test_tdx_peer_with_other_attributes_is_refused(
     with pytest.raises(ContrastError) as e:
         verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
     assert e.value.code in {"policy.debug_enabled", "policy.measurement_mismatch"}
+
+
+async def test_debug_guest_still_trusts_a_non_debug_peer(
+    snp_emulator: EmulatedSnpPlatform, tdx_emulator: EmulatedTdxPlatform
+) -> None:
+    """One-sided: a development (debug) pod must still authenticate a hardened Coordinator's answers."""
+    verifier = EvidenceVerifier()
+    snp_own = await _own(EmulatedSnp(snp_emulator, host_data=POLICY), verifier)
+    debug_snp = snp_own.measurement_details | {"policy": f"0x{DEFAULT_POLICY | snp_abi.POLICY_DEBUG:016x}"}
+    own = OwnIdentity(
+        tee="snp",
+        measurement=snp_own.measurement,
+        policy_hash=POLICY,
+        measurement_details=debug_snp,
+        emulator_root=snp_own.emulator_root,
+    )
+    peer = _snp_peer(snp_emulator)
+    verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
+    debug_peer = _snp_peer(snp_emulator, policy=DEFAULT_POLICY | snp_abi.POLICY_DEBUG)
+    verify_peer(verifier, debug_peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
+
+    tdx_own = await _own(EmulatedTdx(tdx_emulator, policy_hash=POLICY), verifier)
+    debug_tdx = tdx_own.measurement_details | {"td_attributes": _flip_bit0(DEFAULT_TD_ATTRIBUTES).hex()}
+    own = OwnIdentity(
+        tee="tdx",
+        measurement=tdx_own.measurement,
+        policy_hash=POLICY,
+        measurement_details=debug_tdx,
+        emulator_root=tdx_own.emulator_root,
+    )
+    peer = _tdx_peer(tdx_emulator)
+    verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
+
+
+async def test_a_thin_yardstick_fails_closed(snp_emulator: EmulatedSnpPlatform) -> None:
+    """An OwnIdentity that lacks a launch detail refuses every peer instead of skipping the comparison."""
+    verifier = EvidenceVerifier()
+    full = await _own(EmulatedSnp(snp_emulator, host_data=POLICY), verifier)
+    thin = OwnIdentity(
+        tee="snp", measurement=full.measurement, policy_hash=POLICY, emulator_root=full.emulator_root
+    )
+    peer = _snp_peer(snp_emulator)
+    with pytest.raises(ContrastError) as e:
+        verify_peer(verifier, peer, thin, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
+    assert e.value.code == "policy.measurement_mismatch"
+
+
+@pytest.mark.parametrize("status", ["Revoked", "NoMatch"])
+async def test_tdx_peer_on_a_revoked_tcb_is_refused(tdx_emulator: EmulatedTdxPlatform, status: str) -> None:
+    """Intel revoked that TCB (or does not know it): its attestation keys may be in anyone's hands."""
+    verifier = EvidenceVerifier()
+    own = await _own(EmulatedTdx(tdx_emulator, policy_hash=POLICY), verifier)
+    level = tcb_level("Revoked") if status == "Revoked" else tcb_level("UpToDate", pcesvn=99)
+    quote = tdx_emulator.quote(
+        report_data=RD, mr_config_id=POLICY, mrtd=TDX_DEFAULT_MRTD, rtmrs=TDX_DEFAULT_RTMRS
+    )
+    peer = Evidence(tee="tdx", report=quote, tdx_collateral=tdx_emulator.collateral(tcb_levels=[level]))
+    with pytest.raises(ContrastError) as e:
+        verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
+    assert e.value.code == "policy.tcb_status"
