@@ -2,13 +2,16 @@
 
 Everything runs on this machine: an embedded nats-server (file-backed JetStream), N verifier processes and
 the CA process(es) (``python -m contrast.verifier`` / ``contrast.ca``, emulated SEV-SNP, INSECURE fixture key
-source), and emulated initializers driven from this process (each attestation: fresh TLS + HPKE keys, nonce,
-emulated report, publish, wait, authenticate and open the bundle, verify the chain to both anchors).
+source), and ``--drivers`` driver processes of emulated initializers (each attestation: fresh TLS + HPKE keys,
+nonce, emulated report, publish, wait, authenticate and open the bundle, verify the chain to both anchors).
+The drivers are separate processes so that the bench's own client work neither shares an event loop with
+the services nor caps the rate at one core; uvloop is used in them only if it happens to be installed.
 
 For each N it prints:
 
 * closed loop: attestations/s end to end (nonce request → initializer holds the opened, checked bundle),
-  p50 and p99 latency, and the split of verdicts across verifier replicas (from the audit events);
+  p50 and p99 latency, the split of verdicts across verifier replicas (from the audit events), and the CPU
+  milliseconds per attestation spent by each process (drivers, nats-server, each verifier, each CA);
 * open loop at 80 % of that rate: p50 and p99 latency;
 * verifier stage alone: pre-built requests queued while the replicas are stopped, then drained by the
   verifiers alone (the CA still stopped), as verifications/s per replica against this run's raw ECDSA P-384
@@ -16,8 +19,9 @@ For each N it prints:
 * overload: a burst of pre-built requests, the ATTEST queue depth sampled while it drains, and the time until
   both ATTEST and VERDICTS are empty again.
 
-Usage: ``python bench/attest_throughput.py [--replicas 1,2,4] [--count 1200] [--concurrency 64] [--cas 1]``.
-The machine is shared and has 2 cores: client, NATS, verifiers and CA all compete for them.
+Usage: ``python bench/attest_throughput.py [--replicas 1,2,4] [--count 1200] [--concurrency 64] [--cas 1]
+[--drivers 2] [--skip-stage] [--profile DIR]``. ``--profile`` writes a CPU-time cProfile per service replica.
+The machine is shared and has 2 cores: drivers, NATS, verifiers and CA all compete for them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -37,6 +42,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +120,62 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by each named process between two snapshots (the driver is this process)."""
+
+    def __init__(self, procs: dict[str, int]) -> None:
+        self.procs = procs
+        self.start = self._snapshot()
+
+    def _snapshot(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.procs.items():
+            with contextlib.suppress(OSError):
+                out[name] = cpu_seconds(pid)
+        return out
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        end = self._snapshot()
+        return {n: round(1000 * (end[n] - self.start[n]) / items, 2) for n in end if n in self.start}
+
+
+_PROFILED = """
+import cProfile, runpy, sys, time
+sys.argv[0] = "{module}"
+profiler = cProfile.Profile(time.process_time)
+try:
+    profiler.runcall(runpy.run_module, "{module}", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats("{out}")
+"""
+
+
 class Cluster:
-    def __init__(self, url: str, env: dict[str, str]) -> None:
+    def __init__(self, url: str, env: dict[str, str], profile_dir: Path | None = None) -> None:
         self.url, self.env = url, env
+        self.profile_dir = profile_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: dict[str, int] = {}
 
     def spawn(self, kind: str, replica: str) -> None:
+        argv = ["--replica", replica, "--shutdown-timeout", "5"]
+        command = [sys.executable, "-m", f"contrast.{kind}", *argv]
+        if self.profile_dir is not None:
+            # CPU time, not wall time: on a shared 2-core machine a wall-clock profile charges a syscall
+            # with whatever ran while this process was preempted. Written when the service exits (SIGTERM).
+            out = self.profile_dir / f"{replica}.prof"
+            command = [sys.executable, "-c", _PROFILED.format(module=f"contrast.{kind}", out=str(out)), *argv]
         self.procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", f"contrast.{kind}", "--replica", replica, "--shutdown-timeout", "5"],
+                command,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -128,6 +183,7 @@ class Cluster:
                 start_new_session=True,
             )
         )
+        self.names[replica] = self.procs[-1].pid
 
     def stop(self) -> None:
         for p in self.procs:
@@ -158,7 +214,7 @@ async def wait_ready(nc: Client, service: str, count: int, timeout: float = 60) 
     raise TimeoutError(f"{service}: not {count} ready replicas")
 
 
-async def closed_loop(init: Initializer, count: int, concurrency: int) -> tuple[float, list[float], int]:
+async def closed_loop(init: Initializer, count: int, concurrency: int) -> tuple[list[float], int]:
     latencies: list[float] = []
     failures = 0
     sem = asyncio.Semaphore(concurrency)
@@ -174,12 +230,11 @@ async def closed_loop(init: Initializer, count: int, concurrency: int) -> tuple[
                 return
             latencies.append(time.perf_counter() - t0)
 
-    start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(count)))
-    return count / (time.perf_counter() - start), latencies, failures
+    return latencies, failures
 
 
-async def open_loop(init: Initializer, rate: float, seconds: float) -> tuple[float, list[float], int]:
+async def open_loop(init: Initializer, rate: float, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
     failures = 0
     tasks = []
@@ -195,14 +250,90 @@ async def open_loop(init: Initializer, rate: float, seconds: float) -> tuple[flo
         latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
+    for i in range(int(rate * seconds)):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
-    return n / (time.perf_counter() - start), latencies, failures
+    return latencies, failures
+
+
+# ---- driver processes: the emulated initializers run outside the bench's coordinating process ----------
+
+
+@dataclass(frozen=True)
+class DriverJob:
+    url: str
+    emulator_dir: str
+    mode: str  # "closed" (count attestations, concurrency at once) or "open" (rate/s for seconds)
+    count: int = 0
+    concurrency: int = 1
+    rate: float = 0.0
+    seconds: float = 0.0
+    warmup: int = 20
+
+
+@dataclass(frozen=True)
+class DriverResult:
+    latencies: list[float]
+    failures: int
+    finished_at: float  # time.time()
+    cpu_s: float  # this driver process's CPU during the measured part
+
+
+def run_driver(job: DriverJob, ready: Any, go: Any) -> DriverResult:
+    """Entry point of one driver process (uvloop if it happens to be installed; never a dependency)."""
+    configure_logging("bench", "driver", level="ERROR")
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        return uvloop.run(_drive(job, ready, go))  # type: ignore[no-any-return,unused-ignore]
+    except ImportError:
+        return asyncio.run(_drive(job, ready, go))
+
+
+async def _drive(job: DriverJob, ready: Any, go: Any) -> DriverResult:
+    nc = await nats.connect(job.url, max_reconnect_attempts=-1)
+    emulator = await asyncio.to_thread(emulated.load_snp_emulator, Path(job.emulator_dir))
+    config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=120)
+    init = Initializer(nc=nc, platform=EmulatedSnp(emulator, host_data=H_POD), config=config)
+    await closed_loop(init, job.warmup, min(job.warmup, job.concurrency))  # caches, connections
+    ready.put(os.getpid())
+    await asyncio.to_thread(go.wait)
+    cpu0 = time.process_time()
+    if job.mode == "closed":
+        latencies, failures = await closed_loop(init, job.count, job.concurrency)
+    else:
+        latencies, failures = await open_loop(init, job.rate, job.seconds)
+    result = DriverResult(latencies, failures, time.time(), time.process_time() - cpu0)
+    await nc.close()
+    return result
+
+
+async def drive(
+    jobs: list[DriverJob], procs: dict[str, int], on_start: Callable[[], None] = lambda: None
+) -> tuple[float, list[float], int, dict[str, float]]:
+    """Run ``jobs`` in one process each, started together; returns (attestations/s, latencies, failures,
+    CPU ms per attestation by process: the drivers summed, the coordinating bench process, the services)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(jobs), mp_context=ctx) as pool:
+        ready, go = manager.Queue(), manager.Event()
+        futures = [pool.submit(run_driver, job, ready, go) for job in jobs]
+        for _ in jobs:
+            await asyncio.to_thread(ready.get, True, 120)
+        on_start()
+        meter = CpuMeter({"bench": os.getpid(), **procs})
+        start = time.time()
+        go.set()
+        results: list[DriverResult] = [await asyncio.wrap_future(f) for f in futures]
+    latencies = [x for r in results for x in r.latencies]
+    failures = sum(r.failures for r in results)
+    done = len(latencies) + failures
+    elapsed = max(r.finished_at for r in results) - start
+    cpu = meter.per_item_ms(max(1, done))
+    cpu["drivers"] = round(1000 * sum(r.cpu_s for r in results) / max(1, done), 2)
+    return done / elapsed, latencies, failures, cpu
 
 
 async def prebuilt_requests(nc: Client, platform: EmulatedSnp, count: int) -> list[tuple[str, bytes]]:
@@ -322,10 +453,9 @@ async def run(args: argparse.Namespace) -> None:
 
         await nc.subscribe(subjects.EVENT_ATTESTATION, cb=on_event)
         platform = EmulatedSnp(emulator, host_data=H_POD)
-        config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=120)
         rows = []
         for n in args.replicas:
-            cluster = Cluster(server.url, env)
+            cluster = Cluster(server.url, env, args.profile)
             for i in range(args.cas):
                 cluster.spawn("ca", f"ca-{i + 1}")
             for i in range(n):
@@ -333,14 +463,22 @@ async def run(args: argparse.Namespace) -> None:
             try:
                 await wait_ready(nc, "verifier", n)
                 await wait_ready(nc, "ca", args.cas)
-                init = Initializer(nc=nc, platform=platform, config=config)
-                await closed_loop(init, min(100, args.count), args.concurrency)  # warm-up
-                split.clear()
-                rate, lat, fail = await closed_loop(init, args.count, args.concurrency)
+                base = DriverJob(url=server.url, emulator_dir=str(emu_dir), mode="closed")
+                k = args.drivers
+                await drive(  # warm-up of the services
+                    [replace(base, count=50, concurrency=max(1, args.concurrency // k))] * k, {}
+                )
+                closed = replace(base, count=args.count // k, concurrency=max(1, args.concurrency // k))
+                procs = {"nats-server": server.pid, **cluster.names}
+                rate, lat, fail, cpu = await drive([closed] * k, procs, split.clear)
                 shares = sorted(split.values(), reverse=True)
-                ol_rate, ol_lat, ol_fail = await open_loop(init, 0.8 * rate, args.open_seconds)
-                stage = await verifier_stage(nc, platform, args.stage_count, cluster)
-                peak, drain, _ = await overload(nc, platform, args.burst)
+                opened = replace(base, mode="open", rate=0.8 * rate / k, seconds=args.open_seconds)
+                ol_rate, ol_lat, ol_fail, _ = await drive([opened] * k, procs)
+                if args.skip_stage:
+                    stage, peak, drain = float("nan"), 0, float("nan")
+                else:
+                    stage = await verifier_stage(nc, platform, args.stage_count, cluster)
+                    peak, drain, _ = await overload(nc, platform, args.burst)
                 row = {
                     "replicas": n,
                     "e2e_per_s": round(rate, 1),
@@ -348,6 +486,7 @@ async def run(args: argparse.Namespace) -> None:
                     "p99_ms": round(1000 * pct(lat, 0.99), 1),
                     "failures": fail,
                     "split": shares,
+                    "cpu_ms_per_attestation": cpu,
                     "open_loop_per_s": round(ol_rate, 1),
                     "open_p50_ms": round(1000 * pct(ol_lat, 0.5), 1),
                     "open_p99_ms": round(1000 * pct(ol_lat, 0.99), 1),
@@ -367,6 +506,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"peak ATTEST depth {peak}, drained in {drain:.1f} s",
                     flush=True,
                 )
+                print(f"      CPU ms per attestation (closed loop): {cpu}", flush=True)
             finally:
                 cluster.stop()
         print(json.dumps({"raw_p384_per_s": round(raw), "rows": rows}))
@@ -386,6 +526,9 @@ def main() -> None:
     p.add_argument("--open-seconds", type=float, default=5.0)
     p.add_argument("--stage-count", type=int, default=2000)
     p.add_argument("--burst", type=int, default=3000)
+    p.add_argument("--drivers", type=int, default=2, help="driver processes (emulated initializers)")
+    p.add_argument("--profile", type=Path, default=None, help="cProfile each service replica into DIR")
+    p.add_argument("--skip-stage", action="store_true", help="closed and open loop only")
     asyncio.run(run(p.parse_args()))
 
 

@@ -161,6 +161,7 @@ class StatementCache:
     def __init__(self, *, ttl: dt.timedelta = dt.timedelta(minutes=5), size: int = 64) -> None:
         self._ttl, self._size = ttl, size
         self._entries: OrderedDict[bytes, dt.datetime] = OrderedDict()
+        self._service_keys: OrderedDict[bytes, ec.EllipticCurvePublicKey] = OrderedDict()  # parsed once
         self._links: OrderedDict[bytes, dt.datetime] = OrderedDict()
 
     def _fresh(self, table: OrderedDict[bytes, dt.datetime], key: bytes, now: dt.datetime) -> bool:
@@ -193,7 +194,8 @@ class StatementCache:
         now: dt.datetime,
     ) -> bytes:
         key = self._key(env.statement, exp)
-        if not self._fresh(self._entries, key, now):
+        pub = self._service_keys.get(key)
+        if pub is None or not self._fresh(self._entries, key, now):
             payload, _ = open_envelope(
                 env,
                 purpose=purpose,
@@ -203,13 +205,16 @@ class StatementCache:
                 allowed_policy_hashes=exp.coordinator_policy_hashes,
                 now=now,
             )
+            parsed = serialization.load_der_public_key(env.statement.service_key)  # open_envelope checked it
+            if not isinstance(parsed, ec.EllipticCurvePublicKey):
+                raise AuthError("bad_key", "the statement's service key is not an EC key")
             self._remember(self._entries, key, now)
+            self._service_keys[key] = parsed
+            while len(self._service_keys) > self._size:
+                self._service_keys.popitem(last=False)
             return payload
         if env.purpose != purpose:
             raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
-        pub = serialization.load_der_public_key(env.statement.service_key)  # parsed fine when first checked
-        if not isinstance(pub, ec.EllipticCurvePublicKey):
-            raise AuthError("bad_key", "the statement's service key is not an EC key")
         try:
             pub.verify(
                 env.signature,

@@ -57,7 +57,7 @@ from contrast.coordinator.kv import KeyValue, KvConflict
 from contrast.coordinator.manifest import Manifest
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role, open_role_keys, seal_role_keys
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, spki
-from contrast.crypto.kdf import SeedEngine, hkdf_sha256
+from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError, ContrastError, PolicyError, RequestError, StateError
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.root import root_certificate
@@ -77,7 +77,6 @@ from contrast.wire.v1 import (
 JOIN_PURPOSE: Final = "coordinator-join"
 JOIN_NONCE_LIFETIME: Final = 10.0  # seconds; the evidence round trip of a joiner takes well under one
 _NONCE_LABEL: Final = b"contrast join nonce v1"
-_NONCE_KEY_INFO: Final = b"contrast join nonce key v1"
 _NONCE = struct.Struct(">Q8s16s")
 _REPLICA_ID = re.compile(r"[^a-z0-9-]+")
 # Tolerated clock skew when checking a nonce's expiry issued by another replica.
@@ -85,8 +84,9 @@ _SKEW_MS: Final = 2_000
 
 
 def join_nonce_key(engine: SeedEngine) -> bytes:
-    """The MAC key of join nonces, derived from the nonce-MAC key (so verifiers' key differs from it)."""
-    return hkdf_sha256(engine.nonce_mac_key(), None, _NONCE_KEY_INFO, 32)
+    """The MAC key of join nonces. It comes from the seed under its own label, so verifier replicas (which
+    hold only the attestation nonce-MAC key) can neither mint nor recognise join nonces."""
+    return engine.join_nonce_key()
 
 
 class JoinNonces:

@@ -17,6 +17,7 @@ root CA key            ``contrast root ca key v1``            64 bytes → P-384
 history-signing key    ``contrast history signing key v1``    32 bytes → Ed25519 private key
 pod-state secret       ``contrast pod state secret v1``       32 bytes
 nonce-MAC key          ``contrast nonce mac key v1``          32 bytes (HMAC-SHA256 nonce tokens)
+join-nonce key         ``contrast join nonce key v1``         32 bytes (HMAC-SHA256 join nonces)
 store-encryption key   ``contrast store encryption key v1``   32 bytes (AES-256-GCM, sealed state)
 =====================  =====================================  =======================================
 
@@ -52,6 +53,8 @@ LABEL_ROOT_CA_KEY: Final = b"contrast root ca key v1"
 LABEL_HISTORY_SIGNING_KEY: Final = b"contrast history signing key v1"
 LABEL_POD_STATE_SECRET: Final = b"contrast pod state secret v1"
 LABEL_NONCE_MAC_KEY: Final = b"contrast nonce mac key v1"
+# Separate from the nonce-MAC key that verifiers hold: only seed holders (manifest replicas) mint join nonces.
+LABEL_JOIN_NONCE_KEY: Final = b"contrast join nonce key v1"
 LABEL_STORE_ENCRYPTION_KEY: Final = b"contrast store encryption key v1"
 WORKLOAD_SECRET_INFO_PREFIX: Final = b"WORKLOAD SECRET ID: "
 
@@ -145,6 +148,9 @@ class SeedEngine:
 
     def nonce_mac_key(self) -> bytes:
         return self._derive(LABEL_NONCE_MAC_KEY, 32)
+
+    def join_nonce_key(self) -> bytes:
+        return self._derive(LABEL_JOIN_NONCE_KEY, 32)
 
     def store_encryption_key(self) -> bytes:
         return self._derive(LABEL_STORE_ENCRYPTION_KEY, 32)

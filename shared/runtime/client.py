@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -19,6 +19,7 @@ from contrast.wire.v1 import ErrorReply, decoder, encode
 Resp = TypeVar("Resp", bound=msgspec.Struct)
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_SPAN_ATTRIBUTES: Final = {"messaging.system": "nats", "messaging.operation.type": "send"}
 
 
 async def request(
@@ -41,11 +42,7 @@ async def request(
     with tracer.start_as_current_span(
         subject,
         kind=SpanKind.CLIENT,
-        attributes={
-            "messaging.system": "nats",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": subject,
-        },
+        attributes=_SPAN_ATTRIBUTES,  # the span's name is the subject
     ) as span:
         try:
             reply = await nc.request(subject, encode(message), timeout=timeout, headers=inject({}))

@@ -55,6 +55,7 @@ Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
 
 _log = get_logger(__name__)
+_SPAN_ATTRIBUTES: Final = {"messaging.system": "nats", "messaging.operation.type": "process"}
 
 
 def short(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
@@ -179,6 +180,10 @@ class EndpointServer:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats: dict[str, EndpointStats] = {ep.name: EndpointStats() for ep in endpoints}
+        # Labelled metric children, looked up once rather than on every request.
+        self._in_flight = metrics.in_flight.labels("request")
+        self._seconds = {ep.name: metrics.request_seconds.labels(ep.name) for ep in endpoints}
+        self._counters: dict[tuple[str, str], Any] = {}
         self.draining = False
 
     @property
@@ -231,20 +236,15 @@ class EndpointServer:
         started = time.perf_counter_ns()
         stats = self.stats[ep.name]
         stats.num_requests += 1
-        self._metrics.in_flight.labels("request").inc()
+        self._in_flight.inc()
         code = "ok"
+        # One SERVER span per request, named by the subject; service and replica are resource attributes
+        # already. Few span attributes: the SDK copies and validates each one on every request.
         with self._tracer.start_as_current_span(
             ep.subject,
             context=extract(msg.headers),
             kind=SpanKind.SERVER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": ep.subject,
-                "messaging.message.body.size": len(msg.data),
-                "contrast.service": self._service,
-                "contrast.replica": self._replica,
-            },
+            attributes=_SPAN_ATTRIBUTES,
         ) as span:
             correlation_id = new_correlation_id()
             try:
@@ -281,9 +281,15 @@ class EndpointServer:
                     _log.warning("reply_failed", endpoint=ep.name, error=type(e).__name__)
         elapsed = time.perf_counter_ns() - started
         stats.processing_ns += elapsed
-        self._metrics.in_flight.labels("request").dec()
-        self._metrics.requests.labels(ep.name, code).inc()
-        self._metrics.request_seconds.labels(ep.name).observe(elapsed / 1e9)
+        self._in_flight.dec()
+        self._requests(ep.name, code).inc()
+        self._seconds[ep.name].observe(elapsed / 1e9)
+
+    def _requests(self, endpoint: str, code: str) -> Any:
+        counter = self._counters.get((endpoint, code))
+        if counter is None:  # error codes form a small closed set (ContrastError families)
+            counter = self._counters[endpoint, code] = self._metrics.requests.labels(endpoint, code)
+        return counter
 
     async def _respond(
         self, ep: Endpoint[Any], msg: Msg, correlation_id: str

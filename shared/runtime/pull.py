@@ -10,7 +10,8 @@ asks for whatever is free by then.
 Bounds: a message is dispatched only against a reserved slot, so this replica never has more than
 ``capacity`` messages in flight. A pull request that vanished (the connection dropped while it was
 outstanding) is given up after its expiry plus a grace period. A late delivery from it is counted against
-the next request's credit if there is one, and otherwise nak'ed at once, so it cannot exceed the bound.
+the next request's credit if there is one, and otherwise nak'ed (with a delay that outlasts our outstanding
+request), so it cannot exceed the bound.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -69,6 +71,7 @@ class PullFeed:
         self._request_over = asyncio.Event()
         self._stopping = asyncio.Event()
         self._pause = False
+        self._request_expiry = float("-inf")  # time.monotonic() when the last pull request expires
         self._inbox = nc.new_inbox()
         self._sub: Subscription | None = None
         self.late_deliveries = 0  # messages given back because no slot was reserved for them
@@ -91,7 +94,13 @@ class PullFeed:
             self._inbox, cb=self._on_message, pending_msgs_limit=2 * self._capacity + 64
         )
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 0.0) -> None:
+        """Unsubscribe, after waiting (at most ``timeout``) until the last pull request has expired on the
+        server: what it still delivers meanwhile is nak'ed for another replica at once, instead of going to
+        a dead inbox and waiting out ack_wait."""
+        linger = min(timeout, self._request_expiry - time.monotonic())
+        if linger > 0 and self._sub is not None:
+            await asyncio.sleep(linger)
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
@@ -107,10 +116,13 @@ class PullFeed:
                     self._request_over.set()
                 return
             # A late delivery for a request we gave up on (or one after stop): no slot is reserved for it,
-            # so hand it back at once rather than exceed the bound or let it wait for ack_wait.
+            # so hand it back rather than exceed the bound or let it wait out ack_wait. The delay outlasts
+            # our outstanding request, which would otherwise take it straight back (each time burning a
+            # delivery); by then another replica, or our next request, gets it.
             self.late_deliveries += 1
+            delay = max(0.0, self._request_expiry - time.monotonic()) + _GRACE
             with contextlib.suppress(Exception):
-                await msg.nak()
+                await msg.nak(delay=delay)
             return
         if status == _HEARTBEAT:
             return
@@ -132,11 +144,14 @@ class PullFeed:
             self._request_over.clear()
             try:
                 request = {"batch": self._credit, "expires": int(self._expires * 1e9)}
+                self._request_expiry = time.monotonic() + self._expires
                 await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
                 # Over when every credit is used, the server ends it (408 on expiry), or -- if the
                 # connection dropped and the server forgot it -- our own deadline passes.
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._request_over.wait(), self._expires + _GRACE)
+                except TimeoutError:
+                    _log.info("pull_unanswered", worker=self._name)  # connection dropped? ask again
             except Exception as e:  # connection trouble: back off; the client reconnects by itself
                 _log.warning("pull_failed", worker=self._name, error=type(e).__name__)
                 self._pause = True

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from contrast.runtime.logs import get_logger
 
 _log = get_logger(__name__)
+_EMPTY = Context()
 
 
 def inject(headers: MutableMapping[str, str] | None = None) -> dict[str, str]:
@@ -39,7 +40,9 @@ def inject(headers: MutableMapping[str, str] | None = None) -> dict[str, str]:
 
 def extract(headers: Mapping[str, str] | None) -> Context:
     """Read the trace context from NATS message headers (missing or malformed headers give a new root)."""
-    return propagate.extract(dict(headers or {}))
+    if not headers or propagate.get_global_textmap().fields.isdisjoint(headers):
+        return _EMPTY  # what the propagators would return, without their per-message work
+    return propagate.extract(dict(headers))
 
 
 def _otlp_exporter(protocol: str, env: Mapping[str, str]) -> SpanExporter | None:

@@ -212,7 +212,7 @@ class WorkerRunner:
                 task.cancel()
             ok = not pending
         if self._feed is not None:
-            await self._feed.close()
+            await self._feed.close(max(0.0, deadline - time.monotonic()))
         if self._advisories is not None:
             with contextlib.suppress(Exception):
                 await self._advisories.unsubscribe()

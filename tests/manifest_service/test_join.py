@@ -218,3 +218,15 @@ async def test_join_nonce_tokens() -> None:
     with pytest.raises(PolicyError):
         nonces.check(b"short")
     assert time.time() > 0
+
+
+def test_a_verifier_cannot_mint_join_nonces() -> None:
+    # Verifiers hold the attestation nonce-MAC key; the join-nonce key must not be derivable from it.
+    from contrast.coordinator.join import join_nonce_key
+    from contrast.crypto.kdf import SeedEngine, generate_seed, hkdf_sha256
+
+    engine = SeedEngine(*generate_seed())
+    key = join_nonce_key(engine)
+    assert key != engine.nonce_mac_key()
+    assert key != hkdf_sha256(engine.nonce_mac_key(), None, b"contrast join nonce key v1", 32)
+    assert key == SeedEngine(engine.seed, engine.salt).join_nonce_key()
