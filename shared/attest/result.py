@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import hmac
+from collections.abc import Callable, Sequence
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
 from contrast.errors import ContrastError, PolicyError, from_code
 
 Tee = Literal["snp", "tdx"]
+R = TypeVar("R")
+
+
+class AnyReportData:
+    """Sentinel: the caller explicitly does not check REPORT_DATA (CLI inspection only, never a service)."""
+
+    def __repr__(self) -> str:
+        return "ANY_REPORT_DATA"
+
+
+ANY_REPORT_DATA: Final = AnyReportData()
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,3 +75,36 @@ def first_error(findings: tuple[Finding, ...]) -> ContrastError:
     f = findings[0]
     text = f.message or f"{f.field}: expected {f.expected or '?'}, got {f.got or '?'}"
     return from_code(f.code, text)
+
+
+def report_data_matches(expected: bytes | AnyReportData, got: bytes) -> bool:
+    """Constant-time REPORT_DATA comparison; only the explicit :data:`ANY_REPORT_DATA` skips it."""
+    if isinstance(expected, AnyReportData):
+        return True
+    return len(expected) == 64 and hmac.compare_digest(expected, got)
+
+
+def first_matching(
+    tee: Tee, claims: Claims, references: Sequence[R], check: Callable[[R], list[Finding]]
+) -> ValidationResult:
+    """Accept with the first reference set that ``check`` passes; otherwise reject with every finding of
+    every set (fields prefixed ``<tee>[i].``). An empty list rejects."""
+    if not references:
+        finding = Finding(
+            code="policy.no_reference_values", field=tee, message=f"no {tee.upper()} reference values"
+        )
+        return ValidationResult(accepted=False, claims=claims, findings=(finding,))
+    findings: list[Finding] = []
+    for i, ref in enumerate(references):
+        got = check(ref)
+        if not got:
+            return ValidationResult(accepted=True, claims=claims, matched_reference=i)
+        findings += [msgspec.structs.replace(f, field=f"{tee}[{i}].{f.field}") for f in got]
+    return ValidationResult(accepted=False, claims=claims, findings=tuple(findings))
+
+
+def evidence_rejection(tee: Tee, error: ContrastError, field: str = "evidence") -> ValidationResult:
+    """A rejected result for evidence that could not be checked; its claims are empty: nothing was proved."""
+    claims = Claims(tee=tee, platform="", policy_hash=b"", report_data=b"", measurement=b"")
+    finding = Finding(code=error.code, field=field, message=error.message)
+    return ValidationResult(accepted=False, claims=claims, findings=(finding,))

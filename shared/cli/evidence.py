@@ -199,7 +199,7 @@ class SnpFormat:
                 msg,
                 {"report": decoded, "chain": chain, **_result_json(result), "policy_checked": False},
             )
-        expected: bytes | validate._AnyReportData = (
+        expected: bytes | validate.AnyReportData = (
             inputs.report_data if inputs.report_data is not None else validate.ANY_REPORT_DATA
         )
         result = validate.validate(verified, refs, expected_report_data=expected)

@@ -19,24 +19,22 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
 
-from contrast.attest.result import Claims, Finding, ValidationResult
+from contrast.attest import result
+from contrast.attest.result import (
+    ANY_REPORT_DATA,
+    AnyReportData,
+    Claims,
+    Finding,
+    ValidationResult,
+    first_matching,
+    report_data_matches,
+)
 from contrast.attest.snp import abi, reference
 from contrast.attest.snp.kds import Product
 from contrast.attest.snp.reference import SnpReferenceValues
 from contrast.attest.snp.verify import ChainCache, SnpVerifyOptions, VerifiedSnpReport, verify_report
 from contrast.errors import EvidenceError
-
-
-class _AnyReportData:
-    """Sentinel: the caller explicitly does not check REPORT_DATA (CLI inspection only, never a service)."""
-
-    def __repr__(self) -> str:
-        return "ANY_REPORT_DATA"
-
-
-ANY_REPORT_DATA: Final = _AnyReportData()
 
 _PLATFORM_BITS = (
     ("SMTEnabled", abi.PLATFORM_SMT_EN),
@@ -97,7 +95,7 @@ def claims_of(v: VerifiedSnpReport) -> Claims:
 
 
 def _check(
-    v: VerifiedSnpReport, ref: SnpReferenceValues, expected_report_data: bytes | _AnyReportData
+    v: VerifiedSnpReport, ref: SnpReferenceValues, expected_report_data: bytes | AnyReportData
 ) -> list[Finding]:
     r = v.report
     out: list[Finding] = []
@@ -199,10 +197,7 @@ def _check(
         add("id_key_not_trusted", "ID_KEY_DIGEST", "one of TrustedIDKeyDigests", r.id_key_digest.hex())
 
     # Constant time: REPORT_DATA binds the nonce and the keys the exchange relies on.
-    if not isinstance(expected_report_data, _AnyReportData) and (
-        len(expected_report_data) != abi.REPORT_DATA_SIZE
-        or not hmac.compare_digest(expected_report_data, r.report_data)
-    ):
+    if not report_data_matches(expected_report_data, r.report_data):
         add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
     return out
 
@@ -211,36 +206,18 @@ def validate(
     verified: VerifiedSnpReport,
     references: Sequence[SnpReferenceValues],
     *,
-    expected_report_data: bytes | _AnyReportData,
+    expected_report_data: bytes | AnyReportData,
 ) -> ValidationResult:
     """Accept with the first matching reference set, or reject with every finding. An empty list rejects."""
     if not isinstance(verified, VerifiedSnpReport):
         raise TypeError("validate() accepts only a VerifiedSnpReport from verify_report()")
     claims = claims_of(verified)
-    if not references:
-        finding = Finding(code="policy.no_reference_values", field="snp", message="no SNP reference values")
-        return ValidationResult(accepted=False, claims=claims, findings=(finding,))
-    findings: list[Finding] = []
-    for i, ref in enumerate(references):
-        got = _check(verified, ref, expected_report_data)
-        if not got:
-            return ValidationResult(accepted=True, claims=claims, matched_reference=i)
-        findings += [
-            Finding(
-                code=f.code, field=f"snp[{i}].{f.field}", expected=f.expected, got=f.got, message=f.message
-            )
-            for f in got
-        ]
-    return ValidationResult(accepted=False, claims=claims, findings=tuple(findings))
-
-
-EMPTY_CLAIMS: Final = Claims(tee="snp", platform="", policy_hash=b"", report_data=b"", measurement=b"")
+    return first_matching("snp", claims, references, lambda ref: _check(verified, ref, expected_report_data))
 
 
 def evidence_rejection(error: EvidenceError) -> ValidationResult:
     """A rejected result for evidence that did not verify; its claims are empty because nothing was proved."""
-    finding = Finding(code=error.code, field="evidence", message=error.message)
-    return ValidationResult(accepted=False, claims=EMPTY_CLAIMS, findings=(finding,))
+    return result.evidence_rejection("snp", error)
 
 
 def emulator_roots_of(references: Sequence[SnpReferenceValues]) -> frozenset[bytes]:
@@ -281,6 +258,7 @@ def verify_and_validate(
 
 __all__ = [
     "ANY_REPORT_DATA",
+    "AnyReportData",
     "claims_of",
     "emulator_roots_of",
     "evidence_rejection",

@@ -25,24 +25,21 @@ import functools
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
 
-from contrast.attest.result import Claims, Finding, ValidationResult
+from contrast.attest.result import (
+    ANY_REPORT_DATA,
+    AnyReportData,
+    Claims,
+    Finding,
+    ValidationResult,
+    evidence_rejection,
+    first_matching,
+    report_data_matches,
+)
 from contrast.attest.tdx.reference import TdxReferenceValues
 from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots
 from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier, VerifiedTdxQuote
-from contrast.errors import CollateralError, ContrastError, EvidenceError
-
-
-class _AnyReportData:
-    """Sentinel: the caller explicitly does not check REPORT_DATA (CLI inspection only, never a service)."""
-
-    def __repr__(self) -> str:
-        return "ANY_REPORT_DATA"
-
-
-ANY_REPORT_DATA: Final = _AnyReportData()
-EMPTY_CLAIMS: Final = Claims(tee="tdx", platform="", policy_hash=b"", report_data=b"", measurement=b"")
+from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError
 
 
 def claims_of(v: VerifiedTdxQuote) -> Claims:
@@ -87,7 +84,7 @@ def claims_of(v: VerifiedTdxQuote) -> Claims:
 
 
 def _check(
-    v: VerifiedTdxQuote, ref: TdxReferenceValues, expected_report_data: bytes | _AnyReportData
+    v: VerifiedTdxQuote, ref: TdxReferenceValues, expected_report_data: bytes | AnyReportData
 ) -> list[Finding]:
     out: list[Finding] = []
     body = v.quote.body
@@ -148,9 +145,7 @@ def _check(
             )
 
     # Constant time: REPORT_DATA binds key material and a nonce.
-    if not isinstance(expected_report_data, _AnyReportData) and (
-        len(expected_report_data) != 64 or not hmac.compare_digest(expected_report_data, body.report_data)
-    ):
+    if not report_data_matches(expected_report_data, body.report_data):
         add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
     return out
 
@@ -159,33 +154,18 @@ def validate(
     verified: VerifiedTdxQuote,
     references: Sequence[TdxReferenceValues],
     *,
-    expected_report_data: bytes | _AnyReportData,
+    expected_report_data: bytes | AnyReportData,
 ) -> ValidationResult:
     """Accept with the first matching reference set, or reject with every finding. An empty list rejects."""
     if not isinstance(verified, VerifiedTdxQuote):
         raise TypeError("validate() accepts only a VerifiedTdxQuote from TdxVerifier.verify()")
     claims = claims_of(verified)
-    if not references:
-        finding = Finding(code="policy.no_reference_values", field="tdx", message="no TDX reference values")
-        return ValidationResult(accepted=False, claims=claims, findings=(finding,))
-    findings: list[Finding] = []
-    for i, ref in enumerate(references):
-        got = _check(verified, ref, expected_report_data)
-        if not got:
-            return ValidationResult(accepted=True, claims=claims, matched_reference=i)
-        findings += [
-            Finding(
-                code=f.code, field=f"tdx[{i}].{f.field}", expected=f.expected, got=f.got, message=f.message
-            )
-            for f in got
-        ]
-    return ValidationResult(accepted=False, claims=claims, findings=tuple(findings))
+    return first_matching("tdx", claims, references, lambda ref: _check(verified, ref, expected_report_data))
 
 
 def rejection(error: ContrastError) -> ValidationResult:
     """A rejected result for evidence that did not verify; its claims are empty because nothing was proved."""
-    finding = Finding(code=error.code, field="evidence", message=error.message)
-    return ValidationResult(accepted=False, claims=EMPTY_CLAIMS, findings=(finding,))
+    return evidence_rejection("tdx", error)
 
 
 def roots_for(references: Sequence[TdxReferenceValues]) -> TdxRoots:
@@ -217,8 +197,7 @@ def verify_and_validate(
     try:
         roots = roots_for(reference)
     except ValueError as e:
-        f = Finding(code="policy.mixed_platforms", field="tdx", message=str(e))
-        return ValidationResult(accepted=False, claims=EMPTY_CLAIMS, findings=(f,))
+        return evidence_rejection("tdx", PolicyError("mixed_platforms", str(e)), field="tdx")
     if verifier is None:
         verifier = shared_verifier(roots)
     elif verifier.roots != roots:
