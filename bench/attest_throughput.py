@@ -382,20 +382,26 @@ def _signal(cluster: Cluster, kind: str, sig: signal.Signals) -> None:
             p.send_signal(sig)
 
 
-async def verifier_stage(nc: Client, platform: EmulatedSnp, count: int, cluster: Cluster) -> float:
+async def verifier_stage(
+    nc: Client, platform: EmulatedSnp, count: int, cluster: Cluster
+) -> tuple[float, float]:
     """Rate at which the verifiers alone drain pre-built requests: they are queued while every replica is
     stopped (SIGSTOP); then the verifiers resume and are timed until ATTEST is drained. The CA stays stopped
-    meanwhile, so the verifiers share the cores only with nats-server."""
+    meanwhile, so the verifiers share the cores only with nats-server (and, on a shared machine, whatever
+    else runs). Returns (verifications/s, verifier CPU ms per verification): the second does not depend on
+    how busy the machine is."""
     reqs = await prebuilt_requests(nc, platform, count)
     _signal(cluster, "ca", signal.SIGSTOP)
     _signal(cluster, "verifier", signal.SIGSTOP)
     try:
         await publish_all(nc, reqs)
+        meter = CpuMeter({n: pid for n, pid in cluster.names.items() if n.startswith("verifier")})
         start = time.perf_counter()
         _signal(cluster, "verifier", signal.SIGCONT)
         while await pending(nc, "ATTEST", "verifier") > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.01)
-        return count / (time.perf_counter() - start)
+        rate = count / (time.perf_counter() - start)
+        return rate, sum(meter.per_item_ms(count).values())
     finally:
         _signal(cluster, "verifier", signal.SIGCONT)
         _signal(cluster, "ca", signal.SIGCONT)
@@ -475,9 +481,9 @@ async def run(args: argparse.Namespace) -> None:
                 opened = replace(base, mode="open", rate=0.8 * rate / k, seconds=args.open_seconds)
                 ol_rate, ol_lat, ol_fail, _ = await drive([opened] * k, procs)
                 if args.skip_stage:
-                    stage, peak, drain = float("nan"), 0, float("nan")
+                    stage, stage_cpu, peak, drain = float("nan"), float("nan"), 0, float("nan")
                 else:
-                    stage = await verifier_stage(nc, platform, args.stage_count, cluster)
+                    stage, stage_cpu = await verifier_stage(nc, platform, args.stage_count, cluster)
                     peak, drain, _ = await overload(nc, platform, args.burst)
                 row = {
                     "replicas": n,
@@ -493,6 +499,9 @@ async def run(args: argparse.Namespace) -> None:
                     "open_failures": ol_fail,
                     "verifier_stage_per_s": round(stage, 1),
                     "stage_per_replica_vs_raw": round(stage / n / raw, 2),
+                    # raw verify CPU / verifier CPU per verification: the stage's efficiency, load-independent
+                    "stage_cpu_ms_per_verification": round(stage_cpu, 2),
+                    "stage_cpu_efficiency": round((1000 / raw) / stage_cpu, 2),
                     "burst": args.burst,
                     "burst_peak_depth": peak,
                     "burst_drain_s": round(drain, 2),
@@ -502,7 +511,9 @@ async def run(args: argparse.Namespace) -> None:
                     f"N={n}: e2e {rate:7.1f}/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
                     f"fail {fail}  split {shares} | 80% load {ol_rate:6.1f}/s p50 {row['open_p50_ms']} ms "
                     f"p99 {row['open_p99_ms']} ms | verifier stage {stage:7.1f}/s "
-                    f"({row['stage_per_replica_vs_raw']:.2f}x raw per replica) | burst {args.burst}: "
+                    f"({row['stage_per_replica_vs_raw']:.2f}x raw per replica; "
+                    f"CPU {stage_cpu:.2f} ms/verification = {row['stage_cpu_efficiency']:.2f}x raw) | "
+                    f"burst {args.burst}: "
                     f"peak ATTEST depth {peak}, drained in {drain:.1f} s",
                     flush=True,
                 )

@@ -1,11 +1,10 @@
 """A continuous pull from a durable JetStream consumer, sized by the caller's free slots.
 
-nats-py's ``fetch(n)`` hands back its messages only when the batch is full or the request expired: with
-``n`` free slots and fewer than ``n`` messages queued, the ones that did arrive wait up to the fetch timeout
-before anyone works on them. This feed instead keeps **one pull request** outstanding for exactly the slots
-that are free when it is sent, and dispatches every message the moment it arrives. When the request is
-used up (every slot taken) or over (the server's ``408``/``409`` status, or our own deadline), the next one
-asks for whatever is free by then.
+The feed keeps **one pull request** outstanding for exactly the slots that are free when it is sent, and
+dispatches every message the moment it arrives (from the subscription's callback: no per-message
+``next_msg`` task, as nats-py's ``fetch`` makes). When the request is used up (every slot taken) or over (the
+server's ``408``/``409`` status, or our own deadline), the next one asks for whatever is free by then. An
+idle queue costs one pull request per ``expires`` and logs nothing; :meth:`PullFeed.stop` is immediate.
 
 Bounds: a message is dispatched only against a reserved slot, so this replica never has more than
 ``capacity`` messages in flight. A pull request that vanished (the connection dropped while it was

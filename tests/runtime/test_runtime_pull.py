@@ -1,6 +1,6 @@
-"""The worker's pull feed against real JetStream: messages are dispatched as they arrive (not when a batch
-fills), never more than the free slots are in flight, a delivery nobody reserved a slot for is handed back,
-and stop is prompt."""
+"""The worker's pull feed against real JetStream: messages are dispatched as they arrive while a pull request
+for many is outstanding, never more than the free slots are in flight, a delivery nobody reserved a slot for
+is handed back, and stop is prompt."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def until(condition: object, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_message_is_dispatched_on_arrival_not_when_the_batch_fills(
+async def test_a_message_is_dispatched_on_arrival_while_a_large_request_is_outstanding(
     nc: Client, queue: tuple[str, str]
 ) -> None:
     stream, subject = queue
@@ -64,7 +64,7 @@ async def test_a_message_is_dispatched_on_arrival_not_when_the_batch_fills(
         await asyncio.sleep(0.2)  # the pull request for 16 is outstanding and the queue is empty
         sent = time.monotonic()
         await nc.jetstream().publish(subject, b"one")
-        # nats-py's fetch(16) would hold this message until the request expired (5 s).
+        # Not held back until the request for 16 fills or expires (5 s).
         await until(lambda: len(got) == 1, 1.0)
         assert time.monotonic() - sent < 1.0
         assert f.free == 0  # the other 15 slots are promised to the outstanding request
