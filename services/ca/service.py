@@ -3,7 +3,8 @@
 For each verdict, in this order:
 
 1. the verdict (:class:`contrast.attestation.verdict.VerdictChecker`): the signer's certificate is issued by
-   the root CA with role ``verifier``; the signature covers the received bytes and the delivered request
+   the root CA with role ``verifier`` for a policy hash that is still a ``Role: coordinator`` entry of this
+   generation's manifest; the signature covers the received bytes and the delivered request
    id; the verdict is positive, fresh and for this CA's generation and history head. A forged, unsigned,
    wrongly-signed or old-generation verdict is an ``auth.*`` error: dead-lettered, never issued. A verdict for
    a *newer* generation is ``state.stale``: the replica re-joins and the verdict is retried;
@@ -11,8 +12,12 @@ For each verdict, in this order:
 3. issue, seal and sign (:func:`contrast.attestation.bundle.issue`);
 4. store with compare-and-set, idempotently per request id: if an issued result is already in KV
    ``results``, that one is published again and ours is dropped, so a redelivered verdict never yields a
-   second, different answer; a stored *rejection* (which a replayed or mutated request could have caused)
-   does not block a genuine issuance; then publish on the result subject, and only then ack.
+   second, different answer -- but only if it is *authentic*: signed in an envelope whose statement an
+   initializer would accept from this Coordinator (same launch measurement and root kind as this replica,
+   this replica's policy hash) and answering this verdict's request digest. Anything else in the store (a
+   forgery planted by a bus attacker, garbage, a stored *rejection* that a replayed or mutated request could
+   have caused) does not block a genuine issuance: ours overwrites it with compare-and-set. Then publish on
+   the result subject, and only then ack.
 """
 
 from __future__ import annotations
@@ -25,18 +30,27 @@ import msgspec
 
 from contrast import subjects
 from contrast.attest.evidence import EvidenceVerifier
-from contrast.attestation.bundle import issue
+from contrast.attestation.bundle import PURPOSE_ISSUED, issue
 from contrast.attestation.deps import ReplicaDeps
 from contrast.attestation.membership import Membership
 from contrast.attestation.replica import CoordinatorReplica
 from contrast.attestation.verdict import VerdictChecker
 from contrast.coordinator.kv import KvConflict, NatsKeyValue
 from contrast.coordinator.manifest import ROLE_COORDINATOR
-from contrast.errors import AuthError, StateError
+from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
+from contrast.errors import AuthError, ContrastError, StateError
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.service import ServiceRole
 from contrast.runtime import DeliveryContext, Handlers, Runtime, Service, StreamWorker, get_logger
-from contrast.wire.v1 import AttestationEvent, AttestResult, SignedVerdict, decoder, encode
+from contrast.wire.v1 import (
+    AttestationEvent,
+    AttestResult,
+    IssuedResult,
+    SignedVerdict,
+    Verdict,
+    decoder,
+    encode,
+)
 
 _log = get_logger(__name__)
 VERSION = "0.1.0"
@@ -55,9 +69,15 @@ class _Signing:
 
 class _Ca:
     def __init__(
-        self, rt: Runtime, deps: ReplicaDeps, replica: CoordinatorReplica, results: NatsKeyValue
+        self,
+        rt: Runtime,
+        deps: ReplicaDeps,
+        replica: CoordinatorReplica,
+        results: NatsKeyValue,
+        verifier: EvidenceVerifier,
     ) -> None:
         self.rt, self.deps, self.replica, self.results = rt, deps, replica, results
+        self.verifier = verifier
         self._signing: _Signing | None = None
 
     def signing(self, m: Membership) -> _Signing:
@@ -88,16 +108,23 @@ class _Ca:
         now_s = self.deps.clock()
         now = dt.datetime.fromtimestamp(now_s, dt.UTC)
         s = self.signing(view.membership)
+        manifest = view.manifest
+        # Checked first: the signer's policy is judged against this manifest, so it must be the manifest of
+        # the head our role keys (and the checker's generation) belong to.
+        if not hmac.compare_digest(manifest.transition_hash, view.membership.transition_hash):
+            self.replica.poke()
+            raise StateError("stale", "the manifest view and the role keys belong to different heads")
         try:
-            checked = s.checker.check(signed, request_id=request_id, now=now)
+            checked = s.checker.check(
+                signed,
+                request_id=request_id,
+                signer_policy_hashes=manifest.document.manifest.coordinator_policy_hashes(),
+                now=now,
+            )
         except StateError:
             self.replica.poke()  # a newer generation: re-join, then this verdict is redelivered
             raise
         verdict = checked.verdict
-        manifest = view.manifest
-        if not hmac.compare_digest(manifest.transition_hash, view.membership.transition_hash):
-            self.replica.poke()
-            raise StateError("stale", "the manifest view and the role keys belong to different heads")
         entry = manifest.document.manifest.policy(verdict.policy_hash)
         if entry is None or entry.Role == ROLE_COORDINATOR:
             raise AuthError("policy_not_issuable", "the verdict's policy hash has no workload entry")
@@ -114,7 +141,8 @@ class _Ca:
             now=now,
         )
         result_bytes = encode(result)
-        data = await self._store(request_id, result_bytes)
+        stored = _StoredCheck(verdict=verdict, identity=view.identity, verifier=self.verifier, now=now)
+        data = await self._store(request_id, result_bytes, stored)
         await ctx.nc.publish(subjects.attest_result(request_id), data)
         if data is not result_bytes:
             return  # an earlier delivery's answer stands
@@ -131,25 +159,25 @@ class _Ca:
         )
         await self.rt.nc.publish(subjects.EVENT_ATTESTATION, encode(event))
 
-    async def _existing(self, request_id: str) -> bytes | None:
-        """A result this (or another) CA replica already issued for ``request_id``, as stored."""
+    async def _existing(self, request_id: str, check: _StoredCheck) -> bytes | None:
+        """An authentic result this (or another) CA replica already issued for ``request_id``, as stored."""
         entry = await self.results.get(request_id)
         if entry is None:
             return None
-        try:
-            stored = decoder(AttestResult).decode(entry.value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            return None  # garbage in the store (the bus is hostile): overwrite it with a real answer
-        return entry.value if stored.outcome == "issued" and stored.request_id == request_id else None
+        if check.authentic(request_id, entry.value):
+            return entry.value
+        # Garbage, a rejection or a forgery (the bus is hostile): overwrite it with a real answer.
+        _log.warning("results_entry_not_authentic", request_id=request_id)
+        return None
 
-    async def _store(self, request_id: str, data: bytes) -> bytes:
+    async def _store(self, request_id: str, data: bytes, check: _StoredCheck) -> bytes:
         """Store our result unless another replica won the race; return what is stored (and must be sent)."""
         try:
             await self.results.create(request_id, data)
             return data
         except KvConflict:
             pass
-        existing = await self._existing(request_id)
+        existing = await self._existing(request_id, check)
         if existing is not None:
             return existing
         current = await self.results.get(request_id)
@@ -159,11 +187,53 @@ class _Ca:
             else:
                 await self.results.update(request_id, data, last=current.revision)
         except KvConflict:
-            existing = await self._existing(request_id)
+            existing = await self._existing(request_id, check)
             if existing is None:
                 raise StateError("result_conflict", "the results entry keeps changing; retrying") from None
             return existing
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredCheck:
+    """Whether a stored ``results`` entry is an answer this Coordinator really issued for this verdict.
+
+    The yardstick is what an initializer checks (:func:`contrast.attestation.bundle.open_result` steps 1-3),
+    with this replica's own identity in the initializer's place: the envelope's statement is genuine
+    evidence of our launch measurement, root kind and policy hash, binding the key that signed the payload
+    under this request id; the payload answers this verdict's request digest. Only on the rare conflict
+    path, so the evidence check (CPU only, no I/O) runs inline.
+    """
+
+    verdict: Verdict
+    identity: CoordinatorIdentity
+    verifier: EvidenceVerifier
+    now: dt.datetime
+
+    def authentic(self, request_id: str, value: bytes) -> bool:
+        try:
+            stored = decoder(AttestResult).decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return False
+        if stored.outcome != "issued" or stored.request_id != request_id:
+            return False
+        own = self.identity.own
+        try:
+            payload, _ = open_envelope(
+                stored.envelope,
+                purpose=PURPOSE_ISSUED,
+                binding=request_id.encode(),
+                verifier=self.verifier,
+                own=own,
+                allowed_policy_hashes=(own.policy_hash,),
+                now=self.now,
+            )
+            issued = decoder(IssuedResult).decode(payload)
+        except (ContrastError, msgspec.ValidationError, msgspec.DecodeError):
+            return False
+        return issued.request_id == request_id and hmac.compare_digest(
+            issued.request_digest, self.verdict.request_digest
+        )
 
 
 def make_service(deps: ReplicaDeps | None = None) -> Service:
@@ -173,6 +243,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         await rt.stream(subjects.EVENTS)
         results = NatsKeyValue(await rt.kv(subjects.RESULTS))
         history = NatsKeyValue(await rt.kv(subjects.HISTORY))
+        verifier = EvidenceVerifier()
         replica = CoordinatorReplica(
             role=ServiceRole.CA,
             platform=deps.platform,
@@ -180,11 +251,11 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
             history_kv=history,
             nc=rt.nc,
             metrics=rt.metrics,
-            verifier=EvidenceVerifier(),
+            verifier=verifier,
             rejoin_on_new_head=True,  # the mesh key belongs to one generation
         )
         await rt.stack.enter_async_context(replica)
-        ca = _Ca(rt, deps, replica, results)
+        ca = _Ca(rt, deps, replica, results, verifier)
         return Handlers(
             workers=(
                 StreamWorker(

@@ -232,6 +232,7 @@ class FixtureKeySource:
             identity.service_key.public_key(),
             role=role,
             replica_id=self._replica,
+            policy_hash=identity.own.policy_hash,  # this replica's own verified evidence
             now=now,
         )
         keys = keys_for_role(

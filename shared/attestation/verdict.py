@@ -6,7 +6,10 @@ A :class:`~contrast.wire.v1.SignedVerdict` carries the deterministic MessagePack
 certificate. :class:`VerdictChecker` accepts it only if, in this order:
 
 1. the certificate was issued directly by the root CA, is valid now and has role ``verifier``
-   (:func:`contrast.pki.service.verify_service_cert`);
+   (:func:`contrast.pki.service.verify_service_cert`), and the policy hash it certifies (taken from the
+   verifier's join evidence) is one of ``signer_policy_hashes``: the ``Role: coordinator`` entries of the
+   manifest the verdict is checked against. A verifier whose policy an update removed (a vulnerable image,
+   or a key stolen from one) signs nothing the CA accepts any more, however long its certificate runs;
 2. the signature verifies over the *received* payload bytes and the request id it was delivered under;
 3. the payload decodes strictly and names that request id;
 4. the verdict is positive, fresh (issued within ``max_age``, not in the future) and for the current
@@ -23,6 +26,7 @@ import datetime as dt
 import hashlib
 import hmac
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -92,8 +96,21 @@ class VerdictChecker:
             self._certs.popitem(last=False)
         return ident
 
-    def check(self, signed: SignedVerdict, *, request_id: str, now: dt.datetime) -> CheckedVerdict:
+    def check(
+        self,
+        signed: SignedVerdict,
+        *,
+        request_id: str,
+        signer_policy_hashes: Collection[bytes],
+        now: dt.datetime,
+    ) -> CheckedVerdict:
+        """``signer_policy_hashes``: the current manifest's Coordinator policies (``auth.signer_revoked`` if
+        the signer's certified policy is not among them)."""
         signer = self._signer(signed.service_cert, now)
+        if not any(hmac.compare_digest(signer.policy_hash, h) for h in signer_policy_hashes):
+            raise AuthError(
+                "signer_revoked", "the verdict's signer runs a policy the current manifest no longer allows"
+            )
         try:
             signer.public_key.verify(
                 signed.signature,

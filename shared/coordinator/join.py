@@ -11,8 +11,9 @@ A verifier, CA or (peer-recovering) manifest replica joins the Coordinator trust
    binding; that the policy hash names a ``Role: coordinator`` entry; for the ``manifest`` role (which
    receives the seed) that the joiner runs exactly the responder's code (same policy hash and launch
    measurement); and last the nonce's single use. It then certifies the joiner's service key with the
-   root CA (role in an extension), seals exactly the role's keys to the joiner's attested HPKE key, and
-   signs a :class:`~contrast.wire.v1.JoinGrant` with its own service key over ``client nonce ‖ join nonce``;
+   root CA (role and the policy hash of its *verified* evidence in extensions), seals exactly the role's
+   keys to the joiner's attested HPKE key, and signs a :class:`~contrast.wire.v1.JoinGrant` with its own
+   service key over ``client nonce ‖ join nonce``;
 5. the joiner (:func:`join`) checks the responder's statement (same launch measurement, an allowed policy
    hash, same kind of root), the signature, the certificates (its own key, its role, issued by the root)
    and that the opened bundle repeats the public parts; only then does it return a :class:`JoinResult`.
@@ -216,8 +217,14 @@ def answer_join(
     return role, claims
 
 
-def grant(req: JoinRequest, role: ServiceRole, *, authority: JoinAuthority, now: dt.datetime) -> JoinReply:
-    """Certify the joiner's key, seal its role's keys, and sign the grant (step 4, after all checks)."""
+def grant(
+    req: JoinRequest, role: ServiceRole, joiner: Claims, *, authority: JoinAuthority, now: dt.datetime
+) -> JoinReply:
+    """Certify the joiner's key, seal its role's keys, and sign the grant (step 4, after all checks).
+
+    ``joiner`` is what :func:`answer_join` verified; its policy hash goes into the service certificate so that
+    the certificate stops counting once an update removes that Coordinator policy from the manifest.
+    """
     st = req.statement
     root_key = authority.engine.root_ca_key()
     root_cert = root_certificate(root_key)
@@ -227,6 +234,7 @@ def grant(req: JoinRequest, role: ServiceRole, *, authority: JoinAuthority, now:
         _service_key(st.service_key),
         role=role,
         replica_id=replica_id(req.replica),
+        policy_hash=joiner.policy_hash,
         now=now,
     )
     bundle = keys_for_role(
@@ -264,9 +272,9 @@ async def handle_join(
     now: dt.datetime,
 ) -> JoinReply:
     """The whole server side of a join: check, mark the nonce used, grant."""
-    role, _ = answer_join(req, authority=authority, nonces=nonces, verifier=verifier, now=now)
+    role, claims = answer_join(req, authority=authority, nonces=nonces, verifier=verifier, now=now)
     await nonces.consume(req.statement.nonce)
-    return grant(req, role, authority=authority, now=now)
+    return grant(req, role, claims, authority=authority, now=now)
 
 
 # ---- the joiner's side ----------------------------------------------------------------------------------

@@ -23,3 +23,6 @@ WORKLOAD_SECRET_ID: Final = ObjectIdentifier(f"{ARC}.1.3")  # UTF8String, only w
 
 # Coordinator service certificates (issued by the root CA to joined replicas).
 SERVICE_ROLE: Final = ObjectIdentifier(f"{ARC}.2.1")  # UTF8String: "manifest" | "verifier" | "ca"
+# OCTET STRING, 32 bytes: the joiner's policy hash from its verified join evidence (never from its request),
+# so that a service certificate stops counting once a manifest update removes that Coordinator policy.
+SERVICE_POLICY_HASH: Final = ObjectIdentifier(f"{ARC}.2.2")

@@ -2,8 +2,12 @@
 
 A replica that joined the Coordinator trust domain gets a certificate for its signing key (P-256 or P-384),
 issued directly by the root CA, with its role in the private :data:`contrast.pki.oids.SERVICE_ROLE`
-extension and a URI SAN ``urn:contrast:coordinator:<role>:<replica-id>``. A CA replica accepts a verdict
-only if :func:`verify_service_cert` accepts the signer's certificate for role ``verifier``.
+extension, the policy hash of its verified join evidence in :data:`contrast.pki.oids.SERVICE_POLICY_HASH`
+and a URI SAN ``urn:contrast:coordinator:<role>:<replica-id>``. A CA replica accepts a verdict only if
+:func:`verify_service_cert` accepts the signer's certificate for role ``verifier`` *and* the certified policy
+hash is still a ``Role: coordinator`` entry of the manifest the verdict is checked against: a certificate
+outlives no manifest update that removes its replica's policy. A certificate without the policy hash is
+refused.
 
 Mesh leaves never carry the role extension and are never issued by the root directly, so a workload
 certificate can never pass as a service certificate.
@@ -33,6 +37,7 @@ from contrast.pki.root import ROOT_COMMON_NAME, name
 SERVICE_CERT_VALIDITY: Final = dt.timedelta(days=30)
 _REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_CERT_DER: Final = 16 * 1024
+POLICY_HASH_SIZE: Final = 32
 
 
 class ServiceRole(enum.Enum):
@@ -49,6 +54,7 @@ class ServiceIdentity:
     role: ServiceRole
     replica_id: str
     public_key: ec.EllipticCurvePublicKey
+    policy_hash: bytes  # from the joiner's verified evidence at join time
 
 
 def _uri(role: ServiceRole, replica_id: str) -> str:
@@ -62,10 +68,13 @@ def issue_service_cert(
     *,
     role: ServiceRole,
     replica_id: str,
+    policy_hash: bytes,
     now: dt.datetime,
     validity: dt.timedelta = SERVICE_CERT_VALIDITY,
 ) -> x509.Certificate:
-    """Certify a joined replica's key for ``role``. ``replica_id`` is a DNS-label-like name for audit."""
+    """Certify a joined replica's key for ``role``. ``replica_id`` is a DNS-label-like name for audit;
+    ``policy_hash`` must come from the joiner's *verified* evidence (HOST_DATA / MR_CONFIG_ID), never from
+    anything the joiner merely asserted."""
     if root_cert.public_key() != root_key.public_key():
         raise ValueError("root key and root certificate do not match")
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in (
@@ -75,6 +84,8 @@ def issue_service_cert(
         raise ValueError("service keys are ECDSA P-256 or P-384")
     if not _REPLICA_ID.match(replica_id):
         raise ValueError("replica id must be 1-63 chars of [a-z0-9-]")
+    if not isinstance(policy_hash, bytes) or len(policy_hash) != POLICY_HASH_SIZE:
+        raise ValueError("a service certificate's policy hash is 32 bytes")
     builder = (
         x509.CertificateBuilder()
         .subject_name(name(f"system:coordinator:{role.value}:{replica_id}"))
@@ -108,6 +119,9 @@ def issue_service_cert(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
         )
         .add_extension(x509.UnrecognizedExtension(oids.SERVICE_ROLE, der.utf8_string(role.value)), False)
+        .add_extension(
+            x509.UnrecognizedExtension(oids.SERVICE_POLICY_HASH, der.octet_string(policy_hash)), False
+        )
     )
     return builder.sign(root_key, hashes.SHA384())
 
@@ -126,10 +140,33 @@ def service_role(cert: x509.Certificate) -> ServiceRole:
         raise AuthError("bad_service_cert", "service role extension is malformed or unknown") from e
 
 
+def service_policy_hash(cert: x509.Certificate) -> bytes:
+    """The policy hash a certificate was issued for (unverified); ``auth.bad_service_cert`` if it has none.
+
+    Certificates issued before this extension existed are refused, not grandfathered: without it nothing
+    ties the certificate to a manifest entry that an update can withdraw.
+    """
+    try:
+        ext = cert.extensions.get_extension_for_oid(oids.SERVICE_POLICY_HASH).value
+    except x509.ExtensionNotFound:
+        raise AuthError("bad_service_cert", "certificate carries no Coordinator policy hash") from None
+    if not isinstance(ext, x509.UnrecognizedExtension):
+        raise AuthError("bad_service_cert", "policy hash extension has an unexpected type")
+    try:
+        value = der.decode_octet_string(ext.value)
+    except ValueError as e:
+        raise AuthError("bad_service_cert", "policy hash extension is malformed") from e
+    if len(value) != POLICY_HASH_SIZE:
+        raise AuthError("bad_service_cert", "policy hash extension is not 32 bytes")
+    return value
+
+
 def verify_service_cert(
     cert_der: bytes, root_cert: x509.Certificate, role: ServiceRole, now: dt.datetime
 ) -> ServiceIdentity:
-    """Accept ``cert_der`` only if the root CA issued it directly, it is valid at ``now``, and has ``role``.
+    """Accept ``cert_der`` only if the root CA issued it directly, it is valid at ``now``, has ``role`` and
+    names a 32-byte policy hash. Whether that policy is still allowed is the caller's check against *its*
+    manifest (:meth:`contrast.coordinator.manifest.Manifest.coordinator_policy_hashes`).
 
     Raises ``auth.bad_service_cert`` (malformed, wrong issuer, bad signature, expired) or ``auth.wrong_role``.
     """
@@ -170,7 +207,13 @@ def verify_service_cert(
     pub = cert.public_key()
     if not isinstance(pub, ec.EllipticCurvePublicKey):
         raise AuthError("bad_service_cert", "service certificate key is not ECDSA")
-    return ServiceIdentity(certificate=cert, role=role, replica_id=uris[0][len(prefix) :], public_key=pub)
+    return ServiceIdentity(
+        certificate=cert,
+        role=role,
+        replica_id=uris[0][len(prefix) :],
+        public_key=pub,
+        policy_hash=service_policy_hash(cert),
+    )
 
 
 class ServiceCertVerifier:

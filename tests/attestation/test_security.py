@@ -242,6 +242,7 @@ async def test_forged_verdicts_get_no_certificate(
                 attacker.public_key(),
                 role=ServiceRole.CA,
                 replica_id="evil",
+                policy_hash=H_COORD,
                 now=dt.datetime.now(dt.UTC),
             )
             assert (
@@ -258,6 +259,7 @@ async def test_forged_verdicts_get_no_certificate(
                 attacker.public_key(),
                 role=ServiceRole.VERIFIER,
                 replica_id="evil",
+                policy_hash=H_COORD,
                 now=dt.datetime.now(dt.UTC),
             )
             assert (

@@ -7,6 +7,7 @@ import secrets
 
 import msgspec
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,8 @@ from contrast.pki.service import ServiceRole, issue_service_cert
 from contrast.wire.v1 import AttestRequest, AttestResult, SignedVerdict, Verdict, decoder
 
 KEY = bytes(range(32))
+H_VERIFIER = b"\xc0" * 32  # the Coordinator policy the test verifier joined with
+ALLOWED = frozenset({H_VERIFIER, b"\xc1" * 32})
 NOW_MS = 1_800_000_000_000
 
 
@@ -73,9 +76,15 @@ class _Keys:
         self.root = root_certificate(self.root_key)
         self.key = ec.generate_private_key(ec.SECP256R1())
 
-    def cert(self, role: ServiceRole, now: dt.datetime) -> object:
+    def cert(self, role: ServiceRole, now: dt.datetime, policy_hash: bytes = H_VERIFIER) -> x509.Certificate:
         return issue_service_cert(
-            self.root_key, self.root, self.key.public_key(), role=role, replica_id="v1", now=now
+            self.root_key,
+            self.root,
+            self.key.public_key(),
+            role=role,
+            replica_id="v1",
+            policy_hash=policy_hash,
+            now=now,
         )
 
 
@@ -122,13 +131,13 @@ def test_verdict_checker(keys: _Keys, mutate: object, code: str | None) -> None:
     rid = "A" * 24
     base = _verdict(rid, now)
     v = msgspec.structs.replace(base, **mutate(base))  # type: ignore[operator]
-    signed = sign_verdict(v, keys.key, keys.cert(ServiceRole.VERIFIER, now))  # type: ignore[arg-type]
+    signed = sign_verdict(v, keys.key, keys.cert(ServiceRole.VERIFIER, now))
     checker = VerdictChecker(keys.root, generation=3, transition_hash=b"\x07" * 32)
     if code is None:
-        assert checker.check(signed, request_id=rid, now=now).verdict == v
+        assert checker.check(signed, request_id=rid, signer_policy_hashes=ALLOWED, now=now).verdict == v
         return
     with pytest.raises((AuthError, StateError)) as e:
-        checker.check(signed, request_id=rid, now=now)
+        checker.check(signed, request_id=rid, signer_policy_hashes=ALLOWED, now=now)
     assert e.value.code == code
     assert signed.payload  # the payload was signed as sent
 
@@ -136,7 +145,7 @@ def test_verdict_checker(keys: _Keys, mutate: object, code: str | None) -> None:
 def test_verdict_signature_covers_payload_and_request_id(keys: _Keys) -> None:
     now = dt.datetime.now(dt.UTC)
     rid = "A" * 24
-    signed = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.VERIFIER, now))  # type: ignore[arg-type]
+    signed = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.VERIFIER, now))
     checker = VerdictChecker(keys.root, generation=3, transition_hash=b"\x07" * 32)
     other = _verdict(rid, now, policy_hash=b"\x02" * 32)
     tampered = msgspec.structs.replace(
@@ -144,12 +153,28 @@ def test_verdict_signature_covers_payload_and_request_id(keys: _Keys) -> None:
     )
     for bad, rid_ in ((tampered, rid), (signed, "C" * 24)):
         with pytest.raises(ContrastError) as e:
-            checker.check(bad, request_id=rid_, now=now)
+            checker.check(bad, request_id=rid_, signer_policy_hashes=ALLOWED, now=now)
         assert e.value.code == "auth.bad_signature"
-    wrong_role = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.CA, now))  # type: ignore[arg-type]
+    wrong_role = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.CA, now))
     with pytest.raises(AuthError) as e:
-        checker.check(wrong_role, request_id=rid, now=now)
+        checker.check(wrong_role, request_id=rid, signer_policy_hashes=ALLOWED, now=now)
     assert e.value.code == "auth.wrong_role"
+
+
+def test_verdict_signer_must_run_a_policy_the_manifest_still_allows(keys: _Keys) -> None:
+    now = dt.datetime.now(dt.UTC)
+    rid = "A" * 24
+    checker = VerdictChecker(keys.root, generation=3, transition_hash=b"\x07" * 32)
+    signed = sign_verdict(_verdict(rid, now), keys.key, keys.cert(ServiceRole.VERIFIER, now))
+    assert checker.check(
+        signed, request_id=rid, signer_policy_hashes=ALLOWED, now=now
+    ).signer.policy_hash == (H_VERIFIER)
+    # An update removed the verifier's Coordinator policy: the same, still valid and cached, certificate
+    # signs nothing any more; nor does anything when the manifest allows no Coordinator policy at all.
+    for allowed in (ALLOWED - {H_VERIFIER}, frozenset()):
+        with pytest.raises(AuthError) as e:
+            checker.check(signed, request_id=rid, signer_policy_hashes=allowed, now=now)
+        assert e.value.code == "auth.signer_revoked"
 
 
 @settings(max_examples=200, deadline=None)

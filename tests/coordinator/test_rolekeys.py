@@ -32,6 +32,7 @@ def _bundle(role: ServiceRole) -> RoleKeys:
         ec.generate_private_key(ec.SECP256R1()).public_key(),
         role=role,
         replica_id="r-1",
+        policy_hash=b"\x22" * 32,
         now=NOW,
     )
     return keys_for_role(role, engine=ENGINE, mesh=MESH, generation=3, head_transition=HEAD, service_cert=svc)
