@@ -7,7 +7,10 @@ nonce, emulated report, publish, wait, authenticate and open the bundle, verify 
 The drivers are separate processes so that the bench's own client work neither shares an event loop with
 the services nor caps the rate at one core; uvloop is used in them only if it happens to be installed.
 
-For each N it prints:
+First it prints the CPU cost of every public-key operation that one attestation needs (in all processes
+together: the initializer's keys, the platform's report signature, the verifier's check and verdict
+signature, the CA's checks, leaf and seal, the initializer's checks): their sum bounds the rate on this
+machine's cores before any messaging, queueing or parsing is paid for. For each N it then prints:
 
 * closed loop: attestations/s end to end (nonce request → initializer holds the opened, checked bundle),
   p50 and p99 latency, the split of verdicts across verifier replicas (from the audit events), and the CPU
@@ -20,7 +23,8 @@ For each N it prints:
   both ATTEST and VERDICTS are empty again.
 
 Usage: ``python bench/attest_throughput.py [--replicas 1,2,4] [--count 1200] [--concurrency 64] [--cas 1]
-[--drivers 2] [--skip-stage] [--profile DIR]``. ``--profile`` writes a CPU-time cProfile per service replica.
+[--drivers 2] [--skip-stage | --stage-only] [--profile DIR]``. ``--profile`` writes a CPU-time cProfile
+per service replica.
 The machine is shared and has 2 cores: drivers, NATS, verifiers and CA all compete for them.
 """
 
@@ -62,7 +66,7 @@ from contrast.attestation.membership import FixtureState
 from contrast.coordinator.kv import NatsKeyValue
 from contrast.coordinator.manifest import parse_manifest
 from contrast.coordinator.statement import spki
-from contrast.crypto.hpke import HpkePrivateKey
+from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
 from contrast.runtime import configure_logging
@@ -111,6 +115,46 @@ def raw_p384_rate(seconds: float = 1.0) -> float:
             pub.verify(sig, data, ec.ECDSA(hashes.SHA384()))
         n += 50
     return n / elapsed
+
+
+def crypto_floor(seconds: float = 0.3) -> dict[str, float]:
+    """CPU microseconds of each public-key operation one attestation needs, wherever it runs (this process,
+    one core). Their sum is a floor that no amount of messaging work can get under."""
+    p256, p384 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1())
+    sha256, sha384 = ec.ECDSA(hashes.SHA256()), ec.ECDSA(hashes.SHA384())
+    data = secrets.token_bytes(672)
+    s256, s384 = p256.sign(data, sha256), p384.sign(data, sha384)
+    hpke = HpkePrivateKey.generate()
+    bundle = secrets.token_bytes(2600)  # a leaf, the intermediate, mesh CA, root and a workload secret
+    sealed = hpke.public_key().seal(Protocol.WORKLOAD_BUNDLE, b"rid", bundle)
+
+    def us(fn: Callable[[], object]) -> float:
+        n, start = 0, time.thread_time()
+        while (elapsed := time.thread_time() - start) < seconds:
+            fn()
+            n += 1
+        return 1e6 * elapsed / n
+
+    p256_sign = us(lambda: p256.sign(data, sha256))
+    p256_verify = us(lambda: p256.public_key().verify(s256, data, sha256))
+    p384_sign = us(lambda: p384.sign(data, sha384))
+    p384_verify = us(lambda: p384.public_key().verify(s384, data, sha384))
+    return {
+        "initializer: HPKE key pair": us(HpkePrivateKey.generate),
+        "initializer: P-256 TLS key": us(lambda: ec.generate_private_key(ec.SECP256R1())),
+        "platform: report signature (P-384)": p384_sign,
+        "verifier: report signature check (P-384)": p384_verify,
+        "verifier: verdict signature (P-256)": p256_sign,
+        "CA: verdict signature check (P-256)": p256_verify,
+        "CA: leaf signature (P-384)": p384_sign,
+        "CA: HPKE seal": us(
+            lambda: HpkePublicKey(hpke.public_bytes()).seal(Protocol.WORKLOAD_BUNDLE, b"r", bundle)
+        ),
+        "CA: envelope signature (P-256)": p256_sign,
+        "initializer: envelope signature check (P-256)": p256_verify,
+        "initializer: HPKE open": us(lambda: hpke.open(Protocol.WORKLOAD_BUNDLE, b"rid", sealed)),
+        "initializer: leaf signature check (P-384)": p384_verify,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -395,7 +439,8 @@ async def verifier_stage(
     _signal(cluster, "verifier", signal.SIGSTOP)
     try:
         await publish_all(nc, reqs)
-        meter = CpuMeter({n: pid for n, pid in cluster.names.items() if n.startswith("verifier")})
+        verifiers = {n: pid for n, pid in cluster.names.items() if n.startswith("verifier")}
+        meter = CpuMeter(verifiers)
         start = time.perf_counter()
         _signal(cluster, "verifier", signal.SIGCONT)
         while await pending(nc, "ATTEST", "verifier") > 0:  # noqa: ASYNC110 - polling the server
@@ -432,6 +477,15 @@ async def run(args: argparse.Namespace) -> None:
     emulator = await asyncio.to_thread(emulated.load_snp_emulator, emu_dir)
     raw = raw_p384_rate()
     print(f"raw ECDSA P-384 verify on one core (this run): {raw:,.0f}/s   cores: {os.cpu_count()}")
+    floor = crypto_floor()
+    floor_ms = sum(floor.values()) / 1000
+    cores = os.cpu_count() or 1
+    print(
+        f"public-key work per attestation, all processes: {floor_ms:.2f} ms CPU -> at most "
+        f"{cores * 1000 / floor_ms:,.0f} attestations/s on {cores} cores with zero messaging cost"
+    )
+    for what, cost in floor.items():
+        print(f"      {cost:6.0f} us  {what}")
     try:
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         state = FixtureState.generate(work / "fixture")
@@ -474,16 +528,20 @@ async def run(args: argparse.Namespace) -> None:
                 await drive(  # warm-up of the services
                     [replace(base, count=50, concurrency=max(1, args.concurrency // k))] * k, {}
                 )
-                closed = replace(base, count=args.count // k, concurrency=max(1, args.concurrency // k))
-                procs = {"nats-server": server.pid, **cluster.names}
-                rate, lat, fail, cpu = await drive([closed] * k, procs, split.clear)
-                shares = sorted(split.values(), reverse=True)
-                opened = replace(base, mode="open", rate=0.8 * rate / k, seconds=args.open_seconds)
-                ol_rate, ol_lat, ol_fail, _ = await drive([opened] * k, procs)
-                if args.skip_stage:
-                    stage, stage_cpu, peak, drain = float("nan"), float("nan"), 0, float("nan")
-                else:
+                nan = float("nan")
+                rate, lat, fail, cpu, shares = nan, [], 0, {}, []
+                ol_rate, ol_lat, ol_fail = nan, [], 0
+                if not args.stage_only:
+                    closed = replace(base, count=args.count // k, concurrency=max(1, args.concurrency // k))
+                    procs = {"nats-server": server.pid, **cluster.names}
+                    rate, lat, fail, cpu = await drive([closed] * k, procs, split.clear)
+                    shares = sorted(split.values(), reverse=True)
+                    opened = replace(base, mode="open", rate=0.8 * rate / k, seconds=args.open_seconds)
+                    ol_rate, ol_lat, ol_fail, _ = await drive([opened] * k, procs)
+                stage, stage_cpu, peak, drain = nan, nan, 0, nan
+                if not args.skip_stage:
                     stage, stage_cpu = await verifier_stage(nc, platform, args.stage_count, cluster)
+                if not (args.skip_stage or args.stage_only):
                     peak, drain, _ = await overload(nc, platform, args.burst)
                 row = {
                     "replicas": n,
@@ -520,7 +578,7 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"      CPU ms per attestation (closed loop): {cpu}", flush=True)
             finally:
                 cluster.stop()
-        print(json.dumps({"raw_p384_per_s": round(raw), "rows": rows}))
+        print(json.dumps({"raw_p384_per_s": round(raw), "crypto_floor_ms": round(floor_ms, 2), "rows": rows}))
         await nc.close()
     finally:
         server.cleanup()
@@ -540,6 +598,7 @@ def main() -> None:
     p.add_argument("--drivers", type=int, default=2, help="driver processes (emulated initializers)")
     p.add_argument("--profile", type=Path, default=None, help="cProfile each service replica into DIR")
     p.add_argument("--skip-stage", action="store_true", help="closed and open loop only")
+    p.add_argument("--stage-only", action="store_true", help="the verifier stage only")
     asyncio.run(run(p.parse_args()))
 
 

@@ -21,7 +21,9 @@ PREFIX: Final = "contrast.v1"
 ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # request/reply, verifier queue group
 ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # JetStream ATTEST (work queue)
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
-ATTEST_RESULT_PREFIX: Final = f"{PREFIX}.attest.result"  # .<request-id>; also KV `results`
+# The result for a request is announced by storing it: KV `results` key <request-id> lives on the subject
+# below, so the one write that stores an answer also delivers it to the initializer subscribed there.
+ATTEST_RESULT_PREFIX: Final = "$KV.results"  # .<request-id>; must match RESULTS.bucket (checked below)
 
 # --- user API (manifest service) ---
 USER_MANIFEST_SET: Final = f"{PREFIX}.user.manifest.set"
@@ -55,7 +57,7 @@ def _token(value: str, what: str) -> str:
 
 
 def attest_result(request_id: str) -> str:
-    """Subject on which the result for ``request_id`` is announced."""
+    """Subject on which the result for ``request_id`` is announced: that of its KV ``results`` entry."""
     return f"{ATTEST_RESULT_PREFIX}.{_token(request_id, 'request id')}"
 
 
@@ -235,3 +237,6 @@ COLLATERAL: Final = KVSpec(
 STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
 CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
 BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)
+
+if f"$KV.{RESULTS.bucket}" != ATTEST_RESULT_PREFIX:  # pragma: no cover - a definition error, caught on import
+    raise RuntimeError("ATTEST_RESULT_PREFIX must be the subject prefix of KV `results`")

@@ -36,7 +36,7 @@ from contrast.attestation.membership import Membership
 from contrast.attestation.replica import CoordinatorReplica
 from contrast.attestation.verdict import VerdictChecker
 from contrast.coordinator.kv import KvConflict, NatsKeyValue
-from contrast.coordinator.manifest import ROLE_COORDINATOR
+from contrast.coordinator.manifest import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import AuthError, ContrastError, StateError
 from contrast.pki.mesh import MeshAuthority
@@ -79,6 +79,16 @@ class _Ca:
         self.rt, self.deps, self.replica, self.results = rt, deps, replica, results
         self.verifier = verifier
         self._signing: _Signing | None = None
+        # The signer policies of the manifest object last seen (held, so identity cannot be reused): an O(n)
+        # decode of every policy hash that would otherwise run per verdict; a new manifest is a new object.
+        self._signer_policies: tuple[Manifest, frozenset[bytes]] | None = None
+
+    def signer_policy_hashes(self, manifest: Manifest) -> frozenset[bytes]:
+        cached = self._signer_policies
+        if cached is None or cached[0] is not manifest:
+            cached = (manifest, manifest.coordinator_policy_hashes())
+            self._signer_policies = cached
+        return cached[1]
 
     def signing(self, m: Membership) -> _Signing:
         if self._signing is None or self._signing.membership is not m:
@@ -102,7 +112,7 @@ class _Ca:
         view = await self.replica.current(HEAD_MAX_AGE)
         request_id = ctx.msg_id
         try:
-            subjects.attest_result(request_id)
+            subjects.attest_result(request_id)  # the request id must be a valid KV key and subject token
         except ValueError:
             raise AuthError("wrong_request", "the verdict was delivered without a valid request id") from None
         now_s = self.deps.clock()
@@ -118,7 +128,7 @@ class _Ca:
             checked = s.checker.check(
                 signed,
                 request_id=request_id,
-                signer_policy_hashes=manifest.document.manifest.coordinator_policy_hashes(),
+                signer_policy_hashes=self.signer_policy_hashes(manifest.document.manifest),
                 now=now,
             )
         except StateError:
@@ -142,10 +152,10 @@ class _Ca:
         )
         result_bytes = encode(result)
         stored = _StoredCheck(verdict=verdict, identity=view.identity, verifier=self.verifier, now=now)
+        # Storing is delivering: the initializer listens on the subject of its `results` key.
         data = await self._store(request_id, result_bytes, stored)
-        await ctx.nc.publish(subjects.attest_result(request_id), data)
         if data is not result_bytes:
-            return  # an earlier delivery's answer stands
+            return  # an earlier delivery's answer stands; it was delivered when it was stored
         self.rt.metrics.certificates_issued.inc()
         event = AttestationEvent(
             request_id=request_id,

@@ -226,10 +226,10 @@ class _Verifier:
         )
         result = rejection(verdict, view.identity)
         data = encode(result)
-        # An answer may exist (perhaps an issued bundle): never overwrite it with a rejection.
+        # An answer may exist (perhaps an issued bundle): never overwrite it with a rejection. Storing is
+        # delivering: the initializer listens on the subject of its `results` key.
         with contextlib.suppress(KvConflict):
             await self.results.create(req.request_id, data)
-        await ctx.nc.publish(subjects.attest_result(req.request_id), data)
         _log.info("attestation_rejected", request_id=req.request_id, code=code)
         await self._event(req, "rejected", code, verdict.policy_hash, verdict.generation, now_ms)
 

@@ -27,7 +27,7 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple, TypeVar
 
 import msgspec
 from cryptography import x509
@@ -47,7 +47,7 @@ from contrast.coordinator.statement import (
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import derive_workload_secret
 from contrast.errors import AuthError, ContrastError, PolicyError, from_code
-from contrast.pki.chain import verify_leaf
+from contrast.pki.chain import AnchorVerifiers, ParsedCertificates, verify_leaf
 from contrast.pki.mesh import MeshAuthority, leaf_claims
 from contrast.wire.v1 import (
     AttestResult,
@@ -62,6 +62,21 @@ from contrast.wire.v1 import (
 PURPOSE_ISSUED: Final = "attest-result"
 PURPOSE_REJECTED: Final = "attest-rejected"
 _DER = serialization.Encoding.DER
+_K = TypeVar("_K", bytes, tuple[bytes, bytes])
+
+
+class _ChainDer(NamedTuple):
+    """The authority certificates of a bundle, as received (the keys of every cache)."""
+
+    intermediate: bytes
+    mesh_ca: bytes
+    root: bytes
+
+
+class _Chain(NamedTuple):
+    intermediate: x509.Certificate
+    mesh_ca: x509.Certificate
+    root: x509.Certificate
 
 
 def issue(
@@ -78,7 +93,7 @@ def issue(
     tls_key = serialization.load_der_public_key(verdict.tls_public_key)
     if not isinstance(tls_key, ec.EllipticCurvePublicKey) or not isinstance(tls_key.curve, ec.SECP256R1):
         raise PolicyError("bad_tls_key", "the attested TLS key is not a P-256 key")
-    leaf = mesh.issue_leaf(
+    leaf_der = mesh.issue_leaf_der(
         tls_key,
         sans=entry.SANs,
         policy_hash=verdict.policy_hash,
@@ -90,8 +105,8 @@ def issue(
         derive_workload_secret(pod_state_secret, entry.WorkloadSecretID) if entry.WorkloadSecretID else b""
     )
     bundle = ResultBundle(
-        cert_chain=[leaf.public_bytes(_DER), mesh.intermediate.public_bytes(_DER)],
-        mesh_ca=mesh.mesh_ca.public_bytes(_DER),
+        cert_chain=[leaf_der, mesh.intermediate_der],
+        mesh_ca=mesh.mesh_ca_der,
         root_ca=root_cert.public_bytes(_DER),
         workload_secret=secret,
     )
@@ -151,31 +166,50 @@ class StatementCache:
     - statements that passed :func:`verify_peer` for one yardstick (``own`` and the allowed policy hashes):
       the statement's P-384 verification is paid once per replica, not once per answer; the signature over
       each payload is still checked every time;
-    - (intermediate, root) pairs through which a leaf verified as a TLS client chain: a later leaf that
-      verifies under the mesh CA -- the same key and subject as that intermediate -- then chains to the root
-      too, without checking the intermediate's root signature again.
+    - the mesh CA, intermediate and root certificates, parsed once per exact DER
+      (:class:`ParsedCertificates`), and whether a mesh CA and an intermediate carry one key and name (a pure
+      function of their bytes);
+    - one X.509 verifier per trust anchor, keyed by the anchor's exact DER (:class:`AnchorVerifiers`): every
+      leaf's signature is still checked under the mesh CA, with the verdict :func:`verify_leaf` would give;
+    - (intermediate, root) pairs, by their exact DER, through which a leaf verified as a TLS client chain: a
+      later leaf that verifies under the mesh CA -- the same key and subject as that intermediate -- then
+      chains to the root too, without checking the intermediate's root signature again.
 
-    Entries are trusted for ``ttl`` at most and only while the intermediate is valid.
+    Every table is bounded (``size``); statements and links are trusted for ``ttl`` at most, links only while
+    the intermediate is valid.
     """
 
     def __init__(self, *, ttl: dt.timedelta = dt.timedelta(minutes=5), size: int = 64) -> None:
         self._ttl, self._size = ttl, size
         self._entries: OrderedDict[bytes, dt.datetime] = OrderedDict()
         self._service_keys: OrderedDict[bytes, ec.EllipticCurvePublicKey] = OrderedDict()  # parsed once
-        self._links: OrderedDict[bytes, dt.datetime] = OrderedDict()
+        self._links: OrderedDict[tuple[bytes, bytes], dt.datetime] = OrderedDict()
+        self._same_authority: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
+        self.certificates = ParsedCertificates(size=size)
+        self.anchors = AnchorVerifiers(size=size)
 
-    def _fresh(self, table: OrderedDict[bytes, dt.datetime], key: bytes, now: dt.datetime) -> bool:
+    def _fresh(self, table: OrderedDict[_K, dt.datetime], key: _K, now: dt.datetime) -> bool:
         seen = table.get(key)
         return seen is not None and seen <= now < seen + self._ttl
 
-    def _remember(self, table: OrderedDict[bytes, dt.datetime], key: bytes, now: dt.datetime) -> None:
+    def _remember(self, table: OrderedDict[_K, dt.datetime], key: _K, now: dt.datetime) -> None:
         table[key] = now
+        table.move_to_end(key)
         if len(table) > self._size:
             table.popitem(last=False)
 
-    @staticmethod
-    def _link(intermediate: x509.Certificate, root: x509.Certificate) -> bytes:
-        return hashlib.sha256(intermediate.public_bytes(_DER) + root.public_bytes(_DER)).digest()
+    def same_authority(
+        self, mesh_der: bytes, mesh_ca: x509.Certificate, inter_der: bytes, intermediate: x509.Certificate
+    ) -> bool:
+        """Whether the mesh CA and the intermediate (parsed from these exact bytes) share key and subject."""
+        key = (mesh_der, inter_der)
+        same = self._same_authority.get(key)
+        if same is None:
+            same = _same_authority(mesh_ca, intermediate)
+            self._same_authority[key] = same
+            while len(self._same_authority) > self._size:
+                self._same_authority.popitem(last=False)
+        return same
 
     @staticmethod
     def _key(statement: Statement, exp: Expectation) -> bytes:
@@ -250,25 +284,32 @@ def _authenticated(
     return payload
 
 
-def _verify_chains(
-    leaf: x509.Certificate,
-    intermediate: x509.Certificate,
-    mesh_ca: x509.Certificate,
-    root: x509.Certificate,
-    now: dt.datetime,
-    cache: StatementCache | None,
-) -> None:
-    """Step 4's chains: leaf → mesh CA, and leaf → intermediate → root (``auth.bad_certificate``)."""
-    if mesh_ca.public_key() != intermediate.public_key() or mesh_ca.subject != intermediate.subject:
+def _same_authority(mesh_ca: x509.Certificate, intermediate: x509.Certificate) -> bool:
+    return mesh_ca.public_key() == intermediate.public_key() and mesh_ca.subject == intermediate.subject
+
+
+def _verify_chains(leaf: x509.Certificate, certs: _Chain, now: dt.datetime) -> None:
+    """Step 4's chains without a cache: leaf → mesh CA, and leaf → intermediate → root."""
+    if not _same_authority(certs.mesh_ca, certs.intermediate):
         raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
-    verify_leaf(leaf, anchor=mesh_ca, now=now)
-    if cache is not None:
-        link = cache._link(intermediate, root)
-        if cache._fresh(cache._links, link, now) and now <= intermediate.not_valid_after_utc:
-            return  # the leaf's signature just verified under this intermediate's key and name
-    verify_leaf(leaf, anchor=root, intermediates=[intermediate], now=now)
-    if cache is not None:
-        cache._remember(cache._links, link, now)
+    verify_leaf(leaf, anchor=certs.mesh_ca, now=now)
+    verify_leaf(leaf, anchor=certs.root, intermediates=[certs.intermediate], now=now)
+
+
+def _verify_chains_cached(
+    leaf: x509.Certificate, ders: _ChainDer, certs: _Chain, now: dt.datetime, cache: StatementCache
+) -> None:
+    """The same verdicts as :func:`_verify_chains` (``auth.bad_certificate``), reusing ``cache``."""
+    if not cache.same_authority(ders.mesh_ca, certs.mesh_ca, ders.intermediate, certs.intermediate):
+        raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
+    cache.anchors.verify(leaf, anchor=certs.mesh_ca, now=now, anchor_der=ders.mesh_ca)
+    link = (ders.intermediate, ders.root)
+    if cache._fresh(cache._links, link, now) and now <= certs.intermediate.not_valid_after_utc:
+        return  # the leaf's signature just verified under this intermediate's key and name
+    cache.anchors.verify(
+        leaf, anchor=certs.root, intermediates=[certs.intermediate], now=now, anchor_der=ders.root
+    )
+    cache._remember(cache._links, link, now)
 
 
 def open_rejection(
@@ -314,9 +355,9 @@ def open_result(
     try:
         bundle = decoder(ResultBundle).decode(raw)
         leaf = x509.load_der_x509_certificate(bundle.cert_chain[0])
-        intermediate = x509.load_der_x509_certificate(bundle.cert_chain[1])
-        mesh_ca = x509.load_der_x509_certificate(bundle.mesh_ca)
-        root_ca = x509.load_der_x509_certificate(bundle.root_ca)
+        ders = _ChainDer(intermediate=bundle.cert_chain[1], mesh_ca=bundle.mesh_ca, root=bundle.root_ca)
+        load = cache.certificates.load if cache is not None else x509.load_der_x509_certificate
+        certs = _Chain(intermediate=load(ders.intermediate), mesh_ca=load(ders.mesh_ca), root=load(ders.root))
         claims = leaf_claims(leaf)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as e:
         raise AuthError("malformed_bundle", "the sealed bundle does not decode") from e
@@ -324,15 +365,18 @@ def open_result(
         raise AuthError("wrong_leaf_key", "the leaf certifies another key than ours")
     if not hmac.compare_digest(claims.policy_hash, exp.own.policy_hash) or claims.tee != exp.own.tee:
         raise AuthError("wrong_leaf_claims", "the leaf names another workload than us")
-    _verify_chains(leaf, intermediate, mesh_ca, root_ca, now, cache)
+    if cache is not None:
+        _verify_chains_cached(leaf, ders, certs, now, cache)
+    else:
+        _verify_chains(leaf, certs, now)
     want_secret = bool(claims.workload_secret_id)
     if want_secret != bool(bundle.workload_secret) or (want_secret and len(bundle.workload_secret) != 64):
         raise AuthError("bad_workload_secret", "the workload secret does not match the leaf's secret id")
     return OpenedBundle(
         leaf=leaf,
-        intermediate=intermediate,
-        mesh_ca=mesh_ca,
-        root_ca=root_ca,
+        intermediate=certs.intermediate,
+        mesh_ca=certs.mesh_ca,
+        root_ca=certs.root,
         workload_secret=bundle.workload_secret,
         workload_secret_id=claims.workload_secret_id,
         generation=issued.generation,

@@ -34,6 +34,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue as NatsKv
 
 from contrast import subjects
@@ -103,6 +104,7 @@ class Initializer:
     clock: Callable[[], float] = time.time
     _own: OwnIdentity | None = None
     _results: NatsKv | None = None
+    _js: JetStreamContext | None = None
 
     async def attest(self) -> Credentials:
         loop = asyncio.get_running_loop()
@@ -141,8 +143,9 @@ class Initializer:
         """One request: returns (TLS key, checked bundle, request id) or raises the reason."""
         cfg = self.config
         tls_key = ec.generate_private_key(ec.SECP256R1())
+        tls_public = tls_key.public_key()
         hpke_key = HpkePrivateKey.generate()
-        tls_spki = spki(tls_key.public_key())
+        tls_spki = spki(tls_public)
         hpke_pub = hpke_key.public_bytes()
         nonce = (
             await request(
@@ -159,7 +162,7 @@ class Initializer:
         exp = Expectation(
             request_id=rid,
             request_digest=hashlib.sha256(data).digest(),
-            tls_public_key=tls_key.public_key(),
+            tls_public_key=tls_public,
             hpke_key=hpke_key,
             own=own,
             coordinator_policy_hashes=cfg.coordinator_policy_hashes,
@@ -182,10 +185,11 @@ class Initializer:
                 await sub.unsubscribe()
 
     async def _publish(self, data: bytes, rid: str) -> None:
-        js = self.nc.jetstream()
+        if self._js is None:
+            self._js = self.nc.jetstream()
         for attempt in range(3):
             try:
-                await js.publish(
+                await self._js.publish(
                     subjects.ATTEST_REQUESTED,
                     data,
                     timeout=self.config.request_timeout,
@@ -201,7 +205,8 @@ class Initializer:
     async def _await_answer(self, inbox: asyncio.Queue[bytes], exp: Expectation) -> OpenedBundle:
         while True:
             try:
-                raw = await asyncio.wait_for(inbox.get(), self.config.poll_interval)
+                async with asyncio.timeout(self.config.poll_interval):  # unlike wait_for, no task per wait
+                    raw = await inbox.get()
             except TimeoutError:
                 stored = await self._stored(exp.request_id)
                 if stored is None:

@@ -16,14 +16,15 @@ certificate. :class:`VerdictChecker` accepts it only if, in this order:
    generation and transition (an older one is ``auth.stale_generation``; a newer one ``state.stale``: the CA
    must re-join first).
 
-Step 1 costs a P-384 verify; its result is cached per certificate (keyed by the DER bytes, bounded, and
-re-checked against the certificate's validity), so the hot path costs one P-256 verify per verdict.
+Step 1 costs a P-384 verify; its result is cached per certificate (keyed by the exact DER bytes, bounded,
+and re-checked against the certificate's validity on every use), together with what the hot path would
+otherwise recompute per verdict (validity bounds, the signature algorithm for the key's curve), so a verdict
+costs one P-256 verify and little else. Step 1's policy check is not cached: it depends on the manifest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Collection
@@ -48,14 +49,38 @@ MAX_FUTURE_SKEW: Final = dt.timedelta(seconds=5)
 _CERT_CACHE_SIZE: Final = 256
 
 
+def _algorithm(curve: ec.EllipticCurve) -> ec.ECDSA:
+    """ECDSA-SHA-256 for P-256 service keys, SHA-384 otherwise (a P-384 key): signer and checker agree."""
+    return ec.ECDSA(hashes.SHA256() if isinstance(curve, ec.SECP256R1) else hashes.SHA384())
+
+
 def sign_verdict(
     verdict: Verdict, key: ec.EllipticCurvePrivateKey, service_cert: x509.Certificate
 ) -> SignedVerdict:
     payload = encode_deterministic(verdict)
-    sig = key.sign(transcript(PURPOSE, verdict.request_id.encode(), payload), ec.ECDSA(hashes.SHA256()))
+    sig = key.sign(transcript(PURPOSE, verdict.request_id.encode(), payload), _algorithm(key.curve))
     return SignedVerdict(
         payload=payload, signature=sig, service_cert=service_cert.public_bytes(serialization.Encoding.DER)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    """A verified service certificate with what checking each of its verdicts needs, computed once."""
+
+    identity: ServiceIdentity
+    not_before: dt.datetime
+    not_after: dt.datetime
+    algorithm: ec.ECDSA
+
+    @classmethod
+    def of(cls, identity: ServiceIdentity) -> _Signer:
+        return cls(
+            identity=identity,
+            not_before=identity.certificate.not_valid_before_utc,
+            not_after=identity.certificate.not_valid_after_utc,
+            algorithm=_algorithm(identity.public_key.curve),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +104,21 @@ class VerdictChecker:
         self.generation = generation
         self.transition_hash = transition_hash
         self._max_age = max_age
-        self._certs: OrderedDict[bytes, ServiceIdentity] = OrderedDict()
+        # Keyed by the certificate's exact bytes: a hit is the very certificate that was verified.
+        self._certs: OrderedDict[bytes, _Signer] = OrderedDict()
 
-    def _signer(self, cert_der: bytes, now: dt.datetime) -> ServiceIdentity:
-        key = hashlib.sha256(cert_der).digest()
-        hit = self._certs.get(key)
+    def _signer(self, cert_der: bytes, now: dt.datetime) -> _Signer:
+        hit = self._certs.get(cert_der)
         if hit is not None:
-            c = hit.certificate
-            if c.not_valid_before_utc <= now <= c.not_valid_after_utc:
-                self._certs.move_to_end(key)
+            if hit.not_before <= now <= hit.not_after:
+                self._certs.move_to_end(cert_der)
                 return hit
-            del self._certs[key]
-        ident = verify_service_cert(cert_der, self._root, ServiceRole.VERIFIER, now)
-        self._certs[key] = ident
+            del self._certs[cert_der]
+        signer = _Signer.of(verify_service_cert(cert_der, self._root, ServiceRole.VERIFIER, now))
+        self._certs[bytes(cert_der)] = signer
         if len(self._certs) > _CERT_CACHE_SIZE:
             self._certs.popitem(last=False)
-        return ident
+        return signer
 
     def check(
         self,
@@ -106,7 +130,8 @@ class VerdictChecker:
     ) -> CheckedVerdict:
         """``signer_policy_hashes``: the current manifest's Coordinator policies (``auth.signer_revoked`` if
         the signer's certified policy is not among them)."""
-        signer = self._signer(signed.service_cert, now)
+        cached = self._signer(signed.service_cert, now)
+        signer = cached.identity
         if not any(hmac.compare_digest(signer.policy_hash, h) for h in signer_policy_hashes):
             raise AuthError(
                 "signer_revoked", "the verdict's signer runs a policy the current manifest no longer allows"
@@ -115,9 +140,7 @@ class VerdictChecker:
             signer.public_key.verify(
                 signed.signature,
                 transcript(PURPOSE, request_id.encode(), signed.payload),
-                ec.ECDSA(
-                    hashes.SHA256() if isinstance(signer.public_key.curve, ec.SECP256R1) else hashes.SHA384()
-                ),
+                cached.algorithm,
             )
         except InvalidSignature as e:
             raise AuthError("bad_signature", "the verdict's signature does not verify") from e

@@ -33,6 +33,7 @@ from contrast.platform.base import Platform
 P256_SPKI_SIZE: Final = 91  # DER SubjectPublicKeyInfo of an uncompressed P-256 point
 MAX_PAYLOAD: Final = 256 * 1024
 _TRANSCRIPT_PREFIX: Final = b"contrast signed response v1\x00"
+_ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())  # immutable; made once instead of per signature
 
 
 class Statement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,7 +110,7 @@ class CoordinatorIdentity:
         return cls(service_key=service_key, hpke_key=hpke_key, statement=statement, own=own, claims=claims)
 
     def sign(self, purpose: str, binding: bytes, payload: bytes) -> SignedEnvelope:
-        signature = self.service_key.sign(transcript(purpose, binding, payload), ec.ECDSA(hashes.SHA256()))
+        signature = self.service_key.sign(transcript(purpose, binding, payload), _ECDSA_SHA256)
         return SignedEnvelope(purpose=purpose, payload=payload, signature=signature, statement=self.statement)
 
 

@@ -72,6 +72,14 @@ class HpkePublicKey:
         self._raw = raw
         self._key = hpke.MLKEM768X25519PublicKey(mk, xk)
 
+    @classmethod
+    def _of_keys(cls, mk: mlkem.MLKEM768PublicKey, xk: x25519.X25519PublicKey) -> HpkePublicKey:
+        # Our own freshly generated key: nothing to decode or validate (saves a decode per key pair).
+        pk = cls.__new__(cls)
+        pk._raw = mk.public_bytes_raw() + xk.public_bytes_raw()
+        pk._key = hpke.MLKEM768X25519PublicKey(mk, xk)
+        return pk
+
     def __bytes__(self) -> bytes:
         return self._raw
 
@@ -95,8 +103,7 @@ class HpkePrivateKey:
 
     def __init__(self, mlkem_key: mlkem.MLKEM768PrivateKey, x25519_key: x25519.X25519PrivateKey) -> None:
         self._key = hpke.MLKEM768X25519PrivateKey(mlkem_key, x25519_key)
-        raw = mlkem_key.public_key().public_bytes_raw() + x25519_key.public_key().public_bytes_raw()
-        self._public = HpkePublicKey(raw)
+        self._public = HpkePublicKey._of_keys(mlkem_key.public_key(), x25519_key.public_key())
 
     @classmethod
     def generate(cls) -> HpkePrivateKey:

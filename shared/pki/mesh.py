@@ -10,22 +10,27 @@ Every manifest generation gets a fresh P-384 key. It is certified twice with the
 A leaf's issuer name and AuthorityKeyIdentifier therefore match both, and a verifier may use either anchor.
 A manifest update replaces this key: leaves from before the update still chain to the root (through their
 own generation's intermediate) but no longer to the new mesh CA.
+
+Leaves are assembled from a per-authority DER template (:mod:`contrast.pki.leaf`) whose output is proven
+byte-identical to ``x509.CertificateBuilder``'s by the tests; each authority's first leaf is also read back
+and checked at run time before it is handed out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from contrast.errors import InternalError
 from contrast.pki import der, oids
+from contrast.pki.leaf import LeafTemplate
 from contrast.pki.root import ROOT_COMMON_NAME, ca_extensions, name
 from contrast.pki.san import parse_sans
 
@@ -50,6 +55,22 @@ class MeshAuthority:
     key: ec.EllipticCurvePrivateKey
     intermediate: x509.Certificate
     mesh_ca: x509.Certificate
+    # Derived once per generation (the hot path issues many leaves from one authority): see contrast.pki.leaf.
+    _leaves: LeafTemplate = field(init=False, repr=False, compare=False)
+    _issuer_not_after: dt.datetime = field(init=False, repr=False, compare=False)
+    intermediate_der: bytes = field(init=False, repr=False, compare=False)
+    mesh_ca_der: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The leaf's issuer name is the mesh CA's subject, which is also the intermediate's (checked where
+        # an authority is rebuilt from DER, and true by construction in new_mesh_authority).
+        object.__setattr__(self, "_leaves", LeafTemplate(self.key, self.mesh_ca.subject))
+        not_after = min(self.mesh_ca.not_valid_after_utc, self.intermediate.not_valid_after_utc)
+        object.__setattr__(self, "_issuer_not_after", not_after)
+        object.__setattr__(
+            self, "intermediate_der", self.intermediate.public_bytes(serialization.Encoding.DER)
+        )
+        object.__setattr__(self, "mesh_ca_der", self.mesh_ca.public_bytes(serialization.Encoding.DER))
 
     def __repr__(self) -> str:
         return f"MeshAuthority(mesh_ca_serial={self.mesh_ca.serial_number:x})"
@@ -100,6 +121,30 @@ class MeshAuthority:
         validity: dt.timedelta = LEAF_VALIDITY,
     ) -> x509.Certificate:
         """A P-256 leaf for an attested workload: SANs from its manifest entry, claims from its evidence."""
+        return x509.load_der_x509_certificate(
+            self.issue_leaf_der(
+                public_key,
+                sans=sans,
+                policy_hash=policy_hash,
+                tee=tee,
+                workload_secret_id=workload_secret_id,
+                now=now,
+                validity=validity,
+            )
+        )
+
+    def issue_leaf_der(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        sans: list[str] | tuple[str, ...],
+        policy_hash: bytes,
+        tee: Tee,
+        workload_secret_id: str = "",
+        now: dt.datetime,
+        validity: dt.timedelta = LEAF_VALIDITY,
+    ) -> bytes:
+        """:meth:`issue_leaf` as the DER bytes that were signed (for a caller that only sends them on)."""
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
             public_key.curve, ec.SECP256R1
         ):
@@ -108,53 +153,56 @@ class MeshAuthority:
             raise ValueError("policy hash is 32 bytes")
         if tee not in ("snp", "tdx"):
             raise ValueError("tee must be 'snp' or 'tdx'")
-        names = parse_sans(sans)
-        if not names:
-            raise ValueError("a leaf needs at least one SAN")
         not_before = now - BACKDATE
         # A leaf never outlives its issuer: a verifier would reject the chain at the CA's expiry anyway.
-        not_after = min(
-            now + validity, self.mesh_ca.not_valid_after_utc, self.intermediate.not_valid_after_utc
+        not_after = min(now + validity, self._issuer_not_after)
+        tbs = self._leaves.tbs(
+            public_key,
+            serial=random_serial(),
+            not_before=not_before,
+            not_after=not_after,
+            sans=sans,
+            policy_hash=policy_hash,
+            tee=tee,
+            workload_secret_id=workload_secret_id,
         )
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(policy_hash.hex()))
-            .issuer_name(self.mesh_ca.subject)
-            .public_key(public_key)
-            .serial_number(random_serial())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+        leaf = self._leaves.sign(tbs)
+        if not self._leaves.checked:
+            cert = x509.load_der_x509_certificate(leaf)
+            self._check_first_leaf(cert, public_key, sans, policy_hash, tee, workload_secret_id)
+        return leaf
+
+    def _check_first_leaf(
+        self,
+        leaf: x509.Certificate,
+        public_key: ec.EllipticCurvePublicKey,
+        sans: list[str] | tuple[str, ...],
+        policy_hash: bytes,
+        tee: str,
+        workload_secret_id: str,
+    ) -> None:
+        """Read a generation's first leaf back with cryptography's parser (defence in depth for the template).
+
+        Costs two P-384 verifies per generation. A mismatch is our bug: this authority then issues nothing.
+        """
+        try:
+            leaf.verify_directly_issued_by(self.mesh_ca)
+            leaf.verify_directly_issued_by(self.intermediate)
+            claims = leaf_claims(leaf)
+            expected = LeafClaims(policy_hash=policy_hash, tee=tee, workload_secret_id=workload_secret_id)
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ok = (
+                leaf.public_key() == public_key
+                and claims == expected
+                and list(san) == parse_sans(sans)
+                and leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+                == x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
             )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
-            .add_extension(x509.UnrecognizedExtension(oids.POLICY_HASH, der.octet_string(policy_hash)), False)
-            .add_extension(x509.UnrecognizedExtension(oids.TEE, der.utf8_string(tee)), critical=False)
-        )
-        if workload_secret_id:
-            ext = x509.UnrecognizedExtension(oids.WORKLOAD_SECRET_ID, der.utf8_string(workload_secret_id))
-            builder = builder.add_extension(ext, critical=False)
-        return builder.sign(self.key, hashes.SHA384())
+        except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound) as e:
+            raise InternalError("leaf_template", f"a templated leaf does not read back: {e}") from e
+        if not ok:
+            raise InternalError("leaf_template", "a templated leaf does not say what it was built from")
+        self._leaves.checked = True
 
 
 def new_mesh_authority(

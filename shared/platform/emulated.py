@@ -61,11 +61,17 @@ class EmulatedSnp:
         if len(host_data) != 32:
             raise ValueError("HOST_DATA must be 32 bytes")
         self._emulator = emulator
-        self._host_data = host_data
-        self._measurement = measurement
         self._product: Product = product
-        self._version = version
         self._certs = emulator.cert_chain(product)
+        # Every field but REPORT_DATA and REPORT_ID is fixed at launch: encode them once, fill in per report.
+        self._template = emulator.report(
+            report_data=bytes(64),
+            report_id=bytes(32),
+            host_data=host_data,
+            measurement=measurement,
+            product=product,
+            version=version,
+        )
 
     @property
     def tee(self) -> Tee:
@@ -80,13 +86,7 @@ class EmulatedSnp:
         return self._emulator.root_fingerprint
 
     async def evidence(self, report_data: bytes) -> Evidence:
-        report = self._emulator.report(
-            report_data=check_report_data(report_data),
-            host_data=self._host_data,
-            measurement=self._measurement,
-            product=self._product,
-            version=self._version,
-        )
+        report = self._emulator.refill(self._template, check_report_data(report_data), self._product)
         log.warning("INSECURE: evidence comes from the SEV-SNP emulator, not from hardware")
         return Evidence(tee="snp", report=report, certs=list(self._certs))
 

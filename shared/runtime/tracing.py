@@ -4,8 +4,11 @@ that carry the W3C trace context in NATS message headers.
 Exporter selection (the SDK's own conventions):
 
 - ``OTEL_TRACES_EXPORTER``: ``otlp`` (default when an OTLP endpoint is configured), ``console`` or ``none``.
-  With no endpoint configured and no explicit exporter, spans are created (for log correlation) but not
-  exported, so a dev run does not spam connection errors.
+  With no endpoint configured and no explicit exporter, nothing is exported, so a dev run does not spam
+  connection errors; and since nothing would read them, spans are then not *recorded* either (sampler
+  ``parentbased_always_off``): each one still has its trace and span id, for log correlation and for the
+  ``traceparent`` header, but costs a fraction of a recorded span on every message. A sampled parent from
+  upstream is still honoured. ``OTEL_TRACES_SAMPLER`` overrides this choice as usual.
 - ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``: ``http/protobuf`` (default,
   installed) or ``grpc`` (only if ``opentelemetry-exporter-otlp-proto-grpc`` is importable; otherwise a clear
   log line and no exporter).
@@ -24,6 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from contrast.runtime.logs import get_logger
 
@@ -111,11 +115,16 @@ def build_tracer_provider(
     ``processors`` adds extra span processors (tests pass ``SimpleSpanProcessor(InMemorySpanExporter())``).
     ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` are honoured by ``Resource.create``.
     """
+    env = os.environ if env is None else env
     attributes = {"service.name": f"contrast-{service}", "service.instance.id": replica}
     if version:
         attributes["service.version"] = version
-    provider = TracerProvider(resource=Resource.create(attributes))
-    for exporter in exporters_from_env(env):
+    exporters = exporters_from_env(env)
+    sampler: Sampler | None = None  # None: the SDK's default, or OTEL_TRACES_SAMPLER
+    if not exporters and not processors and not env.get("OTEL_TRACES_SAMPLER"):
+        sampler = ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
+    for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     for processor in processors:
         provider.add_span_processor(processor)

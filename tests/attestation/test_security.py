@@ -93,12 +93,17 @@ async def test_replayed_request_is_rejected_as_nonce_reuse(
             await asyncio.sleep(0.05)
             await evil.publish_request(replay)
             assert rejection_code(await waiter) == "policy.nonce_reused"
-            # Both outcomes are audit events (public facts only).
-            events = [decoder(AttestationEvent).decode(c.data) for c in evil.on(subjects.EVENT_ATTESTATION)]
-            stages = {(e.request_id, e.stage, e.reason) for e in events}
-            assert (captured.request_id, "verified", "") in stages
-            assert (captured.request_id, "issued", "") in stages
-            assert (replay.request_id, "rejected", "policy.nonce_reused") in stages
+
+            # Both outcomes are audit events (public facts only); the rejection's event follows its answer.
+            def stages() -> set[tuple[str, str, str]]:
+                events = (
+                    decoder(AttestationEvent).decode(c.data) for c in evil.on(subjects.EVENT_ATTESTATION)
+                )
+                return {(e.request_id, e.stage, e.reason) for e in events}
+
+            await eventually(lambda: (replay.request_id, "rejected", "policy.nonce_reused") in stages())
+            assert (captured.request_id, "verified", "") in stages()
+            assert (captured.request_id, "issued", "") in stages()
             # And no certificate for it ever appears.
             await asyncio.sleep(0.3)
             assert not [

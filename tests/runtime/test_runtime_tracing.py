@@ -172,3 +172,31 @@ def test_logs_are_json_with_trace_ids(provider: TracerProvider) -> None:
         assert line["replica"] == "r9"
     assert lines[1]["logger"] == "nats.aio.client"
     assert lines[1]["level"] == "warning"
+
+
+def test_without_any_span_consumer_spans_carry_ids_but_are_not_recorded() -> None:
+    provider = build_tracer_provider("verifier", "r1", env={})  # no exporter, no processor
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("root") as root, tracer.start_as_current_span("child") as child:
+        assert not root.is_recording()
+        assert not child.is_recording()
+        ctx = child.get_span_context()
+        assert ctx.is_valid
+        assert ctx.trace_id == root.get_span_context().trace_id
+        headers = inject()
+    assert headers["traceparent"].startswith(f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-")
+    # A sampled parent from upstream is still honoured: its trace stays whole.
+    sampled = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"}
+    with tracer.start_as_current_span("consumer", context=extract(sampled)) as span:
+        assert span.is_recording()
+        assert span.get_span_context().trace_id == int("ab" * 16, 16)
+
+
+def test_an_explicit_sampler_or_a_span_consumer_records_spans(exporter: InMemorySpanExporter) -> None:
+    with_processor = build_tracer_provider("ca", "r1", processors=[SimpleSpanProcessor(exporter)], env={})
+    with with_processor.get_tracer("t").start_as_current_span("s") as span:
+        assert span.is_recording()
+    assert [s.name for s in exporter.get_finished_spans()] == ["s"]
+    explicit = build_tracer_provider("ca", "r1", env={"OTEL_TRACES_SAMPLER": "always_on"})
+    with explicit.get_tracer("t").start_as_current_span("s") as span:
+        assert span.is_recording()

@@ -76,7 +76,8 @@ def test_subject_tokens_are_validated(bad: str) -> None:
 
 
 def test_declared_streams_consumers_and_buckets_are_bounded() -> None:
-    assert subjects.attest_result("0123abcd") == "contrast.v1.attest.result.0123abcd"
+    # the result subject is that of the request's KV `results` key: storing an answer delivers it
+    assert subjects.attest_result("0123abcd") == f"$KV.{subjects.RESULTS.bucket}.0123abcd"
     for spec in subjects.STREAMS:
         assert spec.max_bytes > 0
         assert spec.max_msgs > 0

@@ -341,15 +341,28 @@ class EmulatedSnpPlatform:
         """Re-sign the 0x000..0x29F region of ``report`` with this platform's VCEK for ``product``."""
         if len(report) != abi.REPORT_SIZE:
             raise ValueError("a report is 0x4A0 bytes")
-        der = self._vcek_keys[product].sign(report[: abi.SIGNED_SIZE], ec.ECDSA(hashes.SHA384()))
+        return self._sign_into(bytearray(report), product)
+
+    def refill(self, template: bytes, report_data: bytes, product: Product = "Milan") -> bytes:
+        """``template`` (a report from :meth:`report`) with this REPORT_DATA and a fresh random REPORT_ID,
+        signed anew: what :meth:`report` returns for the template's fields, without encoding them again."""
+        if len(template) != abi.REPORT_SIZE:
+            raise ValueError("a report is 0x4A0 bytes")
+        if len(report_data) != abi.REPORT_DATA_SIZE:
+            raise ValueError("REPORT_DATA is 64 bytes")
+        out = bytearray(template)
+        out[abi.OFF_REPORT_DATA : abi.OFF_REPORT_DATA + abi.REPORT_DATA_SIZE] = report_data
+        out[abi.OFF_REPORT_ID : abi.OFF_REPORT_ID + abi.REPORT_ID_SIZE] = secrets.token_bytes(
+            abi.REPORT_ID_SIZE
+        )
+        return self._sign_into(out, product)
+
+    def _sign_into(self, out: bytearray, product: Product) -> bytes:
+        der = self._vcek_keys[product].sign(bytes(out[: abi.SIGNED_SIZE]), ec.ECDSA(hashes.SHA384()))
         r, s = decode_dss_signature(der)
-        out = bytearray(report)
-        out[abi.OFF_SIGNATURE_R : abi.OFF_SIGNATURE_R + abi.SIGNATURE_COMPONENT_SIZE] = r.to_bytes(
-            72, "little"
-        )
-        out[abi.OFF_SIGNATURE_S : abi.OFF_SIGNATURE_S + abi.SIGNATURE_COMPONENT_SIZE] = s.to_bytes(
-            72, "little"
-        )
+        size = abi.SIGNATURE_COMPONENT_SIZE
+        out[abi.OFF_SIGNATURE_R : abi.OFF_SIGNATURE_R + size] = r.to_bytes(size, "little")
+        out[abi.OFF_SIGNATURE_S : abi.OFF_SIGNATURE_S + size] = s.to_bytes(size, "little")
         return bytes(out)
 
     def reference_values(
