@@ -14,9 +14,16 @@ stands at that transition with those two CA certificates, and said exactly this 
 nonce fails the binding.
 
 **Recovery.** A stale replica shows an HPKE key in evidence bound with ``Label.RECOVERY`` to the client's
-nonce and a one-time recovery nonce of its own. The seed-share owner seals ``seed ‖ salt`` to that key (HPKE
-protocol ``recovery``, context = the recovery nonce) and signs
-:func:`contrast.crypto.seedshare.recovery_signing_message` with the same key and nonce.
+nonce, a one-time recovery nonce of its own and the stored head it will adopt::
+
+    REPORT_DATA = report_data(Label.RECOVERY, client nonce, hpke_key, recovery_nonce,
+                              head_transcript(latest pointer, transitions))
+
+(:mod:`contrast.manifest.recovery_head`). The seed-share owner authenticates that head with the seed, checks
+it against its trusted state, seals ``seed ‖ salt`` to the key (HPKE protocol ``recovery``, context =
+:func:`~contrast.manifest.recovery_head.recovery_context`: the recovery nonce, the head's generation and
+transition hash) and signs :func:`contrast.crypto.seedshare.recovery_signing_message` with the same key and
+nonce. The replica opens it only with the head it attested for that nonce, and adopts that head only.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from typing import Final
 
 from contrast.attest.binding import Label, report_data
@@ -34,6 +42,7 @@ from contrast.coordinator.manifest import ROLE_COORDINATOR, Manifest
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import SALT_SIZE, SEED_SIZE
 from contrast.errors import AuthError, PolicyError, RequestError
+from contrast.manifest.recovery_head import head_transcript, recovery_context
 from contrast.subjects import USER_RECOVER
 from contrast.wire.v1 import AttestedReply
 
@@ -64,8 +73,21 @@ def user_api_report_data(
     )
 
 
-def recovery_report_data(client_nonce: bytes, hpke_key: bytes, recovery_nonce: bytes) -> bytes:
-    return report_data(Label.RECOVERY, client_nonce, hpke_key, recovery_nonce)
+def recovery_report_data(
+    client_nonce: bytes,
+    hpke_key: bytes,
+    recovery_nonce: bytes,
+    head_pointer: bytes,
+    head_transitions: Sequence[bytes],
+) -> bytes:
+    """REPORT_DATA of a recovery challenge: the key, the nonces and the stored head the replica will adopt."""
+    return report_data(
+        Label.RECOVERY,
+        client_nonce,
+        hpke_key,
+        recovery_nonce,
+        head_transcript(head_pointer, head_transitions),
+    )
 
 
 def recover_subject(replica: str) -> str:
@@ -119,14 +141,20 @@ def verify_attested_reply(
     return check_coordinator_evidence(reply.evidence, manifest, expected, verifier=verifier, now=now)
 
 
-def seal_recovery_secret(hpke_key: bytes, recovery_nonce: bytes, seed: bytes, salt: bytes) -> bytes:
+def seal_recovery_secret(
+    hpke_key: bytes, recovery_nonce: bytes, generation: int, transition_hash: bytes, seed: bytes, salt: bytes
+) -> bytes:
+    """``seed ‖ salt`` sealed to the challenge key, opening only for this nonce and this head."""
     if len(seed) != SEED_SIZE or len(salt) != SALT_SIZE:
         raise ValueError("seed is 64 and salt 32 bytes")
-    return HpkePublicKey(hpke_key).seal(Protocol.RECOVERY, recovery_nonce, seed + salt)
+    context = recovery_context(recovery_nonce, generation, transition_hash)
+    return HpkePublicKey(hpke_key).seal(Protocol.RECOVERY, context, seed + salt)
 
 
-def open_recovery_secret(key: HpkePrivateKey, recovery_nonce: bytes, sealed: bytes) -> tuple[bytes, bytes]:
-    raw = key.open(Protocol.RECOVERY, recovery_nonce, sealed)
+def open_recovery_secret(
+    key: HpkePrivateKey, recovery_nonce: bytes, generation: int, transition_hash: bytes, sealed: bytes
+) -> tuple[bytes, bytes]:
+    raw = key.open(Protocol.RECOVERY, recovery_context(recovery_nonce, generation, transition_hash), sealed)
     if len(raw) != SEED_SIZE + SALT_SIZE:
         raise AuthError("bad_recovery_secret", "the sealed recovery secret has the wrong size")
     return raw[:SEED_SIZE], raw[SEED_SIZE:]

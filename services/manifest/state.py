@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 
 from contrast.coordinator.authorize import authorize_set
-from contrast.coordinator.history import History, HistoryEntry, Latest, ReplicaState
+from contrast.coordinator.history import (
+    LATEST_KEY,
+    History,
+    HistoryEntry,
+    Latest,
+    ReplicaState,
+    transition_key,
+)
 from contrast.coordinator.join import JoinAuthority, JoinResult
 from contrast.coordinator.kv import KeyValue
 from contrast.coordinator.manifest import ManifestDocument, check_policies_supplied, parse_manifest
@@ -39,6 +46,7 @@ from contrast.crypto.seedshare import (
     verify_recovery_signature,
 )
 from contrast.errors import AuthError, RequestError, StateError, StoreError
+from contrast.manifest.recovery_head import MAX_RECOVERY_GENERATIONS, ClaimedHead, claimed_head, pointer_head
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
 
@@ -293,15 +301,58 @@ class ManifestReplica:
 
     # ---- recovery -------------------------------------------------------------------------------------
 
-    async def recover(
-        self, seed: bytes, salt: bytes, *, signature: bytes, hpke_key: bytes, recovery_nonce: bytes
-    ) -> ReadyView:
-        """Owner recovery: adopt (seed, salt) if they sign the stored history and an owner signed the request.
+    async def stale_head(self) -> ClaimedHead:
+        """The stored head this stale replica offers to recover at, read without the seed (unauthenticated).
 
-        Checks, in order: still stale; the history verifies under the key derived from this seed
-        (``auth.wrong_seed`` otherwise); the whole chain re-hashes; a seed-share owner of the active manifest
-        signed (seed, salt, our HPKE key, our recovery nonce). The root CA is the same as before (it comes
-        from the seed); the mesh CA is new.
+        ``state.not_stale`` unless stale. The pointer and the transition records from the first to the head
+        are read as stored and checked for consistency only (``store.*``): their signature needs the seed.
+        The recovery challenge binds them, and :meth:`recover` adopts exactly this head or nothing.
+        """
+        async with self._lock:
+            state = await self._refresh_locked()
+            if state is not ReplicaState.STALE:
+                raise StateError(
+                    "not_stale", f"recovery is only for a stale replica; this one is {state.value}"
+                )
+            entry = await self._kv.get(LATEST_KEY)
+            if entry is None:
+                raise StoreError("latest_missing", "the store holds no latest pointer to recover at")
+            h, generation = pointer_head(entry.value)
+            if generation > MAX_RECOVERY_GENERATIONS:
+                raise StoreError(
+                    "history_too_long",
+                    f"the history has {generation} generations; a recovery carries at most "
+                    f"{MAX_RECOVERY_GENERATIONS}",
+                )
+            records: list[bytes] = []
+            for _ in range(generation):
+                record = await self._kv.get(transition_key(h))
+                if record is None:
+                    raise StoreError("missing_transition", f"transition {h.hex()[:16]}… is missing")
+                records.append(record.value)
+                h = record.value[32:64]
+            records.reverse()
+            return claimed_head(entry.value, records)
+
+    async def recover(
+        self,
+        seed: bytes,
+        salt: bytes,
+        *,
+        signature: bytes,
+        hpke_key: bytes,
+        recovery_nonce: bytes,
+        bound_head: ClaimedHead,
+    ) -> ReadyView:
+        """Owner recovery: adopt (seed, salt) at ``bound_head`` if it is the authenticated stored head.
+
+        ``bound_head`` is the head this replica attested in its recovery challenge, which the owner checked
+        and bound the sealed seed to. Checks, in order: still stale; the history verifies under the key
+        derived from this seed (``auth.wrong_seed`` otherwise); its authenticated head is ``bound_head``
+        (``state.recovery_head_changed`` otherwise: the store changed after the challenge); the whole chain
+        re-hashes; a seed-share owner of the active manifest signed (seed, salt, our HPKE key, our recovery
+        nonce). On any refusal nothing is installed: the replica stays stale and keeps no reference to the
+        seed. The root CA is the same as before (it comes from the seed); the mesh CA is new.
         """
         engine = SeedEngine(seed, salt)
         history = self._history_for(engine)
@@ -321,6 +372,17 @@ class ManifestReplica:
                 raise
             if latest is None:
                 raise StateError("not_stale", "the store holds no history to recover")
+            if (latest.generation, latest.transition_hash) != (
+                bound_head.generation,
+                bound_head.transition_hash,
+            ):
+                raise StateError(
+                    "recovery_head_changed",
+                    f"the stored head is generation {latest.generation} "
+                    f"({latest.transition_hash.hex()[:16]}…), not the generation {bound_head.generation} "
+                    f"({bound_head.transition_hash.hex()[:16]}…) attested in the recovery challenge and "
+                    "checked by the seed-share owner: the store changed during recovery; nothing was adopted",
+                )
             chain = await history.read_chain(latest)
             doc = chain[-1].manifest
             verify_recovery_signature(

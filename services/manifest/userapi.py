@@ -16,7 +16,6 @@ from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 
-from contrast.coordinator.history import ReplicaState
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.errors import PolicyError, StateError
 from contrast.manifest.protocol import (
@@ -24,6 +23,7 @@ from contrast.manifest.protocol import (
     recovery_report_data,
     user_api_report_data,
 )
+from contrast.manifest.recovery_head import ClaimedHead
 from contrast.manifest.state import ManifestReplica, ReadyView, history_key_bytes
 from contrast.platform.base import Platform
 from contrast.runtime import RequestContext
@@ -48,25 +48,31 @@ PeerProbe = Callable[[], Awaitable[bool]]
 
 @dataclass
 class _Challenges:
-    """Outstanding one-time recovery nonces of this replica (bounded; expired ones are dropped)."""
+    """Outstanding one-time recovery nonces of this replica, each with the head its challenge attested.
 
-    open: dict[bytes, float] = field(default_factory=dict)
+    Bounded; expired ones are dropped.
+    """
 
-    def new(self) -> bytes:
+    open: dict[bytes, tuple[float, ClaimedHead]] = field(default_factory=dict)
+
+    def new(self, head: ClaimedHead) -> bytes:
         now = time.monotonic()
-        self.open = {n: t for n, t in self.open.items() if t > now}
+        self.open = {n: v for n, v in self.open.items() if v[0] > now}
         while len(self.open) >= MAX_OPEN_CHALLENGES:
             self.open.pop(next(iter(self.open)))
         nonce = secrets.token_bytes(32)
-        self.open[nonce] = now + RECOVERY_NONCE_LIFETIME
+        self.open[nonce] = (now + RECOVERY_NONCE_LIFETIME, head)
         return nonce
 
-    def take(self, nonce: bytes) -> None:
-        expiry = self.open.pop(nonce, None)
-        if expiry is None:
+    def take(self, nonce: bytes) -> ClaimedHead:
+        """The head attested with ``nonce``; the nonce is used up whatever happens next."""
+        entry = self.open.pop(nonce, None)
+        if entry is None:
             raise PolicyError("nonce_unknown", "this replica issued no such recovery nonce (or it was used)")
+        expiry, head = entry
         if expiry < time.monotonic():
             raise PolicyError("nonce_expired", "the recovery nonce has expired; start again")
+        return head
 
 
 class UserApi:
@@ -151,27 +157,45 @@ class UserApi:
     async def recover_challenge(
         self, req: RecoveryChallengeRequest, ctx: RequestContext
     ) -> RecoveryChallenge:
-        state = await self._replica.refresh()
-        if state is not ReplicaState.STALE:
-            raise StateError("not_stale", f"recovery is only for a stale replica; this one is {state.value}")
+        head = await self._replica.stale_head()
         await self._refuse_if_peer_ready(req.force)
-        recovery_nonce = self._challenges.new()
+        recovery_nonce = self._challenges.new(head)
         hpke_key = self._identity.hpke_key.public_bytes()
-        evidence = await self._platform.evidence(recovery_report_data(req.nonce, hpke_key, recovery_nonce))
+        transitions = list(head.transitions)
+        rd = recovery_report_data(req.nonce, hpke_key, recovery_nonce, head.pointer, transitions)
         return RecoveryChallenge(
-            replica=self._name, hpke_key=hpke_key, recovery_nonce=recovery_nonce, evidence=evidence
+            replica=self._name,
+            hpke_key=hpke_key,
+            recovery_nonce=recovery_nonce,
+            head_pointer=head.pointer,
+            head_transitions=transitions,
+            evidence=await self._platform.evidence(rd),
         )
 
     async def recover(self, req: RecoverRequest, ctx: RequestContext) -> AttestedReply:
-        self._challenges.take(req.recovery_nonce)
+        head = self._challenges.take(req.recovery_nonce)
+        if (req.head_generation, req.head_transition) != (head.generation, head.transition_hash):
+            raise PolicyError(
+                "recovery_head_mismatch",
+                f"the request names generation {req.head_generation}, but this replica's challenge attested "
+                f"generation {head.generation} ({head.transition_hash.hex()[:16]}…); start again",
+            )
         await self._refuse_if_peer_ready(req.force)
-        seed, salt = open_recovery_secret(self._identity.hpke_key, req.recovery_nonce, req.sealed_secret)
+        # The context binds the head this replica attested: a seed sealed for another head does not open.
+        seed, salt = open_recovery_secret(
+            self._identity.hpke_key,
+            req.recovery_nonce,
+            head.generation,
+            head.transition_hash,
+            req.sealed_secret,
+        )
         view = await self._replica.recover(
             seed,
             salt,
             signature=req.signature,
             hpke_key=self._identity.hpke_key.public_bytes(),
             recovery_nonce=req.recovery_nonce,
+            bound_head=head,
         )
         result = RecoverResult(generation=view.latest.generation, transition_hash=view.latest.transition_hash)
         return await self._attest(req.nonce, view, encode_deterministic(result))

@@ -55,6 +55,12 @@ HINTS: dict[str, str] = {
     "state.not_stale": "recovery is only needed when the Coordinator is stale",
     "auth.wrong_seed": "this seed share belongs to another deployment (or the store was replaced)",
     "auth.not_seedshare_owner": "the key that signed is not a seed-share owner of the active manifest",
+    "state.recovery_head_changed": "the store changed during recovery; nothing was adopted: run it again",
+    "policy.recovery_head_mismatch": "the request names another head than the challenge; run recover again",
+    "verify.rollback": "the Coordinator serves an older history than you verified: its store was rolled back",
+    "verify.history_forked": "the Coordinator serves a history that differs from the one you verified",
+    "verify.root_changed": "a new root CA: a fresh deployment; accept it only knowingly (--accept-new-root)",
+    "verify.unapproved_history": "an earlier manifest is not among --approved: review the history",
 }
 
 

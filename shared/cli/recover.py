@@ -2,20 +2,46 @@
 
 1. The share in ``seed-shares.json`` is decrypted with the seed-share owner key (RSA-OAEP, label
    ``seedshare``).
-2. A stale manifest replica shows a fresh HPKE key in evidence bound with ``Label.RECOVERY`` to our nonce
-   and a one-time nonce of its own; the evidence must satisfy the local manifest (reference values, a
+2. A stale manifest replica shows a fresh HPKE key and the stored head it will adopt (the signed ``latest``
+   pointer and every transition record, as it read them) in evidence bound with ``Label.RECOVERY`` to our
+   nonce and a one-time nonce of its own; the evidence must satisfy the local manifest (reference values, a
    ``coordinator`` policy hash). Only then is anything sent to it.
-3. Seed and salt go HPKE-sealed to that key, with an RSA-PSS signature over (hash of the secret, the key, the
-   replica's nonce), to ``contrast.v1.user.recover.<replica>``.
-4. The attested reply must show the same root CA as the seed derives (the root survives recovery); the new
-   mesh CA and the root are written to the workspace.
+3. Seed and salt go HPKE-sealed to that key, with the head in the HPKE context, and an RSA-PSS signature
+   over (hash of the secret, the key, the replica's nonce), to ``contrast.v1.user.recover.<replica>``.
+4. The attested reply must show the same root CA as the seed derives (the root survives recovery) and the
+   bound head; the new mesh CA and the root are written to the workspace.
+
+Threat DK6: the operator can restore a consistent earlier snapshot of the store once every replica
+restarted, and a stale replica cannot tell it from the past. Recovering it would hand the seed to a
+Coordinator that then serves an old manifest. So ``recover`` reads the trusted state of ``contrast verify``
+(``verify/trusted-state.json`` or ``--state``; no file is first use, which is printed as a warning; an
+unreadable or corrupt file is an error) before the network, and *before anything is sealed*:
+
+- the seed must derive the recorded root CA (``verify.root_changed``: the share is of another deployment);
+- the attested head must be signed by the seed's own history key (``auth.wrong_seed``) and its transition
+  records must chain to it (``store.*``);
+- if a state is recorded, that history must extend it (``verify.rollback``, ``verify.history_forked``).
+
+The seed is sealed bound to that head, and the replica adopts the stored history only if its own head,
+authenticated with the seed, is the bound one (``state.recovery_head_changed`` otherwise: it stays stale).
+An operator who swaps the store after the challenge was answered therefore gets a refusal, not the seed in
+a replica serving the swapped history. Recover does not read the ``history`` bucket itself and needs no
+access to it: the head it checks is the one the replica attests and will adopt, while a read of its own
+could see another store than the replica's. The reply's head must still be the checked one (a replica that
+broke this rule is named: ``verify.rollback``, ``verify.history_forked`` or ``verify.history_moved``).
+
+A successful recover does not write the trusted state: the state records what the data owner *accepted*
+(``verify``: the active manifest equals theirs, and ``--approved``), while recover only establishes that
+the stored history is no older than that. The owner's next ``verify`` extends the record.
 """
 
 from __future__ import annotations
 
 import argparse
 import secrets
+import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives import serialization
@@ -38,6 +64,15 @@ from contrast.cli.common import (
     write_file,
 )
 from contrast.cli.coordinator import load_cert, load_manifest, pem
+from contrast.cli.trusted_state import (
+    Continuity,
+    check_continuity,
+    check_recovered_head,
+    check_recovery_root,
+    observed_state,
+)
+from contrast.cli.trusted_state_file import load_state
+from contrast.cli.verify import STATE_FILE, VERIFY_DIR
 from contrast.coordinator.ownerkeys import SEEDSHARE_OWNER_KEY_FILE, load_seedshare_owner_key
 from contrast.crypto.kdf import SeedEngine
 from contrast.crypto.seedshare import (
@@ -54,6 +89,7 @@ from contrast.manifest.protocol import (
     seal_recovery_secret,
     verify_attested_reply,
 )
+from contrast.manifest.recovery_head import authenticate_head, claimed_head
 from contrast.pki.root import root_certificate
 from contrast.runtime.client import request
 from contrast.wire.v1 import (
@@ -66,15 +102,40 @@ from contrast.wire.v1 import (
 )
 
 
+def default_state_path(workspace: Path) -> Path:
+    return workspace / VERIFY_DIR / STATE_FILE
+
+
 def recover(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace)
     key_path = Path(args.seedshare_owner_key or workspace / SEEDSHARE_OWNER_KEY_FILE)
     shares_path = Path(args.seed_shares or workspace / SEED_SHARES_FILE)
+    state_path = Path(args.state) if args.state else default_state_path(workspace)
 
     async def body() -> int:
         doc = load_manifest(args.manifest)
         key = load_seedshare_owner_key(key_path)
         seed, salt = decrypt_share(key, decode_seed_shares(read_file(shares_path, "seed shares")))
+        engine = SeedEngine(seed, salt)
+        root_der = root_certificate(engine.root_ca_key()).public_bytes(serialization.Encoding.DER)
+        # Read before the network: a corrupt state, or a share of another deployment, fails before anything
+        # is asked or sent.
+        recorded = await load_state(state_path)
+        state_info: dict[str, Any] = {
+            "path": str(state_path),
+            "recorded_generation": recorded.generation if recorded is not None else None,
+            "written": False,  # recover never writes it (see the module docstring)
+        }
+        if recorded is None:
+            state_info["status"] = Continuity.FIRST_USE.value
+            print(
+                f"contrast recover: WARNING: no trusted state at {state_path}: a rolled-back store is not "
+                "detected (run `contrast verify` while the Coordinator is ready, or pass --state)",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            check_recovery_root(recorded, root_der)
         verifier = EvidenceVerifier()
         nc = await connect(args)
         try:
@@ -89,16 +150,49 @@ def recover(args: argparse.Namespace) -> int:
             check_coordinator_evidence(
                 challenge.evidence,
                 doc.manifest,
-                recovery_report_data(sent.nonce, challenge.hpke_key, challenge.recovery_nonce),
+                recovery_report_data(
+                    sent.nonce,
+                    challenge.hpke_key,
+                    challenge.recovery_nonce,
+                    challenge.head_pointer,
+                    challenge.head_transitions,
+                ),
                 verifier=verifier,
                 now=now(),
             )
-            progress(args, f"replica {challenge.replica} is attested; sending the sealed seed")
+            # The head the replica attests it will adopt, authenticated with the seed's own history key.
+            head = claimed_head(challenge.head_pointer, challenge.head_transitions)
+            authenticate_head(head, engine.history_signing_key().public_key())
+            checked = observed_state(
+                root_ca_der=root_der,
+                transitions=head.transition_hashes(),
+                manifests=head.manifest_hashes(),
+                verified_at=now(),
+            )
+            state_info["checked_generation"] = checked.generation
+            if recorded is not None:
+                continuity = check_continuity(recorded, checked, accept_new_root=False)
+                state_info["status"] = continuity.value
+                progress(
+                    args,
+                    f"the attested history (generation {checked.generation}) extends the trusted state "
+                    f"(generation {recorded.generation})",
+                )
+            progress(args, f"replica {challenge.replica} is attested; sending the seed sealed to its head")
             message = recovery_signing_message(seed, salt, challenge.hpke_key, challenge.recovery_nonce)
             req = RecoverRequest(
                 nonce=secrets.token_bytes(32),
                 recovery_nonce=challenge.recovery_nonce,
-                sealed_secret=seal_recovery_secret(challenge.hpke_key, challenge.recovery_nonce, seed, salt),
+                head_generation=head.generation,
+                head_transition=head.transition_hash,
+                sealed_secret=seal_recovery_secret(
+                    challenge.hpke_key,
+                    challenge.recovery_nonce,
+                    head.generation,
+                    head.transition_hash,
+                    seed,
+                    salt,
+                ),
                 signature=sign_recovery(key, message),
                 force=args.force,
             )
@@ -112,9 +206,13 @@ def recover(args: argparse.Namespace) -> int:
             result = decoder(RecoverResult).decode(reply.payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
             raise InternalError("bad_reply", "the attested recovery result does not decode") from e
-        expected_root = root_certificate(SeedEngine(seed, salt).root_ca_key())
-        if expected_root.public_bytes(serialization.Encoding.DER) != reply.root_ca:
+        if result.transition_hash != reply.transition_hash:
+            raise AuthError("bad_reply", "the recovery result names another head than the attested reply")
+        if root_der != reply.root_ca:
             raise AuthError("bad_reply", "the recovered Coordinator shows another root CA than the seed's")
+        check_recovered_head(
+            recorded, checked, generation=result.generation, transition_hash=reply.transition_hash
+        )
         root, mesh = load_cert(reply.root_ca, "root CA"), load_cert(reply.mesh_ca, "mesh CA")
         write_file(workspace / ROOT_CA_FILE, pem(root))
         write_file(workspace / MESH_CA_FILE, pem(mesh))
@@ -126,9 +224,15 @@ def recover(args: argparse.Namespace) -> int:
                 "generation": result.generation,
                 "transition_hash": result.transition_hash.hex(),
                 "files": [ROOT_CA_FILE, MESH_CA_FILE],
+                "trusted_state": state_info,
             },
             f"replica {challenge.replica} recovered at generation {result.generation}; "
-            f"wrote {ROOT_CA_FILE}, {MESH_CA_FILE}",
+            f"wrote {ROOT_CA_FILE}, {MESH_CA_FILE}"
+            + (
+                f"; the history extends the trusted state {state_path} (not rewritten: run `contrast verify`)"
+                if recorded is not None
+                else f"; NOT checked against a trusted state (no {state_path})"
+            ),
         )
         return EXIT_OK
 
@@ -139,11 +243,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "recover",
         help="recover a stale Coordinator with a seed share",
-        description="Send the seed (from your seed share) sealed to an attested, stale Coordinator replica.",
+        description="Send the seed (from your seed share) sealed to an attested, stale Coordinator replica, "
+        "after checking that the history it attests and will adopt extends the trusted state that "
+        "`contrast verify` recorded (never rolled back, forked or of another root CA). The trusted state is "
+        "not written.",
     )
     p.add_argument("-m", "--manifest", default="manifest.json", help="the manifest (default: %(default)s)")
     p.add_argument("-k", "--seedshare-owner-key", help="seed-share owner key (default: seedshare-owner.pem)")
     p.add_argument("--seed-shares", help="seed-shares.json (default: in the workspace)")
     p.add_argument("--force", action="store_true", help="recover even if a ready replica exists")
+    p.add_argument(
+        "--state",
+        metavar="PATH",
+        help=f"the trusted state of `contrast verify` (default: WORKSPACE/{VERIFY_DIR}/{STATE_FILE}); the "
+        "attested history must extend it before the seed is sent; no file is first use, a corrupt one is an "
+        "error",
+    )
     add_common(p)
     p.set_defaults(func=recover)

@@ -285,23 +285,38 @@ class RecoveryChallengeRequest(WireStruct, frozen=True, kw_only=True):
 
 
 class RecoveryChallenge(WireStruct, frozen=True, kw_only=True):
-    """A stale replica's key to seal the seed to, with evidence binding it.
+    """A stale replica's key to seal the seed to and the stored head it will adopt, with evidence for both.
 
-    ``REPORT_DATA = report_data(Label.RECOVERY, client nonce, hpke_key, recovery_nonce)``. Step 2 goes to
+    ``head_pointer`` is the stored ``latest`` record and ``head_transitions`` the transition records from the
+    first to the head, as the replica read them (it cannot check the pointer's signature without the seed).
+    ``REPORT_DATA = report_data(Label.RECOVERY, client nonce, hpke_key, recovery_nonce, head transcript)``
+    (``contrast.manifest.protocol.recovery_report_data``). The owner authenticates the head with the seed and
+    checks it against the trusted state before sealing; the replica adopts that head only. Step 2 goes to
     ``contrast.v1.user.recover.<replica>`` so that it reaches the replica that holds the key.
     """
 
     replica: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
     hpke_key: Annotated[bytes, msgspec.Meta(max_length=2048)]
     recovery_nonce: Nonce
+    head_pointer: Annotated[bytes, msgspec.Meta(min_length=1, max_length=256)]
+    head_transitions: Annotated[
+        list[Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]],
+        msgspec.Meta(min_length=1, max_length=MAX_HISTORY_RECORDS),
+    ]
     evidence: Evidence
 
 
 class RecoverRequest(WireStruct, frozen=True, kw_only=True):
-    """Step 2: seed ‖ salt HPKE-sealed to the challenge key, and the seed-share owner's RSA-PSS signature."""
+    """Step 2: seed ‖ salt HPKE-sealed to the challenge key, and the seed-share owner's RSA-PSS signature.
+
+    ``head_generation`` and ``head_transition`` name the attested head the owner checked; the HPKE context
+    binds them too (``contrast.manifest.protocol.recovery_context``), and the replica adopts that head only.
+    """
 
     nonce: Nonce  # the client's nonce for the attested reply
     recovery_nonce: Nonce
+    head_generation: Annotated[int, msgspec.Meta(ge=1)]
+    head_transition: Digest
     sealed_secret: Annotated[bytes, msgspec.Meta(max_length=4096)]
     signature: Annotated[bytes, msgspec.Meta(max_length=2048)]
     force: bool = False

@@ -83,7 +83,7 @@ async def test_restart_then_recover_with_the_share(
         assert (rc, out["code"]) == (1, "auth.not_seedshare_owner")
 
         rc, out, err = await asyncio.to_thread(cli, "recover", "-m", "manifest.json")
-        assert rc == 0, err
+        assert rc == 0, (out, err)
         await watch.wait("m1", "ready")
         assert (workspace / "coordinator-root-ca.pem").read_bytes() == root_before
         assert (workspace / "mesh-ca.pem").read_bytes() != mesh_before

@@ -74,10 +74,10 @@ def test_forged_join_nonces_are_unknown(data: bytes) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.binary(max_size=1400), st.binary(min_size=32, max_size=32))
-def test_recovery_secret_garbage(sealed: bytes, nonce: bytes) -> None:
+@given(st.binary(max_size=1400), st.binary(min_size=32, max_size=32), st.integers(1, 2**64 - 1))
+def test_recovery_secret_garbage(sealed: bytes, nonce: bytes, generation: int) -> None:
     with pytest.raises(ContrastError) as e:
-        open_recovery_secret(KEY, nonce, sealed)
+        open_recovery_secret(KEY, nonce, generation, nonce[::-1], sealed)
     assert e.value.code.startswith(("auth.", "request."))
 
 

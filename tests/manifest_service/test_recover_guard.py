@@ -26,7 +26,10 @@ from contrast.wire.v1 import AttestedReply, RecoveryChallengeRequest, SetManifes
 
 async def _stale_api(emulator_dir: Path, peer_ready: bool) -> tuple[UserApi, Any]:
     kv = MemoryKeyValue()
-    await kv.put("latest", b"x")  # a history exists that this replica holds no seed for
+    # A history exists that this replica holds no seed for.
+    await ManifestReplica(kv).set_manifest(
+        encode(manifest_obj(emulator_dir)), list(POLICIES.values()), signature=b"", expected_previous=b""
+    )
     state = ManifestReplica(kv)
     platform = await platform_factory(emulator_dir)()
     identity = await CoordinatorIdentity.create(platform, EvidenceVerifier(), dt.datetime.now(dt.UTC))
@@ -48,7 +51,13 @@ async def test_refused_while_a_peer_is_ready_unless_forced(emulator_dir: Path) -
     claims = EvidenceVerifier().authenticate(
         challenge.evidence, emulator_root=platform.emulator_root, now=dt.datetime.now(dt.UTC)
     )
-    assert claims.report_data == recovery_report_data(nonce, challenge.hpke_key, challenge.recovery_nonce)
+    assert claims.report_data == recovery_report_data(
+        nonce,
+        challenge.hpke_key,
+        challenge.recovery_nonce,
+        challenge.head_pointer,
+        challenge.head_transitions,
+    )
     api, _ = await _stale_api(emulator_dir, peer_ready=False)
     assert (await api.recover_challenge(RecoveryChallengeRequest(nonce=nonce), None)).replica == "m9"  # type: ignore[arg-type]
 
