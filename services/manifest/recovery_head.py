@@ -25,15 +25,8 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from contrast.coordinator.history import LATEST_SIZE, ZERO_HASH, LatestPointer, Transition
+from contrast.coordinator.history import ZERO_HASH, LatestPointer, Transition
 from contrast.errors import AuthError, StoreError
-
-# The ``latest`` layout of contrast.coordinator.history (FORMATS.md): b"CLP1" ‖ transition hash ‖ generation
-# ‖ predecessor revision ‖ signature. Read here without the key, which a stale replica does not hold.
-_HEADER: Final = struct.Struct(">4s32sQQ")
-_MAGIC: Final = b"CLP1"
-if _HEADER.size + 64 != LATEST_SIZE:  # pragma: no cover - a guard against the two layouts drifting apart
-    raise RuntimeError("the latest pointer layout changed")
 
 _TRANSCRIPT_LABEL: Final = b"contrast recovery head v1\x00"
 # A recovery challenge carries at most this many transitions (the bound of the ``get`` export).
@@ -66,24 +59,20 @@ class ClaimedHead:
 
 
 def pointer_head(pointer: bytes) -> tuple[bytes, int]:
-    """(transition hash, generation) named by a ``latest`` record, signature unchecked."""
-    if len(pointer) != LATEST_SIZE:
-        raise StoreError("malformed_latest", "the latest pointer has the wrong size")
-    magic, transition_hash, generation, _ = _HEADER.unpack(pointer[: _HEADER.size])
-    if magic != _MAGIC or generation < 1:
-        raise StoreError("malformed_latest", "the latest pointer has a bad header")
-    return transition_hash, generation
+    """(transition hash, generation) named by a ``latest`` record, signature unchecked, within the bound."""
+    ptr = LatestPointer.decode(pointer)
+    if ptr.generation > MAX_RECOVERY_GENERATIONS:
+        raise StoreError(
+            "history_too_long",
+            f"the history has {ptr.generation} generations; a recovery carries at most "
+            f"{MAX_RECOVERY_GENERATIONS}",
+        )
+    return ptr.transition_hash, ptr.generation
 
 
 def claimed_head(pointer: bytes, transitions: Sequence[bytes]) -> ClaimedHead:
     """Check that ``transitions`` (oldest first) is the one chain the pointer names; ``store.*`` otherwise."""
     head, generation = pointer_head(pointer)
-    if generation > MAX_RECOVERY_GENERATIONS:
-        raise StoreError(
-            "history_too_long",
-            f"the history has {generation} generations; a recovery carries at most "
-            f"{MAX_RECOVERY_GENERATIONS}",
-        )
     if generation != len(transitions):
         raise StoreError("generation_mismatch", "the pointer's generation is not the number of transitions")
     previous = ZERO_HASH

@@ -33,6 +33,7 @@ from contrast.coordinator.history import (
     HistoryEntry,
     Latest,
     ReplicaState,
+    Transition,
     transition_key,
 )
 from contrast.coordinator.join import JoinAuthority, JoinResult
@@ -46,7 +47,7 @@ from contrast.crypto.seedshare import (
     verify_recovery_signature,
 )
 from contrast.errors import AuthError, RequestError, StateError, StoreError
-from contrast.manifest.recovery_head import MAX_RECOVERY_GENERATIONS, ClaimedHead, claimed_head, pointer_head
+from contrast.manifest.recovery_head import ClaimedHead, claimed_head, pointer_head
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
 
@@ -317,20 +318,14 @@ class ManifestReplica:
             entry = await self._kv.get(LATEST_KEY)
             if entry is None:
                 raise StoreError("latest_missing", "the store holds no latest pointer to recover at")
-            h, generation = pointer_head(entry.value)
-            if generation > MAX_RECOVERY_GENERATIONS:
-                raise StoreError(
-                    "history_too_long",
-                    f"the history has {generation} generations; a recovery carries at most "
-                    f"{MAX_RECOVERY_GENERATIONS}",
-                )
+            h, generation = pointer_head(entry.value)  # bounded: at most MAX_RECOVERY_GENERATIONS reads
             records: list[bytes] = []
             for _ in range(generation):
                 record = await self._kv.get(transition_key(h))
                 if record is None:
                     raise StoreError("missing_transition", f"transition {h.hex()[:16]}… is missing")
                 records.append(record.value)
-                h = record.value[32:64]
+                h = Transition.decode(record.value).previous
             records.reverse()
             return claimed_head(entry.value, records)
 

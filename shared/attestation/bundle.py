@@ -167,8 +167,7 @@ class StatementCache:
       the statement's P-384 verification is paid once per replica, not once per answer; the signature over
       each payload is still checked every time;
     - the mesh CA, intermediate and root certificates, parsed once per exact DER
-      (:class:`ParsedCertificates`), and whether a mesh CA and an intermediate carry one key and name (a pure
-      function of their bytes);
+      (:class:`ParsedCertificates`);
     - one X.509 verifier per trust anchor, keyed by the anchor's exact DER (:class:`AnchorVerifiers`): every
       leaf's signature is still checked under the mesh CA, with the verdict :func:`verify_leaf` would give;
     - (intermediate, root) pairs, by their exact DER, through which a leaf verified as a TLS client chain: a
@@ -184,7 +183,6 @@ class StatementCache:
         self._entries: OrderedDict[bytes, dt.datetime] = OrderedDict()
         self._service_keys: OrderedDict[bytes, ec.EllipticCurvePublicKey] = OrderedDict()  # parsed once
         self._links: OrderedDict[tuple[bytes, bytes], dt.datetime] = OrderedDict()
-        self._same_authority: OrderedDict[tuple[bytes, bytes], bool] = OrderedDict()
         self.certificates = ParsedCertificates(size=size)
         self.anchors = AnchorVerifiers(size=size)
 
@@ -197,19 +195,6 @@ class StatementCache:
         table.move_to_end(key)
         if len(table) > self._size:
             table.popitem(last=False)
-
-    def same_authority(
-        self, mesh_der: bytes, mesh_ca: x509.Certificate, inter_der: bytes, intermediate: x509.Certificate
-    ) -> bool:
-        """Whether the mesh CA and the intermediate (parsed from these exact bytes) share key and subject."""
-        key = (mesh_der, inter_der)
-        same = self._same_authority.get(key)
-        if same is None:
-            same = _same_authority(mesh_ca, intermediate)
-            self._same_authority[key] = same
-            while len(self._same_authority) > self._size:
-                self._same_authority.popitem(last=False)
-        return same
 
     @staticmethod
     def _key(statement: Statement, exp: Expectation) -> bytes:
@@ -300,7 +285,7 @@ def _verify_chains_cached(
     leaf: x509.Certificate, ders: _ChainDer, certs: _Chain, now: dt.datetime, cache: StatementCache
 ) -> None:
     """The same verdicts as :func:`_verify_chains` (``auth.bad_certificate``), reusing ``cache``."""
-    if not cache.same_authority(ders.mesh_ca, certs.mesh_ca, ders.intermediate, certs.intermediate):
+    if not _same_authority(certs.mesh_ca, certs.intermediate):
         raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
     cache.anchors.verify(leaf, anchor=certs.mesh_ca, now=now, anchor_der=ders.mesh_ca)
     link = (ders.intermediate, ders.root)

@@ -73,6 +73,7 @@ from contrast.cli.trusted_state import (
 )
 from contrast.cli.trusted_state_file import load_state
 from contrast.cli.verify import STATE_FILE, VERIFY_DIR
+from contrast.cli.verify import state_path as verify_state_path
 from contrast.coordinator.ownerkeys import SEEDSHARE_OWNER_KEY_FILE, load_seedshare_owner_key
 from contrast.crypto.kdf import SeedEngine
 from contrast.crypto.seedshare import (
@@ -102,15 +103,11 @@ from contrast.wire.v1 import (
 )
 
 
-def default_state_path(workspace: Path) -> Path:
-    return workspace / VERIFY_DIR / STATE_FILE
-
-
 def recover(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace)
     key_path = Path(args.seedshare_owner_key or workspace / SEEDSHARE_OWNER_KEY_FILE)
     shares_path = Path(args.seed_shares or workspace / SEED_SHARES_FILE)
-    state_path = Path(args.state) if args.state else default_state_path(workspace)
+    state_path = verify_state_path(args)
 
     async def body() -> int:
         doc = load_manifest(args.manifest)

@@ -55,6 +55,11 @@ STATE_FILE = "trusted-state.json"
 MAX_APPROVED_FILES = 10_000
 
 
+def state_path(args: argparse.Namespace) -> Path:
+    """The trusted state file: ``--state``, else ``WORKSPACE/verify/trusted-state.json`` (also recover's)."""
+    return Path(args.state) if args.state else Path(args.workspace) / VERIFY_DIR / STATE_FILE
+
+
 def load_approved(directory: str) -> dict[str, str]:
     """SHA-256 (hex) → file name of every regular, non-hidden file in ``directory`` (not recursive)."""
     d = Path(directory)
@@ -129,9 +134,9 @@ def verify(args: argparse.Namespace) -> int:
             approved = await asyncio.to_thread(load_approved, args.approved)
             approved.setdefault(doc.hash.hex(), str(args.manifest))  # the manifest passed with -m is approved
         out = Path(args.workspace) / VERIFY_DIR
-        state_path = Path(args.state) if args.state else out / STATE_FILE
+        path = state_path(args)
         # Read before the network round trip: a corrupt state fails before anything is fetched.
-        recorded = await load_state(state_path)
+        recorded = await load_state(path)
         verifier = EvidenceVerifier()
         nc = await connect(args)
         try:
@@ -144,15 +149,15 @@ def verify(args: argparse.Namespace) -> int:
         write_outputs(out, checked)
         matches = checked.active.raw == doc.raw
         if matches:
-            async with locked(state_path, args.timeout):
-                current = await load_state(state_path)
+            async with locked(path, args.timeout):
+                current = await load_state(path)
                 if current != recorded:  # another run recorded a history meanwhile: check against that one
                     recorded = current
                     assessment = assess(
                         recorded, served, accept_new_root=args.accept_new_root, approved=approved_hashes
                     )
-                await save_state(state_path, served)
-        state_info, state_text = describe_state(state_path, recorded, served, assessment)
+                await save_state(path, served)
+        state_info, state_text = describe_state(path, recorded, served, assessment)
         if assessment.continuity is Continuity.NEW_ROOT_ACCEPTED:
             print(f"contrast verify: {state_text}", file=sys.stderr, flush=True)
         if assessment.unreviewed:
@@ -191,7 +196,7 @@ def verify(args: argparse.Namespace) -> int:
                 else ""
             )
             + (
-                f"the active manifest equals the local manifest; recorded {state_path}"
+                f"the active manifest equals the local manifest; recorded {path}"
                 if matches
                 else f"REJECTED: the active manifest {checked.active.hash.hex()[:16]}… differs from "
                 f"{args.manifest} ({doc.hash.hex()[:16]}…); the trusted state is left as it was"

@@ -123,14 +123,20 @@ class LatestPointer:
         )
 
     @classmethod
-    def verify(cls, data: bytes, key: ed25519.Ed25519PublicKey) -> LatestPointer:
-        """Decode and check the signature (``store.malformed_latest``, ``store.bad_latest_signature``)."""
+    def decode(cls, data: bytes) -> LatestPointer:
+        """Decode *without* checking the signature (``store.malformed_latest``): for a reader that holds no
+        history key yet (a stale replica), whose answer is authenticated by someone who does."""
         if len(data) != LATEST_SIZE:
             raise StoreError("malformed_latest", "the latest pointer has the wrong size")
         magic, th, gen, prev = _POINTER.unpack(data[: _POINTER.size])
         if magic != _MAGIC or gen < 1:
             raise StoreError("malformed_latest", "the latest pointer has a bad header")
-        ptr = cls(th, gen, prev, data[_POINTER.size :])
+        return cls(th, gen, prev, data[_POINTER.size :])
+
+    @classmethod
+    def verify(cls, data: bytes, key: ed25519.Ed25519PublicKey) -> LatestPointer:
+        """Decode and check the signature (``store.malformed_latest``, ``store.bad_latest_signature``)."""
+        ptr = cls.decode(data)
         try:
             key.verify(ptr.signature, _LATEST_LABEL + ptr.signed_part())
         except InvalidSignature:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from contrast.pki import der, oids
+from contrast.pki.root import name
 from contrast.pki.san import parse_sans
 
 SAN_CACHE_SIZE: Final = 512
@@ -49,12 +50,10 @@ _TAG_OID: Final = 0x06
 _TAG_UTC_TIME: Final = 0x17
 _TAG_GENERALIZED_TIME: Final = 0x18
 _TAG_SEQUENCE: Final = 0x30
-_TAG_SET: Final = 0x31
 _TAG_EXTENSIONS: Final = 0xA3  # [3] EXPLICIT, constructed
 _VERSION_V3: Final = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2
 _ECDSA_WITH_SHA384: Final = bytes.fromhex("300a06082a8648ce3d040303")  # AlgorithmIdentifier, no parameters
 _CRITICAL: Final = bytes.fromhex("0101ff")  # BOOLEAN TRUE (FALSE is the DEFAULT and never encoded in DER)
-_OID_COMMON_NAME: Final = bytes.fromhex("0603550403")
 # SubjectPublicKeyInfo header of an uncompressed P-256 point: id-ecPublicKey, prime256v1, BIT STRING(66).
 _P256_SPKI_PREFIX: Final = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
 _P256_POINT_SIZE: Final = 65
@@ -64,20 +63,8 @@ _LATEST: Final = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 _MAX_SERIAL: Final = 1 << 159  # RFC 5280: at most 20 octets, positive
 
 
-def _tlv(tag: int, body: bytes) -> bytes:
-    """``der.encode`` with the short lengths of a leaf spelled out (this runs ~20 times per leaf)."""
-    n = len(body)
-    if n < 0x80:
-        return bytes((tag, n)) + body
-    if n < 0x100:
-        return bytes((tag, 0x81, n)) + body
-    if n < 0x10000:
-        return bytes((tag, 0x82, n >> 8, n & 0xFF)) + body
-    return der.encode(tag, body)
-
-
 def _seq(body: bytes) -> bytes:
-    return _tlv(_TAG_SEQUENCE, body)
+    return der.encode(_TAG_SEQUENCE, body)
 
 
 def encode_oid(oid: x509.ObjectIdentifier) -> bytes:
@@ -100,7 +87,7 @@ def encode_positive_integer(n: int) -> bytes:
     """DER of a positive INTEGER: minimal big-endian, a leading zero octet where the top bit is set."""
     if n <= 0:
         raise ValueError("serial numbers are positive")
-    return _tlv(_TAG_INTEGER, n.to_bytes(n.bit_length() // 8 + 1, "big"))
+    return der.encode(_TAG_INTEGER, n.to_bytes(n.bit_length() // 8 + 1, "big"))
 
 
 def encode_time(t: dt.datetime) -> bytes:
@@ -111,20 +98,14 @@ def encode_time(t: dt.datetime) -> bytes:
     if not _EARLIEST <= t <= _LATEST:
         raise ValueError("certificate times lie in 1950..9999")
     if t < _GENERALIZED_FROM:
-        return _tlv(_TAG_UTC_TIME, t.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return _tlv(_TAG_GENERALIZED_TIME, t.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+        return der.encode(_TAG_UTC_TIME, t.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return der.encode(_TAG_GENERALIZED_TIME, t.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
 
 
 def encode_extension(oid: x509.ObjectIdentifier | bytes, value: bytes, *, critical: bool) -> bytes:
     """DER of one ``Extension`` with an already encoded ``extnValue`` (``oid`` as an object or its DER)."""
     oid_der = oid if isinstance(oid, bytes) else encode_oid(oid)
-    return _seq(oid_der + (_CRITICAL if critical else b"") + _tlv(der.TAG_OCTET_STRING, value))
-
-
-def common_name(value: str) -> bytes:
-    """DER of the Name ``CN=<value>`` with a UTF8String, as ``x509.NameAttribute`` encodes a common name."""
-    atv = _seq(_OID_COMMON_NAME + _tlv(der.TAG_UTF8_STRING, value.encode("utf-8")))
-    return _seq(_tlv(_TAG_SET, atv))
+    return _seq(oid_der + (_CRITICAL if critical else b"") + der.octet_string(value))
 
 
 def p256_spki_and_point(public_key: ec.EllipticCurvePublicKey) -> tuple[bytes, bytes]:
@@ -164,7 +145,9 @@ def _fixed_length_prefix(encode: Callable[[bytes], bytes], size: int) -> bytes:
 
 
 # A leaf's subject, SKI and policy-hash claim have fixed-length values: their headers are constants.
-_SUBJECT_PREFIX: Final = _fixed_length_prefix(lambda v: common_name(v.decode()), 2 * _POLICY_HASH_SIZE)
+_SUBJECT_PREFIX: Final = _fixed_length_prefix(
+    lambda v: name(v.decode()).public_bytes(), 2 * _POLICY_HASH_SIZE
+)
 _SKI_PREFIX: Final = _fixed_length_prefix(
     lambda v: encode_extension(ExtensionOID.SUBJECT_KEY_IDENTIFIER, der.octet_string(v), critical=False),
     _SKI_SIZE,
@@ -286,7 +269,7 @@ class LeafTemplate:
             + _SUBJECT_PREFIX
             + policy_hash.hex().encode("ascii")
             + spki
-            + _tlv(_TAG_EXTENSIONS, _seq(extensions))
+            + der.encode(_TAG_EXTENSIONS, _seq(extensions))
         )
 
     def sign(self, tbs: bytes) -> bytes:
@@ -296,4 +279,4 @@ class LeafTemplate:
 
 def assemble(tbs: bytes, signature: bytes) -> bytes:
     """DER ``Certificate``: the TBS, ecdsa-with-SHA384, and the DER ECDSA signature as a BIT STRING."""
-    return _seq(tbs + _ECDSA_WITH_SHA384 + _tlv(_TAG_BIT_STRING, b"\x00" + signature))
+    return _seq(tbs + _ECDSA_WITH_SHA384 + der.encode(_TAG_BIT_STRING, b"\x00" + signature))

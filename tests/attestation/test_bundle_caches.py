@@ -283,7 +283,6 @@ async def test_link_expires_with_the_ttl_and_tables_stay_bounded(world: World) -
         r = request(w)
         open_result(genuine(w, r, m), r.exp, w.verifier, w.now, cache)
         assert len(cache._links) <= 2
-        assert len(cache._same_authority) <= 2
         assert len(cache.certificates) <= 2
         assert len(cache.anchors) <= 2
     warm(w, cache, 1)
