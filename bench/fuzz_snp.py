@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import atheris
 
@@ -30,7 +31,7 @@ with atheris.instrument_imports(include=["contrast"]):
     from contrast.attest.testing.snp_fuzz import SnpFuzzTarget
 
 logging.getLogger("contrast.attest.snp").setLevel(logging.ERROR)
-TARGET = SnpFuzzTarget()
+TARGET = SnpFuzzTarget(Path(__file__).resolve().parents[1] / "tests" / "data" / "vectors")
 BASES = TARGET.real_reports + TARGET.builder_reports
 
 

@@ -47,7 +47,7 @@ from contrast.attest.tdx.pcs import split_signed_document
 from contrast.attest.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
 from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
 
-VECTOR = Path("/work/shared/vectors/tdx_v4_gotdxguest_spr")
+VECTOR = Path(__file__).resolve().parents[1] / "tests" / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2.0"))
 ROUNDS = 5
 

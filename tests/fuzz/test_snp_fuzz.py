@@ -6,6 +6,8 @@ Short by default; ``-m slow`` runs longer; the >= 1,000,000-input campaign is ``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +17,7 @@ from contrast.attest.testing.snp_fuzz import VECTOR_TIME as TARGET_TIME
 from contrast.attest.testing.snp_fuzz import SnpFuzzTarget
 from contrast.errors import ContrastError
 
-TARGET = SnpFuzzTarget()
+TARGET = SnpFuzzTarget(Path(__file__).resolve().parents[1] / "data" / "vectors")
 BASES = TARGET.real_reports + TARGET.builder_reports
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 SLOW = settings(max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -19,7 +19,7 @@ from contrast.attest.tdx.trust import TdxRoots
 from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
 from contrast.errors import ContrastError
 
-VECTOR = Path("/work/shared/vectors/tdx_v4_gotdxguest_spr")
+VECTOR = Path(__file__).resolve().parents[1] / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 REAL_NOW = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)
 EMU_NOW = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
 REAL_QUOTE = (VECTOR / "quote.bin").read_bytes()

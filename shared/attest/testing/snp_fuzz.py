@@ -19,7 +19,6 @@ from contrast.attest.snp.reference import SnpReferenceValues
 from contrast.attest.testing.snp_chain import SnpChainBuilder, SnpTestChain
 from contrast.errors import ContrastError
 
-VECTORS = Path("/work/shared/vectors")
 VECTOR_TIME = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -41,6 +40,9 @@ def _builder_report(chain: SnpTestChain, version: int) -> bytes:
 
 @dataclass
 class SnpFuzzTarget:
+    """Fuzz entry points; ``vectors`` is a folder of ``snp_*`` vector directories (``tests/data/vectors``)."""
+
+    vectors: Path
     real_reports: list[bytes] = field(default_factory=list)
     real_certs: list[list[bytes]] = field(default_factory=list)
     chain: SnpTestChain = field(default_factory=lambda: SnpChainBuilder(key_slot="fuzz").build())
@@ -51,7 +53,7 @@ class SnpFuzzTarget:
 
     def __post_init__(self) -> None:
         ask_ark = verify.split_certificates(trust.bundled_chain_pem("Milan"))
-        for d in sorted(VECTORS.glob("snp_*")):
+        for d in sorted(self.vectors.glob("snp_*")):
             self.real_reports.append((d / "report.bin").read_bytes())
             self.real_certs.append([(d / "vek.der").read_bytes(), *ask_ark])
         self.builder_reports = [_builder_report(self.chain, v) for v in (2, 3, 5)]

@@ -13,7 +13,7 @@ import pytest
 from contrast.attest.snp import trust, verify
 from contrast.attest.snp.emulator import EmulatedSnpPlatform
 
-VECTORS = Path("/work/shared/vectors")
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors"
 SNP_VECTORS = sorted(p.name for p in VECTORS.glob("snp_*"))
 # Inside every vector VCEK's validity window (2023-04-03 .. 2029-09-24).
 VECTOR_TIME = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -11,7 +11,7 @@ from contrast.attest.tdx.emulator import EmulatedTdxPlatform
 from contrast.attest.tdx.reference import TdxReferenceValues
 from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral
 
-VECTOR = Path("/work/shared/vectors/tdx_v4_gotdxguest_spr")
+VECTOR = Path(__file__).resolve().parents[2] / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 # Inside every window of the vector's collateral: TCB info 06-18..07-18, QE identity 06-08..07-08, PCK CRL
 # 06-08..07-08 (2023), root CRL 2023-04..2024-04, TCB-signing certificate until 2025-05-21.
 REAL_NOW = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)
