@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 # installed layout: contrast -> shared/, contrast.<service> -> services/<service>/.
 TYPETREE := build/typecheck
 
-.PHONY: run test lint typecheck pytest bench fuzz clean
+.PHONY: run test lint typecheck pytest bench fuzz clean tools system-packages
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("python >= 3.11 is required") if sys.version_info < (3, 11) else None'
@@ -45,6 +45,38 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Real tools that tests check our output against, built from the Go module proxy at pinned versions into a
+# git-ignored folder (once; a version bump rebuilds). Tests that need one are skipped, with the reason, when it
+# is absent; `.ci/run` builds them first and sets CONTRAST_REQUIRE_TOOLS=1, which turns such a skip into a failure.
+TOOLS           ?= $(CURDIR)/.tools
+OPA_VERSION     := v1.22.4
+JAEGER_VERSION  := v1.75.0
+NATSCLI_VERSION := v0.5.0
+GO              ?= go
+
+tools: $(TOOLS)/bin/opa.$(OPA_VERSION) $(TOOLS)/bin/jaeger.$(JAEGER_VERSION) $(TOOLS)/bin/nats.$(NATSCLI_VERSION)
+
+$(TOOLS)/bin/opa.$(OPA_VERSION):
+	GOBIN=$(TOOLS)/bin $(GO) install github.com/open-policy-agent/opa@$(OPA_VERSION)
+	touch $@
+
+# Jaeger's go.mod has a replace directive, which `go install pkg@version` refuses: build inside the module.
+$(TOOLS)/bin/jaeger.$(JAEGER_VERSION):
+	dir=$$($(GO) mod download -json github.com/jaegertracing/jaeger@$(JAEGER_VERSION) \
+	  | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') \
+	  && cd "$$dir" && $(GO) build -o $(TOOLS)/bin/jaeger ./cmd/jaeger
+	touch $@
+
+$(TOOLS)/bin/nats.$(NATSCLI_VERSION):
+	GOBIN=$(TOOLS)/bin $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+	touch $@
+
+# Debian packages the tool tests use: promtool (prometheus), stunnel (the mesh benchmark), iptables and
+# iproute2 (network-namespace tests). Needs root and apt; CI machines have both.
+system-packages:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  prometheus stunnel4 iptables iproute2 nftables >/dev/null
 
 clean:
 	rm -rf $(VENV) build .run .mypy_cache .ruff_cache .pytest_cache *.egg-info
