@@ -61,15 +61,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.binding import Label, report_data
-from contrast.attestation.client import Initializer, InitializerConfig
-from contrast.attestation.membership import FixtureState
-from contrast.coordinator.kv import NatsKeyValue
-from contrast.coordinator.manifest import parse_manifest
+from contrast.coordinator.manifest_format import parse_manifest
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
+from contrast.evidence.binding import Label, report_data
+from contrast.initializer.client import Initializer, InitializerConfig
+from contrast.kv import NatsKeyValue
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
+from contrast.replica.membership import FixtureState
 from contrast.runtime import configure_logging
 from contrast.runtime.client import request
 from contrast.runtime.jetstream import ensure_kv

@@ -27,10 +27,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["contrast"]):
-    from contrast.attest.snp import abi
-    from contrast.attest.testing.snp_fuzz import SnpFuzzTarget
+    from contrast.evidence.snp import abi
+    from contrast.testing.snp_fuzz import SnpFuzzTarget
 
-logging.getLogger("contrast.attest.snp").setLevel(logging.ERROR)
+logging.getLogger("contrast.evidence.snp").setLevel(logging.ERROR)
 TARGET = SnpFuzzTarget(Path(__file__).resolve().parents[1] / "tests" / "data" / "vectors")
 BASES = TARGET.real_reports + TARGET.builder_reports
 

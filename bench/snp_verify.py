@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from contrast.attest.snp import abi, trust, validate, verify
-from contrast.attest.snp.reference import SnpReferenceValues
+from contrast.evidence.snp import abi, trust, validate, verify
+from contrast.evidence.snp.reference import SnpReferenceValues
 
 VECTOR = Path(__file__).resolve().parents[1] / "tests" / "data" / "vectors" / "snp_milan_v2_virtee"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

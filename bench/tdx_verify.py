@@ -41,11 +41,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from contrast.attest.tdx import abi
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.pcs import split_signed_document
-from contrast.attest.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
-from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
+from contrast.evidence.tdx import abi
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.pcs import split_signed_document
+from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
+from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
 
 VECTOR = Path(__file__).resolve().parents[1] / "tests" / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2.0"))

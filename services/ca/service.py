@@ -29,18 +29,18 @@ from dataclasses import dataclass
 import msgspec
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
 from contrast.attestation.bundle import PURPOSE_ISSUED, issue
-from contrast.attestation.deps import ReplicaDeps
-from contrast.attestation.membership import Membership
-from contrast.attestation.replica import CoordinatorReplica
 from contrast.attestation.verdict import VerdictChecker
-from contrast.coordinator.kv import KvConflict, NatsKeyValue
-from contrast.coordinator.manifest import ROLE_COORDINATOR, Manifest
+from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import AuthError, ContrastError, StateError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KvConflict, NatsKeyValue
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.service import ServiceRole
+from contrast.replica.deps import ReplicaDeps
+from contrast.replica.lifecycle import CoordinatorReplica
+from contrast.replica.membership import Membership
 from contrast.runtime import DeliveryContext, Handlers, Runtime, Service, StreamWorker, get_logger
 from contrast.wire.v1 import (
     AttestationEvent,

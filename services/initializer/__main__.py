@@ -21,8 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from contrast.attestation.client import AttestationFailed, Initializer, InitializerConfig, parse_policy_hashes
-from contrast.attestation.files import DEFAULT_ROOT, write_credentials
+from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig, parse_policy_hashes
+from contrast.initializer.files import DEFAULT_ROOT, write_credentials
 from contrast.platform.select import PlatformConfigError, platform_from_env
 from contrast.runtime import configure_logging, get_logger
 from contrast.runtime.connection import connect

@@ -1,15 +1,15 @@
 """The join endpoints of a ready manifest replica (docs/protocol.md §4; the logic is in
-:mod:`contrast.coordinator.join`)."""
+:mod:`contrast.replica.join`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.coordinator.join import JoinNonces, handle_join, join_nonce_key
-from contrast.coordinator.kv import KeyValue
 from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KeyValue
 from contrast.manifest.state import ManifestReplica
+from contrast.replica.join import JoinNonces, handle_join, join_nonce_key
 from contrast.runtime import RequestContext
 from contrast.wire.v1 import JoinNonceReply, JoinNonceRequest, JoinReply, JoinRequest
 

@@ -4,7 +4,7 @@ The loop re-verifies the stored head every ``interval`` seconds (and at once on 
 ``contrast.v1.events.manifest.updated`` hint). While this replica is stale it asks the queue group of manifest
 replicas for a join nonce and joins; a ready peer checks that this replica runs exactly its own code before
 it seals the seed and the mesh key to this replica's attested key
-(:func:`contrast.coordinator.join.answer_join`).
+(:func:`contrast.replica.join.answer_join`).
 No owner has to act. The seed-share owners' ``contrast recover`` is needed only when no replica is ready.
 """
 
@@ -19,13 +19,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
 from contrast.coordinator.history import ReplicaState
-from contrast.coordinator.join import join_once
 from contrast.errors import ContrastError
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.manifest.state import ManifestReplica
 from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
+from contrast.replica.join import join_once
 from contrast.runtime import get_logger, request
 from contrast.wire.v1 import JoinNonceReply, JoinNonceRequest
 

@@ -9,15 +9,15 @@ import re
 from collections.abc import Awaitable, Callable
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
 from contrast.coordinator.history import ReplicaState
-from contrast.coordinator.kv import NatsKeyValue
 from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.coordinator.user_protocol import recover_subject
 from contrast.errors import StateError, StoreError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import NatsKeyValue
 from contrast.manifest.events import Events
 from contrast.manifest.joinapi import JoinApi
 from contrast.manifest.peer import PeerRecovery
-from contrast.manifest.protocol import recover_subject
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
 from contrast.platform.base import Platform

@@ -36,9 +36,8 @@ from contrast.coordinator.history import (
     Transition,
     transition_key,
 )
-from contrast.coordinator.join import JoinAuthority, JoinResult
-from contrast.coordinator.kv import KeyValue
-from contrast.coordinator.manifest import ManifestDocument, check_policies_supplied, parse_manifest
+from contrast.coordinator.manifest_format import ManifestDocument, check_policies_supplied, parse_manifest
+from contrast.coordinator.recovery_head import ClaimedHead, claimed_head, pointer_head
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.crypto.seedshare import (
@@ -47,9 +46,10 @@ from contrast.crypto.seedshare import (
     verify_recovery_signature,
 )
 from contrast.errors import AuthError, RequestError, StateError, StoreError
-from contrast.manifest.recovery_head import ClaimedHead, claimed_head, pointer_head
+from contrast.kv import KeyValue
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
+from contrast.replica.join import JoinAuthority, JoinResult
 
 StateListener = Callable[[ReplicaState, int, str], Awaitable[None]]
 UpdateListener = Callable[["ReadyView"], Awaitable[None]]

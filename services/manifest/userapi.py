@@ -1,8 +1,8 @@
 """The user API handlers: ``set``, ``get`` and the two steps of ``recover``.
 
 Every reply that a relying party depends on is an :class:`~contrast.wire.v1.AttestedReply` with fresh
-evidence (see :mod:`contrast.manifest.protocol`). Handlers never trust a request field for identity; the
-owners' authority comes from signatures checked in :mod:`contrast.coordinator.authorize` and
+evidence (see :mod:`contrast.coordinator.user_protocol`). Handlers never trust a request field for
+identity; the owners' authority comes from signatures checked in :mod:`contrast.coordinator.authorize` and
 :mod:`contrast.crypto.seedshare`.
 """
 
@@ -16,14 +16,14 @@ from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 
+from contrast.coordinator.recovery_head import ClaimedHead
 from contrast.coordinator.statement import CoordinatorIdentity
-from contrast.errors import PolicyError, StateError
-from contrast.manifest.protocol import (
+from contrast.coordinator.user_protocol import (
     open_recovery_secret,
     recovery_report_data,
     user_api_report_data,
 )
-from contrast.manifest.recovery_head import ClaimedHead
+from contrast.errors import PolicyError, StateError
 from contrast.manifest.state import ManifestReplica, ReadyView, history_key_bytes
 from contrast.platform.base import Platform
 from contrast.runtime import RequestContext

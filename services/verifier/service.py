@@ -4,7 +4,7 @@ For each request, in the order of docs/protocol.md §3.3:
 
 1. shape: the Nats-Msg-Id is the request id; the TLS key is a P-256 SPKI; the HPKE key decodes;
 2. the nonce's MAC and expiry (stateless, no lookup);
-3. missing collateral from the shared cache or the vendor (:mod:`contrast.attest.collateral`; unavailable
+3. missing collateral from the shared cache or the vendor (:mod:`contrast.verifier.collateral`; unavailable
    collateral naks the request for a retry); then the evidence against every reference-value set of the
    current manifest, including REPORT_DATA =
    SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key) (one P-384 verify; the chain is cached);
@@ -28,21 +28,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast import subjects
-from contrast.attest.binding import Label, report_data
-from contrast.attest.collateral import CachedSource, Source, VendorSource, complete
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.result import first_error
 from contrast.attestation.bundle import rejection
-from contrast.attestation.deps import ReplicaDeps
-from contrast.attestation.membership import Membership
 from contrast.attestation.nonce import NonceAuthority, consume
-from contrast.attestation.replica import CoordinatorReplica, ReplicaView
 from contrast.attestation.verdict import sign_verdict
-from contrast.coordinator.kv import KvConflict, NatsKeyValue
-from contrast.coordinator.manifest import ROLE_COORDINATOR, ManifestDocument
+from contrast.coordinator.manifest_format import ROLE_COORDINATOR, ManifestDocument
 from contrast.crypto.hpke import HpkePublicKey
 from contrast.errors import ContrastError, EvidenceError, PolicyError, RequestError
+from contrast.evidence.binding import Label, report_data
+from contrast.evidence.result import first_error
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KvConflict, NatsKeyValue
 from contrast.pki.service import ServiceRole
+from contrast.replica.deps import ReplicaDeps
+from contrast.replica.lifecycle import CoordinatorReplica, ReplicaView
+from contrast.replica.membership import Membership
 from contrast.runtime import (
     DeliveryContext,
     Endpoint,
@@ -53,6 +52,7 @@ from contrast.runtime import (
     StreamWorker,
     get_logger,
 )
+from contrast.verifier.collateral import CachedSource, Source, VendorSource, complete
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,

@@ -35,8 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.evidence import EvidenceVerifier, OwnIdentity
-from contrast.coordinator.manifest import PolicyEntry
+from contrast.coordinator.manifest_format import PolicyEntry
 from contrast.coordinator.statement import (
     CoordinatorIdentity,
     SignedEnvelope,
@@ -47,6 +46,7 @@ from contrast.coordinator.statement import (
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import derive_workload_secret
 from contrast.errors import AuthError, ContrastError, PolicyError, from_code
+from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
 from contrast.pki.chain import AnchorVerifiers, ParsedCertificates, verify_leaf
 from contrast.pki.mesh import MeshAuthority, leaf_claims
 from contrast.wire.v1 import (

@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from contrast.coordinator.kv import KeyValue, KvConflict
 from contrast.errors import PolicyError
+from contrast.kv import KeyValue, KvConflict
 
 NONCE_SIZE: Final = 32
 DEFAULT_LIFETIME_MS: Final = 10_000

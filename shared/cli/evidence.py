@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from contrast.attest.result import Finding, ValidationResult
-from contrast.attest.snp import abi, kds, trust, validate, verify
 from contrast.errors import ContrastError, EvidenceError
+from contrast.evidence.result import Finding, ValidationResult
+from contrast.evidence.snp import abi, kds, trust, validate, verify
 
 FORMATS: tuple[str, ...] = ("contrast.cli.evidence:SNP_FORMAT", "contrast.cli.evidence_tdx:FORMAT")
 
@@ -123,7 +123,7 @@ def _result_json(result: ValidationResult) -> dict[str, Any]:
 
 
 def _load_reference_values(blob: bytes) -> list[Any]:
-    from contrast.attest.refvalues import ReferenceValues
+    from contrast.evidence.refvalues import ReferenceValues
 
     try:
         doc = msgspec.json.decode(blob)

@@ -27,13 +27,13 @@ from typing import Any
 
 import msgspec
 
-from contrast.attest.result import Finding, ValidationResult
-from contrast.attest.tdx import abi, validate
-from contrast.attest.tdx.reference import TdxReferenceValues
-from contrast.attest.tdx.trust import TdxRoots
-from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier, VerifiedTdxQuote
 from contrast.cli import evidence as ev
 from contrast.errors import CollateralError, ContrastError, EvidenceError
+from contrast.evidence.result import Finding, ValidationResult
+from contrast.evidence.tdx import abi, validate
+from contrast.evidence.tdx.reference import TdxReferenceValues
+from contrast.evidence.tdx.trust import TdxRoots
+from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier, VerifiedTdxQuote
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _verified_json(v: VerifiedTdxQuote) -> dict[str, Any]:
 
 
 def _load_refs(blob: bytes) -> list[TdxReferenceValues]:
-    from contrast.attest.refvalues import ReferenceValues
+    from contrast.evidence.refvalues import ReferenceValues
 
     try:
         doc = msgspec.json.decode(blob)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from contrast.cli.common import EXIT_OK, UsageError, emit
-from contrast.coordinator.ownerkeys import (
+from contrast.crypto.ownerkeys import (
     MIN_SEEDSHARE_OWNER_RSA_BITS,
     SEEDSHARE_OWNER_KEY_FILE,
     SEEDSHARE_OWNER_RSA_BITS,

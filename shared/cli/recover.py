@@ -47,7 +47,7 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
+from contrast.cli.attested_history import load_cert, load_manifest, pem
 from contrast.cli.common import (
     EXIT_OK,
     MESH_CA_FILE,
@@ -63,7 +63,6 @@ from contrast.cli.common import (
     run,
     write_file,
 )
-from contrast.cli.coordinator import load_cert, load_manifest, pem
 from contrast.cli.trusted_state import (
     Continuity,
     check_continuity,
@@ -74,8 +73,16 @@ from contrast.cli.trusted_state import (
 from contrast.cli.trusted_state_file import load_state
 from contrast.cli.verify import STATE_FILE, VERIFY_DIR
 from contrast.cli.verify import state_path as verify_state_path
-from contrast.coordinator.ownerkeys import SEEDSHARE_OWNER_KEY_FILE, load_seedshare_owner_key
+from contrast.coordinator.recovery_head import authenticate_head, claimed_head
+from contrast.coordinator.user_protocol import (
+    check_coordinator_evidence,
+    recover_subject,
+    recovery_report_data,
+    seal_recovery_secret,
+    verify_attested_reply,
+)
 from contrast.crypto.kdf import SeedEngine
+from contrast.crypto.ownerkeys import SEEDSHARE_OWNER_KEY_FILE, load_seedshare_owner_key
 from contrast.crypto.seedshare import (
     decode_seed_shares,
     decrypt_share,
@@ -83,14 +90,7 @@ from contrast.crypto.seedshare import (
     sign_recovery,
 )
 from contrast.errors import AuthError, InternalError
-from contrast.manifest.protocol import (
-    check_coordinator_evidence,
-    recover_subject,
-    recovery_report_data,
-    seal_recovery_secret,
-    verify_attested_reply,
-)
-from contrast.manifest.recovery_head import authenticate_head, claimed_head
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.pki.root import root_certificate
 from contrast.runtime.client import request
 from contrast.wire.v1 import (

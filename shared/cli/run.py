@@ -1,6 +1,6 @@
 """``contrast run``: the local end-to-end runner (``make run``). INSECURE: the hardware is emulated.
 
-With the Coordinator's services in the table it runs the scenario of :mod:`contrast.localrun.scenario`:
+With the Coordinator's services in the table it runs the scenario of :mod:`contrast.cli.localrun.scenario`:
 emulator, ``generate`` on the example app, embedded NATS (or ``--nats URL``), the manifest service, the CA
 and ``--verifiers N`` verifier replicas, ``set``, one attested pod per workload, ``verify``, mutual TLS
 between pods, a summary, then a live status line until Ctrl-C (``--headless``: exit after the summary).
@@ -17,9 +17,9 @@ import asyncio
 from pathlib import Path
 
 import contrast
+from contrast.cli.localrun.procs import STOP_TIMEOUT, RunnableService
+from contrast.cli.localrun.scenario import EXIT_USAGE, LocalRun, RunOptions
 from contrast.generate.platforms import EMULATED_SNP, EMULATED_TDX
-from contrast.localrun.procs import STOP_TIMEOUT, RunnableService
-from contrast.localrun.scenario import EXIT_USAGE, LocalRun, RunOptions
 
 __all__ = ["SERVICES", "STOP_TIMEOUT", "RunnableService", "register", "run"]
 

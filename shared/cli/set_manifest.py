@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
+from contrast.cli.attested_history import fetch_history, load_cert, load_manifest, pem
 from contrast.cli.common import (
     EXIT_OK,
     MESH_CA_FILE,
@@ -40,13 +40,13 @@ from contrast.cli.common import (
     run,
     write_file,
 )
-from contrast.cli.coordinator import fetch_history, load_cert, load_manifest, pem
 from contrast.cli.signature import TransitionSignature, load_signature
-from contrast.coordinator.manifest import check_policies_supplied
-from contrast.coordinator.ownerkeys import WORKLOAD_OWNER_KEY_FILE, load_workload_owner_key, sign_transition
+from contrast.coordinator.manifest_format import check_policies_supplied
+from contrast.coordinator.user_protocol import verify_attested_reply
+from contrast.crypto.ownerkeys import WORKLOAD_OWNER_KEY_FILE, load_workload_owner_key, sign_transition
 from contrast.crypto.seedshare import decode_seed_shares
 from contrast.errors import AuthError, InternalError, StateError
-from contrast.manifest.protocol import verify_attested_reply
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.wire.v1 import AttestedReply, SetManifestRequest, SetManifestResult, decoder
 
 

@@ -16,17 +16,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.evidence import EvidenceVerifier
+from contrast.cli.attested_history import fetch_history, load_manifest
 from contrast.cli.common import EXIT_OK, UsageError, add_common, connect, emit, read_file, run, write_file
-from contrast.cli.coordinator import fetch_history, load_manifest
 from contrast.cli.signature import REQUEST_FILE, SIGNATURE_FILE, TransitionSignature, decode, encode
-from contrast.coordinator.ownerkeys import (
+from contrast.crypto.ownerkeys import (
     WORKLOAD_OWNER_KEY_FILE,
     load_workload_owner_key,
     sign_transition,
     transition_signing_message,
 )
 from contrast.errors import AuthError
+from contrast.evidence.verifier import EvidenceVerifier
 
 
 def _previous_from_hex(value: str) -> bytes:

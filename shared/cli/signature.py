@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from contrast.cli.common import UsageError, read_file
-from contrast.coordinator.ownerkeys import transition_signing_message
+from contrast.crypto.ownerkeys import transition_signing_message
 
 REQUEST_FILE = "transition-request.json"
 SIGNATURE_FILE = "transition-signature.json"

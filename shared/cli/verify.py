@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contrast.attest.evidence import EvidenceVerifier
+from contrast.cli.attested_history import CheckedHistory, fetch_history, load_manifest, pem
 from contrast.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -46,9 +46,9 @@ from contrast.cli.common import (
     run,
     write_file,
 )
-from contrast.cli.coordinator import CheckedHistory, fetch_history, load_manifest, pem
 from contrast.cli.trusted_state import Assessment, Continuity, TrustedState, assess, observed_state
 from contrast.cli.trusted_state_file import load_state, locked, save_state
+from contrast.evidence.verifier import EvidenceVerifier
 
 VERIFY_DIR = "verify"
 STATE_FILE = "trusted-state.json"

@@ -2,7 +2,7 @@
 
 - **First set** (no history): accepted without a signature; it creates the seed (trust on first use).
 - **Later sets**: a workload owner of the *active* manifest signs (new manifest hash ‖ current transition
-  hash) with ECDSA P-384 (:func:`contrast.coordinator.ownerkeys.sign_transition`). Because the signature
+  hash) with ECDSA P-384 (:func:`contrast.crypto.ownerkeys.sign_transition`). Because the signature
   names the transition it builds on, a captured ``set`` cannot be replayed once the history moved on, and
   an update prepared against an old head fails instead of silently overwriting a newer one.
 - An empty ``WorkloadOwnerPubKeys`` in the active manifest makes the deployment immutable.
@@ -14,8 +14,8 @@
 from __future__ import annotations
 
 from contrast.coordinator.history import Latest
-from contrast.coordinator.manifest import ManifestDocument, check_update
-from contrast.coordinator.ownerkeys import verify_transition_signature
+from contrast.coordinator.manifest_format import ManifestDocument, check_update
+from contrast.crypto.ownerkeys import verify_transition_signature
 from contrast.errors import AuthError, StateError
 
 

@@ -43,14 +43,14 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from contrast.coordinator.kv import KeyValue, KvConflict
-from contrast.coordinator.manifest import (
+from contrast.coordinator.manifest_format import (
     ManifestDocument,
     ManifestInvalid,
     check_policies_supplied,
     parse_manifest,
 )
 from contrast.errors import StateError, StoreError
+from contrast.kv import KeyValue, KvConflict
 
 LATEST_KEY: Final = "latest"
 ZERO_HASH: Final = bytes(32)

@@ -4,8 +4,8 @@ See ``docs/protocol.md`` §1. Each replica makes a P-256 service key and an HPKE
 evidence binding both (label ``COORDINATOR_STATEMENT``). The resulting :class:`Statement` travels with every
 response that carries a decision, inside a :class:`SignedEnvelope` whose signature covers a transcript that
 includes the requester's nonce or request id. The receiver checks the statement with
-:func:`contrast.attest.evidence.verify_peer` (same launch measurement, an allowed Coordinator policy hash, our
-kind of root), then the signature over the *received* payload bytes, and only then decodes the payload.
+:func:`contrast.evidence.verifier.verify_peer` (same launch measurement, an allowed Coordinator policy hash,
+our kind of root), then the signature over the *received* payload bytes, and only then decodes the payload.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.binding import Label, report_data
-from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
-from contrast.attest.result import Claims
 from contrast.crypto.hpke import PUBLIC_KEY_SIZE, HpkePrivateKey
 from contrast.errors import AuthError
+from contrast.evidence.binding import Label, report_data
+from contrast.evidence.result import Claims
+from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.platform.base import Platform
 
 P256_SPKI_SIZE: Final = 91  # DER SubjectPublicKeyInfo of an uncompressed P-256 point

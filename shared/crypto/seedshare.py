@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from contrast.coordinator.ownerkeys import parse_seedshare_owner_pubkey, public_key_hex
 from contrast.crypto.kdf import SALT_SIZE, SEED_SIZE
+from contrast.crypto.ownerkeys import parse_seedshare_owner_pubkey, public_key_hex
 from contrast.errors import AuthError, RequestError
 
 OAEP_LABEL: Final = b"seedshare"

@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from contrast.attest.refvalues import ReferenceValues
-from contrast.coordinator import manifest as manifest_format
-from contrast.coordinator.ownerkeys import ensure_owner_keys, public_key_hex
+from contrast.coordinator import manifest_format
+from contrast.crypto.ownerkeys import ensure_owner_keys, public_key_hex
 from contrast.errors import RequestError
+from contrast.evidence.refvalues import ReferenceValues
 from contrast.generate import annotations as ann
 from contrast.generate import inject, jsonpatch, platforms
 from contrast.generate import policy as pol

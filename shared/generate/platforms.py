@@ -114,7 +114,7 @@ def _emulated_snp(emulator_dir: Path) -> list[dict[str, Any]]:
 
 
 def _emulated_tdx(emulator_dir: Path) -> list[dict[str, Any]]:
-    from contrast.attest.tdx import emulator
+    from contrast.evidence.tdx import emulator
     from contrast.platform import emulated
 
     platform = emulated.load_tdx_emulator(emulator_dir)

@@ -166,7 +166,7 @@ def verify_service_cert(
 ) -> ServiceIdentity:
     """Accept ``cert_der`` only if the root CA issued it directly, it is valid at ``now``, has ``role`` and
     names a 32-byte policy hash. Whether that policy is still allowed is the caller's check against *its*
-    manifest (:meth:`contrast.coordinator.manifest.Manifest.coordinator_policy_hashes`).
+    manifest (:meth:`contrast.coordinator.manifest_format.Manifest.coordinator_policy_hashes`).
 
     Raises ``auth.bad_service_cert`` (malformed, wrong issuer, bad signature, expired) or ``auth.wrong_role``.
     """

@@ -1,7 +1,7 @@
 """Where evidence comes from: the confidential VM's own hardware, or the insecure emulator for development.
 
 A :class:`~contrast.platform.base.Platform` turns 64 bytes of REPORT_DATA into an
-:class:`~contrast.attest.evidence.Evidence` bundle:
+:class:`~contrast.evidence.verifier.Evidence` bundle:
 
 - :mod:`.configfs_tsm`: the Linux configfs-tsm interface (``/sys/kernel/config/tsm/report``), for SNP and TDX;
 - :mod:`.sev_guest`: the ``/dev/sev-guest`` SNP_GET_REPORT ioctl, for older SNP guest kernels;

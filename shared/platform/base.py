@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.result import Tee
+from contrast.evidence.result import Tee
+from contrast.evidence.verifier import Evidence
 
 
 class Platform(Protocol):

@@ -14,9 +14,9 @@ import secrets
 from pathlib import Path
 from typing import Final
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.result import Tee
 from contrast.errors import EvidenceError
+from contrast.evidence.result import Tee
+from contrast.evidence.verifier import Evidence
 from contrast.platform.base import check_report_data
 from contrast.platform.certtable import parse_cert_table
 

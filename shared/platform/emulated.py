@@ -13,12 +13,12 @@ import logging
 from pathlib import Path
 from typing import Final
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.result import Tee
-from contrast.attest.snp.emulator import DEFAULT_MEASUREMENT as SNP_MEASUREMENT
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.snp.kds import Product
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.result import Tee
+from contrast.evidence.snp.emulator import DEFAULT_MEASUREMENT as SNP_MEASUREMENT
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.snp.kds import Product
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.verifier import Evidence
 from contrast.platform.base import check_report_data
 
 log = logging.getLogger("contrast.platform")

@@ -21,9 +21,9 @@ import struct
 from pathlib import Path
 from typing import Final
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.result import Tee
 from contrast.errors import EvidenceError
+from contrast.evidence.result import Tee
+from contrast.evidence.verifier import Evidence
 from contrast.platform.base import check_report_data
 
 DEFAULT_DEVICE: Final = Path("/dev/sev-guest")

@@ -21,9 +21,9 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.result import Claims
 from contrast.coordinator.statement import SignedEnvelope, Statement
+from contrast.evidence.result import Claims
+from contrast.evidence.verifier import Evidence
 
 SCHEMA_VERSION: Final = 1
 
@@ -212,9 +212,9 @@ class AttestResult(WireStruct, frozen=True, kw_only=True):
 
 # --- user API (manifest service) ---
 
-# The manifest service's replies to the owners' CLI (docs/protocol.md §5, contrast.manifest.protocol).
-# Policies and manifests are bounded by contrast.coordinator.manifest (1 MiB each); the endpoint bounds the
-# whole request before decoding.
+# The manifest service's replies to the owners' CLI (docs/protocol.md §5, contrast.coordinator.user_protocol).
+# Policies and manifests are bounded by contrast.coordinator.manifest_format (1 MiB each); the endpoint bounds
+# the whole request before decoding.
 Nonce = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Digest = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 OptionalDigest = Annotated[bytes, msgspec.Meta(max_length=32)]  # empty or 32 bytes (checked by the handler)
@@ -229,8 +229,8 @@ class AttestedReply(WireStruct, frozen=True, kw_only=True):
 
     ``evidence`` has ``REPORT_DATA = report_data(Label.USER_API, client nonce, transcript hash)``, where the
     transcript hash covers ``transition_hash``, the hashes of ``root_ca`` and ``mesh_ca`` and the ``payload``
-    bytes (``contrast.manifest.protocol.user_api_transcript``). The payload is decoded only after the evidence
-    and the binding were checked.
+    bytes (``contrast.coordinator.user_protocol.user_api_transcript``). The payload is decoded only after the
+    evidence and the binding were checked.
     """
 
     payload: Annotated[bytes, msgspec.Meta(max_length=48 * 1024 * 1024)]
@@ -290,9 +290,9 @@ class RecoveryChallenge(WireStruct, frozen=True, kw_only=True):
     ``head_pointer`` is the stored ``latest`` record and ``head_transitions`` the transition records from the
     first to the head, as the replica read them (it cannot check the pointer's signature without the seed).
     ``REPORT_DATA = report_data(Label.RECOVERY, client nonce, hpke_key, recovery_nonce, head transcript)``
-    (``contrast.manifest.protocol.recovery_report_data``). The owner authenticates the head with the seed and
-    checks it against the trusted state before sealing; the replica adopts that head only. Step 2 goes to
-    ``contrast.v1.user.recover.<replica>`` so that it reaches the replica that holds the key.
+    (``contrast.coordinator.user_protocol.recovery_report_data``). The owner authenticates the head with the
+    seed and checks it against the trusted state before sealing; the replica adopts that head only. Step 2
+    goes to ``contrast.v1.user.recover.<replica>`` so that it reaches the replica that holds the key.
     """
 
     replica: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -310,7 +310,8 @@ class RecoverRequest(WireStruct, frozen=True, kw_only=True):
     """Step 2: seed ‖ salt HPKE-sealed to the challenge key, and the seed-share owner's RSA-PSS signature.
 
     ``head_generation`` and ``head_transition`` name the attested head the owner checked; the HPKE context
-    binds them too (``contrast.manifest.protocol.recovery_context``), and the replica adopts that head only.
+    binds them too (``contrast.coordinator.user_protocol.recovery_context``), and the replica adopts that head
+    only.
     """
 
     nonce: Nonce  # the client's nonce for the attested reply

@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from contrast.attest.refvalues import ReferenceValues
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from contrast.attest.result import Claims, Finding, ValidationResult, first_error
 from contrast.errors import CollateralError, EvidenceError, PolicyError
+from contrast.evidence.result import Claims, Finding, ValidationResult, first_error
 
 CLAIMS = Claims(tee="snp", platform="Milan", policy_hash=b"", report_data=b"", measurement=b"")
 
@@ -45,7 +45,7 @@ def test_result_has_no_truth_value() -> None:
 
 
 def test_report_data_matches_fails_closed() -> None:
-    from contrast.attest.result import ANY_REPORT_DATA, report_data_matches
+    from contrast.evidence.result import ANY_REPORT_DATA, report_data_matches
 
     rd = bytes(range(64))
     assert report_data_matches(rd, rd)
@@ -55,7 +55,7 @@ def test_report_data_matches_fails_closed() -> None:
 
 
 def test_first_matching_reports_every_set_and_accepts_the_first_clean_one() -> None:
-    from contrast.attest.result import first_matching
+    from contrast.evidence.result import first_matching
 
     bad = [Finding(code="policy.measurement_mismatch", field="MEASUREMENT")]
     rejected = first_matching("snp", CLAIMS, ["a", "b"], lambda ref: bad)

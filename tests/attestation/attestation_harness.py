@@ -21,22 +21,22 @@ import nats
 from nats.aio.client import Client
 
 from contrast import subjects
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import (
+from contrast.ca.service import make_service as make_ca
+from contrast.coordinator.manifest_format import ManifestDocument, parse_manifest
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import (
     DEFAULT_MR_SEAM,
     DEFAULT_TD_ATTRIBUTES,
     DEFAULT_XFAM,
     TCB_EVALUATION_DATA_NUMBER,
     EmulatedTdxPlatform,
 )
-from contrast.attestation.client import Initializer, InitializerConfig
-from contrast.attestation.deps import ReplicaDeps
-from contrast.attestation.membership import FixtureKeySource, FixtureState, KeySource
-from contrast.ca.service import make_service as make_ca
-from contrast.coordinator.kv import NatsKeyValue
-from contrast.coordinator.manifest import ManifestDocument, parse_manifest
+from contrast.initializer.client import Initializer, InitializerConfig
+from contrast.kv import NatsKeyValue
 from contrast.platform.base import Platform
 from contrast.platform.emulated import TDX_DEFAULT_MRTD, TDX_DEFAULT_RTMRS, EmulatedSnp, EmulatedTdx
+from contrast.replica.deps import ReplicaDeps
+from contrast.replica.membership import FixtureKeySource, FixtureState, KeySource
 from contrast.runtime import RuntimeConfig, serve
 from contrast.runtime.jetstream import ensure_kv
 from contrast.verifier.service import make_service as make_verifier

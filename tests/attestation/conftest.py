@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 from contrast.platform import emulated
 from contrast.runtime.natsserver import NatsServer, NatsServerNotFound, find_nats_server, start_nats
 

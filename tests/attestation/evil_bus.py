@@ -13,9 +13,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.binding import Label, report_data
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
+from contrast.evidence.binding import Label, report_data
 from contrast.platform.base import Platform
 from contrast.runtime.client import request
 from contrast.wire.v1 import (

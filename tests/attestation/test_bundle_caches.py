@@ -15,14 +15,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.attestation.bundle import PURPOSE_ISSUED, Expectation, StatementCache, issue, open_result
-from contrast.coordinator.manifest import PolicyEntry
+from contrast.coordinator.manifest_format import PolicyEntry
 from contrast.coordinator.statement import CoordinatorIdentity, spki
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.errors import AuthError
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.pki import chain
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate

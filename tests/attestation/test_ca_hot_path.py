@@ -20,17 +20,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.attestation import verdict as verdict_mod
 from contrast.attestation.bundle import Expectation, issue, open_result
 from contrast.attestation.verdict import VerdictChecker, sign_verdict
 from contrast.ca.service import _Ca
-from contrast.coordinator.manifest import Manifest, PolicyEntry
+from contrast.coordinator.manifest_format import Manifest, PolicyEntry
 from contrast.coordinator.statement import CoordinatorIdentity, spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.crypto.kdf import SeedEngine, derive_workload_secret
 from contrast.errors import AuthError
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.pki.mesh import new_mesh_authority
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert

@@ -11,15 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contrast.attest import collateral as col
-from contrast.attest.evidence import Evidence, EvidenceVerifier
-from contrast.attest.refvalues import ReferenceValues
-from contrast.attest.snp.emulator import DEFAULT_TCB, EmulatedSnpPlatform
-from contrast.attest.tdx.abi import parse_quote
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.pck import pck_extensions
-from contrast.coordinator.kv import MemoryKeyValue
 from contrast.errors import CollateralError
+from contrast.verifier import collateral as col
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.snp.emulator import DEFAULT_TCB, EmulatedSnpPlatform
+from contrast.evidence.tdx.abi import parse_quote
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.pck import pck_extensions
+from contrast.evidence.verifier import Evidence, EvidenceVerifier
+from contrast.kv import MemoryKeyValue
 
 
 class FakeVendor:

@@ -10,11 +10,11 @@ import secrets
 import msgspec
 import pytest
 
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.snp import abi
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.snp.kds import Product
 from contrast.errors import ContrastError
+from contrast.evidence.snp import abi
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.snp.kds import Product
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.emulated import SNP_DEFAULT_MEASUREMENT, EmulatedSnp
 
 H_POD = hashlib.sha256(b"pod policy (report template test)").digest()

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from evil_bus import eventually
 
 from contrast import subjects
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attestation.files import write_credentials
 from contrast.errors import ContrastError
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.initializer.files import write_credentials
 from contrast.pki.chain import verify_leaf
 from contrast.pki.mesh import leaf_claims
 from contrast.runtime.natsserver import NatsServer

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from attestation_harness import H_COORD, H_DB, H_UNKNOWN, pipeline
 
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.runtime.natsserver import NatsServer
 
 

@@ -24,9 +24,9 @@ from attestation_harness import (
 from evil_bus import EvilBus
 
 from contrast import subjects
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attestation.client import Credentials
-from contrast.attestation.membership import FixtureState
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.initializer.client import Credentials
+from contrast.replica.membership import FixtureState
 from contrast.runtime.natsserver import find_nats_server, free_port
 from contrast.wire.v1 import AttestRequest, SignedVerdict, Verdict, decoder
 

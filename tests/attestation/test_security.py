@@ -27,20 +27,20 @@ from nats.aio.msg import Msg
 from nats.js.errors import BadRequestError
 
 from contrast import subjects
-from contrast.attest.evidence import Evidence, EvidenceVerifier
-from contrast.attest.snp import abi
-from contrast.attest.snp.emulator import DEFAULT_POLICY, EmulatedSnpPlatform
 from contrast.attestation.bundle import issue
-from contrast.attestation.membership import FixtureKeySource
 from contrast.attestation.verdict import sign_verdict
 from contrast.ca.service import HEAD_MAX_AGE
-from contrast.coordinator.manifest import PolicyEntry
+from contrast.coordinator.manifest_format import PolicyEntry
 from contrast.coordinator.statement import spki
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.errors import ContrastError
+from contrast.evidence.snp import abi
+from contrast.evidence.snp.emulator import DEFAULT_POLICY, EmulatedSnpPlatform
+from contrast.evidence.verifier import Evidence, EvidenceVerifier
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert
 from contrast.platform.emulated import EmulatedSnp
+from contrast.replica.membership import FixtureKeySource
 from contrast.runtime.natsserver import NatsServer
 from contrast.wire.v1 import (
     AttestationEvent,

@@ -17,15 +17,15 @@ from evil_bus import EvilBus, build_request, new_request_id
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier, OwnIdentity
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.attestation.bundle import PURPOSE_ISSUED, Expectation, open_result
-from contrast.attestation.membership import FixtureKeySource, Membership
 from contrast.attestation.verdict import sign_verdict
 from contrast.ca.service import HEAD_MAX_AGE
-from contrast.coordinator.kv import NatsKeyValue
 from contrast.coordinator.statement import SignedEnvelope, transcript
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
+from contrast.kv import NatsKeyValue
 from contrast.pki.service import ServiceRole, verify_service_cert
+from contrast.replica.membership import FixtureKeySource, Membership
 from contrast.runtime.natsserver import NatsServer
 from contrast.wire.v1 import (
     AttestRequest,

@@ -11,13 +11,13 @@ from unittest import mock
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.attestation import bundle
 from contrast.attestation.bundle import PURPOSE_ISSUED, PURPOSE_REJECTED, Expectation, StatementCache
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import AuthError, PolicyError
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.emulated import EmulatedSnp
 
 H_COORD = hashlib.sha256(b"coordinator policy (statement cache test)").digest()

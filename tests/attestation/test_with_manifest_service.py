@@ -9,14 +9,14 @@ from attestation_harness import H_COORD, H_DB, connect, manifest_doc, wait_ready
 from cryptography import x509
 
 from contrast import subjects
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attestation.client import Initializer, InitializerConfig
-from contrast.attestation.deps import ReplicaDeps
-from contrast.attestation.membership import JoinKeySource, KeySource
 from contrast.ca.service import make_service as make_ca
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.initializer.client import Initializer, InitializerConfig
 from contrast.manifest.service import make_service as make_manifest
 from contrast.platform.base import Platform
 from contrast.platform.emulated import EmulatedSnp
+from contrast.replica.deps import ReplicaDeps
+from contrast.replica.membership import JoinKeySource, KeySource
 from contrast.runtime import RuntimeConfig, serve
 from contrast.runtime.client import request
 from contrast.runtime.natsserver import NatsServer

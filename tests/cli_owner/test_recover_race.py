@@ -20,7 +20,7 @@ from owner_cli import Cli, write_manifest
 
 from contrast import subjects
 from contrast.coordinator.history import transition_key
-from contrast.manifest.recovery_head import pointer_head
+from contrast.coordinator.recovery_head import pointer_head
 from contrast.runtime.natsserver import NatsServer
 from contrast.wire.v1 import RecoveryChallenge, decoder, encode
 

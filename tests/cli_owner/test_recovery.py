@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mfs_helpers import StateWatch, start_replica_process
 from owner_cli import Cli, write_manifest
 
-from contrast.coordinator.ownerkeys import load_seedshare_owner_key, public_key_hex, save_private_key
+from contrast.crypto.ownerkeys import load_seedshare_owner_key, public_key_hex, save_private_key
 from contrast.crypto.seedshare import SeedShare, SeedShareDocument, decode_seed_shares, decrypt_share
 from contrast.runtime.natsserver import NatsServer
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from contrast.coordinator.ownerkeys import generate_workload_owner_key, public_key_hex
+from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 
 POLICY_COORD = b"package coordinator\ndefault allow := true\n"
 POLICY_DB = b"package db\ndefault allow := true\n"

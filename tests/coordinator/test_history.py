@@ -21,11 +21,11 @@ from contrast.coordinator.history import (
     transition_key,
     verify_exported_chain,
 )
-from contrast.coordinator.kv import KvConflict, MemoryKeyValue
-from contrast.coordinator.manifest import ManifestDocument, parse_manifest
-from contrast.coordinator.ownerkeys import generate_workload_owner_key, public_key_hex, sign_transition
+from contrast.coordinator.manifest_format import ManifestDocument, parse_manifest
 from contrast.crypto.kdf import SeedEngine
+from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex, sign_transition
 from contrast.errors import AuthError, RequestError, StateError, StoreError
+from contrast.kv import KvConflict, MemoryKeyValue
 
 ENGINE = SeedEngine(b"\x01" * 64, b"\x02" * 32)
 

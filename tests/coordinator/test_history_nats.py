@@ -11,10 +11,10 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue as NatsKv
 
 from contrast.coordinator.history import LATEST_KEY, History, ReplicaState, manifest_key, transition_key
-from contrast.coordinator.kv import KvConflict, NatsKeyValue
-from contrast.coordinator.manifest import parse_manifest
+from contrast.coordinator.manifest_format import parse_manifest
 from contrast.crypto.kdf import SeedEngine
 from contrast.errors import StateError, StoreError
+from contrast.kv import KvConflict, NatsKeyValue
 
 ENGINE = SeedEngine(b"\x05" * 64, b"\x06" * 32)
 

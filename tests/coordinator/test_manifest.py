@@ -11,7 +11,7 @@ from coord_fixtures import H_COORD, H_DB, POLICIES, encode, manifest_obj, mutate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrast.coordinator.manifest import (
+from contrast.coordinator.manifest_format import (
     ManifestInvalid,
     check_policies_supplied,
     check_policy_document,
@@ -19,7 +19,7 @@ from contrast.coordinator.manifest import (
     parse_manifest,
     validate,
 )
-from contrast.coordinator.ownerkeys import generate_workload_owner_key, public_key_hex
+from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 from contrast.errors import RequestError
 from contrast.generate import platforms
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from contrast.coordinator import ownerkeys as ok
+from contrast.crypto import ownerkeys as ok
 from contrast.errors import AuthError, RequestError
 
 H1, H0 = b"\x11" * 32, b"\x22" * 32

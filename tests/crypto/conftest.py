@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from contrast.coordinator.ownerkeys import generate_seedshare_owner_key
+from contrast.crypto.ownerkeys import generate_seedshare_owner_key
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from contrast.coordinator.ownerkeys import public_key_hex
 from contrast.crypto.kdf import SeedEngine, generate_seed
+from contrast.crypto.ownerkeys import public_key_hex
 from contrast.crypto.seedshare import (
     decode_seed_shares,
     decrypt_share,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from contrast import subjects
-from contrast.coordinator.ownerkeys import (
+from contrast.crypto.ownerkeys import (
     SEEDSHARE_OWNER_KEY_FILE,
     generate_seedshare_owner_key,
     save_private_key,

@@ -37,7 +37,7 @@ def test_every_named_module_exists() -> None:
 
 
 def _exists(name: str) -> bool:
-    """A module, or an attribute of one (``contrast.attest.evidence.verify_peer``)."""
+    """A module, or an attribute of one (``contrast.evidence.verifier.verify_peer``)."""
     try:
         if importlib.util.find_spec(name) is not None:
             return True

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.attestation.bundle import OpenedBundle
-from contrast.attestation.files import write_credentials
+from contrast.initializer.files import write_credentials
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
 

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from localrun_fixtures import Deployment
 
+from contrast.cli.localrun import credentials, host, mtls
+from contrast.cli.localrun.metrics import Figures, parse
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
-from contrast.localrun import credentials, host, mtls
-from contrast.localrun.metrics import Figures, parse
 
 # ---- the emulated host --------------------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ def test_figures_sum_over_replicas() -> None:
 
 
 def test_summary_names_each_pod_with_its_policy_hash(tmp_path: Path, deployment: Deployment) -> None:
-    from contrast.localrun.summary import Outcome, PodOutcome, render
+    from contrast.cli.localrun.summary import Outcome, PodOutcome, render
 
     ph = deployment.pod(tmp_path, "api", secret_id="apps/v1/Deployment/shop/api")
     cert = check(tmp_path, deployment, ph)

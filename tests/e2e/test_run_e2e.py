@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from contrast.coordinator.ownerkeys import ensure_owner_keys
-from contrast.localrun.scenario import WORKDIR_MARKER
+from contrast.cli.localrun.scenario import WORKDIR_MARKER
+from contrast.crypto.ownerkeys import ensure_owner_keys
 from contrast.pki.chain import verify_leaf
 from contrast.pki.mesh import leaf_claims
 from contrast.platform.emulated import load_snp_emulator

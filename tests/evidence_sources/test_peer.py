@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 
-from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
 from contrast.errors import ContrastError
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.platform.emulated import TDX_DEFAULT_RTMRS, EmulatedSnp, EmulatedTdx
 
 POLICY = hashlib.sha256(b"coordinator policy").digest()

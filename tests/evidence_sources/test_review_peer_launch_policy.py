@@ -12,11 +12,11 @@ import hashlib
 
 import pytest
 
-from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
-from contrast.attest.snp import abi as snp_abi
-from contrast.attest.snp.emulator import DEFAULT_POLICY, EmulatedSnpPlatform
-from contrast.attest.tdx.emulator import DEFAULT_TD_ATTRIBUTES, DEFAULT_XFAM, EmulatedTdxPlatform, tcb_level
 from contrast.errors import ContrastError
+from contrast.evidence.snp import abi as snp_abi
+from contrast.evidence.snp.emulator import DEFAULT_POLICY, EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import DEFAULT_TD_ATTRIBUTES, DEFAULT_XFAM, EmulatedTdxPlatform, tcb_level
+from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.platform.emulated import (
     SNP_DEFAULT_MEASUREMENT,
     TDX_DEFAULT_MRTD,

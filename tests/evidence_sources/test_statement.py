@@ -8,11 +8,11 @@ import hashlib
 import msgspec
 import pytest
 
-from contrast.attest.binding import Label, report_data
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.coordinator.statement import CoordinatorIdentity, SignedEnvelope, open_envelope
 from contrast.errors import ContrastError
+from contrast.evidence.binding import Label, report_data
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.emulated import EmulatedSnp
 
 POLICY = hashlib.sha256(b"coordinator").digest()

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contrast.attest.snp import abi
-from contrast.attest.testing.snp_fuzz import VECTOR_TIME as TARGET_TIME
-from contrast.attest.testing.snp_fuzz import SnpFuzzTarget
 from contrast.errors import ContrastError
+from contrast.evidence.snp import abi
+from contrast.testing.snp_fuzz import VECTOR_TIME as TARGET_TIME
+from contrast.testing.snp_fuzz import SnpFuzzTarget
 
 TARGET = SnpFuzzTarget(Path(__file__).resolve().parents[1] / "data" / "vectors")
 BASES = TARGET.real_reports + TARGET.builder_reports

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform, _rs
-from contrast.attest.tdx.pcs import split_signed_document
-from contrast.attest.tdx.trust import TdxRoots
-from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
 from contrast.errors import ContrastError
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform, _rs
+from contrast.evidence.tdx.pcs import split_signed_document
+from contrast.evidence.tdx.trust import TdxRoots
+from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier
 
 VECTOR = Path(__file__).resolve().parents[1] / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 REAL_NOW = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)

@@ -7,8 +7,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from contrast.attest.refvalues import ReferenceValues
 from contrast.errors import RequestError
+from contrast.evidence.refvalues import ReferenceValues
 from contrast.generate import jsonpatch, platforms
 
 

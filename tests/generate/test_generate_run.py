@@ -14,8 +14,8 @@ import yaml
 from generate_builders import deployment, pod_spec
 
 from contrast.cli import generate as cli_generate
-from contrast.coordinator import manifest as manifest_format
-from contrast.coordinator.ownerkeys import (
+from contrast.coordinator import manifest_format
+from contrast.crypto.ownerkeys import (
     SEEDSHARE_OWNER_KEY_FILE,
     WORKLOAD_OWNER_KEY_FILE,
     ensure_owner_keys,
@@ -337,7 +337,7 @@ async def test_examples_manifest_accepts_each_emulated_pod_by_its_policy_hash(
     import datetime as dt
     import os
 
-    from contrast.attest.evidence import EvidenceVerifier
+    from contrast.evidence.verifier import EvidenceVerifier
     from contrast.platform import emulated
 
     app = tmp_path / "app"

@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.coordinator.ownerkeys import generate_workload_owner_key, public_key_hex
+from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.manifest.service import make_service
 from contrast.platform.emulated import EmulatedSnp, load_snp_emulator
 from contrast.runtime import RunningService, RuntimeConfig, serve

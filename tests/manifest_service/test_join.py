@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives import serialization
 from mfs_helpers import H_DB, POLICIES, encode, manifest_obj, platform_factory, replica
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.coordinator.join import JoinNonces, join, join_once
-from contrast.coordinator.kv import MemoryKeyValue
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.errors import ContrastError, PolicyError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import MemoryKeyValue
 from contrast.pki.service import ServiceRole, service_role
+from contrast.replica.join import JoinNonces, join, join_once
 from contrast.runtime import request
 from contrast.wire.v1 import (
     AttestedReply,
@@ -127,7 +127,7 @@ async def test_refusals(private_nats, emulator_dir: Path) -> None:
 
 async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_dir: Path) -> None:
     """A join reply captured on the bus cannot be handed to another joiner (or reused by the same one)."""
-    from contrast.coordinator.join import check_grant
+    from contrast.replica.join import check_grant
 
     async with replica(private_nats.url, emulator_dir, "m1"):
         nc = await nats.connect(private_nats.url)
@@ -222,8 +222,8 @@ async def test_join_nonce_tokens() -> None:
 
 def test_a_verifier_cannot_mint_join_nonces() -> None:
     # Verifiers hold the attestation nonce-MAC key; the join-nonce key must not be derivable from it.
-    from contrast.coordinator.join import join_nonce_key
     from contrast.crypto.kdf import SeedEngine, generate_seed, hkdf_sha256
+    from contrast.replica.join import join_nonce_key
 
     engine = SeedEngine(*generate_seed())
     key = join_nonce_key(engine)

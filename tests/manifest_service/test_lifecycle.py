@@ -26,17 +26,17 @@ from mfs_helpers import (
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.coordinator.join import join
-from contrast.coordinator.manifest import parse_manifest
-from contrast.coordinator.ownerkeys import sign_transition
+from contrast.coordinator.manifest_format import parse_manifest
+from contrast.coordinator.user_protocol import verify_attested_reply
 from contrast.crypto.kdf import SeedEngine
+from contrast.crypto.ownerkeys import sign_transition
 from contrast.crypto.seedshare import decode_seed_shares, decrypt_share
 from contrast.errors import AuthError, ContrastError
-from contrast.manifest.protocol import verify_attested_reply
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.pki.chain import verify_leaf
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole
+from contrast.replica.join import join
 from contrast.runtime import request
 from contrast.wire.v1 import (
     AttestedReply,

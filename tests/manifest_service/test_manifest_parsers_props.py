@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from contrast.cli.common import UsageError
 from contrast.cli.signature import TransitionSignature, decode, encode
-from contrast.coordinator.join import JoinNonces
-from contrast.coordinator.kv import MemoryKeyValue
+from contrast.coordinator.user_protocol import open_recovery_secret, recover_subject
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import ContrastError, PolicyError
-from contrast.manifest.protocol import open_recovery_secret, recover_subject
+from contrast.kv import MemoryKeyValue
+from contrast.replica.join import JoinNonces
 from contrast.wire.v1 import (
     AttestedReply,
     HistoryExport,

@@ -12,12 +12,12 @@ import pytest
 from mfs_helpers import POLICIES, encode, manifest_obj, platform_factory, replica
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.coordinator.kv import MemoryKeyValue
 from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.coordinator.user_protocol import recovery_report_data
 from contrast.errors import ContrastError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import MemoryKeyValue
 from contrast.manifest.peer import PeerRecovery
-from contrast.manifest.protocol import recovery_report_data
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
 from contrast.runtime import request

@@ -18,13 +18,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mfs_helpers import POLICIES, encode, manifest_obj, owner_key, platform_factory, share_key
 
-from contrast.attest.evidence import EvidenceVerifier
 from contrast.coordinator.history import ZERO_HASH, LatestPointer, ReplicaState, Transition
-from contrast.coordinator.kv import MemoryKeyValue
-from contrast.coordinator.manifest import parse_manifest
-from contrast.coordinator.ownerkeys import sign_transition
+from contrast.coordinator.manifest_format import parse_manifest
+from contrast.coordinator.recovery_head import (
+    MAX_RECOVERY_GENERATIONS,
+    ClaimedHead,
+    authenticate_head,
+    claimed_head,
+    recovery_context,
+)
 from contrast.coordinator.statement import CoordinatorIdentity
+from contrast.coordinator.user_protocol import (
+    open_recovery_secret,
+    recovery_report_data,
+    seal_recovery_secret,
+)
 from contrast.crypto.hpke import HpkePrivateKey
+from contrast.crypto.ownerkeys import sign_transition
 from contrast.crypto.seedshare import (
     decode_seed_shares,
     decrypt_share,
@@ -32,14 +42,8 @@ from contrast.crypto.seedshare import (
     sign_recovery,
 )
 from contrast.errors import ContrastError
-from contrast.manifest.protocol import open_recovery_secret, recovery_report_data, seal_recovery_secret
-from contrast.manifest.recovery_head import (
-    MAX_RECOVERY_GENERATIONS,
-    ClaimedHead,
-    authenticate_head,
-    claimed_head,
-    recovery_context,
-)
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import MemoryKeyValue
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
 from contrast.wire.v1 import RecoverRequest, RecoveryChallengeRequest
@@ -112,7 +116,7 @@ def test_every_field_change_changes_the_recovery_report_data(
 
 def test_the_recovery_report_data_is_not_the_headless_one() -> None:
     """The label and the arity differ from every other REPORT_DATA: a head is always bound."""
-    from contrast.attest.binding import Label, report_data
+    from contrast.evidence.binding import Label, report_data
 
     head = signed_chain([b"m1"])
     n, k, r = secrets.token_bytes(32), b"key", secrets.token_bytes(32)

@@ -14,8 +14,8 @@ from nats.js.kv import KeyValue
 
 from contrast import subjects
 from contrast.coordinator.history import LATEST_KEY, LatestPointer, manifest_key, transition_key
-from contrast.coordinator.manifest import parse_manifest
-from contrast.coordinator.ownerkeys import sign_transition
+from contrast.coordinator.manifest_format import parse_manifest
+from contrast.crypto.ownerkeys import sign_transition
 from contrast.errors import ContrastError
 from contrast.runtime import request
 from contrast.wire.v1 import (

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from contrast.attest.snp import trust, verify
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.snp import trust, verify
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 
 VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors"
 SNP_VECTORS = sorted(p.name for p in VECTORS.glob("snp_*"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from snp_fixtures import SNP_VECTORS, load_vector
 
-from contrast.attest.snp import abi, kds
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.errors import EvidenceError
+from contrast.evidence.snp import abi, kds
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 
 REAL = load_vector(SNP_VECTORS[0]).report
 

@@ -10,9 +10,9 @@ import msgspec
 import pytest
 from snp_fixtures import VECTORS, load_vector
 
-from contrast.attest.snp import abi
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
 from contrast.cli.main import main
+from contrast.evidence.snp import abi
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 
 AT = "2026-01-01T00:00:00Z"
 VIRTEE = VECTORS / "snp_milan_v2_virtee"

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from snp_fixtures import SNP_VECTORS, VECTOR_TIME, load_vector
 
-from contrast.attest.refvalues import ReferenceValues
-from contrast.attest.snp import abi, kds, validate, verify
-from contrast.attest.snp.emulator import DEFAULT_MEASUREMENT, EmulatedSnpPlatform
-from contrast.attest.snp.reference import SnpReferenceValues
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.snp import abi, kds, validate, verify
+from contrast.evidence.snp.emulator import DEFAULT_MEASUREMENT, EmulatedSnpPlatform
+from contrast.evidence.snp.reference import SnpReferenceValues
 
 RD = bytes(range(64))
 

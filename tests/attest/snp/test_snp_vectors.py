@@ -7,7 +7,7 @@ import warnings
 import pytest
 from snp_fixtures import SNP_VECTORS, VECTOR_TIME, Vector, load_vector
 
-from contrast.attest.snp import abi, kds, verify
+from contrast.evidence.snp import abi, kds, verify
 
 
 def test_there_are_snp_vectors() -> None:
@@ -120,7 +120,7 @@ def test_vcek_of_another_chip_is_rejected() -> None:
 
 @pytest.mark.parametrize("product", ["Genoa", "Turin"])
 def test_wrong_products_ark_is_rejected(vector: Vector, product: kds.Product) -> None:
-    from contrast.attest.snp import trust
+    from contrast.evidence.snp import trust
 
     certs = [vector.vek, *verify.split_certificates(trust.bundled_chain_pem(product))]
     with pytest.raises(verify.EvidenceError) as e:
@@ -146,7 +146,7 @@ def test_expired_vcek_is_rejected(vector: Vector) -> None:
 
 
 def test_bundled_chain_completes_a_bare_vcek(vector: Vector) -> None:
-    from contrast.attest.snp import trust
+    from contrast.evidence.snp import trust
 
     certs = [vector.vek, *trust.all_bundled_der()]
     assert (

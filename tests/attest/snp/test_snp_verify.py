@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from snp_fixtures import SNP_VECTORS, VECTOR_TIME, Vector, load_vector
 
-from contrast.attest.snp import abi, kds, trust, verify
-from contrast.attest.snp.emulator import EmulatedSnpPlatform
-from contrast.attest.testing.snp_chain import CertOverride, SnpChainBuilder, SnpTestChain
 from contrast.errors import EvidenceError
+from contrast.evidence.snp import abi, kds, trust, verify
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.testing.snp_chain import CertOverride, SnpChainBuilder, SnpTestChain
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -235,7 +235,7 @@ def test_emulator_report_needs_its_root_listed(
     opts = verify.SnpVerifyOptions(
         now=dt.datetime.now(dt.UTC), emulator_roots=frozenset({bytes.fromhex(emulator.root_fingerprint)})
     )
-    with caplog.at_level(logging.WARNING, logger="contrast.attest.snp"):
+    with caplog.at_level(logging.WARNING, logger="contrast.evidence.snp"):
         v = verify.verify_report(report, emulator.cert_chain(), None, opts)
         verify.verify_report(report, emulator.cert_chain(), None, opts)
     assert v.chain.emulated

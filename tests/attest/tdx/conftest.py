@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from tdx_helpers import EMU_NOW, VECTOR, load_collateral
 
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.trust import TdxRoots
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.trust import TdxRoots
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 
 @pytest.fixture(scope="session")

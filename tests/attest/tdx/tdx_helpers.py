@@ -6,10 +6,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from contrast.attest.tdx import emulator
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.reference import TdxReferenceValues
-from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral
+from contrast.evidence.tdx import emulator
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.reference import TdxReferenceValues
+from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral
 
 VECTOR = Path(__file__).resolve().parents[2] / "data" / "vectors" / "tdx_v4_gotdxguest_spr"
 # Inside every window of the vector's collateral: TCB info 06-18..07-18, QE identity 06-08..07-08, PCK CRL

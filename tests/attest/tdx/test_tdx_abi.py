@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tdx_helpers import emu_quote
 
-from contrast.attest.tdx import abi
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
 from contrast.errors import EvidenceError
+from contrast.evidence.tdx import abi
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 
 
 def test_real_quote_fields_match_the_reference_decoder(real_quote: bytes, expected: dict[str, Any]) -> None:

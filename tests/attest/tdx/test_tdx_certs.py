@@ -1,5 +1,5 @@
-"""PEM → DER, TBS and Name slicing (:mod:`contrast.attest.tdx.certs`), checked against ``cryptography``'s own
-decoding of the real Intel chains and CRLs, plus the verifier-level consequences: names compare byte for
+"""PEM → DER, TBS and Name slicing (:mod:`contrast.evidence.tdx.certs`), checked against ``cryptography``'s
+own decoding of the real Intel chains and CRLs, plus the verifier-level consequences: names compare byte for
 byte, and the signed-document splitter refuses repeated members."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tdx_helpers import EMU_NOW, VECTOR, emu_quote
 
-from contrast.attest.tdx import abi, certs, pcs
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.verify import TdxVerifier
 from contrast.errors import ContrastError, EvidenceError
+from contrast.evidence.tdx import abi, certs, pcs
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.verify import TdxVerifier
 
 REAL_PCK_PEM = abi.parse_quote((VECTOR / "quote.bin").read_bytes()).signature_data.cert_data.pck_chain_pem
 REAL_PEMS = [

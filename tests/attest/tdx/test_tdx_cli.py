@@ -12,11 +12,11 @@ import msgspec
 import pytest
 from tdx_helpers import EMU_NOW, REAL_NOW, REPORT_DATA, VECTOR, emu_quote, emu_reference
 
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.verify import COLLATERAL_FILES, TdxCollateral
 from contrast.cli import evidence as ev
 from contrast.cli.evidence_tdx import FORMAT, TdxVerifyInputs, add_verify_arguments, read_verify_options
 from contrast.cli.main import main
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral
 
 
 def _inputs(now: dt.datetime, **kw: Any) -> TdxVerifyInputs:

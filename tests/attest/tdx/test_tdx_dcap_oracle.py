@@ -24,12 +24,12 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from tdx_helpers import EMU_NOW, REAL_NOW, emu_quote
 
-from contrast.attest.tdx import abi
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform, tcb_level
-from contrast.attest.tdx.pcs import split_signed_document
-from contrast.attest.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
 from contrast.errors import ContrastError
+from contrast.evidence.tdx import abi
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform, tcb_level
+from contrast.evidence.tdx.pcs import split_signed_document
+from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA, TdxRoots
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 NON_ACCEPTING = {"NoMatch", "Revoked"}  # statuses dcap-qvl turns into an error (differences 1 and 2)
 

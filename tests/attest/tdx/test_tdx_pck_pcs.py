@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tdx_helpers import EMU_NOW
 
-from contrast.attest.tdx import pcs
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform
-from contrast.attest.tdx.pck import PckExtensions, encode_sgx_extensions, parse_sgx_extensions
 from contrast.errors import EvidenceError
+from contrast.evidence.tdx import pcs
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.tdx.pck import PckExtensions, encode_sgx_extensions, parse_sgx_extensions
 
 extensions = st.builds(
     PckExtensions,
@@ -108,8 +108,8 @@ def test_worst_orders_statuses() -> None:
 
 
 def test_tdx_module_identity_mismatch_is_refused(platform: EmulatedTdxPlatform) -> None:
-    from contrast.attest.tdx.trust import TdxRoots
-    from contrast.attest.tdx.verify import TdxVerifier
+    from contrast.evidence.tdx.trust import TdxRoots
+    from contrast.evidence.tdx.verify import TdxVerifier
 
     ident = {
         "id": "TDX_00",  # an identity for major version 0, which never applies: TEE_TCB_SVN[1] selects
@@ -140,8 +140,8 @@ def test_load_or_create_persists_the_platform(tmp_path: Path) -> None:
     assert a.pck_extensions == b.pck_extensions
     assert a.root_fingerprint == b.root_fingerprint
     assert a.pck_chain_pem == b.pck_chain_pem
-    from contrast.attest.tdx.trust import TdxRoots
-    from contrast.attest.tdx.verify import TdxVerifier
+    from contrast.evidence.tdx.trust import TdxRoots
+    from contrast.evidence.tdx.verify import TdxVerifier
 
     v = TdxVerifier(TdxRoots.emulated(b.root_fingerprint))
     assert (

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from tdx_helpers import EMU_NOW, MRTD, POLICY_HASH, REAL_NOW, REPORT_DATA, RTMRS, emu_quote, emu_reference
 
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform, tcb_level
-from contrast.attest.tdx.reference import TdxReferenceValues, decode_reference_values
-from contrast.attest.tdx.validate import ANY_REPORT_DATA, validate, verify_and_validate
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform, tcb_level
+from contrast.evidence.tdx.reference import TdxReferenceValues, decode_reference_values
+from contrast.evidence.tdx.validate import ANY_REPORT_DATA, validate, verify_and_validate
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 
 def _codes(result: Any) -> list[str]:

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 from tdx_helpers import EMU_NOW, REAL_NOW, emu_quote
 
-from contrast.attest.tdx import abi
-from contrast.attest.tdx.emulator import EmulatedTdxPlatform, tcb_level
-from contrast.attest.tdx.trust import INTEL_SGX_ROOT_CA_SHA256, TdxRoots
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier, TdxVerifierBuilder
 from contrast.errors import CollateralError, ContrastError, EvidenceError
+from contrast.evidence.tdx import abi
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform, tcb_level
+from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA_SHA256, TdxRoots
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier, TdxVerifierBuilder
 
 
 def _code(fn: Any) -> str:

@@ -47,11 +47,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from contrast.attest.snp import abi, kds, trust
-from contrast.attest.snp.kds import Product
 from contrast.errors import EvidenceError
+from contrast.evidence.snp import abi, kds, trust
+from contrast.evidence.snp.kds import Product
 
-log = logging.getLogger("contrast.attest.snp")
+log = logging.getLogger("contrast.evidence.snp")
 
 MAX_CERTS = 16
 MAX_CERT_SIZE = 16 * 1024
@@ -161,7 +161,7 @@ class VerifiedChain:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedSnpReport:
-    """An authentic report: the only input :func:`contrast.attest.snp.validate.validate` accepts."""
+    """An authentic report: the only input :func:`contrast.evidence.snp.validate.validate` accepts."""
 
     report: abi.SnpReport
     raw: bytes  # the exact 0x4A0 report bytes that were verified

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from contrast.attest.snp import abi, kds
-from contrast.attest.snp.kds import Product, Tcb
+from contrast.evidence.snp import abi, kds
+from contrast.evidence.snp.kds import Product, Tcb
 
 Role = Literal["ark", "ask", "vcek"]
 _NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -1,8 +1,8 @@
 """Policy: compare a *verified* TDX quote with the manifest's TDX reference values. No I/O.
 
-``validate`` accepts only a :class:`~contrast.attest.tdx.verify.VerifiedTdxQuote`. It tries each reference set
-in order and accepts with the first that matches; otherwise it rejects with *every* finding of every set
-(fields prefixed ``tdx[i].``). Semantics of each value: :mod:`contrast.attest.tdx.reference`. In addition:
+``validate`` accepts only a :class:`~contrast.evidence.tdx.verify.VerifiedTdxQuote`. It tries each reference
+set in order and accepts with the first that matches; otherwise it rejects with *every* finding of every set
+(fields prefixed ``tdx[i].``). Semantics of each value: :mod:`contrast.evidence.tdx.reference`. In addition:
 
 * MR_CONFIG_ID carries the policy hash in bytes 0..31 (the workload identity, ``Claims.policy_hash``);
   bytes 32..47 must be zero, so that one policy hash has exactly one MR_CONFIG_ID
@@ -26,7 +26,8 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime
 
-from contrast.attest.result import (
+from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError
+from contrast.evidence.result import (
     ANY_REPORT_DATA,
     AnyReportData,
     Claims,
@@ -36,10 +37,9 @@ from contrast.attest.result import (
     first_matching,
     report_data_matches,
 )
-from contrast.attest.tdx.reference import TdxReferenceValues
-from contrast.attest.tdx.trust import EMULATED_PLATFORM, TdxRoots
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier, VerifiedTdxQuote
-from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError
+from contrast.evidence.tdx.reference import TdxReferenceValues
+from contrast.evidence.tdx.trust import EMULATED_PLATFORM, TdxRoots
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier, VerifiedTdxQuote
 
 
 def claims_of(v: VerifiedTdxQuote) -> Claims:

@@ -35,14 +35,14 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contrast.attest.evidence import Evidence
-from contrast.attest.snp import abi as snp_abi
-from contrast.attest.snp import kds
-from contrast.attest.tdx import abi as tdx_abi
-from contrast.attest.tdx import pck
-from contrast.attest.tdx.verify import TdxCollateral
-from contrast.coordinator.kv import KeyValue
 from contrast.errors import CollateralError, ContrastError
+from contrast.evidence.snp import abi as snp_abi
+from contrast.evidence.snp import kds
+from contrast.evidence.tdx import abi as tdx_abi
+from contrast.evidence.tdx import pck
+from contrast.evidence.tdx.verify import TdxCollateral
+from contrast.evidence.verifier import Evidence
+from contrast.kv import KeyValue
 
 KDS_BASE: Final = "https://kdsintf.amd.com"
 PCS_BASE: Final = "https://api.trustedservices.intel.com"

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from contrast.attest.tdx import abi
-from contrast.attest.tdx.pck import SGX_EXTENSIONS_OID, PckExtensions, encode_sgx_extensions, pck_extensions
-from contrast.attest.tdx.trust import fingerprint
-from contrast.attest.tdx.verify import TdxCollateral
+from contrast.evidence.tdx import abi
+from contrast.evidence.tdx.pck import SGX_EXTENSIONS_OID, PckExtensions, encode_sgx_extensions, pck_extensions
+from contrast.evidence.tdx.trust import fingerprint
+from contrast.evidence.tdx.verify import TdxCollateral
 
 QE_MR_SIGNER: Final = bytes.fromhex("dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5")
 QE_ATTRIBUTES: Final = bytes.fromhex("1500000000000000e700000000000000")

@@ -1,9 +1,9 @@
 """Policy: compare a *verified* SNP report with the manifest's SNP reference values. No I/O.
 
-``validate`` accepts only a :class:`~contrast.attest.snp.verify.VerifiedSnpReport`, so unverified bytes
+``validate`` accepts only a :class:`~contrast.evidence.snp.verify.VerifiedSnpReport`, so unverified bytes
 cannot be validated. It tries each reference-value set in order and accepts with the first that matches;
 otherwise it rejects with *every* finding of every set (fields prefixed ``snp[i].``). The semantics of each
-reference value are documented in :mod:`contrast.attest.snp.reference`.
+reference value are documented in :mod:`contrast.evidence.snp.reference`.
 
 :func:`verify_and_validate` is the one call the verifier service makes: an evidence failure comes back as a
 rejected result with one ``evidence.*`` finding (and empty claims), never as an exception, so that the service
@@ -20,8 +20,9 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime
 
-from contrast.attest import result
-from contrast.attest.result import (
+from contrast.errors import EvidenceError
+from contrast.evidence import result
+from contrast.evidence.result import (
     ANY_REPORT_DATA,
     AnyReportData,
     Claims,
@@ -30,11 +31,10 @@ from contrast.attest.result import (
     first_matching,
     report_data_matches,
 )
-from contrast.attest.snp import abi, reference
-from contrast.attest.snp.kds import Product
-from contrast.attest.snp.reference import SnpReferenceValues
-from contrast.attest.snp.verify import ChainCache, SnpVerifyOptions, VerifiedSnpReport, verify_report
-from contrast.errors import EvidenceError
+from contrast.evidence.snp import abi, reference
+from contrast.evidence.snp.kds import Product
+from contrast.evidence.snp.reference import SnpReferenceValues
+from contrast.evidence.snp.verify import ChainCache, SnpVerifyOptions, VerifiedSnpReport, verify_report
 
 _PLATFORM_BITS = (
     ("SMTEnabled", abi.PLATFORM_SMT_EN),

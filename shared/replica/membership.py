@@ -8,7 +8,7 @@ secrets of that role).
 
 Two sources exist:
 
-- :class:`JoinKeySource`: the real one, :func:`contrast.coordinator.join.join` (docs/protocol.md §4) against
+- :class:`JoinKeySource`: the real one, :func:`contrast.replica.join.join` (docs/protocol.md §4) against
   a ready manifest replica.
 - :class:`FixtureKeySource`: **INSECURE, tests and local development only**. It holds the seed itself and
   builds exactly what a join would hand over, with :func:`contrast.coordinator.rolekeys.keys_for_role`, for
@@ -31,19 +31,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
 
-from contrast.attest.evidence import EvidenceVerifier
 from contrast.coordinator.history import History, Latest
-from contrast.coordinator.join import join
-from contrast.coordinator.kv import KeyValue, NatsKeyValue
-from contrast.coordinator.manifest import ManifestDocument
+from contrast.coordinator.manifest_format import ManifestDocument
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.errors import StateError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KeyValue, NatsKeyValue
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert
 from contrast.platform.base import Platform
+from contrast.replica.join import join
 
 log = logging.getLogger("contrast.attestation")
 _REPLICA = re.compile(r"[^a-z0-9-]")
@@ -90,7 +90,7 @@ def replica_label(replica: str) -> str:
 
 
 class JoinKeySource:
-    """The real join (docs/protocol.md §4) through :func:`contrast.coordinator.join.join`."""
+    """The real join (docs/protocol.md §4) through :func:`contrast.replica.join.join`."""
 
     def __init__(self, replica: str, *, timeout: float = 30.0) -> None:
         self._replica = replica_label(replica)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import msgspec
 
-from contrast.attest.snp import abi, kds, trust, validate, verify
-from contrast.attest.snp.reference import SnpReferenceValues
-from contrast.attest.testing.snp_chain import SnpChainBuilder, SnpTestChain
 from contrast.errors import ContrastError
+from contrast.evidence.snp import abi, kds, trust, validate, verify
+from contrast.evidence.snp.reference import SnpReferenceValues
+from contrast.testing.snp_chain import SnpChainBuilder, SnpTestChain
 
 VECTOR_TIME = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.result import Claims
 from contrast.cli.common import now, patient_request, read_file
 from contrast.coordinator.history import HistoryEntry, LatestPointer, verify_exported_chain
-from contrast.coordinator.manifest import ManifestDocument, parse_manifest
+from contrast.coordinator.manifest_format import ManifestDocument, parse_manifest
+from contrast.coordinator.user_protocol import verify_attested_reply
 from contrast.errors import AuthError, InternalError, StoreError
-from contrast.manifest.protocol import verify_attested_reply
+from contrast.evidence.result import Claims
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.wire.v1 import AttestedReply, GetManifestRequest, HistoryExport, decoder
 
 

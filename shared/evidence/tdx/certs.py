@@ -2,7 +2,7 @@
 
 The quote and the collateral carry their chains as PEM. We decode PEM ourselves, strictly (only
 ``CERTIFICATE`` blocks, only whitespace around them, canonical base64 alphabet), because we need the exact
-DER anyway: it is what the root pin hashes, what :class:`~contrast.attest.tdx.verify.VerifiedTdxQuote`
+DER anyway: it is what the root pin hashes, what :class:`~contrast.evidence.tdx.verify.VerifiedTdxQuote`
 reports, and what the issuer signed. ``cryptography`` would give the same bytes only by re-encoding its
 parsed certificate (``public_bytes``, ``tbs_certificate_bytes``), which costs more than parsing it did.
 """

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contrast.localrun.credentials import PodCertificate
-from contrast.localrun.host import EmulatedPod
-from contrast.localrun.metrics import Figures
-from contrast.localrun.mtls import Proof
+from contrast.cli.localrun.credentials import PodCertificate
+from contrast.cli.localrun.host import EmulatedPod
+from contrast.cli.localrun.metrics import Figures
+from contrast.cli.localrun.mtls import Proof
 
 
 @dataclass

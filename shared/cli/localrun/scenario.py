@@ -43,15 +43,22 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.cli.common import SEED_SHARES_FILE
+from contrast.cli.localrun import credentials, host, mtls, summary
+from contrast.cli.localrun.metrics import Figures, scrape_all
+from contrast.cli.localrun.procs import (
+    Child,
+    RunnableService,
+    spawn,
+    start_service,
+    stop_children,
+    wait_until,
+)
+from contrast.cli.localrun.summary import Outcome, PodOutcome
 from contrast.coordinator.history import LATEST_KEY
-from contrast.coordinator.ownerkeys import ensure_owner_keys
+from contrast.crypto.ownerkeys import ensure_owner_keys
 from contrast.errors import ContrastError
 from contrast.generate import generator
 from contrast.generate.platforms import EMULATED_SNP, EMULATED_TDX
-from contrast.localrun import credentials, host, mtls, summary
-from contrast.localrun.metrics import Figures, scrape_all
-from contrast.localrun.procs import Child, RunnableService, spawn, start_service, stop_children, wait_until
-from contrast.localrun.summary import Outcome, PodOutcome
 from contrast.platform.emulated import load_snp_emulator, load_tdx_emulator
 from contrast.runtime.natsserver import NatsServer, NatsServerNotFound, start_nats
 

@@ -38,12 +38,12 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue as NatsKv
 
 from contrast import subjects
-from contrast.attest.binding import Label, report_data
-from contrast.attest.evidence import Evidence, EvidenceVerifier, OwnIdentity
 from contrast.attestation.bundle import Expectation, OpenedBundle, StatementCache, open_rejection, open_result
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import ContrastError, StateError
+from contrast.evidence.binding import Label, report_data
+from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity
 from contrast.platform.base import Platform
 from contrast.runtime.client import request
 from contrast.runtime.logs import get_logger

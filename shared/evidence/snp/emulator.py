@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from contrast.attest.snp import abi, kds, reference
-from contrast.attest.snp.kds import Product, Tcb
+from contrast.evidence.snp import abi, kds, reference
+from contrast.evidence.snp.kds import Product, Tcb
 
 # A fixed launch measurement for emulated guests (SHA-384 of a label, so it is obviously not a real one).
 DEFAULT_MEASUREMENT: Final = hashlib.sha384(b"contrast emulated snp guest v1").digest()

@@ -52,14 +52,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from nats.aio.client import Client
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attest.result import Claims
-from contrast.coordinator.kv import KeyValue, KvConflict
-from contrast.coordinator.manifest import Manifest
+from contrast.coordinator.manifest_format import Manifest
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role, open_role_keys, seal_role_keys
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, spki
 from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError, ContrastError, PolicyError, RequestError, StateError
+from contrast.evidence.result import Claims
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KeyValue, KvConflict
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert, verify_service_cert

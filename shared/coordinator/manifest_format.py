@@ -30,9 +30,9 @@ from typing import Any, Final, Literal
 import msgspec
 import msgspec.inspect as mi
 
-from contrast.attest.refvalues import ReferenceValues, SnpReferenceValues, TdxReferenceValues
-from contrast.coordinator.ownerkeys import parse_seedshare_owner_pubkey, parse_workload_owner_pubkey
+from contrast.crypto.ownerkeys import parse_seedshare_owner_pubkey, parse_workload_owner_pubkey
 from contrast.errors import RequestError
+from contrast.evidence.refvalues import ReferenceValues, SnpReferenceValues, TdxReferenceValues
 from contrast.pki.san import parse_sans
 
 MAX_MANIFEST_SIZE: Final = 1 << 20

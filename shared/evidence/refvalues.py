@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import msgspec
 
-from contrast.attest.snp.reference import EMULATED_PLATFORM as SNP_EMULATED_PLATFORM
-from contrast.attest.snp.reference import SnpReferenceValues
-from contrast.attest.tdx.reference import EMULATED_PLATFORM as TDX_EMULATED_PLATFORM
-from contrast.attest.tdx.reference import TdxReferenceValues
+from contrast.evidence.snp.reference import EMULATED_PLATFORM as SNP_EMULATED_PLATFORM
+from contrast.evidence.snp.reference import SnpReferenceValues
+from contrast.evidence.tdx.reference import EMULATED_PLATFORM as TDX_EMULATED_PLATFORM
+from contrast.evidence.tdx.reference import TdxReferenceValues
 
 __all__ = ["ReferenceValues", "SnpReferenceValues", "TdxReferenceValues"]
 

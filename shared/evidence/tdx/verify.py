@@ -62,11 +62,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from contrast.attest.tdx import abi, pcs
-from contrast.attest.tdx.certs import certificate_names, crl_issuer, pem_certificates, signed_part
-from contrast.attest.tdx.pck import PckExtensions, pck_extensions
-from contrast.attest.tdx.trust import EMULATED_PLATFORM, INTEL_SGX_ROOT_CA, TdxRoots
 from contrast.errors import CollateralError, ContrastError, EvidenceError
+from contrast.evidence.tdx import abi, pcs
+from contrast.evidence.tdx.certs import certificate_names, crl_issuer, pem_certificates, signed_part
+from contrast.evidence.tdx.pck import PckExtensions, pck_extensions
+from contrast.evidence.tdx.trust import EMULATED_PLATFORM, INTEL_SGX_ROOT_CA, TdxRoots
 
 log = structlog.get_logger(__name__)
 

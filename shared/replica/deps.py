@@ -7,11 +7,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from contrast.attest.collateral import Fetcher, fetcher_from_env
-from contrast.attestation.membership import KeySource, key_source_from_env
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
+from contrast.replica.membership import KeySource, key_source_from_env
+from contrast.verifier.collateral import Fetcher, fetcher_from_env
 
 
 def _env_int(name: str, default: int) -> int:

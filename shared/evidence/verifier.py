@@ -6,7 +6,7 @@ collateral).
 Nothing in it is trusted because it was supplied: every certificate is checked against the pinned roots.
 
 :func:`verify_evidence` dispatches on ``tee`` to the SNP or TDX library and returns a
-:class:`~contrast.attest.result.ValidationResult`. Broken evidence comes back as a rejected result with an
+:class:`~contrast.evidence.result.ValidationResult`. Broken evidence comes back as a rejected result with an
 ``evidence.*`` finding; reference-value mismatches come back with ``policy.*`` findings. It does no I/O.
 
 :func:`verify_peer` implements ``docs/protocol.md`` §1: it checks that a peer's evidence is authentic,
@@ -23,16 +23,16 @@ from typing import Annotated, Final
 
 import msgspec
 
-from contrast.attest.refvalues import ReferenceValues
-from contrast.attest.result import Claims, Finding, Tee, ValidationResult
-from contrast.attest.snp import abi as snp_abi
-from contrast.attest.snp import validate as snp_validate
-from contrast.attest.snp import verify as snp_verify
-from contrast.attest.tdx import pcs as tdx_pcs
-from contrast.attest.tdx import validate as tdx_validate
-from contrast.attest.tdx.trust import TdxRoots
-from contrast.attest.tdx.verify import TdxCollateral, TdxVerifier
 from contrast.errors import CollateralError, EvidenceError, PolicyError
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.result import Claims, Finding, Tee, ValidationResult
+from contrast.evidence.snp import abi as snp_abi
+from contrast.evidence.snp import validate as snp_validate
+from contrast.evidence.snp import verify as snp_verify
+from contrast.evidence.tdx import pcs as tdx_pcs
+from contrast.evidence.tdx import validate as tdx_validate
+from contrast.evidence.tdx.trust import TdxRoots
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 MAX_REPORT_BYTES: Final = 16 * 1024  # SNP reports are 1184 bytes; TDX quotes with PEM chains stay < 8 KiB
 MAX_CERT_BYTES: Final = 16 * 1024

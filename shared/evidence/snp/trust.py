@@ -15,7 +15,7 @@ from types import MappingProxyType
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contrast.attest.snp.kds import Product
+from contrast.evidence.snp.kds import Product
 
 ARK_SHA256: MappingProxyType[Product, bytes] = MappingProxyType(
     {
@@ -41,7 +41,7 @@ _BUNDLES: dict[tuple[Product, str], str] = {
 def bundled_chain_pem(product: Product, key: str = "VCEK") -> bytes:
     """The AMD KDS cert_chain bundle (intermediate + ARK, PEM) shipped with the package. Untrusted bytes."""
     name = _BUNDLES[(product, key)]
-    return resources.files("contrast.attest.snp").joinpath("trust", name).read_bytes()
+    return resources.files("contrast.evidence.snp").joinpath("trust", name).read_bytes()
 
 
 def all_bundled_pems() -> list[bytes]:

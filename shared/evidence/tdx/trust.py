@@ -30,7 +30,7 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def _load_intel_root() -> x509.Certificate:
-    pem = resources.files("contrast.attest.tdx").joinpath("intel_sgx_root_ca.pem").read_bytes()
+    pem = resources.files("contrast.evidence.tdx").joinpath("intel_sgx_root_ca.pem").read_bytes()
     cert = x509.load_pem_x509_certificate(pem)
     if fingerprint(cert) != INTEL_SGX_ROOT_CA_SHA256:
         raise RuntimeError("packaged Intel SGX Root CA does not match its pinned fingerprint")

@@ -19,9 +19,9 @@ nonce, a one-time recovery nonce of its own and the stored head it will adopt::
     REPORT_DATA = report_data(Label.RECOVERY, client nonce, hpke_key, recovery_nonce,
                               head_transcript(latest pointer, transitions))
 
-(:mod:`contrast.manifest.recovery_head`). The seed-share owner authenticates that head with the seed, checks
-it against its trusted state, seals ``seed ‖ salt`` to the key (HPKE protocol ``recovery``, context =
-:func:`~contrast.manifest.recovery_head.recovery_context`: the recovery nonce, the head's generation and
+(:mod:`contrast.coordinator.recovery_head`). The seed-share owner authenticates that head with the seed,
+checks it against its trusted state, seals ``seed ‖ salt`` to the key (HPKE protocol ``recovery``, context =
+:func:`~contrast.coordinator.recovery_head.recovery_context`: the recovery nonce, the head's generation and
 transition hash) and signs :func:`contrast.crypto.seedshare.recovery_signing_message` with the same key and
 nonce. The replica opens it only with the head it attested for that nonce, and adopts that head only.
 """
@@ -35,14 +35,14 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from contrast.attest.binding import Label, report_data
-from contrast.attest.evidence import Evidence, EvidenceVerifier
-from contrast.attest.result import Claims
-from contrast.coordinator.manifest import ROLE_COORDINATOR, Manifest
+from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
+from contrast.coordinator.recovery_head import head_transcript, recovery_context
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import SALT_SIZE, SEED_SIZE
 from contrast.errors import AuthError, PolicyError, RequestError
-from contrast.manifest.recovery_head import head_transcript, recovery_context
+from contrast.evidence.binding import Label, report_data
+from contrast.evidence.result import Claims
+from contrast.evidence.verifier import Evidence, EvidenceVerifier
 from contrast.subjects import USER_RECOVER
 from contrast.wire.v1 import AttestedReply
 

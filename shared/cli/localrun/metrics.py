@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from contrast.localrun.procs import Child, http_get
+from contrast.cli.localrun.procs import Child, http_get
 
 Labels = tuple[tuple[str, str], ...]
 

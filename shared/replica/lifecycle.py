@@ -1,7 +1,7 @@
 """The life of a Coordinator replica (verifier or CA): identity, join, authenticated manifest, readiness.
 
 A replica starts not ready. In the background it joins through its
-:class:`~contrast.attestation.membership.KeySource`, which makes a fresh :class:`CoordinatorIdentity` (keys
+:class:`~contrast.replica.membership.KeySource`, which makes a fresh :class:`CoordinatorIdentity` (keys
 bound by the platform's evidence), retrying with backoff. It then reads the current manifest through the
 authenticated history (every read re-hashes and checks the history key's signature; a tampered store raises
 ``store.*`` and the replica says so instead of serving). A ``contrast.v1.events.manifest.updated`` event --
@@ -23,15 +23,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.attest.evidence import EvidenceVerifier
-from contrast.attestation.membership import KeySource, Membership
 from contrast.coordinator.history import History
-from contrast.coordinator.kv import KeyValue
-from contrast.coordinator.manifest import ManifestDocument
+from contrast.coordinator.manifest_format import ManifestDocument
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.errors import ContrastError, StateError, StoreError
+from contrast.evidence.verifier import EvidenceVerifier
+from contrast.kv import KeyValue
 from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
+from contrast.replica.membership import KeySource, Membership
 from contrast.runtime.logs import get_logger
 from contrast.runtime.metrics import Metrics
 
