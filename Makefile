@@ -6,11 +6,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # `make run` needs only the runtime and the NATS binary; `make test` adds the dev tools (a superset).
 RUN_STAMP := $(VENV)/.installed-run
-# mypy cannot follow setuptools' editable import hook, so it reads a tree of links that mirrors the
-# installed layout: contrast -> shared/, contrast.<service> -> services/<service>/.
+# mypy and lint-imports cannot follow setuptools' editable import hook, so they read a tree of links that
+# mirrors the installed layout: contrast -> shared/, contrast.<service> -> services/<service>/.
 TYPETREE := build/typecheck
 
-.PHONY: run test lint typecheck pytest bench fuzz clean tools system-packages
+.PHONY: run test lint typecheck pytest bench fuzz clean tools system-packages $(TYPETREE)
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("python >= 3.11 is required") if sys.version_info < (3, 11) else None'
@@ -30,14 +30,18 @@ run: $(RUN_STAMP)
 
 test: lint typecheck pytest
 
-lint: $(STAMP)
+# The layers contract (pyproject.toml, [tool.importlinter]) is checked on the same tree of links as mypy.
+lint: $(STAMP) $(TYPETREE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	cd $(TYPETREE) && $(CURDIR)/$(VENV)/bin/lint-imports $(CURDIR)/pyproject.toml --no-cache
 
-typecheck: $(STAMP)
+$(TYPETREE):
 	rm -rf $(TYPETREE) && mkdir -p $(TYPETREE)/contrast
 	for f in shared/*; do ln -s "$(CURDIR)/$$f" $(TYPETREE)/contrast/; done
 	for d in services/*/; do d=$${d%/}; ln -s "$(CURDIR)/$$d" $(TYPETREE)/contrast/$${d#services/}; done
+
+typecheck: $(STAMP) $(TYPETREE)
 	cd $(TYPETREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p contrast
 
 pytest: $(STAMP)

@@ -66,14 +66,14 @@ from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.evidence.binding import Label, report_data
 from contrast.initializer.client import Initializer, InitializerConfig
-from contrast.kv import NatsKeyValue
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
-from contrast.replica.membership import FixtureState
 from contrast.runtime import configure_logging
 from contrast.runtime.client import request
 from contrast.runtime.jetstream import ensure_kv
+from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.natsserver import start_nats
+from contrast.testing.fixture import FixtureState
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,
@@ -212,12 +212,19 @@ class Cluster:
 
     def spawn(self, kind: str, replica: str) -> None:
         argv = ["--replica", replica, "--shutdown-timeout", "5"]
-        command = [sys.executable, "-m", f"contrast.{kind}", *argv]
+        # Replicas on the INSECURE fixture (no manifest service): the test-only entry point.
+        command = [sys.executable, "-m", "contrast.testing.replica", kind, *argv]
         if self.profile_dir is not None:
             # CPU time, not wall time: on a shared 2-core machine a wall-clock profile charges a syscall
             # with whatever ran while this process was preempted. Written when the service exits (SIGTERM).
             out = self.profile_dir / f"{replica}.prof"
-            command = [sys.executable, "-c", _PROFILED.format(module=f"contrast.{kind}", out=str(out)), *argv]
+            command = [
+                sys.executable,
+                "-c",
+                _PROFILED.format(module="contrast.testing.replica", out=str(out)),
+                kind,
+                *argv,
+            ]
         self.procs.append(
             subprocess.Popen(
                 command,

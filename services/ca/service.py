@@ -35,13 +35,14 @@ from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import AuthError, ContrastError, StateError
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import KvConflict, NatsKeyValue
+from contrast.kv import KvConflict
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.service import ServiceRole
 from contrast.replica.deps import ReplicaDeps
 from contrast.replica.lifecycle import CoordinatorReplica
 from contrast.replica.membership import Membership
 from contrast.runtime import DeliveryContext, Handlers, Runtime, Service, StreamWorker, get_logger
+from contrast.runtime.kv import NatsKeyValue
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestResult,

@@ -14,7 +14,6 @@ from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import recover_subject
 from contrast.errors import StateError, StoreError
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import NatsKeyValue
 from contrast.manifest.events import Events
 from contrast.manifest.joinapi import JoinApi
 from contrast.manifest.peer import PeerRecovery
@@ -23,6 +22,7 @@ from contrast.manifest.userapi import UserApi
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.runtime import Endpoint, Handlers, Runtime, Service
+from contrast.runtime.kv import NatsKeyValue
 from contrast.wire.v1 import (
     GetManifestRequest,
     JoinNonceRequest,

@@ -37,7 +37,7 @@ from contrast.errors import ContrastError, EvidenceError, PolicyError, RequestEr
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import first_error
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import KvConflict, NatsKeyValue
+from contrast.kv import KvConflict
 from contrast.pki.service import ServiceRole
 from contrast.replica.deps import ReplicaDeps
 from contrast.replica.lifecycle import CoordinatorReplica, ReplicaView
@@ -52,7 +52,15 @@ from contrast.runtime import (
     StreamWorker,
     get_logger,
 )
-from contrast.verifier.collateral import CachedSource, Source, VendorSource, complete
+from contrast.runtime.kv import NatsKeyValue
+from contrast.verifier.collateral import (
+    CachedSource,
+    Fetcher,
+    Source,
+    VendorSource,
+    complete,
+    fetcher_from_env,
+)
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,
@@ -251,7 +259,8 @@ class _Verifier:
         await self.rt.nc.publish(subjects.EVENT_ATTESTATION, encode(event))
 
 
-def make_service(deps: ReplicaDeps | None = None) -> Service:
+def make_service(deps: ReplicaDeps | None = None, *, collateral_fetcher: Fetcher | None = None) -> Service:
+    """The verifier service; ``collateral_fetcher`` defaults to :func:`fetcher_from_env` (off unless set)."""
     deps = deps or ReplicaDeps()
 
     async def build(rt: Runtime) -> Handlers:
@@ -273,7 +282,8 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         )
         await rt.stack.enter_async_context(replica)
         collateral = CachedSource(
-            VendorSource(deps.collateral_fetcher()), NatsKeyValue(await rt.kv(subjects.COLLATERAL))
+            VendorSource(collateral_fetcher or fetcher_from_env()),
+            NatsKeyValue(await rt.kv(subjects.COLLATERAL)),
         )
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
         return Handlers(

@@ -1,13 +1,10 @@
-"""Workload attestation over NATS: the protocol logic shared by the verifier, CA and initializer services.
+"""Workload attestation over NATS (docs/protocol.md §2-3): the messages a pod's attestation is made of.
 
-Modules (each testable alone; none of the pure ones does I/O):
+Pure protocol logic shared by the verifier, CA and initializer services (none of it does I/O but the
+single-use mark of a nonce, through the :class:`~contrast.kv.KeyValue` it is given):
 
-- :mod:`.nonce` -- stateless nonce tokens (docs/protocol.md §2) and the single-use mark in KV ``nonces``;
-- :mod:`.verdict` -- signing a :class:`~contrast.wire.v1.Verdict` with a verifier's service key, and
-  checking it against the root CA and role ``verifier``;
-- :mod:`.bundle` -- the sealed result bundle: the CA's issuance and the initializer's checks;
-- :mod:`.membership` -- how a Coordinator replica obtains its role keys (join, or an INSECURE test fixture);
-- :mod:`.manifestview` -- the current manifest, read through the authenticated history;
-- :mod:`.client` -- the initializer's client flow as a library (many emulated initializers in one process);
-- :mod:`.files` -- writing the initializer's outputs atomically with their modes.
+- :mod:`.nonce`: stateless nonce tokens and their single-use mark in KV ``nonces``;
+- :mod:`.verdict`: signing a :class:`~contrast.wire.v1.Verdict` with a verifier's service key, and checking
+  it against the root CA and role ``verifier``;
+- :mod:`.bundle`: the sealed result bundle: the CA's issuance and the initializer's checks.
 """

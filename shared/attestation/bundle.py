@@ -36,13 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.coordinator.manifest_format import PolicyEntry
-from contrast.coordinator.statement import (
-    CoordinatorIdentity,
-    SignedEnvelope,
-    Statement,
-    open_envelope,
-    transcript,
-)
+from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, transcript
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import derive_workload_secret
 from contrast.errors import AuthError, ContrastError, PolicyError, from_code
@@ -53,6 +47,8 @@ from contrast.wire.v1 import (
     AttestResult,
     IssuedResult,
     ResultBundle,
+    SignedEnvelope,
+    Statement,
     Verdict,
     decoder,
     encode,

@@ -1,11 +1,12 @@
 """A Coordinator replica's attested identity, and signed responses that a receiver can tie to it.
 
 See ``docs/protocol.md`` §1. Each replica makes a P-256 service key and an HPKE key at start and obtains
-evidence binding both (label ``COORDINATOR_STATEMENT``). The resulting :class:`Statement` travels with every
-response that carries a decision, inside a :class:`SignedEnvelope` whose signature covers a transcript that
-includes the requester's nonce or request id. The receiver checks the statement with
-:func:`contrast.evidence.verifier.verify_peer` (same launch measurement, an allowed Coordinator policy hash,
-our kind of root), then the signature over the *received* payload bytes, and only then decodes the payload.
+evidence binding both (label ``COORDINATOR_STATEMENT``). The resulting :class:`~contrast.wire.v1.Statement`
+travels with every response that carries a decision, inside a :class:`~contrast.wire.v1.SignedEnvelope`
+whose signature covers a transcript that includes the requester's nonce or request id. The receiver checks
+the statement with :func:`contrast.evidence.verifier.verify_peer` (same launch measurement, an allowed
+Coordinator policy hash, our kind of root), then the signature over the *received* payload bytes, and only
+then decodes the payload.
 """
 
 from __future__ import annotations
@@ -16,45 +17,22 @@ import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Final
 
-import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from contrast.crypto.hpke import PUBLIC_KEY_SIZE, HpkePrivateKey
+from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import AuthError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import Claims
-from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity, verify_peer
+from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.platform.base import Platform
+from contrast.wire.v1 import SignedEnvelope, Statement
 
-P256_SPKI_SIZE: Final = 91  # DER SubjectPublicKeyInfo of an uncompressed P-256 point
-MAX_PAYLOAD: Final = 256 * 1024
 _TRANSCRIPT_PREFIX: Final = b"contrast signed response v1\x00"
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())  # immutable; made once instead of per signature
-
-
-class Statement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Evidence that genuine hardware running attested code holds ``service_key`` and ``hpke_key``."""
-
-    evidence: Evidence
-    nonce: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
-    service_key: Annotated[bytes, msgspec.Meta(min_length=P256_SPKI_SIZE, max_length=P256_SPKI_SIZE)]
-    hpke_key: Annotated[bytes, msgspec.Meta(min_length=PUBLIC_KEY_SIZE, max_length=PUBLIC_KEY_SIZE)]
-
-    def expected_report_data(self) -> bytes:
-        return report_data(Label.COORDINATOR_STATEMENT, self.nonce, self.service_key, self.hpke_key)
-
-
-class SignedEnvelope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A payload signed by a Coordinator replica's service key, with that replica's statement."""
-
-    purpose: Annotated[str, msgspec.Meta(max_length=64)]
-    payload: Annotated[bytes, msgspec.Meta(max_length=MAX_PAYLOAD)]
-    signature: Annotated[bytes, msgspec.Meta(max_length=80)]
-    statement: Statement
 
 
 def transcript(purpose: str, binding: bytes, payload: bytes) -> bytes:

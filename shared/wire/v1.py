@@ -10,8 +10,6 @@ bytes and list fields that can be large carry ``Meta(max_length=...)`` as a seco
 
 Signed documents (verdicts, history entries) must be encoded with :func:`encode_deterministic` and their
 signature checked over the *received* bytes before they are decoded.
-
-Other engineers add their Structs in the marked sections below; keep one section per flow.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-from contrast.coordinator.statement import SignedEnvelope, Statement
+from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import Evidence
 
@@ -109,7 +107,7 @@ class ReadinessRequest(WireStruct, frozen=True, kw_only=True):
     """Empty request to the readiness endpoint."""
 
 
-# --- attestation flow ---
+# --- shared field types ---
 
 # A request id is one NATS subject token (it names the result subject) and the JetStream dedup id.
 RequestId = Annotated[str, msgspec.Meta(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -120,6 +118,34 @@ HpkePublic = Annotated[bytes, msgspec.Meta(min_length=1216, max_length=1216)]
 AttestCertDer = Annotated[bytes, msgspec.Meta(min_length=1, max_length=16 * 1024)]
 SignatureDer = Annotated[bytes, msgspec.Meta(min_length=8, max_length=80)]
 Outcome = Literal["issued", "rejected"]
+
+
+# --- Coordinator statements (docs/protocol.md §1) ---
+
+
+class Statement(WireStruct, frozen=True, kw_only=True):
+    """Evidence that genuine hardware running attested code holds ``service_key`` and ``hpke_key``."""
+
+    evidence: Evidence
+    nonce: Nonce32
+    service_key: P256Spki
+    hpke_key: HpkePublic
+
+    def expected_report_data(self) -> bytes:
+        return report_data(Label.COORDINATOR_STATEMENT, self.nonce, self.service_key, self.hpke_key)
+
+
+class SignedEnvelope(WireStruct, frozen=True, kw_only=True):
+    """A payload signed by a Coordinator replica's service key, with that replica's statement
+    (``contrast.coordinator.statement``)."""
+
+    purpose: Annotated[str, msgspec.Meta(max_length=64)]
+    payload: Annotated[bytes, msgspec.Meta(max_length=256 * 1024)]
+    signature: Annotated[bytes, msgspec.Meta(max_length=80)]
+    statement: Statement
+
+
+# --- attestation flow ---
 
 
 class NonceRequest(WireStruct, frozen=True, kw_only=True):

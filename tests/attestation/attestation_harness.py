@@ -32,13 +32,14 @@ from contrast.evidence.tdx.emulator import (
     EmulatedTdxPlatform,
 )
 from contrast.initializer.client import Initializer, InitializerConfig
-from contrast.kv import NatsKeyValue
 from contrast.platform.base import Platform
 from contrast.platform.emulated import TDX_DEFAULT_MRTD, TDX_DEFAULT_RTMRS, EmulatedSnp, EmulatedTdx
 from contrast.replica.deps import ReplicaDeps
-from contrast.replica.membership import FixtureKeySource, FixtureState, KeySource
+from contrast.replica.membership import KeySource
 from contrast.runtime import RuntimeConfig, serve
 from contrast.runtime.jetstream import ensure_kv
+from contrast.runtime.kv import NatsKeyValue
+from contrast.testing.fixture import FixtureKeySource, FixtureState
 from contrast.verifier.service import make_service as make_verifier
 from contrast.wire.v1 import ReadinessReply, ReadinessRequest, decoder, encode
 
@@ -208,7 +209,16 @@ def service_env(url: str, emulator_dir: Path, fixture_dir: Path, **extra: str) -
 
 def spawn_service(kind: str, replica: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", f"contrast.{kind}", "--replica", replica, "--shutdown-timeout", "5"],
+        [
+            sys.executable,
+            "-m",
+            "contrast.testing.replica",
+            kind,
+            "--replica",
+            replica,
+            "--shutdown-timeout",
+            "5",
+        ],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -12,14 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from contrast.errors import CollateralError
-from contrast.verifier import collateral as col
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.snp.emulator import DEFAULT_TCB, EmulatedSnpPlatform
 from contrast.evidence.tdx.abi import parse_quote
 from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 from contrast.evidence.tdx.pck import pck_extensions
 from contrast.evidence.verifier import Evidence, EvidenceVerifier
-from contrast.kv import MemoryKeyValue
+from contrast.testing.kv import MemoryKeyValue
+from contrast.verifier import collateral as col
 
 
 class FakeVendor:

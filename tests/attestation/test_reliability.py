@@ -26,8 +26,8 @@ from evil_bus import EvilBus
 from contrast import subjects
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.initializer.client import Credentials
-from contrast.replica.membership import FixtureState
 from contrast.runtime.natsserver import find_nats_server, free_port
+from contrast.testing.fixture import FixtureState
 from contrast.wire.v1 import AttestRequest, SignedVerdict, Verdict, decoder
 
 

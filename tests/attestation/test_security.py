@@ -40,8 +40,8 @@ from contrast.evidence.verifier import Evidence, EvidenceVerifier
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert
 from contrast.platform.emulated import EmulatedSnp
-from contrast.replica.membership import FixtureKeySource
 from contrast.runtime.natsserver import NatsServer
+from contrast.testing.fixture import FixtureKeySource
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,

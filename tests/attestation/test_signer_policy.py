@@ -20,17 +20,19 @@ from contrast import subjects
 from contrast.attestation.bundle import PURPOSE_ISSUED, Expectation, open_result
 from contrast.attestation.verdict import sign_verdict
 from contrast.ca.service import HEAD_MAX_AGE
-from contrast.coordinator.statement import SignedEnvelope, transcript
+from contrast.coordinator.statement import transcript
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
-from contrast.kv import NatsKeyValue
 from contrast.pki.service import ServiceRole, verify_service_cert
-from contrast.replica.membership import FixtureKeySource, Membership
+from contrast.replica.membership import Membership
+from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.natsserver import NatsServer
+from contrast.testing.fixture import FixtureKeySource
 from contrast.wire.v1 import (
     AttestRequest,
     AttestResult,
     IssuedResult,
+    SignedEnvelope,
     SignedVerdict,
     Verdict,
     decoder,

@@ -17,9 +17,9 @@ from contrast.attestation.verdict import VerdictChecker, sign_verdict
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.errors import AuthError, ContrastError, PolicyError, StateError
-from contrast.kv import MemoryKeyValue
 from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert
+from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import AttestRequest, AttestResult, SignedVerdict, Verdict, decoder
 
 KEY = bytes(range(32))
@@ -197,7 +197,7 @@ def test_hpke_key_of_a_request_is_the_one_sealed_to() -> None:
 
 async def test_fixture_key_source_refuses_real_hardware() -> None:
     from contrast.evidence.verifier import EvidenceVerifier
-    from contrast.replica.membership import FixtureKeySource, FixtureState
+    from contrast.testing.fixture import FixtureKeySource, FixtureState
 
     class RealLooking:
         tee = "snp"

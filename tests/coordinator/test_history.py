@@ -25,7 +25,8 @@ from contrast.coordinator.manifest_format import ManifestDocument, parse_manifes
 from contrast.crypto.kdf import SeedEngine
 from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex, sign_transition
 from contrast.errors import AuthError, RequestError, StateError, StoreError
-from contrast.kv import KvConflict, MemoryKeyValue
+from contrast.kv import KvConflict
+from contrast.testing.kv import MemoryKeyValue
 
 ENGINE = SeedEngine(b"\x01" * 64, b"\x02" * 32)
 

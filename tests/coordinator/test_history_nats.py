@@ -14,7 +14,8 @@ from contrast.coordinator.history import LATEST_KEY, History, ReplicaState, mani
 from contrast.coordinator.manifest_format import parse_manifest
 from contrast.crypto.kdf import SeedEngine
 from contrast.errors import StateError, StoreError
-from contrast.kv import KvConflict, NatsKeyValue
+from contrast.kv import KvConflict
+from contrast.runtime.kv import NatsKeyValue
 
 ENGINE = SeedEngine(b"\x05" * 64, b"\x06" * 32)
 

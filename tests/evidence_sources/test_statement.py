@@ -8,12 +8,13 @@ import hashlib
 import msgspec
 import pytest
 
-from contrast.coordinator.statement import CoordinatorIdentity, SignedEnvelope, open_envelope
+from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import ContrastError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.emulated import EmulatedSnp
+from contrast.wire.v1 import SignedEnvelope
 
 POLICY = hashlib.sha256(b"coordinator").digest()
 NOW = dt.datetime.now(dt.UTC)

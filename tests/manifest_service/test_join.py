@@ -16,10 +16,10 @@ from contrast import subjects
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.errors import ContrastError, PolicyError
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import MemoryKeyValue
 from contrast.pki.service import ServiceRole, service_role
 from contrast.replica.join import JoinNonces, join, join_once
 from contrast.runtime import request
+from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import (
     AttestedReply,
     JoinNonceReply,

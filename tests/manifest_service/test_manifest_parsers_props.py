@@ -14,8 +14,8 @@ from contrast.cli.signature import TransitionSignature, decode, encode
 from contrast.coordinator.user_protocol import open_recovery_secret, recover_subject
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import ContrastError, PolicyError
-from contrast.kv import MemoryKeyValue
 from contrast.replica.join import JoinNonces
+from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import (
     AttestedReply,
     HistoryExport,

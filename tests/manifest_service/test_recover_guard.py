@@ -16,11 +16,11 @@ from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import recovery_report_data
 from contrast.errors import ContrastError
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import MemoryKeyValue
 from contrast.manifest.peer import PeerRecovery
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
 from contrast.runtime import request
+from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import AttestedReply, RecoveryChallengeRequest, SetManifestRequest
 
 

@@ -43,9 +43,9 @@ from contrast.crypto.seedshare import (
 )
 from contrast.errors import ContrastError
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import MemoryKeyValue
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
+from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import RecoverRequest, RecoveryChallengeRequest
 
 HISTORY_KEY = ed25519.Ed25519PrivateKey.generate()
