@@ -61,6 +61,11 @@ def attest_result(request_id: str) -> str:
     return f"{ATTEST_RESULT_PREFIX}.{_token(request_id, 'request id')}"
 
 
+def user_recover(replica: str) -> str:
+    """Step 2 of recovery: the endpoint of the one manifest replica that issued the challenge."""
+    return f"{USER_RECOVER}.{_token(replica, 'replica name')}"
+
+
 def health(service: str) -> str:
     """Readiness endpoint of ``service`` (queue group: any ready replica answers)."""
     return f"{HEALTH_PREFIX}.{_token(service, 'service name')}"

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KeyValue
 from contrast.manifest.state import ManifestReplica
-from contrast.replica.join import JoinNonces, handle_join, join_nonce_key
+from contrast.replica.join import handle_join, join_nonces
 from contrast.runtime import RequestContext
 from contrast.wire.v1 import JoinNonceReply, JoinNonceRequest, JoinReply, JoinRequest
 
@@ -28,19 +29,17 @@ class JoinApi:
         self._verifier = verifier
         self._marks = marks
 
-    async def _nonces(self) -> JoinNonces:
-        view = await self._replica.ready_view()
-        return JoinNonces(join_nonce_key(view.engine), self._marks)
-
     async def nonce(self, req: JoinNonceRequest, ctx: RequestContext) -> JoinNonceReply:
-        return JoinNonceReply(nonce=(await self._nonces()).issue())
+        view = await self._replica.ready_view()
+        return JoinNonceReply(nonce=join_nonces(view.engine).issue(int(time.time() * 1000)))
 
     async def join(self, req: JoinRequest, ctx: RequestContext) -> JoinReply:
         view = await self._replica.ready_view()
         return await handle_join(
             req,
             authority=view.join_authority(self._identity),
-            nonces=JoinNonces(join_nonce_key(view.engine), self._marks),
+            nonces=join_nonces(view.engine),
+            marks=self._marks,
             verifier=self._verifier,
             now=dt.datetime.now(dt.UTC),
         )

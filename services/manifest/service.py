@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
 from collections.abc import Awaitable, Callable
 
 from contrast import subjects
@@ -19,6 +18,7 @@ from contrast.manifest.joinapi import JoinApi
 from contrast.manifest.peer import PeerRecovery
 from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
+from contrast.pki.service import replica_label
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.runtime import Endpoint, Handlers, Runtime, Service
@@ -33,13 +33,7 @@ from contrast.wire.v1 import (
 )
 
 VERSION = "0.1.0"
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 PlatformFactory = Callable[[], Awaitable[Platform]]
-
-
-def subject_token(name: str) -> str:
-    """The replica name as one subject token (the step-2 recovery subject names the replica)."""
-    return (_NOT_TOKEN.sub("-", name) or "replica")[:128]
 
 
 def make_service(
@@ -55,7 +49,7 @@ def make_service(
         history_kv = NatsKeyValue(await rt.kv(subjects.HISTORY))
         marks = NatsKeyValue(await rt.kv(subjects.NONCES))
         await rt.stream(subjects.EVENTS)
-        name = subject_token(rt.replica)
+        name = replica_label(rt.replica)  # also a subject token: its recovery endpoint
         events = Events(rt.nc, service=rt.service, replica=name, metrics=rt.metrics)
         replica = ManifestReplica(history_kv, on_state=events.state, on_update=events.updated)
         with contextlib.suppress(StoreError):  # recorded as the replica's fault; readiness reports it

@@ -24,10 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple
 
 import msgspec
 from cryptography import x509
@@ -35,13 +34,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from contrast.cache import BoundedCache
 from contrast.coordinator.manifest_format import PolicyEntry
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, transcript
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import derive_workload_secret
 from contrast.errors import AuthError, ContrastError, PolicyError, from_code
 from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
-from contrast.pki.chain import AnchorVerifiers, ParsedCertificates, verify_leaf
+from contrast.pki.chain import AnchorVerifiers, ParsedCertificates
 from contrast.pki.mesh import MeshAuthority, leaf_claims
 from contrast.wire.v1 import (
     AttestResult,
@@ -58,7 +58,6 @@ from contrast.wire.v1 import (
 PURPOSE_ISSUED: Final = "attest-result"
 PURPOSE_REJECTED: Final = "attest-rejected"
 _DER = serialization.Encoding.DER
-_K = TypeVar("_K", bytes, tuple[bytes, bytes])
 
 
 class _ChainDer(NamedTuple):
@@ -155,9 +154,17 @@ class OpenedBundle:
         return f"OpenedBundle(generation={self.generation}, leaf_serial={self.leaf.serial_number:x})"
 
 
+@dataclass(frozen=True, slots=True)
+class _TrustedStatement:
+    service_key: ec.EllipticCurvePublicKey  # parsed once
+    checked_at: dt.datetime
+
+
 class StatementCache:
     """What an initializer process already verified, so that checking many answers from the same few
-    Coordinator replicas (the bench drives hundreds of emulated pods in one process) costs less:
+    Coordinator replicas (the bench drives hundreds of emulated pods in one process) costs less. It is the one
+    verification path of :func:`open_result` and :func:`open_rejection`: without a long-lived cache they use a
+    fresh one, which checks everything.
 
     - statements that passed :func:`verify_peer` for one yardstick (``own`` and the allowed policy hashes):
       the statement's P-384 verification is paid once per replica, not once per answer; the signature over
@@ -175,22 +182,14 @@ class StatementCache:
     """
 
     def __init__(self, *, ttl: dt.timedelta = dt.timedelta(minutes=5), size: int = 64) -> None:
-        self._ttl, self._size = ttl, size
-        self._entries: OrderedDict[bytes, dt.datetime] = OrderedDict()
-        self._service_keys: OrderedDict[bytes, ec.EllipticCurvePublicKey] = OrderedDict()  # parsed once
-        self._links: OrderedDict[tuple[bytes, bytes], dt.datetime] = OrderedDict()
+        self._ttl = ttl
+        self._statements: BoundedCache[bytes, _TrustedStatement] = BoundedCache(size)
+        self._links: BoundedCache[tuple[bytes, bytes], dt.datetime] = BoundedCache(size)
         self.certificates = ParsedCertificates(size=size)
         self.anchors = AnchorVerifiers(size=size)
 
-    def _fresh(self, table: OrderedDict[_K, dt.datetime], key: _K, now: dt.datetime) -> bool:
-        seen = table.get(key)
+    def _fresh(self, seen: dt.datetime | None, now: dt.datetime) -> bool:
         return seen is not None and seen <= now < seen + self._ttl
-
-    def _remember(self, table: OrderedDict[_K, dt.datetime], key: _K, now: dt.datetime) -> None:
-        table[key] = now
-        table.move_to_end(key)
-        if len(table) > self._size:
-            table.popitem(last=False)
 
     @staticmethod
     def _key(statement: Statement, exp: Expectation) -> bytes:
@@ -200,7 +199,7 @@ class StatementCache:
             h.update(ph)
         return h.digest()
 
-    def check(
+    def open(
         self,
         env: SignedEnvelope,
         purpose: str,
@@ -208,9 +207,10 @@ class StatementCache:
         verifier: EvidenceVerifier,
         now: dt.datetime,
     ) -> bytes:
+        """Steps 1-2: the envelope's statement and its signature over the payload; returns the payload."""
         key = self._key(env.statement, exp)
-        pub = self._service_keys.get(key)
-        if pub is None or not self._fresh(self._entries, key, now):
+        trusted = self._statements.get(key)
+        if trusted is None or not self._fresh(trusted.checked_at, now):
             payload, _ = open_envelope(
                 env,
                 purpose=purpose,
@@ -223,15 +223,12 @@ class StatementCache:
             parsed = serialization.load_der_public_key(env.statement.service_key)  # open_envelope checked it
             if not isinstance(parsed, ec.EllipticCurvePublicKey):
                 raise AuthError("bad_key", "the statement's service key is not an EC key")
-            self._remember(self._entries, key, now)
-            self._service_keys[key] = parsed
-            while len(self._service_keys) > self._size:
-                self._service_keys.popitem(last=False)
+            self._statements.put(key, _TrustedStatement(service_key=parsed, checked_at=now))
             return payload
         if env.purpose != purpose:
             raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
         try:
-            pub.verify(
+            trusted.service_key.verify(
                 env.signature,
                 transcript(purpose, exp.request_id.encode(), env.payload),
                 ec.ECDSA(hashes.SHA256()),
@@ -240,6 +237,19 @@ class StatementCache:
             raise AuthError("bad_signature", f"the {purpose} envelope's signature does not verify") from e
         return env.payload
 
+    def verify_chains(self, leaf: x509.Certificate, ders: _ChainDer, certs: _Chain, now: dt.datetime) -> None:
+        """Step 4's chains: leaf → mesh CA, and leaf → intermediate → root (``auth.bad_certificate``)."""
+        if not _same_authority(certs.mesh_ca, certs.intermediate):
+            raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
+        self.anchors.verify(leaf, anchor=certs.mesh_ca, now=now, anchor_der=ders.mesh_ca)
+        link = (ders.intermediate, ders.root)
+        if self._fresh(self._links.get(link), now) and now <= certs.intermediate.not_valid_after_utc:
+            return  # the leaf's signature just verified under this intermediate's key and name
+        self.anchors.verify(
+            leaf, anchor=certs.root, intermediates=[certs.intermediate], now=now, anchor_der=ders.root
+        )
+        self._links.put(link, now)
+
 
 def _authenticated(
     result: AttestResult,
@@ -247,50 +257,15 @@ def _authenticated(
     exp: Expectation,
     verifier: EvidenceVerifier,
     now: dt.datetime,
-    cache: StatementCache | None,
+    cache: StatementCache,
 ) -> bytes:
     if result.request_id != exp.request_id:
         raise AuthError("wrong_request", "the result names another request id")
-    if cache is not None:
-        return cache.check(result.envelope, purpose, exp, verifier, now)
-    payload, _claims = open_envelope(
-        result.envelope,
-        purpose=purpose,
-        binding=exp.request_id.encode(),
-        verifier=verifier,
-        own=exp.own,
-        allowed_policy_hashes=exp.coordinator_policy_hashes,
-        now=now,
-    )
-    return payload
+    return cache.open(result.envelope, purpose, exp, verifier, now)
 
 
 def _same_authority(mesh_ca: x509.Certificate, intermediate: x509.Certificate) -> bool:
     return mesh_ca.public_key() == intermediate.public_key() and mesh_ca.subject == intermediate.subject
-
-
-def _verify_chains(leaf: x509.Certificate, certs: _Chain, now: dt.datetime) -> None:
-    """Step 4's chains without a cache: leaf → mesh CA, and leaf → intermediate → root."""
-    if not _same_authority(certs.mesh_ca, certs.intermediate):
-        raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
-    verify_leaf(leaf, anchor=certs.mesh_ca, now=now)
-    verify_leaf(leaf, anchor=certs.root, intermediates=[certs.intermediate], now=now)
-
-
-def _verify_chains_cached(
-    leaf: x509.Certificate, ders: _ChainDer, certs: _Chain, now: dt.datetime, cache: StatementCache
-) -> None:
-    """The same verdicts as :func:`_verify_chains` (``auth.bad_certificate``), reusing ``cache``."""
-    if not _same_authority(certs.mesh_ca, certs.intermediate):
-        raise AuthError("bad_certificate", "the mesh CA and the intermediate are not one key and name")
-    cache.anchors.verify(leaf, anchor=certs.mesh_ca, now=now, anchor_der=ders.mesh_ca)
-    link = (ders.intermediate, ders.root)
-    if cache._fresh(cache._links, link, now) and now <= certs.intermediate.not_valid_after_utc:
-        return  # the leaf's signature just verified under this intermediate's key and name
-    cache.anchors.verify(
-        leaf, anchor=certs.root, intermediates=[certs.intermediate], now=now, anchor_der=ders.root
-    )
-    cache._remember(cache._links, link, now)
 
 
 def open_rejection(
@@ -303,7 +278,7 @@ def open_rejection(
     """The typed error of an authenticated rejection of *our* request (raises ``auth.*`` otherwise)."""
     if result.outcome != "rejected":
         raise ValueError("not a rejection")
-    payload = _authenticated(result, PURPOSE_REJECTED, exp, verifier, now, cache)
+    payload = _authenticated(result, PURPOSE_REJECTED, exp, verifier, now, cache or StatementCache())
     try:
         verdict = decoder(Verdict).decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
@@ -323,6 +298,7 @@ def open_result(
     """Authenticate, open and check an issued result (steps 1-4 above); raises ``auth.*`` on any failure."""
     if result.outcome != "issued":
         raise ValueError("not an issued result")
+    cache = cache or StatementCache()
     payload = _authenticated(result, PURPOSE_ISSUED, exp, verifier, now, cache)
     try:
         issued = decoder(IssuedResult).decode(payload)
@@ -337,7 +313,7 @@ def open_result(
         bundle = decoder(ResultBundle).decode(raw)
         leaf = x509.load_der_x509_certificate(bundle.cert_chain[0])
         ders = _ChainDer(intermediate=bundle.cert_chain[1], mesh_ca=bundle.mesh_ca, root=bundle.root_ca)
-        load = cache.certificates.load if cache is not None else x509.load_der_x509_certificate
+        load = cache.certificates.load
         certs = _Chain(intermediate=load(ders.intermediate), mesh_ca=load(ders.mesh_ca), root=load(ders.root))
         claims = leaf_claims(leaf)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as e:
@@ -346,10 +322,7 @@ def open_result(
         raise AuthError("wrong_leaf_key", "the leaf certifies another key than ours")
     if not hmac.compare_digest(claims.policy_hash, exp.own.policy_hash) or claims.tee != exp.own.tee:
         raise AuthError("wrong_leaf_claims", "the leaf names another workload than us")
-    if cache is not None:
-        _verify_chains_cached(leaf, ders, certs, now, cache)
-    else:
-        _verify_chains(leaf, certs, now)
+    cache.verify_chains(leaf, ders, certs, now)
     want_secret = bool(claims.workload_secret_id)
     if want_secret != bool(bundle.workload_secret) or (want_secret and len(bundle.workload_secret) != 64):
         raise AuthError("bad_workload_secret", "the workload secret does not match the leaf's secret id")

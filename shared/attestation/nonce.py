@@ -1,13 +1,17 @@
-"""Stateless, authenticated nonce tokens with a single-use mark (docs/protocol.md §2, DESIGN.md §3.1).
+"""Stateless, authenticated nonce tokens with a single-use mark (docs/protocol.md §2 and §4).
 
 ::
 
-    nonce = expiry_unix_ms (8, BE) ‖ random (8) ‖ HMAC-SHA256(key, "contrast nonce v1" ‖ expiry ‖ random)[:16]
+    nonce = expiry_unix_ms (8, BE) ‖ random (8) ‖ HMAC-SHA256(key, label ‖ expiry ‖ random)[:16]
 
-Any replica holding the nonce-MAC key checks MAC and expiry without a lookup. Use is recorded once as a KV
-``create`` of ``hex(random)`` in bucket ``nonces`` (TTL > lifetime); ``create`` fails if the key exists.
-The mark's value is the SHA-256 digest of the request that used it, so a *redelivery of the same request*
-(a verifier died between marking and acking) is recognised and not mistaken for a replay.
+One implementation serves both kinds of nonce, each under its own key and label so that they never
+substitute for each other: attestation nonces (:data:`ATTESTATION`, issued by verifier replicas under the
+nonce-MAC key) and join nonces (:data:`JOIN`, issued by ready manifest replicas under the join-nonce key).
+Any replica holding the key checks MAC and expiry without a lookup. Use is recorded once as a KV ``create``
+of the token's mark key in bucket ``nonces`` (TTL > lifetime); ``create`` fails if the key exists. For
+attestation nonces the mark's value is the SHA-256 digest of the request that used it, so a *redelivery of the
+same request* (a verifier died between marking and acking) is recognised and not mistaken for a replay; a join
+nonce is used once, full stop.
 """
 
 from __future__ import annotations
@@ -26,38 +30,50 @@ NONCE_SIZE: Final = 32
 DEFAULT_LIFETIME_MS: Final = 10_000
 # Clock skew we tolerate between the replica that issued a nonce and the one that checks it.
 MAX_SKEW_MS: Final = 2_000
-_LABEL: Final = b"contrast nonce v1"
 _HEAD: Final = struct.Struct(">Q8s")
+_STRICT_MARK: Final = b"\x01"  # the value of a strict single-use mark (no request digest)
+
+
+@dataclass(frozen=True, slots=True)
+class NonceKind:
+    """What distinguishes one kind of nonce from another: the MAC label and the mark's key prefix."""
+
+    label: bytes
+    mark_prefix: str
+
+
+ATTESTATION: Final = NonceKind(label=b"contrast nonce v1", mark_prefix="")
+JOIN: Final = NonceKind(label=b"contrast join nonce v1", mark_prefix="join/")
 
 
 @dataclass(frozen=True, slots=True)
 class NonceToken:
     expiry_ms: int
     random: bytes
-
-    @property
-    def mark_key(self) -> str:
-        return self.random.hex()
+    mark_key: str  # the key of its single-use mark in bucket ``nonces``
 
 
 class NonceAuthority:
-    """Issues and checks nonce tokens under one nonce-MAC key (held by verifier replicas)."""
+    """Issues and checks nonce tokens of one kind under one key."""
 
-    __slots__ = ("_key", "lifetime_ms")
+    __slots__ = ("_key", "kind", "lifetime_ms")
 
-    def __init__(self, key: bytes, *, lifetime_ms: int = DEFAULT_LIFETIME_MS) -> None:
+    def __init__(
+        self, key: bytes, *, kind: NonceKind = ATTESTATION, lifetime_ms: int = DEFAULT_LIFETIME_MS
+    ) -> None:
         if len(key) != 32:
-            raise ValueError("the nonce-MAC key is 32 bytes")
+            raise ValueError("a nonce key is 32 bytes")
         if not 0 < lifetime_ms <= 300_000:
             raise ValueError("nonce lifetime must be in (0, 300] s")
         self._key = bytes(key)
+        self.kind = kind
         self.lifetime_ms = lifetime_ms
 
     def __repr__(self) -> str:
-        return f"NonceAuthority(lifetime_ms={self.lifetime_ms})"
+        return f"NonceAuthority(label={self.kind.label!r}, lifetime_ms={self.lifetime_ms})"
 
     def _mac(self, head: bytes) -> bytes:
-        return hmac.new(self._key, _LABEL + head, hashlib.sha256).digest()[:16]
+        return hmac.new(self._key, self.kind.label + head, hashlib.sha256).digest()[:16]
 
     def issue(self, now_ms: int) -> bytes:
         head = _HEAD.pack(now_ms + self.lifetime_ms, secrets.token_bytes(8))
@@ -76,20 +92,22 @@ class NonceAuthority:
         if expiry - now_ms > self.lifetime_ms + MAX_SKEW_MS:
             # Only a holder of the key can mint this; refuse it anyway rather than honour a far future.
             raise PolicyError("nonce_unknown", "the nonce's expiry lies beyond its lifetime")
-        return NonceToken(expiry_ms=expiry, random=rnd)
+        return NonceToken(expiry_ms=expiry, random=rnd, mark_key=self.kind.mark_prefix + rnd.hex())
 
 
-async def consume(marks: KeyValue, token: NonceToken, request_digest: bytes) -> None:
-    """Mark ``token`` used by the request with ``request_digest``; ``policy.nonce_reused`` for another one.
+async def consume(marks: KeyValue, token: NonceToken, request_digest: bytes | None = None) -> None:
+    """Mark ``token`` used; ``policy.nonce_reused`` if it already was.
 
-    The same digest again is a redelivery of the same request, which must come out the same way.
+    With ``request_digest`` (attestation), the same digest again is a redelivery of the same request, which
+    must come out the same way. Without it (join), any second use is a replay.
     """
     try:
-        await marks.create(token.mark_key, request_digest)
+        await marks.create(token.mark_key, _STRICT_MARK if request_digest is None else request_digest)
         return
     except KvConflict:
         pass
-    entry = await marks.get(token.mark_key)
-    if entry is not None and hmac.compare_digest(entry.value, request_digest):
-        return
+    if request_digest is not None:
+        entry = await marks.get(token.mark_key)
+        if entry is not None and hmac.compare_digest(entry.value, request_digest):
+            return
     raise PolicyError("nonce_reused", "this nonce was already used by another request")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
@@ -37,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from contrast.cache import BoundedCache
 from contrast.coordinator.statement import transcript
 from contrast.errors import AuthError, StateError
 from contrast.pki.service import ServiceIdentity, ServiceRole, verify_service_cert
@@ -105,19 +105,16 @@ class VerdictChecker:
         self.transition_hash = transition_hash
         self._max_age = max_age
         # Keyed by the certificate's exact bytes: a hit is the very certificate that was verified.
-        self._certs: OrderedDict[bytes, _Signer] = OrderedDict()
+        self._signers: BoundedCache[bytes, _Signer] = BoundedCache(_CERT_CACHE_SIZE)
 
     def _signer(self, cert_der: bytes, now: dt.datetime) -> _Signer:
-        hit = self._certs.get(cert_der)
+        hit = self._signers.get(cert_der)
         if hit is not None:
             if hit.not_before <= now <= hit.not_after:
-                self._certs.move_to_end(cert_der)
                 return hit
-            del self._certs[cert_der]
+            self._signers.pop(cert_der)
         signer = _Signer.of(verify_service_cert(cert_der, self._root, ServiceRole.VERIFIER, now))
-        self._certs[bytes(cert_der)] = signer
-        if len(self._certs) > _CERT_CACHE_SIZE:
-            self._certs.popitem(last=False)
+        self._signers.put(bytes(cert_der), signer)
         return signer
 
     def check(

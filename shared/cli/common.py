@@ -1,7 +1,7 @@
 """Helpers shared by the owners' commands (``set``, ``verify``, ``recover``, ``sign``, ``keygen``).
 
 Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``), ``--json`` (one JSON object on stdout) and the
-exit codes of :mod:`contrast.cli.main`: 0 done/accepted, 1 refused or rejected (the reason code and an
+exit codes of :mod:`contrast.cli.exitcodes`: 0 done/accepted, 1 refused or rejected (the reason code and an
 explanation are printed), 2 usage or I/O error. Progress goes to stderr so that ``--json`` output stays clean.
 """
 
@@ -23,10 +23,10 @@ import msgspec
 import nats
 from nats.aio.client import Client
 
+from contrast.cli.exitcodes import EXIT_REJECTED, EXIT_USAGE, UsageError
 from contrast.errors import ContrastError, StateError
 from contrast.runtime.client import request
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 MAX_INPUT_FILE = 4 << 20
 ROOT_CA_FILE = "coordinator-root-ca.pem"
@@ -62,10 +62,6 @@ HINTS: dict[str, str] = {
     "verify.root_changed": "a new root CA: a fresh deployment; accept it only knowingly (--accept-new-root)",
     "verify.unapproved_history": "an earlier manifest is not among --approved: review the history",
 }
-
-
-class UsageError(Exception):
-    """Bad arguments or unreadable input: exit code 2."""
 
 
 def add_common(parser: argparse.ArgumentParser, *, nats_arg: bool = True) -> None:

@@ -31,18 +31,15 @@ from typing import Any, Protocol
 
 import msgspec
 
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, UsageError
 from contrast.errors import ContrastError, EvidenceError
-from contrast.evidence.result import Finding, ValidationResult
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.result import ANY_REPORT_DATA, AnyReportData, Claims, Finding, ValidationResult
 from contrast.evidence.snp import abi, kds, trust, validate, verify
 
 FORMATS: tuple[str, ...] = ("contrast.cli.evidence:SNP_FORMAT", "contrast.cli.evidence_tdx:FORMAT")
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 MAX_FILE = 1 << 20  # evidence, certificates and reference values are all far smaller
-
-
-class UsageError(Exception):
-    """Bad arguments or unreadable input: exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,6 @@ class EvidenceFormat(Protocol):
     def verify(self, data: bytes, inputs: VerifyInputs) -> Outcome: ...
 
 
-# --- the SNP format -----------------------------------------------------------------------------------------
 def _tcb_json(raw: int, product: kds.Product) -> dict[str, Any]:
     return {"raw": f"0x{raw:016x}", **kds.decode_tcb(raw, product).as_dict()}
 
@@ -107,33 +103,66 @@ def describe_snp(report: abi.SnpReport, product: kds.Product | None) -> dict[str
     return out
 
 
-def _finding_json(f: Finding) -> dict[str, str]:
+# --- the JSON every format shares ---------------------------------------------------------------------------
+def finding_json(f: Finding) -> dict[str, str]:
     return {"code": f.code, "field": f.field, "expected": f.expected, "got": f.got, "message": f.message}
 
 
-def _result_json(result: ValidationResult) -> dict[str, Any]:
+def result_json(result: ValidationResult) -> dict[str, Any]:
     claims = msgspec.to_builtins(result.claims)
     for k in ("policy_hash", "report_data", "measurement"):
         claims[k] = getattr(result.claims, k).hex()
     return {
         "claims": claims,
-        "findings": [_finding_json(f) for f in result.findings],
+        "findings": [finding_json(f) for f in result.findings],
         "matched_reference": result.matched_reference,
     }
 
 
-def _load_reference_values(blob: bytes) -> list[Any]:
-    from contrast.evidence.refvalues import ReferenceValues
-
+def load_reference_values(blob: bytes) -> ReferenceValues:
+    """A ``--reference-values`` file: a ``ReferenceValues`` object, or a whole manifest that contains one."""
     try:
         doc = msgspec.json.decode(blob)
         if isinstance(doc, dict) and "ReferenceValues" in doc:  # a whole manifest
             doc = doc["ReferenceValues"]
-        return list(msgspec.convert(doc, ReferenceValues).snp)
+        return msgspec.convert(doc, ReferenceValues)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise UsageError(f"reference values: {e}") from e
 
 
+def unverified(error: ContrastError, key: str, decoded: dict[str, Any] | None) -> Outcome:
+    """The evidence did not verify: its reason, and what parsed of it (``decoded``, under ``key``)."""
+    finding = finding_json(Finding(code=error.code, field="evidence", message=error.message))
+    return Outcome(False, error.code, error.message, {key: decoded, "findings": [finding]})
+
+
+def authentic(claims: Claims, body: dict[str, Any], message: str) -> Outcome:
+    """Authentic evidence, judged by no reference values (none were given)."""
+    result = ValidationResult(accepted=True, claims=claims)
+    return Outcome(True, None, message, {**body, **result_json(result), "policy_checked": False})
+
+
+def judged(result: ValidationResult, tee: str, body: dict[str, Any], *, report_data_checked: bool) -> Outcome:
+    """Authentic evidence, judged by the reference values: accepted by one set, or its first finding."""
+    body = {
+        **body,
+        **result_json(result),
+        "policy_checked": True,
+        "report_data_checked": report_data_checked,
+    }
+    if result.accepted:
+        return Outcome(True, None, f"accepted by reference values {tee}[{result.matched_reference}]", body)
+    first = result.findings[0]
+    return Outcome(
+        False, first.code, first.message or f"{first.field}: expected {first.expected}, got {first.got}", body
+    )
+
+
+def expected_report_data(inputs: VerifyInputs) -> bytes | AnyReportData:
+    return inputs.report_data if inputs.report_data is not None else ANY_REPORT_DATA
+
+
+# --- the SNP format -----------------------------------------------------------------------------------------
 class SnpFormat:
     name = "sev-snp"
 
@@ -151,74 +180,41 @@ class SnpFormat:
     def verify(self, data: bytes, inputs: VerifyInputs) -> Outcome:
         product = _product(inputs.product)
         refs = (
-            _load_reference_values(inputs.reference_values) if inputs.reference_values is not None else None
+            list(load_reference_values(inputs.reference_values).snp)
+            if inputs.reference_values is not None
+            else None
         )
         certs: list[bytes] = []
         for blob in inputs.certs:
             certs += verify.split_certificates(blob)
         # AMD's ASK/ASVK/ARK bundles ship with the package; they are untrusted bytes like any other, checked
         # against the pinned ARK fingerprints, so adding them only saves the operator from finding them.
-        for pem in trust.all_bundled_pems():
-            certs += [c for c in verify.split_certificates(pem) if c not in certs]
-        options = verify.SnpVerifyOptions(
-            now=inputs.now,
-            product=product,
-            emulator_roots=validate.emulator_roots_of(refs or []),
-            trailing_ok=inputs.trailing_ok,
-        )
+        certs += [c for c in trust.all_bundled_der() if c not in certs]
+        verifier = verify.SnpVerifier(validate.roots_for(refs or []))
         try:
-            verified = verify.verify_report(data, certs, inputs.crl, options)
+            verified = verifier.verify(
+                data, certs, inputs.crl, now=inputs.now, product=product, trailing_ok=inputs.trailing_ok
+            )
         except EvidenceError as e:
             report = None
             with contextlib.suppress(EvidenceError):  # show what parsed, if anything did
                 report = describe_snp(abi.parse_report(data, trailing_ok=inputs.trailing_ok), product)
-            return Outcome(
-                False,
-                e.code,
-                e.message,
-                {
-                    "report": report,
-                    "findings": [_finding_json(Finding(code=e.code, field="evidence", message=e.message))],
-                },
-            )
-        decoded = describe_snp(verified.report, verified.product)
-        chain = {
-            "product": verified.product,
-            "signing_key": verified.chain.signing_key,
-            "root_sha256": verified.chain.root_sha256.hex(),
-            "emulated": verified.chain.emulated,
-            "cert_tcb": verified.chain.cert_tcb.as_dict(),
+            return unverified(e, "report", report)
+        body = {
+            "report": describe_snp(verified.report, verified.product),
+            "chain": {
+                "product": verified.product,
+                "signing_key": verified.chain.signing_key,
+                "root_sha256": verified.chain.root_sha256.hex(),
+                "emulated": verified.chain.emulated,
+                "cert_tcb": verified.chain.cert_tcb.as_dict(),
+            },
         }
         if refs is None:
-            claims = validate.claims_of(verified)
-            result = ValidationResult(accepted=True, claims=claims)
             msg = "authentic (signature and chain verified; no reference values given, policy not checked)"
-            return Outcome(
-                True,
-                None,
-                msg,
-                {"report": decoded, "chain": chain, **_result_json(result), "policy_checked": False},
-            )
-        expected: bytes | validate.AnyReportData = (
-            inputs.report_data if inputs.report_data is not None else validate.ANY_REPORT_DATA
-        )
-        result = validate.validate(verified, refs, expected_report_data=expected)
-        body = {
-            "report": decoded,
-            "chain": chain,
-            **_result_json(result),
-            "policy_checked": True,
-            "report_data_checked": inputs.report_data is not None,
-        }
-        if result.accepted:
-            return Outcome(True, None, f"accepted by reference values snp[{result.matched_reference}]", body)
-        first = result.findings[0]
-        return Outcome(
-            False,
-            first.code,
-            first.message or f"{first.field}: expected {first.expected}, got {first.got}",
-            body,
-        )
+            return authentic(validate.claims_of(verified), body, msg)
+        result = validate.validate(verified, refs, expected_report_data=expected_report_data(inputs))
+        return judged(result, "snp", body, report_data_checked=inputs.report_data is not None)
 
 
 def _product(name: str | None) -> kds.Product | None:
@@ -254,10 +250,6 @@ def _registered() -> list[_Registered]:
             )
         )
     return out
-
-
-def formats() -> list[EvidenceFormat]:
-    return [r.fmt for r in _registered()]
 
 
 def _detect(data: bytes) -> _Registered:

@@ -28,10 +28,9 @@ from typing import Any
 import msgspec
 
 from contrast.cli import evidence as ev
+from contrast.cli.exitcodes import UsageError
 from contrast.errors import CollateralError, ContrastError, EvidenceError
-from contrast.evidence.result import Finding, ValidationResult
 from contrast.evidence.tdx import abi, validate
-from contrast.evidence.tdx.reference import TdxReferenceValues
 from contrast.evidence.tdx.trust import TdxRoots
 from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral, TdxVerifier, VerifiedTdxQuote
 
@@ -61,10 +60,10 @@ def load_collateral_dir(directory: Path) -> TdxCollateral:
         path = directory / name
         try:
             if path.stat().st_size > ev.MAX_FILE:
-                raise ev.UsageError(f"--collateral {path}: larger than {ev.MAX_FILE} bytes")
+                raise UsageError(f"--collateral {path}: larger than {ev.MAX_FILE} bytes")
             values[field] = path.read_bytes()
         except OSError as e:
-            raise ev.UsageError(f"--collateral {path}: {e.strerror or e}") from e
+            raise UsageError(f"--collateral {path}: {e.strerror or e}") from e
     return TdxCollateral(**values)
 
 
@@ -148,33 +147,6 @@ def _verified_json(v: VerifiedTdxQuote) -> dict[str, Any]:
     return out
 
 
-def _load_refs(blob: bytes) -> list[TdxReferenceValues]:
-    from contrast.evidence.refvalues import ReferenceValues
-
-    try:
-        doc = msgspec.json.decode(blob)
-        if isinstance(doc, dict) and "ReferenceValues" in doc:  # a whole manifest
-            doc = doc["ReferenceValues"]
-        return list(msgspec.convert(doc, ReferenceValues).tdx)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise ev.UsageError(f"reference values: {e}") from e
-
-
-def _finding(f: Finding) -> dict[str, str]:
-    return {"code": f.code, "field": f.field, "expected": f.expected, "got": f.got, "message": f.message}
-
-
-def _result_json(result: ValidationResult) -> dict[str, Any]:
-    claims = msgspec.to_builtins(result.claims)
-    for k in ("policy_hash", "report_data", "measurement"):
-        claims[k] = getattr(result.claims, k).hex()
-    return {
-        "claims": claims,
-        "findings": [_finding(f) for f in result.findings],
-        "matched_reference": result.matched_reference,
-    }
-
-
 class TdxFormat:
     name = "tdx"
 
@@ -187,43 +159,31 @@ class TdxFormat:
     def verify(self, data: bytes, inputs: ev.VerifyInputs) -> ev.Outcome:
         collateral = inputs.collateral if isinstance(inputs, TdxVerifyInputs) else None
         no_collateral = isinstance(inputs, TdxVerifyInputs) and inputs.no_collateral
-        refs = _load_refs(inputs.reference_values) if inputs.reference_values is not None else None
+        refs = (
+            list(ev.load_reference_values(inputs.reference_values).tdx)
+            if inputs.reference_values is not None
+            else None
+        )
         try:
             roots = validate.roots_for(refs) if refs else TdxRoots.intel()
         except ValueError as e:
-            raise ev.UsageError(f"reference values: {e}") from e
+            raise UsageError(f"reference values: {e}") from e
         try:
             verified = TdxVerifier(roots).verify(
-                data, collateral=collateral, now=inputs.now, authenticity_only=no_collateral
+                data, collateral, now=inputs.now, authenticity_only=no_collateral
             )
         except (EvidenceError, CollateralError) as e:
             quote = None
             with contextlib.suppress(ContrastError):  # show what parsed, if anything did
                 quote = describe_quote(abi.parse_quote(data))
-            finding = _finding(Finding(code=e.code, field="evidence", message=e.message))
-            return ev.Outcome(False, e.code, e.message, {"quote": quote, "findings": [finding]})
+            return ev.unverified(e, "quote", quote)
         body: dict[str, Any] = {"quote": describe_quote(verified.quote), "verified": _verified_json(verified)}
         if refs is None:
-            result = ValidationResult(accepted=True, claims=validate.claims_of(verified))
             what = "signatures, PCK chain" + (", collateral and CRLs" if verified.collateral else "")
             msg = f"authentic ({what} verified; TCB status {body['verified']['tcb_status']}, not enforced)"
-            return ev.Outcome(True, None, msg, {**body, **_result_json(result), "policy_checked": False})
-        expected: bytes | Any = (
-            inputs.report_data if inputs.report_data is not None else validate.ANY_REPORT_DATA
-        )
-        result = validate.validate(verified, refs, expected_report_data=expected)
-        body |= {
-            **_result_json(result),
-            "policy_checked": True,
-            "report_data_checked": inputs.report_data is not None,
-        }
-        if result.accepted:
-            return ev.Outcome(
-                True, None, f"accepted by reference values tdx[{result.matched_reference}]", body
-            )
-        first = result.findings[0]
-        text = first.message or f"{first.field}: expected {first.expected}, got {first.got}"
-        return ev.Outcome(False, first.code, text, body)
+            return ev.authentic(validate.claims_of(verified), body, msg)
+        result = validate.validate(verified, refs, expected_report_data=ev.expected_report_data(inputs))
+        return ev.judged(result, "tdx", body, report_data_checked=inputs.report_data is not None)
 
     # Hooks for the shared command: its parser gains the TDX flags, and its inputs carry them.
     add_verify_arguments = staticmethod(add_verify_arguments)

@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from contrast.errors import ContrastError
 from contrast.generate import platforms
 from contrast.generate.generator import Options, run
 from contrast.generate.images import INITIALIZER_IMAGE
 from contrast.generate.inject import DEFAULT_NATS_URL
-
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contrast.cli.common import EXIT_OK, UsageError, emit
+from contrast.cli.common import emit
+from contrast.cli.exitcodes import EXIT_OK, EXIT_USAGE, UsageError
 from contrast.crypto.ownerkeys import (
     MIN_SEEDSHARE_OWNER_RSA_BITS,
     SEEDSHARE_OWNER_KEY_FILE,
@@ -26,13 +27,13 @@ def keygen(args: argparse.Namespace) -> int:
     directory = Path(args.workspace)
     if args.rsa_bits < MIN_SEEDSHARE_OWNER_RSA_BITS:
         print(f"contrast keygen: --rsa-bits must be at least {MIN_SEEDSHARE_OWNER_RSA_BITS}")
-        return 2
+        return EXIT_USAGE
     try:
         existed = {f: (directory / f).exists() for f in (WORKLOAD_OWNER_KEY_FILE, SEEDSHARE_OWNER_KEY_FILE)}
         workload, seedshare = ensure_owner_keys(directory, rsa_bits=args.rsa_bits)
     except (OSError, UsageError) as e:
         print(f"contrast keygen: {e}")
-        return 2
+        return EXIT_USAGE
     except ContrastError as e:
         print(f"contrast keygen: {e.code}: {e.message}")
         return 1

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import structlog
 
+from contrast.cli.exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
+
 COMMANDS: tuple[str, ...] = (
     "contrast.cli.evidence",
     "contrast.cli.generate",
@@ -28,10 +30,6 @@ COMMANDS: tuple[str, ...] = (
     "contrast.cli.sign",
     "contrast.cli.keygen",
 )
-
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

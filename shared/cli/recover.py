@@ -49,7 +49,6 @@ from cryptography.hazmat.primitives import serialization
 from contrast import subjects
 from contrast.cli.attested_history import load_cert, load_manifest, pem
 from contrast.cli.common import (
-    EXIT_OK,
     MESH_CA_FILE,
     ROOT_CA_FILE,
     SEED_SHARES_FILE,
@@ -63,6 +62,7 @@ from contrast.cli.common import (
     run,
     write_file,
 )
+from contrast.cli.exitcodes import EXIT_OK
 from contrast.cli.trusted_state import (
     Continuity,
     check_continuity,

@@ -17,8 +17,9 @@ import asyncio
 from pathlib import Path
 
 import contrast
+from contrast.cli.exitcodes import EXIT_USAGE
 from contrast.cli.localrun.procs import STOP_TIMEOUT, RunnableService
-from contrast.cli.localrun.scenario import EXIT_USAGE, LocalRun, RunOptions
+from contrast.cli.localrun.scenario import LocalRun, RunOptions
 from contrast.generate.platforms import EMULATED_SNP, EMULATED_TDX
 
 __all__ = ["SERVICES", "STOP_TIMEOUT", "RunnableService", "register", "run"]

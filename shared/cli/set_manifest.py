@@ -25,11 +25,9 @@ import msgspec
 from contrast import subjects
 from contrast.cli.attested_history import fetch_history, load_cert, load_manifest, pem
 from contrast.cli.common import (
-    EXIT_OK,
     MESH_CA_FILE,
     ROOT_CA_FILE,
     SEED_SHARES_FILE,
-    UsageError,
     add_common,
     connect,
     emit,
@@ -40,6 +38,7 @@ from contrast.cli.common import (
     run,
     write_file,
 )
+from contrast.cli.exitcodes import EXIT_OK, UsageError
 from contrast.cli.signature import TransitionSignature, load_signature
 from contrast.coordinator.manifest_format import check_policies_supplied
 from contrast.coordinator.user_protocol import verify_attested_reply

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.cli.attested_history import fetch_history, load_manifest
-from contrast.cli.common import EXIT_OK, UsageError, add_common, connect, emit, read_file, run, write_file
+from contrast.cli.common import add_common, connect, emit, read_file, run, write_file
+from contrast.cli.exitcodes import EXIT_OK, UsageError
 from contrast.cli.signature import REQUEST_FILE, SIGNATURE_FILE, TransitionSignature, decode, encode
 from contrast.crypto.ownerkeys import (
     WORKLOAD_OWNER_KEY_FILE,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from contrast.cli.common import UsageError, read_file
+from contrast.cli.common import read_file
+from contrast.cli.exitcodes import UsageError
 from contrast.crypto.ownerkeys import transition_signing_message
 
 REQUEST_FILE = "transition-request.json"

@@ -34,18 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from contrast.cli.attested_history import CheckedHistory, fetch_history, load_manifest, pem
-from contrast.cli.common import (
-    EXIT_OK,
-    EXIT_REJECTED,
-    UsageError,
-    add_common,
-    connect,
-    emit,
-    now,
-    read_file,
-    run,
-    write_file,
-)
+from contrast.cli.common import add_common, connect, emit, now, read_file, run, write_file
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, UsageError
 from contrast.cli.trusted_state import Assessment, Continuity, TrustedState, assess, observed_state
 from contrast.cli.trusted_state_file import load_state, locked, save_state
 from contrast.evidence.verifier import EvidenceVerifier

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
-import re
 from collections.abc import Sequence
 from typing import Final
 
+from contrast import subjects
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.recovery_head import head_transcript, recovery_context
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
@@ -43,11 +42,9 @@ from contrast.errors import AuthError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import Evidence, EvidenceVerifier
-from contrast.subjects import USER_RECOVER
 from contrast.wire.v1 import AttestedReply
 
 _TRANSCRIPT_LABEL: Final = b"contrast user api transcript v1\x00"
-_REPLICA = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def _sha256(data: bytes) -> bytes:
@@ -92,9 +89,10 @@ def recovery_report_data(
 
 def recover_subject(replica: str) -> str:
     """Step 2 of recovery goes to the challenging replica: ``contrast.v1.user.recover.<replica>``."""
-    if not _REPLICA.match(replica):
-        raise RequestError("bad_replica", f"invalid replica name {replica!r}")
-    return f"{USER_RECOVER}.{replica}"
+    try:
+        return subjects.user_recover(replica)
+    except ValueError as e:
+        raise RequestError("bad_replica", f"invalid replica name {replica!r}") from e
 
 
 def check_coordinator_evidence(
@@ -158,7 +156,3 @@ def open_recovery_secret(
     if len(raw) != SEED_SIZE + SALT_SIZE:
         raise AuthError("bad_recovery_secret", "the sealed recovery secret has the wrong size")
     return raw[:SEED_SIZE], raw[SEED_SIZE:]
-
-
-def same_bytes(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)

@@ -18,7 +18,6 @@ history-signing key    ``contrast history signing key v1``    32 bytes → Ed255
 pod-state secret       ``contrast pod state secret v1``       32 bytes
 nonce-MAC key          ``contrast nonce mac key v1``          32 bytes (HMAC-SHA256 nonce tokens)
 join-nonce key         ``contrast join nonce key v1``         32 bytes (HMAC-SHA256 join nonces)
-store-encryption key   ``contrast store encryption key v1``   32 bytes (AES-256-GCM, sealed state)
 =====================  =====================================  =======================================
 
 **Root CA scalar.** ECDSA needs ``d`` uniform in [1, n-1]. We take 64 bytes (384 + 128 bits) of HKDF
@@ -55,7 +54,6 @@ LABEL_POD_STATE_SECRET: Final = b"contrast pod state secret v1"
 LABEL_NONCE_MAC_KEY: Final = b"contrast nonce mac key v1"
 # Separate from the nonce-MAC key that verifiers hold: only seed holders (manifest replicas) mint join nonces.
 LABEL_JOIN_NONCE_KEY: Final = b"contrast join nonce key v1"
-LABEL_STORE_ENCRYPTION_KEY: Final = b"contrast store encryption key v1"
 WORKLOAD_SECRET_INFO_PREFIX: Final = b"WORKLOAD SECRET ID: "
 
 # Order of the P-384 base point (SEC 2, section 2.5.1).
@@ -151,9 +149,6 @@ class SeedEngine:
 
     def join_nonce_key(self) -> bytes:
         return self._derive(LABEL_JOIN_NONCE_KEY, 32)
-
-    def store_encryption_key(self) -> bytes:
-        return self._derive(LABEL_STORE_ENCRYPTION_KEY, 32)
 
     def workload_secret(self, workload_secret_id: str) -> bytes:
         return derive_workload_secret(self.pod_state_secret(), workload_secret_id)

@@ -23,12 +23,13 @@ from typing import Annotated, Final
 
 import msgspec
 
+from contrast.cache import BoundedCache
 from contrast.errors import CollateralError, EvidenceError, PolicyError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.result import Claims, Finding, Tee, ValidationResult
 from contrast.evidence.snp import abi as snp_abi
 from contrast.evidence.snp import validate as snp_validate
-from contrast.evidence.snp import verify as snp_verify
+from contrast.evidence.snp.verify import SnpVerifier
 from contrast.evidence.tdx import pcs as tdx_pcs
 from contrast.evidence.tdx import validate as tdx_validate
 from contrast.evidence.tdx.trust import TdxRoots
@@ -38,6 +39,7 @@ MAX_REPORT_BYTES: Final = 16 * 1024  # SNP reports are 1184 bytes; TDX quotes wi
 MAX_CERT_BYTES: Final = 16 * 1024
 MAX_CERTS: Final = 4
 MAX_CRL_BYTES: Final = 256 * 1024
+_VERIFIERS: Final = 16  # distinct sets of trust anchors a process keeps a verifier for
 
 # The launch details that must match between peers, besides ``Claims.measurement``. TDX RTMR3 is extended at
 # run time by the workload, so it legitimately differs between replicas. The measurement does not cover the
@@ -103,13 +105,21 @@ def _rejected(tee: Tee, code: str, field: str, message: str) -> ValidationResult
 
 
 class EvidenceVerifier:
-    """Verifies evidence against reference values, keeping the chain and collateral caches warm.
+    """Verifies evidence against reference values, keeping one long-lived SNP or TDX verifier (and so its
+    caches) per set of trust anchors.
 
     One instance per process; it is safe to share between coroutines. It does no I/O.
     """
 
     def __init__(self) -> None:
-        self._snp_cache = snp_verify.ChainCache()
+        self._snp: BoundedCache[frozenset[bytes], SnpVerifier] = BoundedCache(_VERIFIERS)
+        self._tdx: BoundedCache[TdxRoots, TdxVerifier] = BoundedCache(_VERIFIERS)
+
+    def _snp_verifier(self, emulator_roots: frozenset[bytes]) -> SnpVerifier:
+        return self._snp.get_or_compute(emulator_roots, lambda: SnpVerifier(emulator_roots))
+
+    def _tdx_verifier(self, roots: TdxRoots) -> TdxVerifier:
+        return self._tdx.get_or_compute(roots, lambda: TdxVerifier(roots))
 
     def verify(
         self,
@@ -132,12 +142,21 @@ class EvidenceVerifier:
                 references.snp,
                 expected_report_data,
                 now,
-                cache=self._snp_cache,
+                verifier=self._snp_verifier(snp_validate.roots_for(references.snp)),
             )
         if not references.tdx:
             return _rejected("tdx", "policy.no_reference_values", "ReferenceValues.tdx", "no TDX values")
+        try:
+            roots = tdx_validate.roots_for(references.tdx)
+        except ValueError:
+            roots = None  # mixed platforms: verify_and_validate rejects them by name
         return tdx_validate.verify_and_validate(
-            evidence.report, evidence.tdx_collateral, references.tdx, expected_report_data, now
+            evidence.report,
+            evidence.tdx_collateral,
+            references.tdx,
+            expected_report_data,
+            now,
+            verifier=None if roots is None else self._tdx_verifier(roots),
         )
 
     def authenticate(self, evidence: Evidence, *, emulator_root: str | None, now: datetime) -> Claims:
@@ -148,16 +167,14 @@ class EvidenceVerifier:
         """
         if evidence.tee == "snp":
             roots = frozenset({bytes.fromhex(emulator_root)}) if emulator_root else frozenset()
-            options = snp_verify.SnpVerifyOptions(now=now, emulator_roots=roots)
-            verified = snp_verify.verify_report(
-                evidence.report, evidence.certs, evidence.crl, options, self._snp_cache
+            verified = self._snp_verifier(roots).verify(
+                evidence.report, evidence.certs, evidence.crl, now=now
             )
             if emulator_root is not None and not verified.chain.emulated:
                 raise EvidenceError("root_mismatch", "expected an emulated peer, got a vendor-rooted one")
             return snp_validate.claims_of(verified)
         tdx_roots = TdxRoots.emulated(emulator_root) if emulator_root else TdxRoots.intel()
-        verifier: TdxVerifier = tdx_validate.shared_verifier(tdx_roots)
-        quote = verifier.verify(evidence.report, collateral=evidence.tdx_collateral, now=now)
+        quote = self._tdx_verifier(tdx_roots).verify(evidence.report, evidence.tdx_collateral, now=now)
         return tdx_validate.claims_of(quote)
 
 

@@ -9,7 +9,6 @@ of emulated pods): it keeps one verifier per anchor, keyed by the anchor's exact
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -18,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 
+from contrast.cache import BoundedCache
 from contrast.errors import AuthError
 
 MAX_CHAIN_DEPTH: Final = 2  # leaf -> intermediate -> root at most
@@ -86,8 +86,8 @@ class AnchorVerifiers:
     def __init__(self, *, size: int = 16, window: dt.timedelta = dt.timedelta(seconds=1)) -> None:
         if size < 1 or window <= dt.timedelta(0):
             raise ValueError("size and window must be positive")
-        self._size, self._window = size, window
-        self._built: OrderedDict[bytes, _Built] = OrderedDict()
+        self._window = window
+        self._built: BoundedCache[bytes, _Built] = BoundedCache(size)
 
     def __len__(self) -> int:
         return len(self._built)
@@ -106,7 +106,6 @@ class AnchorVerifiers:
         key = anchor_der if anchor_der is not None else anchor.public_bytes(serialization.Encoding.DER)
         built = self._built.get(key)
         if built is not None and built.at <= now < built.at + self._window:
-            self._built.move_to_end(key)
             try:
                 chain = _verify(built.verifier, leaf, intermediates)
             except AuthError:
@@ -114,10 +113,7 @@ class AnchorVerifiers:
             if chain is not None and _valid_at(chain, now):
                 return chain
         fresh = _build(anchor, now)
-        self._built[key] = _Built(verifier=fresh, at=now)
-        self._built.move_to_end(key)
-        while len(self._built) > self._size:
-            self._built.popitem(last=False)
+        self._built.put(key, _Built(verifier=fresh, at=now))
         return _verify(fresh, leaf, intermediates)
 
 
@@ -130,22 +126,12 @@ class ParsedCertificates:
     """
 
     def __init__(self, *, size: int = 32) -> None:
-        if size < 1:
-            raise ValueError("size must be positive")
-        self._size = size
-        self._parsed: OrderedDict[bytes, x509.Certificate] = OrderedDict()
+        self._parsed: BoundedCache[bytes, x509.Certificate] = BoundedCache(size)
 
     def __len__(self) -> int:
         return len(self._parsed)
 
     def load(self, der: bytes) -> x509.Certificate:
         """``x509.load_der_x509_certificate(der)``, from the cache when these exact bytes were seen."""
-        cert = self._parsed.get(der)
-        if cert is None:
-            cert = x509.load_der_x509_certificate(der)  # ValueError propagates, nothing is cached
-            self._parsed[der] = cert
-            while len(self._parsed) > self._size:
-                self._parsed.popitem(last=False)
-        else:
-            self._parsed.move_to_end(der)
-        return cert
+        # A ValueError propagates and nothing is cached.
+        return self._parsed.get_or_compute(der, lambda: x509.load_der_x509_certificate(der))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from contrast.cache import BoundedCache
 from contrast.pki import der, oids
 from contrast.pki.root import name
 from contrast.pki.san import parse_sans
@@ -192,7 +192,7 @@ class LeafTemplate:
         self._tail_extensions = encode_extension(
             ExtensionOID.AUTHORITY_KEY_IDENTIFIER, aki.public_bytes(), critical=False
         )
-        self._sans: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
+        self._sans: BoundedCache[tuple[str, ...], bytes] = BoundedCache(SAN_CACHE_SIZE)
         # Whether a leaf from this template has been read back and checked (see MeshAuthority.issue_leaf).
         self.checked = False
 
@@ -206,22 +206,18 @@ class LeafTemplate:
         is a different key and never meets a stale value. Invalid inputs are never cached.
         """
         key = tuple(sans)
-        hit = self._sans.get(key)
-        if hit is not None:
-            self._sans.move_to_end(key)
-            return hit
-        names = parse_sans(key)
-        if not names:
-            raise ValueError("a leaf needs at least one SAN")
-        ext = encode_extension(
-            ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-            x509.SubjectAlternativeName(names).public_bytes(),
-            critical=False,
-        )
-        self._sans[key] = ext
-        if len(self._sans) > SAN_CACHE_SIZE:
-            self._sans.popitem(last=False)
-        return ext
+
+        def encode() -> bytes:
+            names = parse_sans(key)
+            if not names:
+                raise ValueError("a leaf needs at least one SAN")
+            return encode_extension(
+                ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+                x509.SubjectAlternativeName(names).public_bytes(),
+                critical=False,
+            )
+
+        return self._sans.get_or_compute(key, encode)
 
     def tbs(
         self,

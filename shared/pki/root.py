@@ -79,10 +79,3 @@ def root_certificate(root_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     # Path length 1: root → intermediate → leaf, and root → service certificate.
     builder = ca_extensions(builder, pub, path_length=1)
     return builder.sign(root_key, hashes.SHA384(), ecdsa_deterministic=True)
-
-
-def is_root_of(cert: x509.Certificate, root_key: ec.EllipticCurvePrivateKey) -> bool:
-    """True if ``cert`` is exactly the certificate :func:`root_certificate` makes for ``root_key``."""
-    return cert.public_bytes(serialization.Encoding.DER) == root_certificate(root_key).public_bytes(
-        serialization.Encoding.DER
-    )

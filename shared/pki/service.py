@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -36,6 +35,7 @@ from contrast.pki.root import ROOT_COMMON_NAME, name
 
 SERVICE_CERT_VALIDITY: Final = dt.timedelta(days=30)
 _REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NOT_LABEL = re.compile(r"[^a-z0-9-]+")
 MAX_CERT_DER: Final = 16 * 1024
 POLICY_HASH_SIZE: Final = 32
 
@@ -55,6 +55,15 @@ class ServiceIdentity:
     replica_id: str
     public_key: ec.EllipticCurvePublicKey
     policy_hash: bytes  # from the joiner's verified evidence at join time
+
+
+def replica_label(name: str) -> str:
+    """A replica's name as a DNS-label-like id (1-63 characters of ``[a-z0-9-]``).
+
+    The one sanitizer of replica names: service certificates carry it, and a manifest replica's own recovery
+    endpoint uses it as its subject token."""
+    label = _NOT_LABEL.sub("-", name.lower()).strip("-")[:63].strip("-")
+    return label or "replica"
 
 
 def _uri(role: ServiceRole, replica_id: str) -> str:
@@ -214,35 +223,3 @@ def verify_service_cert(
         public_key=pub,
         policy_hash=service_policy_hash(cert),
     )
-
-
-class ServiceCertVerifier:
-    """:func:`verify_service_cert` with a bounded cache of certificates that already verified.
-
-    A CA replica checks the signer of every verdict; the same few verifier certificates sign them all, and a
-    full check costs two P-384 verifications. A hit (same DER bytes, by SHA-256) re-checks only the role and
-    the validity window at ``now``. Failures are never cached.
-    """
-
-    def __init__(self, root_cert: x509.Certificate, *, max_entries: int = 1024) -> None:
-        self._root = root_cert
-        self._max = max_entries
-        self._cache: dict[bytes, ServiceIdentity] = {}
-
-    def verify(self, cert_der: bytes, role: ServiceRole, now: dt.datetime) -> ServiceIdentity:
-        key = hashlib.sha256(cert_der).digest()
-        hit = self._cache.get(key)
-        if hit is not None:
-            cert = hit.certificate
-            if hit.role is not role:
-                raise AuthError(
-                    "wrong_role", f"service certificate has role {hit.role.value}, need {role.value}"
-                )
-            if cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                return hit
-            del self._cache[key]
-        ident = verify_service_cert(cert_der, self._root, role, now)
-        if len(self._cache) >= self._max:
-            self._cache.pop(next(iter(self._cache)))  # oldest insertion first
-        self._cache[key] = ident
-        return ident

@@ -18,11 +18,10 @@ A verifier, CA or (peer-recovering) manifest replica joins the Coordinator trust
    hash, same kind of root), the signature, the certificates (its own key, its role, issued by the root)
    and that the opened bundle repeats the public parts; only then does it return a :class:`JoinResult`.
 
-Join nonces are stateless tokens, like the attestation nonces of §2, under their own key and label so that
-the two kinds never substitute for each other::
+Join nonces are :class:`~contrast.attestation.nonce.NonceAuthority` tokens of kind
+:data:`~contrast.attestation.nonce.JOIN` (docs/protocol.md §2's format under their own label and key, so the
+two kinds never substitute for each other)::
 
-    nonce    = expiry_ms (8, BE) ‖ random (8) ‖ MAC[:16]
-    MAC      = HMAC-SHA256(join_key, "contrast join nonce v1" ‖ expiry ‖ random)
     join_key = HKDF-SHA256(IKM = nonce-MAC key, salt = none, info = "contrast join nonce key v1", L = 32)
 
 Every ready manifest replica derives the same key from the seed, so any of them can check a nonce that
@@ -34,12 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import hmac
-import re
 import secrets
-import struct
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
@@ -52,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from nats.aio.client import Client
 
 from contrast import subjects
+from contrast.attestation.nonce import JOIN, NonceAuthority, NonceToken, consume
 from contrast.coordinator.manifest_format import Manifest
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role, open_role_keys, seal_role_keys
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, spki
@@ -59,10 +55,10 @@ from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError, ContrastError, PolicyError, RequestError, StateError
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.kv import KeyValue, KvConflict
+from contrast.kv import KeyValue
 from contrast.pki.mesh import MeshAuthority
 from contrast.pki.root import root_certificate
-from contrast.pki.service import ServiceRole, issue_service_cert, verify_service_cert
+from contrast.pki.service import ServiceRole, issue_service_cert, replica_label, verify_service_cert
 from contrast.platform.base import Platform
 from contrast.runtime.client import request
 from contrast.wire.v1 import (
@@ -76,66 +72,14 @@ from contrast.wire.v1 import (
 )
 
 JOIN_PURPOSE: Final = "coordinator-join"
-JOIN_NONCE_LIFETIME: Final = 10.0  # seconds; the evidence round trip of a joiner takes well under one
-_NONCE_LABEL: Final = b"contrast join nonce v1"
-_NONCE = struct.Struct(">Q8s16s")
-_REPLICA_ID = re.compile(r"[^a-z0-9-]+")
-# Tolerated clock skew when checking a nonce's expiry issued by another replica.
-_SKEW_MS: Final = 2_000
+JOIN_NONCE_LIFETIME_MS: Final = 10_000  # the evidence round trip of a joiner takes well under a second
 
 
-def join_nonce_key(engine: SeedEngine) -> bytes:
-    """The MAC key of join nonces. It comes from the seed under its own label, so verifier replicas (which
-    hold only the attestation nonce-MAC key) can neither mint nor recognise join nonces."""
-    return engine.join_nonce_key()
-
-
-class JoinNonces:
-    """Issue and check stateless join nonces; :meth:`consume` marks one used in the ``nonces`` bucket."""
-
-    def __init__(
-        self,
-        key: bytes,
-        marks: KeyValue,
-        *,
-        lifetime: float = JOIN_NONCE_LIFETIME,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if len(key) != 32:
-            raise ValueError("join nonce key is 32 bytes")
-        self._key = key
-        self._marks = marks
-        self._lifetime_ms = int(lifetime * 1000)
-        self._clock = clock
-
-    def _mac(self, expiry: int, rand: bytes) -> bytes:
-        return hmac.new(self._key, _NONCE_LABEL + struct.pack(">Q", expiry) + rand, hashlib.sha256).digest()[
-            :16
-        ]
-
-    def issue(self) -> bytes:
-        expiry = int(self._clock() * 1000) + self._lifetime_ms
-        rand = secrets.token_bytes(8)
-        return _NONCE.pack(expiry, rand, self._mac(expiry, rand))
-
-    def check(self, nonce: bytes) -> None:
-        """MAC and expiry (``policy.nonce_unknown``, ``policy.nonce_expired``); no store access."""
-        if len(nonce) != _NONCE.size:
-            raise PolicyError("nonce_unknown", "the join nonce has the wrong size")
-        expiry, rand, tag = _NONCE.unpack(nonce)
-        if not hmac.compare_digest(tag, self._mac(expiry, rand)):
-            raise PolicyError("nonce_unknown", "the join nonce was not issued by this Coordinator")
-        now_ms = int(self._clock() * 1000)
-        if now_ms > expiry + _SKEW_MS or expiry > now_ms + self._lifetime_ms + _SKEW_MS:
-            raise PolicyError("nonce_expired", "the join nonce has expired")
-
-    async def consume(self, nonce: bytes) -> None:
-        """Mark the (checked) nonce used; a second use raises ``policy.nonce_reused``."""
-        _, rand, _ = _NONCE.unpack(nonce)
-        try:
-            await self._marks.create(f"join/{rand.hex()}", b"\x01")
-        except KvConflict:
-            raise PolicyError("nonce_reused", "the join nonce was already used") from None
+def join_nonces(engine: SeedEngine) -> NonceAuthority:
+    """The join-nonce authority of a ready manifest replica. Its key comes from the seed under its own label,
+    so verifier replicas (which hold only the attestation nonce-MAC key) can neither mint nor recognise join
+    nonces."""
+    return NonceAuthority(engine.join_nonce_key(), kind=JOIN, lifetime_ms=JOIN_NONCE_LIFETIME_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +95,6 @@ class JoinAuthority:
 
     def __repr__(self) -> str:
         return f"JoinAuthority(generation={self.generation})"
-
-
-def replica_id(name: str) -> str:
-    """A DNS-label-like id for a service certificate (audit only; the identity is the evidence)."""
-    out = _REPLICA_ID.sub("-", name.lower()).strip("-")[:63].strip("-")
-    return out or "replica"
 
 
 def _role(value: str) -> ServiceRole:
@@ -184,18 +122,18 @@ def answer_join(
     req: JoinRequest,
     *,
     authority: JoinAuthority,
-    nonces: JoinNonces,
+    nonces: NonceAuthority,
     verifier: EvidenceVerifier,
     now: dt.datetime,
-) -> tuple[ServiceRole, Claims]:
+) -> tuple[ServiceRole, Claims, NonceToken]:
     """Steps 1-4 of the server side, without the single-use mark: raise unless the joiner may have ``role``.
 
-    Returns the role and the joiner's verified claims. The caller then calls :meth:`JoinNonces.consume` and
-    :func:`grant`; :func:`handle_join` does all three.
+    Returns the role, the joiner's verified claims and its nonce token. The caller then marks the token used
+    (:func:`~contrast.attestation.nonce.consume`) and calls :func:`grant`; :func:`handle_join` does all three.
     """
     role = _role(req.role)
     st = req.statement
-    nonces.check(st.nonce)
+    token = nonces.check(st.nonce, int(now.timestamp() * 1000))
     claims = verifier.verify(
         st.evidence,
         authority.manifest.ReferenceValues,
@@ -214,7 +152,7 @@ def answer_join(
             raise PolicyError("policy_mismatch", "a manifest replica must run this replica's policy")
         if not hmac.compare_digest(claims.measurement, own.measurement):
             raise PolicyError("measurement_mismatch", "a manifest replica must run this replica's image")
-    return role, claims
+    return role, claims, token
 
 
 def grant(
@@ -233,7 +171,7 @@ def grant(
         root_cert,
         _service_key(st.service_key),
         role=role,
-        replica_id=replica_id(req.replica),
+        replica_id=replica_label(req.replica),
         policy_hash=joiner.policy_hash,
         now=now,
     )
@@ -267,13 +205,14 @@ async def handle_join(
     req: JoinRequest,
     *,
     authority: JoinAuthority,
-    nonces: JoinNonces,
+    nonces: NonceAuthority,
+    marks: KeyValue,
     verifier: EvidenceVerifier,
     now: dt.datetime,
 ) -> JoinReply:
-    """The whole server side of a join: check, mark the nonce used, grant."""
-    role, claims = answer_join(req, authority=authority, nonces=nonces, verifier=verifier, now=now)
-    await nonces.consume(req.statement.nonce)
+    """The whole server side of a join: check, mark the nonce used in ``marks``, grant."""
+    role, claims, token = answer_join(req, authority=authority, nonces=nonces, verifier=verifier, now=now)
+    await consume(marks, token)
     return grant(req, role, claims, authority=authority, now=now)
 
 

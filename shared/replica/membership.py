@@ -12,7 +12,6 @@ against a ready manifest replica. Tests inject another one (:mod:`contrast.testi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,11 +22,9 @@ from nats.aio.client import Client
 from contrast.coordinator.rolekeys import RoleKeys
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.evidence.verifier import EvidenceVerifier
-from contrast.pki.service import ServiceRole
+from contrast.pki.service import ServiceRole, replica_label
 from contrast.platform.base import Platform
 from contrast.replica.join import join
-
-_REPLICA = re.compile(r"[^a-z0-9-]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +59,6 @@ class KeySource(Protocol):
     ) -> Membership:
         """Make a fresh identity on ``platform`` and obtain its membership as ``role``, or raise."""
         ...
-
-
-def replica_label(replica: str) -> str:
-    """A replica id usable in a service certificate (``[a-z0-9-]``, 1-63 characters)."""
-    label = _REPLICA.sub("-", replica.lower()).strip("-")[:63].strip("-")
-    return label or "replica"
 
 
 class JoinKeySource:

@@ -12,8 +12,8 @@ from contrast.kv import KvConflict, KvEntry
 class NatsKeyValue:
     """:class:`KeyValue` over a JetStream KV bucket (wrap the object ``js.key_value(bucket)`` returns).
 
-    ``entry_at``/``entry_after`` read the bucket's backing stream directly (one ``STREAM.MSG.GET`` each,
-    with ``next_by_subj`` for the latter).
+    ``entry_at``/``entry_after``/``history`` read the bucket's backing stream directly (one
+    ``STREAM.MSG.GET`` per entry, with ``next_by_subj`` for the latter two).
     """
 
     def __init__(self, kv: NatsKv) -> None:
@@ -78,14 +78,14 @@ class NatsKeyValue:
             raise KvConflict(key) from e
 
     async def history(self, key: str) -> list[KvEntry]:
-        try:
-            entries = await self._kv.history(key)
-        except NoKeysError:
-            return []
-        return [
-            KvEntry(key, e.value or b"", e.revision or 0, deleted=e.operation in ("DEL", "PURGE"))
-            for e in entries
-        ]
+        # One STREAM.MSG.GET per version, oldest first. nats-py's own history() runs a watcher that can end
+        # empty when the server has delivered every message before the client counted any (a busy machine).
+        out: list[KvEntry] = []
+        revision = 0
+        while (entry := await self.entry_after(key, revision)) is not None:
+            out.append(entry)
+            revision = entry.revision
+        return out
 
     async def keys(self) -> list[str]:
         try:

@@ -22,7 +22,7 @@ import importlib
 import os
 from collections.abc import Mapping, MutableMapping, Sequence
 
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -129,8 +129,3 @@ def build_tracer_provider(
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
-
-
-def install_global(provider: TracerProvider) -> None:
-    """Make ``provider`` the process-wide one (once per process; the OTel API ignores later calls)."""
-    trace.set_tracer_provider(provider)

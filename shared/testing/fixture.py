@@ -29,9 +29,9 @@ from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KeyValue
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
-from contrast.pki.service import ServiceRole, issue_service_cert
+from contrast.pki.service import ServiceRole, issue_service_cert, replica_label
 from contrast.platform.base import Platform
-from contrast.replica.membership import Membership, replica_label
+from contrast.replica.membership import Membership
 from contrast.runtime.kv import NatsKeyValue
 
 log = logging.getLogger("contrast.testing")

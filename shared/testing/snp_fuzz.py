@@ -47,7 +47,7 @@ class SnpFuzzTarget:
     real_certs: list[list[bytes]] = field(default_factory=list)
     chain: SnpTestChain = field(default_factory=lambda: SnpChainBuilder(key_slot="fuzz").build())
     builder_reports: list[bytes] = field(default_factory=list)
-    cache: verify.ChainCache = field(default_factory=lambda: verify.ChainCache(max_entries=256))
+    vendor: verify.SnpVerifier = field(default_factory=lambda: verify.SnpVerifier(cache_size=256))
     executions: int = 0
     accepted: int = 0
 
@@ -70,6 +70,7 @@ class SnpFuzzTarget:
             "EmulatorRootFingerprint": self.chain.ark_sha256.hex(),
         }  # fmt: skip
         self.references = [msgspec.convert(ref, SnpReferenceValues)]
+        self.emulated = verify.SnpVerifier(frozenset({self.chain.ark_sha256}), cache_size=256)
 
     def parse(self, data: bytes) -> None:
         self.executions += 1
@@ -82,9 +83,8 @@ class SnpFuzzTarget:
         """Verify ``data`` against a real vector's chain (only the unmodified report can pass)."""
         self.executions += 1
         certs = self.real_certs[which % len(self.real_certs)]
-        options = verify.SnpVerifyOptions(now=VECTOR_TIME)
         try:
-            verify.verify_report(data, certs, None, options, self.cache)
+            self.vendor.verify(data, certs, now=VECTOR_TIME)
         except ContrastError:
             return
         self.accepted += 1
@@ -96,7 +96,7 @@ class SnpFuzzTarget:
             data = self.chain.sign(data)
         result = validate.verify_and_validate(
             data, self.chain.der(), None, self.references, bytes(64), VECTOR_TIME,
-            cache=self.cache, product=product_hint,
+            verifier=self.emulated, product=product_hint,
         )  # fmt: skip
         if result.accepted:
             self.accepted += 1

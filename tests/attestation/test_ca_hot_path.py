@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import msgspec
 import pytest
@@ -97,8 +98,10 @@ def test_cached_certificate_is_rechecked_for_validity(root: _Root) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = root.verifier_cert(key, now, validity=dt.timedelta(minutes=10))
     checker = VerdictChecker(root.cert, generation=3, transition_hash=b"\x07" * 32)
-    assert _check(checker, sign_verdict(_verdict("A" * 24, now), key, cert), "A" * 24, now)
-    assert len(checker._certs) == 1
+    with mock.patch.object(verdict_mod, "verify_service_cert", wraps=verdict_mod.verify_service_cert) as full:
+        for rid in ("A" * 24, "C" * 24):
+            assert _check(checker, sign_verdict(_verdict(rid, now), key, cert), rid, now)
+        assert full.call_count == 1  # the second verdict's signer came from the cache
     # The same cached certificate, once it has expired (and before it was valid), is refused, not served.
     for when in (
         cert.not_valid_after_utc + dt.timedelta(seconds=1),
@@ -138,11 +141,17 @@ def test_cache_is_bounded(root: _Root, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verdict_mod, "_CERT_CACHE_SIZE", 3)
     now = dt.datetime.now(dt.UTC)
     checker = VerdictChecker(root.cert, generation=3, transition_hash=b"\x07" * 32)
+    signers = []
     for i in range(5):
         key = ec.generate_private_key(ec.SECP256R1())
+        signers.append((key, root.verifier_cert(key, now)))
         rid = f"{i:024d}"
-        assert _check(checker, sign_verdict(_verdict(rid, now), key, root.verifier_cert(key, now)), rid, now)
-    assert len(checker._certs) == 3
+        assert _check(checker, sign_verdict(_verdict(rid, now), *signers[-1]), rid, now)
+    with mock.patch.object(verdict_mod, "verify_service_cert", wraps=verdict_mod.verify_service_cert) as full:
+        assert _check(checker, sign_verdict(_verdict("L" * 24, now), *signers[-1]), "L" * 24, now)
+        assert full.call_count == 0  # the most recent signer is cached
+        assert _check(checker, sign_verdict(_verdict("F" * 24, now), *signers[0]), "F" * 24, now)
+        assert full.call_count == 1  # the first was evicted: its certificate is verified again
 
 
 def test_a_p384_signer_is_checked_with_sha384(root: _Root) -> None:

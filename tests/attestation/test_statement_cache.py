@@ -56,7 +56,7 @@ async def test_statement_verified_once_signature_every_time(
         for i in range(5):
             exp = expectation(pod, f"req-{i}")
             env = coordinator.sign(PURPOSE_ISSUED, exp.request_id.encode(), b"payload %d" % i)
-            assert cache.check(env, PURPOSE_ISSUED, exp, verifier, now) == b"payload %d" % i
+            assert cache.open(env, PURPOSE_ISSUED, exp, verifier, now) == b"payload %d" % i
         assert full.call_count == 1
 
         exp = expectation(pod, "req-x")
@@ -64,26 +64,26 @@ async def test_statement_verified_once_signature_every_time(
         # On the fast path: another request's signature, a changed payload, another purpose -- all refused.
         replayed = coordinator.sign(PURPOSE_ISSUED, b"req-other", b"genuine")
         with pytest.raises(AuthError) as e:
-            cache.check(replayed, PURPOSE_ISSUED, exp, verifier, now)
+            cache.open(replayed, PURPOSE_ISSUED, exp, verifier, now)
         assert e.value.code == "auth.bad_signature"
         tampered = type(good)(
             purpose=good.purpose, payload=b"tampered", signature=good.signature, statement=good.statement
         )
         with pytest.raises(AuthError) as e:
-            cache.check(tampered, PURPOSE_ISSUED, exp, verifier, now)
+            cache.open(tampered, PURPOSE_ISSUED, exp, verifier, now)
         assert e.value.code == "auth.bad_signature"
         with pytest.raises(AuthError) as e:
-            cache.check(good, PURPOSE_REJECTED, exp, verifier, now)
+            cache.open(good, PURPOSE_REJECTED, exp, verifier, now)
         assert e.value.code == "auth.wrong_purpose"
         assert full.call_count == 1
 
         # Another yardstick (allowed policy hashes) is another cache entry: checked in full, and refused.
         strict = dataclasses.replace(exp, coordinator_policy_hashes=frozenset({H_POD}))
         with pytest.raises(PolicyError) as p:
-            cache.check(good, PURPOSE_ISSUED, strict, verifier, now)
+            cache.open(good, PURPOSE_ISSUED, strict, verifier, now)
         assert p.value.code == "policy.policy_unknown"
         assert full.call_count == 2
 
         # After the TTL the statement is verified again.
-        assert cache.check(good, PURPOSE_ISSUED, exp, verifier, now + dt.timedelta(minutes=6)) == b"genuine"
+        assert cache.open(good, PURPOSE_ISSUED, exp, verifier, now + dt.timedelta(minutes=6)) == b"genuine"
         assert full.call_count == 3

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrast.cli.common import UsageError
+from contrast.cli.exitcodes import UsageError
 from contrast.cli.trusted_state import (
     FORMAT,
     MAX_STATE_FILE,

@@ -35,10 +35,9 @@ def test_derivations_are_deterministic_and_distinct() -> None:
         a.pod_state_secret(),
         a.nonce_mac_key(),
         a.join_nonce_key(),
-        a.store_encryption_key(),
         a.history_signing_key().private_bytes(*raw),
     }
-    assert len(secrets_) == 5
+    assert len(secrets_) == 4
     assert all(len(s) == 32 for s in secrets_)
 
 

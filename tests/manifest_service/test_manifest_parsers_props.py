@@ -9,13 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contrast.cli.common import UsageError
+from contrast.attestation.nonce import JOIN, NonceAuthority
+from contrast.cli.exitcodes import UsageError
 from contrast.cli.signature import TransitionSignature, decode, encode
 from contrast.coordinator.user_protocol import open_recovery_secret, recover_subject
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import ContrastError, PolicyError
-from contrast.replica.join import JoinNonces
-from contrast.testing.kv import MemoryKeyValue
 from contrast.wire.v1 import (
     AttestedReply,
     HistoryExport,
@@ -39,7 +38,7 @@ TYPES = [
     SetManifestRequest,
 ]
 KEY = HpkePrivateKey.generate()
-NONCES = JoinNonces(b"\x07" * 32, MemoryKeyValue())
+NONCES = NonceAuthority(b"\x07" * 32, kind=JOIN)
 
 
 @settings(max_examples=150, deadline=None)
@@ -69,7 +68,7 @@ def test_signature_file_round_trip(a: bytes, b: bytes, sig: bytes) -> None:
 @given(st.binary(max_size=48))
 def test_forged_join_nonces_are_unknown(data: bytes) -> None:
     with pytest.raises(PolicyError) as e:
-        NONCES.check(data)
+        NONCES.check(data, 1_000_000_000)
     assert e.value.code in ("policy.nonce_unknown", "policy.nonce_expired")
 
 

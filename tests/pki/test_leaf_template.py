@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+from unittest import mock
 
 import pytest
 from cryptography import x509
@@ -297,11 +298,14 @@ def test_san_cache_is_keyed_by_the_exact_entry(mesh: MeshAuthority) -> None:
 def test_san_cache_is_bounded(root_key: ec.EllipticCurvePrivateKey, root_cert: x509.Certificate) -> None:
     authority = new_mesh_authority(root_key, root_cert, now=NOW)
     template = authority._leaves
-    for i in range(leaf.SAN_CACHE_SIZE + 50):
+    last = leaf.SAN_CACHE_SIZE + 49
+    for i in range(last + 1):
         template.san_extension([f"svc-{i}.default.svc"])
-    assert len(template._sans) == leaf.SAN_CACHE_SIZE
-    # The oldest were evicted; an evicted entry is recomputed, not lost.
-    assert ("svc-0.default.svc",) not in template._sans
+    with mock.patch.object(leaf, "parse_sans", wraps=leaf.parse_sans) as parse:
+        template.san_extension([f"svc-{last}.default.svc"])  # recent: served from the cache
+        assert parse.call_count == 0
+        template.san_extension(["svc-0.default.svc"])  # the oldest was evicted: recomputed, not lost
+        assert parse.call_count == 1
     cert = authority.issue_leaf(
         LEAF_KEYS[2], sans=["svc-0.default.svc"], policy_hash=bytes(32), tee="tdx", now=NOW
     )

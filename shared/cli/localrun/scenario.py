@@ -43,6 +43,7 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.cli.common import SEED_SHARES_FILE
+from contrast.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from contrast.cli.localrun import credentials, host, mtls, summary
 from contrast.cli.localrun.metrics import Figures, scrape_all
 from contrast.cli.localrun.procs import (
@@ -67,7 +68,6 @@ T = TypeVar("T")
 PLATFORMS: dict[str, str] = {EMULATED_SNP: "emulated-snp", EMULATED_TDX: "emulated-tdx"}
 COORDINATOR_SERVICES = frozenset({"manifest", "verifier", "ca"})
 READY_TIMEOUT = 60.0
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Subdirectories of the workdir that each run recreates; everything else there (emulator, owner keys,
 # manifest.json) is kept, so a second run is fast and uses the same owner identity.
 RUN_DIRS = ("deployment", "pods", "verify", "logs", "unattested")
@@ -199,7 +199,7 @@ class LocalRun:
         except StepFailed as e:
             self.say(f"contrast run: FAILED at {e}")
             self.say(f"contrast run: service and pod logs are in {self.workdir / 'logs'}")
-            return EXIT_FAILED
+            return EXIT_REJECTED
         except NatsServerNotFound as e:
             self.say(f"contrast run: {e}")
             return EXIT_USAGE
@@ -271,10 +271,10 @@ class LocalRun:
                     self.say(f"\ncontrast run: {c.label} exited with {c.process.returncode}; stopping")
                     if c.log_path:
                         self.say(c.log_tail())
-                return EXIT_FAILED
+                return EXIT_REJECTED
             if self.nats is not None and not self.nats.running():
                 self.say("\ncontrast run: nats-server exited; stopping")
-                return EXIT_FAILED
+                return EXIT_REJECTED
             if status:
                 line = await self.status_line()
                 if tty:

@@ -207,14 +207,6 @@ class SignerInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     mask_chip_key: bool
     signing_key: SigningKey
 
-    def to_u32(self) -> int:
-        v = _SIGNING_KEY_CODES[self.signing_key] << SIGNER_SIGNING_KEY_SHIFT
-        if self.author_key_en:
-            v |= SIGNER_AUTHOR_KEY_EN
-        if self.mask_chip_key:
-            v |= SIGNER_MASK_CHIP_KEY
-        return v
-
 
 class SnpReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One ATTESTATION_REPORT, every field named as in the ABI. Integers are decoded little-endian.
@@ -284,9 +276,6 @@ class SnpReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @property
     def committed_version(self) -> str:
         return f"{self.committed_major}.{self.committed_minor}.{self.committed_build}"
-
-    def signed_bytes(self) -> bytes:
-        return self.to_bytes()[:SIGNED_SIZE]
 
     # --- serialisation --------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -34,7 +34,7 @@ from contrast.evidence.result import (
 from contrast.evidence.snp import abi, reference
 from contrast.evidence.snp.kds import Product
 from contrast.evidence.snp.reference import SnpReferenceValues
-from contrast.evidence.snp.verify import ChainCache, SnpVerifyOptions, VerifiedSnpReport, verify_report
+from contrast.evidence.snp.verify import SnpVerifier, VerifiedSnpReport
 
 _PLATFORM_BITS = (
     ("SMTEnabled", abi.PLATFORM_SMT_EN),
@@ -220,8 +220,9 @@ def evidence_rejection(error: EvidenceError) -> ValidationResult:
     return result.evidence_rejection("snp", error)
 
 
-def emulator_roots_of(references: Sequence[SnpReferenceValues]) -> frozenset[bytes]:
-    """The emulator roots that reference values name explicitly (only under ``Platform: Emulated-SNP``)."""
+def roots_for(references: Sequence[SnpReferenceValues]) -> frozenset[bytes]:
+    """The emulator roots that reference values name explicitly (only under ``Platform: Emulated-SNP``); the
+    pinned AMD ARKs are always trusted besides them."""
     return frozenset(
         bytes.fromhex(ref.EmulatorRootFingerprint)
         for ref in references
@@ -237,20 +238,23 @@ def verify_and_validate(
     expected_report_data: bytes,
     now: datetime,
     *,
-    cache: ChainCache | None = None,
+    verifier: SnpVerifier | None = None,
     product: Product | None = None,
     trailing_ok: bool = False,
 ) -> ValidationResult:
     """Verify ``report`` (certs are DER) and validate it; evidence failures become rejected results.
 
     Emulator roots are accepted only when some reference set names one under ``Platform: Emulated-SNP``;
-    ``validate`` then also requires the matching set to be that one.
+    ``validate`` then also requires the matching set to be that one. ``verifier`` (long-lived, for its
+    cache) must trust exactly those roots; without one, a fresh verifier checks everything.
     """
-    options = SnpVerifyOptions(
-        now=now, product=product, emulator_roots=emulator_roots_of(references), trailing_ok=trailing_ok
-    )
+    roots = roots_for(references)
+    if verifier is None:
+        verifier = SnpVerifier(roots)
+    elif verifier.emulator_roots != roots:
+        raise ValueError("the verifier's roots do not match the reference values")
     try:
-        verified = verify_report(report, certs, crl, options, cache)
+        verified = verifier.verify(report, certs, crl, now=now, product=product, trailing_ok=trailing_ok)
     except EvidenceError as e:
         return evidence_rejection(e)
     return validate(verified, references, expected_report_data=expected_report_data)
@@ -260,9 +264,9 @@ __all__ = [
     "ANY_REPORT_DATA",
     "AnyReportData",
     "claims_of",
-    "emulator_roots_of",
     "evidence_rejection",
     "expected_policy",
+    "roots_for",
     "validate",
     "verify_and_validate",
 ]

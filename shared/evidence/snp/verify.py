@@ -19,7 +19,7 @@ Verification steps, in order (each failure is an ``evidence.*`` error):
 10. Verify the ECDSA P-384/SHA-384 signature (little-endian r, s) over bytes 0x000..0x29F with the leaf key.
 
 Steps 4-9 depend only on (certificate bytes, CRL bytes, CHIP_ID, REPORTED_TCB, signing key, products, emulator
-roots) plus ``now``. :class:`ChainCache` memoises them on exactly that key and re-checks ``now`` against the
+roots) plus ``now``. :class:`SnpVerifier` memoises them on exactly that key and re-checks ``now`` against the
 validity window it recorded, so the steady-state cost of a verification is one P-384 verify.
 
 Checks we chose not to make: the PSS salt length is not compared to 48 (any salt verifies only with the
@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -47,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from contrast.cache import BoundedCache
 from contrast.errors import EvidenceError
 from contrast.evidence.snp import abi, kds, trust
 from contrast.evidence.snp.kds import Product
@@ -186,119 +185,113 @@ class VerifiedSnpReport:
         return kds.decode_tcb(self.report.launch_tcb, self.product)
 
 
-@dataclass(frozen=True, slots=True)
-class SnpVerifyOptions:
-    """Everything verification depends on besides the evidence. ``now`` is captured once per request."""
-
-    now: datetime
-    product: Product | None = None  # a hint for v2 reports; it must agree with everything else
-    emulator_roots: frozenset[bytes] = frozenset()  # SHA-256 of emulator ARKs the caller explicitly accepts
-    trailing_ok: bool = False  # ignore bytes after the report
-
-    def __post_init__(self) -> None:
-        if self.now.tzinfo is None:
-            raise ValueError("now must be timezone-aware")
-        if any(len(fp) != 32 for fp in self.emulator_roots):
-            raise ValueError("emulator roots are SHA-256 fingerprints (32 bytes)")
-        if set(self.emulator_roots) & set(trust.PRODUCT_BY_ARK_SHA256):
-            raise ValueError("an AMD ARK cannot be listed as an emulator root")
-
-
-_ChainKey = tuple[
-    bytes, int, str, Product | None, Product | None, tuple[bytes, ...], bytes | None, frozenset[bytes]
-]
-
-
-@dataclass
-class ChainCache:
-    """A bounded LRU of verified chains, keyed by every input of steps 4-9 except the time.
-
-    Safe to share between threads and coroutines; a hit still re-checks the validity window against ``now``.
-    """
-
-    max_entries: int = 1024
-    _entries: OrderedDict[_ChainKey, VerifiedChain] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    hits: int = 0
-    misses: int = 0
-
-    def get(self, key: _ChainKey) -> VerifiedChain | None:
-        with self._lock:
-            chain = self._entries.get(key)
-            if chain is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return chain
-
-    def put(self, key: _ChainKey, chain: VerifiedChain) -> None:
-        with self._lock:
-            self._entries[key] = chain
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+_ChainKey = tuple[bytes, int, str, Product | None, Product | None, tuple[bytes, ...], bytes | None]
 
 
 # --- the verifier -------------------------------------------------------------------------------------------
-def verify_report(
-    data: bytes,
-    certs: Sequence[bytes],
-    crl: bytes | None,
-    options: SnpVerifyOptions,
-    cache: ChainCache | None = None,
-) -> VerifiedSnpReport:
-    """Run steps 1-10 and return what was proved. Raises :class:`EvidenceError` on any failure."""
-    report = abi.parse_report(data, trailing_ok=options.trailing_ok)
-    raw = bytes(data[: abi.REPORT_SIZE])
-    signing_key = abi.signing_key_of(report.signer_info)
-    if signing_key == "NONE":
-        raise EvidenceError("unsigned", "SIGNER_INFO says the report is not signed")
-    cpuid_product: Product | None = None
-    if report.cpuid_fam_id is not None and report.cpuid_mod_id is not None:
-        cpuid_product = kds.product_from_cpuid(report.cpuid_fam_id, report.cpuid_mod_id)
-        if cpuid_product is None:
-            raise EvidenceError(
-                "unknown_product",
-                f"CPUID family 0x{report.cpuid_fam_id:02x} model 0x{report.cpuid_mod_id:02x} "
-                "is no known SNP product",
+class SnpVerifier:
+    """A long-lived verifier bound to its trust anchors: the pinned AMD ARKs, plus the emulator roots it is
+    built with (SHA-256 of emulator ARKs the caller explicitly accepts; the validator then requires
+    ``Platform: Emulated-SNP``). Same shape as :class:`contrast.evidence.tdx.verify.TdxVerifier`.
+
+    Steps 4-9 are kept per chain in a bounded cache (``cache_size``), keyed by every input of those steps
+    except the time; a hit re-checks the validity window against ``now``. Safe to share between threads and
+    coroutines.
+    """
+
+    def __init__(self, emulator_roots: frozenset[bytes] = frozenset(), *, cache_size: int = 1024) -> None:
+        if any(len(fp) != 32 for fp in emulator_roots):
+            raise ValueError("emulator roots are SHA-256 fingerprints (32 bytes)")
+        if set(emulator_roots) & set(trust.PRODUCT_BY_ARK_SHA256):
+            raise ValueError("an AMD ARK cannot be listed as an emulator root")
+        self._emulator_roots = frozenset(emulator_roots)
+        self._chains: BoundedCache[_ChainKey, VerifiedChain] = BoundedCache(cache_size)
+
+    @property
+    def emulator_roots(self) -> frozenset[bytes]:
+        return self._emulator_roots
+
+    def verify(
+        self,
+        data: bytes,
+        certs: Sequence[bytes],
+        crl: bytes | None = None,
+        *,
+        now: datetime,
+        product: Product | None = None,
+        trailing_ok: bool = False,
+    ) -> VerifiedSnpReport:
+        """Run steps 1-10 and return what was proved. Raises :class:`EvidenceError` on any failure.
+
+        ``product`` is a hint for v2 reports (it must agree with everything else); ``trailing_ok`` ignores
+        bytes after the report. ``now`` is captured once per request.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        report = abi.parse_report(data, trailing_ok=trailing_ok)
+        raw = bytes(data[: abi.REPORT_SIZE])
+        signing_key = abi.signing_key_of(report.signer_info)
+        if signing_key == "NONE":
+            raise EvidenceError("unsigned", "SIGNER_INFO says the report is not signed")
+        cpuid_product = _cpuid_product(report)
+        if len(certs) > MAX_CERTS:
+            raise EvidenceError("bad_certificate", f"{len(certs)} certificates supplied, at most {MAX_CERTS}")
+        if crl is not None and len(crl) > MAX_CRL_SIZE:
+            raise EvidenceError("crl_invalid", f"CRL of {len(crl)} bytes exceeds {MAX_CRL_SIZE}")
+        key: _ChainKey = (
+            report.chip_id,
+            report.reported_tcb,
+            signing_key,
+            cpuid_product,
+            product,
+            tuple(map(bytes, certs)),
+            None if crl is None else bytes(crl),
+        )
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = verify_chain(
+                key[5],
+                key[6],
+                chip_id=report.chip_id,
+                reported_tcb=report.reported_tcb,
+                signing_key=signing_key,
+                cpuid_product=cpuid_product,
+                product_hint=product,
+                emulator_roots=self._emulator_roots,
+                now=now,
             )
-    if len(certs) > MAX_CERTS:
-        raise EvidenceError("bad_certificate", f"{len(certs)} certificates supplied, at most {MAX_CERTS}")
-    if crl is not None and len(crl) > MAX_CRL_SIZE:
-        raise EvidenceError("crl_invalid", f"CRL of {len(crl)} bytes exceeds {MAX_CRL_SIZE}")
-    key: _ChainKey = (
-        report.chip_id,
-        report.reported_tcb,
-        signing_key,
-        cpuid_product,
-        options.product,
-        tuple(map(bytes, certs)),
-        None if crl is None else bytes(crl),
-        options.emulator_roots,
-    )
-    chain = cache.get(key) if cache is not None else None
-    if chain is None:
-        chain = verify_chain(
-            key[5],
-            key[6],
-            chip_id=report.chip_id,
-            reported_tcb=report.reported_tcb,
-            signing_key=signing_key,
-            cpuid_product=cpuid_product,
-            product_hint=options.product,
-            emulator_roots=options.emulator_roots,
-            now=options.now,
-        )
-        if cache is not None:
-            cache.put(key, chain)
-    elif not chain.valid_at(options.now):
+            self._chains.put(key, chain)
+        elif not chain.valid_at(now):
+            raise EvidenceError(
+                "cert_expired",
+                f"the chain (or its CRL) is valid from {chain.valid_from.isoformat()} "
+                f"to {chain.valid_until.isoformat()}",
+            )
+        _check_signature(report, raw, chain, signing_key)  # step 10
+        if chain.emulated:
+            log.warning(
+                "accepted the signature of an EMULATED SEV-SNP platform (insecure, development only); "
+                "root %s",
+                chain.root_sha256.hex(),
+            )
+        return VerifiedSnpReport(report=report, raw=raw, chain=chain, product=chain.product)
+
+
+def _cpuid_product(report: abi.SnpReport) -> Product | None:
+    """Step 3: the product CPUID names (v3+), or None (v2); an unknown family/model is refused."""
+    if report.cpuid_fam_id is None or report.cpuid_mod_id is None:
+        return None
+    product = kds.product_from_cpuid(report.cpuid_fam_id, report.cpuid_mod_id)
+    if product is None:
         raise EvidenceError(
-            "cert_expired",
-            f"the chain (or its CRL) is valid from {chain.valid_from.isoformat()} "
-            f"to {chain.valid_until.isoformat()}",
+            "unknown_product",
+            f"CPUID family 0x{report.cpuid_fam_id:02x} model 0x{report.cpuid_mod_id:02x} "
+            "is no known SNP product",
         )
-    # Step 10.
+    return product
+
+
+def _check_signature(report: abi.SnpReport, raw: bytes, chain: VerifiedChain, signing_key: str) -> None:
     r = int.from_bytes(report.signature_r, "little")
     s = int.from_bytes(report.signature_s, "little")
     try:
@@ -307,18 +300,6 @@ def verify_report(
         raise EvidenceError(
             "bad_signature", f"the report signature does not verify with the {signing_key}"
         ) from None
-    if chain.emulated:
-        log.warning(
-            "accepted the signature of an EMULATED SEV-SNP platform (insecure, development only); root %s",
-            chain.root_sha256.hex(),
-        )
-    product = chain.product
-    return VerifiedSnpReport(
-        report=report,
-        raw=raw,
-        chain=chain,
-        product=product,
-    )
 
 
 def _pick_chain(
@@ -493,7 +474,3 @@ def _check_crl(
         if crl.get_revoked_certificate_by_serial_number(serial) is not None:
             raise EvidenceError("revoked", f"certificate {_cn(cert.subject)!r} serial {serial} is revoked")
     return next_update
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -72,15 +72,6 @@ def _read_tlv(buf: bytes, off: int) -> tuple[int, bytes, int]:
     return tag, buf[off : off + length], off + length
 
 
-def _items(seq: bytes) -> list[tuple[int, bytes]]:
-    out: list[tuple[int, bytes]] = []
-    off = 0
-    while off < len(seq):
-        tag, val, off = _read_tlv(seq, off)
-        out.append((tag, val))
-    return out
-
-
 @functools.lru_cache(maxsize=256)
 def _decode_oid(body: bytes) -> str:
     if not body or body[-1] & 0x80:

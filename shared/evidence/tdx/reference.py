@@ -112,8 +112,3 @@ class TdxReferenceValues(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     @property
     def any_piid(self) -> bool:
         return self.AllowedPIIDs == [PIID_WILDCARD]
-
-
-def decode_reference_values(data: bytes) -> TdxReferenceValues:
-    """Decode one JSON object strictly (unknown keys, wrong lengths and bad hex are errors)."""
-    return msgspec.json.decode(data, type=TdxReferenceValues)

@@ -21,7 +21,6 @@ SEAMATTRIBUTES (checked against the TCB info's TDX module identity during verifi
 
 from __future__ import annotations
 
-import functools
 import hmac
 from collections.abc import Sequence
 from datetime import datetime
@@ -178,12 +177,6 @@ def roots_for(references: Sequence[TdxReferenceValues]) -> TdxRoots:
     return TdxRoots.intel()
 
 
-@functools.lru_cache(maxsize=16)
-def shared_verifier(roots: TdxRoots) -> TdxVerifier:
-    """One long-lived verifier (and so one set of caches) per distinct set of roots."""
-    return TdxVerifier(roots)
-
-
 def verify_and_validate(
     quote_bytes: bytes,
     collateral: TdxCollateral | None,
@@ -199,7 +192,7 @@ def verify_and_validate(
     except ValueError as e:
         return evidence_rejection("tdx", PolicyError("mixed_platforms", str(e)), field="tdx")
     if verifier is None:
-        verifier = shared_verifier(roots)
+        verifier = TdxVerifier(roots)
     elif verifier.roots != roots:
         raise ValueError("the verifier's roots do not match the reference values")
     try:
@@ -214,7 +207,6 @@ __all__ = [
     "claims_of",
     "rejection",
     "roots_for",
-    "shared_verifier",
     "validate",
     "verify_and_validate",
 ]

@@ -47,10 +47,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Final
 
 import msgspec
 import structlog
@@ -62,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from contrast.cache import BoundedCache
 from contrast.errors import CollateralError, ContrastError, EvidenceError
 from contrast.evidence.tdx import abi, pcs
 from contrast.evidence.tdx.certs import certificate_names, crl_issuer, pem_certificates, signed_part
@@ -125,37 +125,6 @@ class VerifiedTdxQuote(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def tcb_status(self) -> str | None:
         return self.collateral.tcb.status if self.collateral else None
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Lru(Generic[K, V]):
-    """A small bounded cache. Hits are lock-free dict reads (atomic under the GIL) and do not reorder, so
-    eviction is by insertion order; values are computed outside the lock (a race computes twice, harmlessly).
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: dict[K, V] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: K, compute: Callable[[], V]) -> V:
-        try:
-            return self._data[key]
-        except KeyError:
-            pass
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self._size:
-                del self._data[next(iter(self._data))]
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,56 +333,44 @@ _INTEL_ROOT: Final = _Cert.decode(INTEL_SGX_ROOT_CA.public_bytes(Encoding.DER), 
 
 
 class TdxVerifier:
-    """A long-lived verifier bound to one set of pinned roots. Build it with :class:`TdxVerifierBuilder`."""
+    """A long-lived verifier bound to one set of pinned roots, with bounded caches of what it checked
+    (``cache_size`` entries per table). Same shape as :class:`contrast.evidence.snp.verify.SnpVerifier`."""
 
-    def __init__(self, roots: TdxRoots) -> None:
+    def __init__(self, roots: TdxRoots, *, cache_size: int = _CACHE_SIZE) -> None:
         self._roots = roots
-        self._chains: _Lru[bytes, _PckChain] = _Lru(_CACHE_SIZE)
-        self._keys: _Lru[bytes, ec.EllipticCurvePublicKey] = _Lru(_CACHE_SIZE)
-        self._collateral: _Lru[tuple[bytes, ...], _CheckedCollateral] = _Lru(_CACHE_SIZE)
-        self._pck_crls: _Lru[tuple[bytes, bytes], _Crl] = _Lru(_CACHE_SIZE)
+        self._chains: BoundedCache[bytes, _PckChain] = BoundedCache(cache_size)
+        self._keys: BoundedCache[bytes, ec.EllipticCurvePublicKey] = BoundedCache(cache_size)
+        self._collateral: BoundedCache[tuple[bytes, ...], _CheckedCollateral] = BoundedCache(cache_size)
+        self._pck_crls: BoundedCache[tuple[bytes, bytes], _Crl] = BoundedCache(cache_size)
         # Certificates by DER, and verified (certificate DER, issuer DER) pairs. Besides sparing work across
         # quotes, they spare it within one: the root closes all three chains, and the PCK CA → root edge is
         # in both the PCK chain and the PCK CRL issuer chain.
-        self._certs: _Lru[bytes, _Cert] = _Lru(_CACHE_SIZE)
-        self._edges: _Lru[tuple[bytes, bytes], bool] = _Lru(_CACHE_SIZE)
-        self._verdicts: _Lru[tuple[object, ...], _Verdict] = _Lru(_CACHE_SIZE)
+        self._certs: BoundedCache[bytes, _Cert] = BoundedCache(cache_size)
+        self._edges: BoundedCache[tuple[bytes, bytes], bool] = BoundedCache(cache_size)
+        self._verdicts: BoundedCache[tuple[object, ...], _Verdict] = BoundedCache(cache_size)
         self._seed()
 
     @property
     def roots(self) -> TdxRoots:
         return self._roots
 
-    def clear_caches(self) -> None:
-        for c in (
-            self._chains,
-            self._keys,
-            self._collateral,
-            self._pck_crls,
-            self._certs,
-            self._edges,
-            self._verdicts,
-        ):
-            c.clear()
-        self._seed()
-
     def _seed(self) -> None:
         if not self._roots.is_emulated:
-            self._certs.get(_INTEL_ROOT.der, lambda: _INTEL_ROOT)
+            self._certs.get_or_compute(_INTEL_ROOT.der, lambda: _INTEL_ROOT)
 
     def _edge(self, cert: _Cert, issuer: _Cert) -> None:
         def check() -> bool:
             _verify_edge(cert, issuer)  # raises; failures are not cached
             return True
 
-        self._edges.get((cert.der, issuer.der), check)
+        self._edges.get_or_compute((cert.der, issuer.der), check)
 
     def _check_chain(self, pem: bytes, length: int, what: str, *, leaf_is_ca: bool = False) -> _Chain:
         ders = _pem_ders(pem, what)
         if len(ders) != length:
             raise EvidenceError("chain_invalid", f"{what} has {len(ders)} certificates, expected {length}")
         certs = [
-            self._certs.get(der, functools.partial(_Cert.decode, der, f"{what}[{i}]"))
+            self._certs.get_or_compute(der, functools.partial(_Cert.decode, der, f"{what}[{i}]"))
             for i, der in enumerate(ders)
         ]
         root_fp = hashlib.sha256(certs[-1].der).hexdigest()
@@ -440,7 +397,7 @@ class TdxVerifier:
             except ValueError as e:
                 raise EvidenceError("bad_signature", "attestation key is not a P-256 point") from e
 
-        return self._keys.get(raw, load)
+        return self._keys.get_or_compute(raw, load)
 
     def _pck_chain(self, pem: bytes) -> _PckChain:
         def check() -> _PckChain:
@@ -452,16 +409,20 @@ class TdxVerifier:
                 pck = e
             return _PckChain(chain, tuple(c.der for c in chain.certs), pck)
 
-        return self._chains.get(pem, check)
+        return self._chains.get_or_compute(pem, check)
 
     def verify(
         self,
         quote_bytes: bytes,
+        collateral: TdxCollateral | None = None,
         *,
-        collateral: TdxCollateral | None,
         now: dt.datetime,
         authenticity_only: bool = False,
     ) -> VerifiedTdxQuote:
+        """Run steps 1-9 and return what was proved; raises ``evidence.*`` or ``collateral.*`` otherwise.
+
+        Without ``collateral`` the quote is refused (``collateral.missing``) unless ``authenticity_only``.
+        """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         quote = abi.parse_quote(quote_bytes)  # 1
@@ -509,12 +470,12 @@ class TdxVerifier:
         chain = pck_chain.chain
         key = (col.tcb_info, col.qe_identity, col.tcb_signing_chain, col.pck_crl_issuer_chain, col.root_crl)
         pck_ca = chain.certs[1]
-        checked = self._collateral.get(key, lambda: self._check_collateral_signatures(col))
+        checked = self._collateral.get_or_compute(key, lambda: self._check_collateral_signatures(col))
         if checked.signing_chain.root_fingerprint != chain.root_fingerprint:
             raise EvidenceError(
                 "untrusted_root", "collateral is signed under another root than the PCK chain"
             )
-        pck_crl = self._pck_crls.get(
+        pck_crl = self._pck_crls.get_or_compute(
             (col.pck_crl, pck_ca.der),
             lambda: _check_crl(col.pck_crl, pck_ca, "PCK CRL"),
         )
@@ -534,7 +495,7 @@ class TdxVerifier:
             body.tee_tcb_svn2,
             qr.raw,
         )
-        verdict = self._verdicts.get(
+        verdict = self._verdicts.get_or_compute(
             verdict_key, lambda: _Verdict.of(lambda: self._evaluate(quote, pck_chain, pck, checked, pck_crl))
         )
         return verdict.unwrap()
@@ -624,20 +585,3 @@ class TdxVerifier:
             windows=windows,
             root_crl=root_crl,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class TdxVerifierBuilder:
-    """Immutable, set-once builder: ``TdxVerifierBuilder().roots(TdxRoots.intel()).build()``."""
-
-    _roots: TdxRoots | None = field(default=None)
-
-    def roots(self, roots: TdxRoots) -> TdxVerifierBuilder:
-        if self._roots is not None:
-            raise ValueError("roots already set")
-        return TdxVerifierBuilder(roots)
-
-    def build(self) -> TdxVerifier:
-        if self._roots is None:
-            raise ValueError("a TDX verifier needs pinned roots")
-        return TdxVerifier(self._roots)

@@ -188,10 +188,10 @@ def test_emulated_report_never_matches_real_reference(
     result = _run(emulator, [real])
     assert [f.code for f in result.findings] == ["evidence.untrusted_root"]
     # Listed by an emulated set, it still cannot satisfy the real set.
-    opts = verify.SnpVerifyOptions(
-        now=dt.datetime.now(dt.UTC), emulator_roots=frozenset({bytes.fromhex(emulator.root_fingerprint)})
+    verifier = verify.SnpVerifier(frozenset({bytes.fromhex(emulator.root_fingerprint)}))
+    verified = verifier.verify(
+        emulator.report(report_data=RD), emulator.cert_chain(), now=dt.datetime.now(dt.UTC)
     )
-    verified = verify.verify_report(emulator.report(report_data=RD), emulator.cert_chain(), None, opts)
     result = validate.validate(verified, [real], expected_report_data=RD)
     assert "policy.emulated_platform" in {f.code for f in result.findings}
 

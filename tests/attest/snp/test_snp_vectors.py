@@ -63,7 +63,7 @@ def test_vector_decodes_like_expected(vector: Vector) -> None:
 
 
 def test_vector_verifies(vector: Vector) -> None:
-    v = verify.verify_report(vector.report, vector.certs(), None, verify.SnpVerifyOptions(now=VECTOR_TIME))
+    v = verify.SnpVerifier().verify(vector.report, vector.certs(), now=VECTOR_TIME)
     dec = vector.expected["decoded"]
     assert v.product == vector.expected["key_fields"]["product"]
     assert v.chain.signing_key == "VCEK"
@@ -83,11 +83,10 @@ def test_vector_verifies(vector: Vector) -> None:
 
 
 def test_vector_product_from_hint_must_agree(vector: Vector) -> None:
-    opts = verify.SnpVerifyOptions(now=VECTOR_TIME, product="Milan")
-    assert verify.verify_report(vector.report, vector.certs(), None, opts).product == "Milan"
-    bad = verify.SnpVerifyOptions(now=VECTOR_TIME, product="Genoa")
+    verifier = verify.SnpVerifier()
+    assert verifier.verify(vector.report, vector.certs(), now=VECTOR_TIME, product="Milan").product == "Milan"
     with pytest.raises(verify.EvidenceError) as e:
-        verify.verify_report(vector.report, vector.certs(), None, bad)
+        verifier.verify(vector.report, vector.certs(), now=VECTOR_TIME, product="Genoa")
     assert e.value.code == "evidence.product_mismatch"
 
 
@@ -97,7 +96,7 @@ def test_serial_zero_vcek_loads_without_warning(vector: Vector) -> None:
         warnings.simplefilter("error")
         cert = verify.load_certificate(vector.vek)
         assert verify.serial_of(cert) == 0
-        verify.verify_report(vector.report, vector.certs(), None, verify.SnpVerifyOptions(now=VECTOR_TIME))
+        verify.SnpVerifier().verify(vector.report, vector.certs(), now=VECTOR_TIME)
 
 
 def test_serial_zero_suppression_is_narrow() -> None:
@@ -114,7 +113,7 @@ def test_vcek_of_another_chip_is_rejected() -> None:
     a, b = (load_vector(n) for n in SNP_VECTORS[:2])
     certs = [b.vek, *a.certs()[1:]]
     with pytest.raises(verify.EvidenceError) as e:
-        verify.verify_report(a.report, certs, None, verify.SnpVerifyOptions(now=VECTOR_TIME))
+        verify.SnpVerifier().verify(a.report, certs, now=VECTOR_TIME)
     assert e.value.code == "evidence.chip_id_mismatch"
 
 
@@ -124,15 +123,13 @@ def test_wrong_products_ark_is_rejected(vector: Vector, product: kds.Product) ->
 
     certs = [vector.vek, *verify.split_certificates(trust.bundled_chain_pem(product))]
     with pytest.raises(verify.EvidenceError) as e:
-        verify.verify_report(vector.report, certs, None, verify.SnpVerifyOptions(now=VECTOR_TIME))
+        verify.SnpVerifier().verify(vector.report, certs, now=VECTOR_TIME)
     assert e.value.code == "evidence.chain_invalid"
 
 
 def test_missing_vcek_is_rejected(vector: Vector) -> None:
     with pytest.raises(verify.EvidenceError) as e:
-        verify.verify_report(
-            vector.report, vector.certs()[1:], None, verify.SnpVerifyOptions(now=VECTOR_TIME)
-        )
+        verify.SnpVerifier().verify(vector.report, vector.certs()[1:], now=VECTOR_TIME)
     assert e.value.code == "evidence.missing_certificate"
 
 
@@ -141,7 +138,7 @@ def test_expired_vcek_is_rejected(vector: Vector) -> None:
 
     late = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
     with pytest.raises(verify.EvidenceError) as e:
-        verify.verify_report(vector.report, vector.certs(), None, verify.SnpVerifyOptions(now=late))
+        verify.SnpVerifier().verify(vector.report, vector.certs(), now=late)
     assert e.value.code == "evidence.cert_expired"
 
 
@@ -149,7 +146,4 @@ def test_bundled_chain_completes_a_bare_vcek(vector: Vector) -> None:
     from contrast.evidence.snp import trust
 
     certs = [vector.vek, *trust.all_bundled_der()]
-    assert (
-        verify.verify_report(vector.report, certs, None, verify.SnpVerifyOptions(now=VECTOR_TIME)).product
-        == "Milan"
-    )
+    assert verify.SnpVerifier().verify(vector.report, certs, now=VECTOR_TIME).product == "Milan"

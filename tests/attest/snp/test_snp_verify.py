@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import logging
 import pathlib
+from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,16 +24,15 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 def test_flipping_any_byte_of_a_real_report_rejects_it(name: str) -> None:
     v = load_vector(name)
     certs = v.certs()
-    cache = verify.ChainCache()
-    opts = verify.SnpVerifyOptions(now=VECTOR_TIME)
-    verify.verify_report(v.report, certs, None, opts, cache)  # the original is accepted
+    verifier = verify.SnpVerifier()
+    verifier.verify(v.report, certs, now=VECTOR_TIME)  # the original is accepted
     codes: set[str] = set()
     for i in range(abi.REPORT_SIZE):
         for mask in (0x01, 0xFF):
             b = bytearray(v.report)
             b[i] ^= mask
             with pytest.raises(EvidenceError) as e:
-                verify.verify_report(bytes(b), certs, None, opts, cache)
+                verifier.verify(bytes(b), certs, now=VECTOR_TIME)
             codes.add(e.value.code)
     # Flips die at the signature, at a must-be-zero check, or at a binding to the VCEK (chip id, TCB).
     assert {"evidence.bad_signature", "evidence.reserved_nonzero", "evidence.chip_id_mismatch"} <= codes
@@ -58,8 +58,8 @@ def _chain_and_report(builder: SnpChainBuilder, version: int = 3) -> tuple[SnpTe
 
 
 def _verify(chain: SnpTestChain, report: bytes, **kw: object) -> verify.VerifiedSnpReport:
-    opts = verify.SnpVerifyOptions(now=NOW, emulator_roots=frozenset({chain.ark_sha256}), **kw)  # type: ignore[arg-type]
-    return verify.verify_report(report, chain.der(), None, opts)
+    verifier = verify.SnpVerifier(frozenset({chain.ark_sha256}))
+    return verifier.verify(report, chain.der(), now=NOW, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
@@ -71,7 +71,7 @@ def test_builder_chain_verifies_when_its_root_is_listed(product: kds.Product) ->
     assert kds.encode_tcb(v.reported_tcb, product) == kds.encode_tcb(chain.tcb, product)
     # ... and only then: an unlisted root is untrusted.
     with pytest.raises(EvidenceError) as e:
-        verify.verify_report(report, chain.der(), None, verify.SnpVerifyOptions(now=NOW))
+        verify.SnpVerifier().verify(report, chain.der(), now=NOW)
     assert e.value.code == "evidence.untrusted_root"
 
 
@@ -180,8 +180,7 @@ def test_v2_product_comes_from_the_chain() -> None:
 def _verify_crl(
     chain: SnpTestChain, report: bytes, crl: bytes, now: dt.datetime = NOW
 ) -> verify.VerifiedSnpReport:
-    opts = verify.SnpVerifyOptions(now=now, emulator_roots=frozenset({chain.ark_sha256}))
-    return verify.verify_report(report, chain.der(), crl, opts)
+    return verify.SnpVerifier(frozenset({chain.ark_sha256})).verify(report, chain.der(), crl, now=now)
 
 
 def test_crl_good_and_revoked() -> None:
@@ -212,13 +211,12 @@ def test_crl_expired_and_future_and_forged() -> None:
 def test_emulator_crl(emulator: EmulatedSnpPlatform) -> None:
     report = emulator.report()
     certs = emulator.cert_chain()
-    opts = verify.SnpVerifyOptions(
-        now=dt.datetime.now(dt.UTC), emulator_roots=frozenset({bytes.fromhex(emulator.root_fingerprint)})
-    )
-    verify.verify_report(report, certs, emulator.crl(), opts)
+    verifier = verify.SnpVerifier(frozenset({bytes.fromhex(emulator.root_fingerprint)}))
+    now = dt.datetime.now(dt.UTC)
+    verifier.verify(report, certs, emulator.crl(), now=now)
     vcek_serial = verify.load_certificate(certs[0]).serial_number
     with pytest.raises(EvidenceError) as e:
-        verify.verify_report(report, certs, emulator.crl((vcek_serial,)), opts)
+        verifier.verify(report, certs, emulator.crl((vcek_serial,)), now=now)
     assert e.value.code == "evidence.revoked"
 
 
@@ -228,27 +226,20 @@ def test_emulator_report_needs_its_root_listed(
 ) -> None:
     report = emulator.report(version=2)
     with pytest.raises(EvidenceError) as e:
-        verify.verify_report(
-            report, emulator.cert_chain(), None, verify.SnpVerifyOptions(now=dt.datetime.now(dt.UTC))
-        )
+        verify.SnpVerifier().verify(report, emulator.cert_chain(), now=dt.datetime.now(dt.UTC))
     assert e.value.code == "evidence.untrusted_root"
-    opts = verify.SnpVerifyOptions(
-        now=dt.datetime.now(dt.UTC), emulator_roots=frozenset({bytes.fromhex(emulator.root_fingerprint)})
-    )
+    verifier = verify.SnpVerifier(frozenset({bytes.fromhex(emulator.root_fingerprint)}))
     with caplog.at_level(logging.WARNING, logger="contrast.evidence.snp"):
-        v = verify.verify_report(report, emulator.cert_chain(), None, opts)
-        verify.verify_report(report, emulator.cert_chain(), None, opts)
+        v = verifier.verify(report, emulator.cert_chain(), now=dt.datetime.now(dt.UTC))
+        verifier.verify(report, emulator.cert_chain(), now=dt.datetime.now(dt.UTC))
     assert v.chain.emulated
     assert sum("EMULATED" in r.getMessage() for r in caplog.records) == 2  # every time, not once
 
 
 def test_emulator_root_cannot_be_an_amd_ark() -> None:
     with pytest.raises(ValueError, match="AMD ARK"):
-        verify.SnpVerifyOptions(
-            now=NOW,
-            emulator_roots=frozenset(
-                {bytes.fromhex("69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd")}
-            ),
+        verify.SnpVerifier(
+            frozenset({bytes.fromhex("69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd")})
         )
 
 
@@ -269,40 +260,41 @@ def test_persisted_emulator_reloads_identically(
     assert again.root_fingerprint == emulator.root_fingerprint
     assert again.chip_id() == emulator.chip_id()
     report = again.report(product="Genoa")
-    opts = verify.SnpVerifyOptions(
-        now=dt.datetime.now(dt.UTC), emulator_roots=frozenset({bytes.fromhex(emulator.root_fingerprint)})
+    verifier = verify.SnpVerifier(frozenset({bytes.fromhex(emulator.root_fingerprint)}))
+    assert (
+        verifier.verify(report, emulator.cert_chain("Genoa"), now=dt.datetime.now(dt.UTC)).product == "Genoa"
     )
-    assert verify.verify_report(report, emulator.cert_chain("Genoa"), None, opts).product == "Genoa"
 
 
 # --- the cache ------------------------------------------------------------------------------------
 def test_chain_cache_hits_and_still_checks_time(vector: Vector) -> None:
-    cache = verify.ChainCache()
-    opts = verify.SnpVerifyOptions(now=VECTOR_TIME)
-    verify.verify_report(vector.report, vector.certs(), None, opts, cache)
-    verify.verify_report(vector.report, vector.certs(), None, opts, cache)
-    assert (cache.hits, cache.misses) == (1, 1)
-    late = verify.SnpVerifyOptions(now=dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
+    verifier = verify.SnpVerifier()
+    with mock.patch.object(verify, "verify_chain", wraps=verify.verify_chain) as chain_checks:
+        verifier.verify(vector.report, vector.certs(), now=VECTOR_TIME)
+        verifier.verify(vector.report, vector.certs(), now=VECTOR_TIME)
+        assert chain_checks.call_count == 1  # the second verification reuses the verified chain
     with pytest.raises(EvidenceError) as e:
-        verify.verify_report(vector.report, vector.certs(), None, late, cache)
+        verifier.verify(vector.report, vector.certs(), now=dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
     assert e.value.code == "evidence.cert_expired"
     # A cached chain does not vouch for a different signature.
     b = bytearray(vector.report)
     b[abi.OFF_SIGNATURE_R] ^= 1
     with pytest.raises(EvidenceError) as e:
-        verify.verify_report(bytes(b), vector.certs(), None, opts, cache)
+        verifier.verify(bytes(b), vector.certs(), now=VECTOR_TIME)
     assert e.value.code == "evidence.bad_signature"
 
 
 def test_cache_is_bounded() -> None:
-    cache = verify.ChainCache(max_entries=2)
     chain, report = _chain_and_report(SnpChainBuilder())
-    for i in range(4):
-        opts = verify.SnpVerifyOptions(
-            now=NOW + dt.timedelta(seconds=i), emulator_roots=frozenset({chain.ark_sha256})
-        )
-        verify.verify_report(report, chain.der() + [chain.der()[1]] * i, None, opts, cache)
-    assert len(cache._entries) == 2
+    verifier = verify.SnpVerifier(frozenset({chain.ark_sha256}), cache_size=2)
+    chains = [chain.der() + [chain.der()[1]] * i for i in range(4)]  # four distinct certificate lists
+    for certs in chains:
+        verifier.verify(report, certs, now=NOW)
+    with mock.patch.object(verify, "verify_chain", wraps=verify.verify_chain) as chain_checks:
+        verifier.verify(report, chains[-1], now=NOW)
+        assert chain_checks.call_count == 0  # recent: cached
+        verifier.verify(report, chains[0], now=NOW)
+        assert chain_checks.call_count == 1  # evicted: verified again
 
 
 def test_pem_bundle_split_and_garbage() -> None:

@@ -176,8 +176,7 @@ def test_issuer_names_compare_byte_for_byte(platform: EmulatedTdxPlatform, emu_v
     assert same.public_bytes() != platform.pck_ca.subject.public_bytes()
 
     def verify(pem: bytes) -> object:
-        emu_verifier.clear_caches()
-        return emu_verifier.verify(
+        return TdxVerifier(emu_verifier.roots).verify(
             _with_pck_chain(platform, pem), collateral=None, now=EMU_NOW, authenticity_only=True
         )
 
@@ -191,10 +190,9 @@ def test_pck_chain_with_text_between_blocks_is_refused(
 ) -> None:
     pem = platform.pck_chain_pem.replace(b"-----\n-----BEGIN", b"-----\nnote\n-----BEGIN", 1)
     assert pem != platform.pck_chain_pem
-    emu_verifier.clear_caches()
     assert (
         _code(
-            lambda: emu_verifier.verify(
+            lambda: TdxVerifier(emu_verifier.roots).verify(
                 _with_pck_chain(platform, pem), collateral=None, now=EMU_NOW, authenticity_only=True
             )
         )

@@ -14,6 +14,7 @@ from tdx_helpers import EMU_NOW, REAL_NOW, REPORT_DATA, VECTOR, emu_quote, emu_r
 
 from contrast.cli import evidence as ev
 from contrast.cli.evidence_tdx import FORMAT, TdxVerifyInputs, add_verify_arguments, read_verify_options
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, UsageError
 from contrast.cli.main import main
 from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 from contrast.evidence.tdx.verify import COLLATERAL_FILES, TdxCollateral
@@ -34,7 +35,7 @@ def _inputs(now: dt.datetime, **kw: Any) -> TdxVerifyInputs:
 
 
 def test_show_detects_a_tdx_quote(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evidence", "show", str(VECTOR / "quote.bin"), "--json"]) == ev.EXIT_OK
+    assert main(["evidence", "show", str(VECTOR / "quote.bin"), "--json"]) == EXIT_OK
     out = json.loads(capsys.readouterr().out)
     assert out["format"] == "tdx"
     assert out["report"]["trailing_bytes"] == 39
@@ -43,7 +44,7 @@ def test_show_detects_a_tdx_quote(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_verify_without_collateral_flags_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["evidence", "verify", str(VECTOR / "quote.bin"), "--json", "--at", "2023-07-01T00:00:00Z"])
-    assert code == ev.EXIT_REJECTED
+    assert code == EXIT_REJECTED
     assert json.loads(capsys.readouterr().out)["reason"] == "collateral.missing"
 
 
@@ -52,7 +53,7 @@ def test_truncated_quote_is_rejected_with_a_typed_reason(
 ) -> None:
     f = tmp_path / "q.bin"
     f.write_bytes((VECTOR / "quote.bin").read_bytes()[:1000])
-    assert main(["evidence", "show", str(f), "--json"]) == ev.EXIT_REJECTED
+    assert main(["evidence", "show", str(f), "--json"]) == EXIT_REJECTED
     assert json.loads(capsys.readouterr().out)["reason"] == "evidence.malformed"
 
 
@@ -70,7 +71,7 @@ def test_flags_and_collateral_directory() -> None:
     assert not inputs.no_collateral
     with pytest.raises(SystemExit):
         parser.parse_args(["--collateral", str(VECTOR), "--no-collateral"])
-    with pytest.raises(ev.UsageError):
+    with pytest.raises(UsageError):
         read_verify_options(parser.parse_args(["--collateral", "/nonexistent"]), base)
 
 

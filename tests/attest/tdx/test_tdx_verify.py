@@ -14,7 +14,7 @@ from contrast.errors import CollateralError, ContrastError, EvidenceError
 from contrast.evidence.tdx import abi
 from contrast.evidence.tdx.emulator import EmulatedTdxPlatform, tcb_level
 from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA_SHA256, TdxRoots
-from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier, TdxVerifierBuilder
+from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 
 def _code(fn: Any) -> str:
@@ -57,15 +57,6 @@ def test_without_collateral_verification_stops_at_the_chain(
     v = intel_verifier.verify(real_quote, collateral=None, now=REAL_NOW, authenticity_only=True)
     assert v.collateral is None
     assert v.tcb_status is None
-
-
-def test_builder_is_set_once_and_needs_roots() -> None:
-    with pytest.raises(ValueError, match="roots"):
-        TdxVerifierBuilder().build()
-    b = TdxVerifierBuilder().roots(TdxRoots.intel())
-    with pytest.raises(ValueError, match="already"):
-        b.roots(TdxRoots.intel())
-    assert b.build().roots == TdxRoots.intel()
 
 
 def test_roots_are_never_mixed() -> None:
@@ -333,9 +324,8 @@ def test_caches_do_not_change_results(
     platform: EmulatedTdxPlatform, emu_verifier: TdxVerifier, emu_collateral: TdxCollateral
 ) -> None:
     quote = emu_quote(platform)
-    a = emu_verifier.verify(quote, collateral=emu_collateral, now=EMU_NOW)
-    emu_verifier.clear_caches()
-    b = emu_verifier.verify(quote, collateral=emu_collateral, now=EMU_NOW)
+    a = emu_verifier.verify(quote, collateral=emu_collateral, now=EMU_NOW)  # the session's warm verifier
+    b = TdxVerifier(emu_verifier.roots).verify(quote, collateral=emu_collateral, now=EMU_NOW)  # a cold one
     assert a == b
     # A cached, signature-checked chain is still re-checked against the time.
     with pytest.raises(CollateralError):
@@ -360,8 +350,9 @@ def test_regression_invalid_x509_version_in_a_collateral_chain(
     fields = {f: getattr(emu_collateral, f) for f in TdxCollateral.__struct_fields__} | {
         "pck_crl_issuer_chain": bad
     }
-    emu_verifier.clear_caches()
     code = _code(
-        lambda: emu_verifier.verify(emu_quote(platform), collateral=TdxCollateral(**fields), now=EMU_NOW)
+        lambda: TdxVerifier(emu_verifier.roots).verify(
+            emu_quote(platform), collateral=TdxCollateral(**fields), now=EMU_NOW
+        )
     )
     assert code == "evidence.chain_invalid"
