@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from contrast import subjects
 from contrast.coordinator.history import ReplicaState
@@ -57,16 +58,7 @@ def make_service(
         peer = PeerRecovery(
             rt.nc, replica, platform=platform, verifier=verifier, name=name, interval=peer_interval
         )
-        sub = await rt.nc.subscribe(subjects.EVENT_MANIFEST_UPDATED, cb=peer.on_update_hint)
-        rt.stack.push_async_callback(sub.unsubscribe)
-        task = asyncio.create_task(peer.run(), name="peer-recovery")
-
-        async def stop_peer() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        rt.stack.push_async_callback(stop_peer)
+        await _run_peer_recovery(rt, peer)
         users = UserApi(
             replica,
             platform=platform,
@@ -83,57 +75,7 @@ def make_service(
                 raise StateError(replica.state.value, f"manifest replica is {replica.state.value}")
 
         return Handlers(
-            endpoints=(
-                Endpoint(
-                    name="set",
-                    subject=subjects.USER_MANIFEST_SET,
-                    request_type=SetManifestRequest,
-                    handler=users.set,
-                    max_bytes=8 * 1024 * 1024,
-                    timeout=30.0,
-                ),
-                Endpoint(
-                    name="get",
-                    subject=subjects.USER_MANIFEST_GET,
-                    request_type=GetManifestRequest,
-                    handler=users.get,
-                    max_bytes=256,
-                    timeout=30.0,
-                ),
-                Endpoint(
-                    name="recover-challenge",
-                    subject=subjects.USER_RECOVER,
-                    request_type=RecoveryChallengeRequest,
-                    handler=users.recover_challenge,
-                    max_bytes=256,
-                    timeout=10.0,
-                ),
-                Endpoint(
-                    name="recover",
-                    subject=recover_subject(name),
-                    request_type=RecoverRequest,
-                    handler=users.recover,
-                    max_bytes=16 * 1024,
-                    timeout=30.0,
-                ),
-                Endpoint(
-                    name="join-nonce",
-                    subject=subjects.COORDINATOR_JOIN_NONCE,
-                    request_type=JoinNonceRequest,
-                    handler=joins.nonce,
-                    max_bytes=64,
-                    timeout=5.0,
-                ),
-                Endpoint(
-                    name="join",
-                    subject=subjects.COORDINATOR_JOIN,
-                    request_type=JoinRequest,
-                    handler=joins.join,
-                    max_bytes=64 * 1024,
-                    timeout=10.0,
-                ),
-            ),
-            ready_checks={"manifest_state": manifest_ready},
+            endpoints=_endpoints(users, joins, name), ready_checks={"manifest_state": manifest_ready}
         )
 
     return Service(
@@ -141,6 +83,74 @@ def make_service(
         version=VERSION,
         description="Contrast Coordinator: manifest history, user API, recovery and Coordinator join",
         build=build,
+    )
+
+
+async def _run_peer_recovery(rt: Runtime, peer: PeerRecovery) -> None:
+    """Peer recovery in the background, woken by update hints; both stop with the service."""
+    sub = await rt.nc.subscribe(subjects.EVENT_MANIFEST_UPDATED, cb=peer.on_update_hint)
+    rt.stack.push_async_callback(sub.unsubscribe)
+    task = asyncio.create_task(peer.run(), name="peer-recovery")
+
+    async def stop_peer() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    rt.stack.push_async_callback(stop_peer)
+
+
+def _endpoints(users: UserApi, joins: JoinApi, name: str) -> tuple[Endpoint[Any], ...]:
+    """The user API (set, get, recovery) and the join endpoints, each with its size and time bounds."""
+    return (
+        Endpoint(
+            name="set",
+            subject=subjects.USER_MANIFEST_SET,
+            request_type=SetManifestRequest,
+            handler=users.set,
+            max_bytes=8 * 1024 * 1024,
+            timeout=30.0,
+        ),
+        Endpoint(
+            name="get",
+            subject=subjects.USER_MANIFEST_GET,
+            request_type=GetManifestRequest,
+            handler=users.get,
+            max_bytes=256,
+            timeout=30.0,
+        ),
+        Endpoint(
+            name="recover-challenge",
+            subject=subjects.USER_RECOVER,
+            request_type=RecoveryChallengeRequest,
+            handler=users.recover_challenge,
+            max_bytes=256,
+            timeout=10.0,
+        ),
+        Endpoint(
+            name="recover",
+            subject=recover_subject(name),
+            request_type=RecoverRequest,
+            handler=users.recover,
+            max_bytes=16 * 1024,
+            timeout=30.0,
+        ),
+        Endpoint(
+            name="join-nonce",
+            subject=subjects.COORDINATOR_JOIN_NONCE,
+            request_type=JoinNonceRequest,
+            handler=joins.nonce,
+            max_bytes=64,
+            timeout=5.0,
+        ),
+        Endpoint(
+            name="join",
+            subject=subjects.COORDINATOR_JOIN,
+            request_type=JoinRequest,
+            handler=joins.join,
+            max_bytes=64 * 1024,
+            timeout=10.0,
+        ),
     )
 
 

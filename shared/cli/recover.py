@@ -40,11 +40,14 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.cli.attested_history import load_cert, load_manifest, pem
@@ -65,6 +68,7 @@ from contrast.cli.common import (
 from contrast.cli.exitcodes import EXIT_OK
 from contrast.cli.trusted_state import (
     Continuity,
+    TrustedState,
     check_continuity,
     check_recovered_head,
     check_recovery_root,
@@ -73,7 +77,8 @@ from contrast.cli.trusted_state import (
 from contrast.cli.trusted_state_file import load_state
 from contrast.cli.verify import STATE_FILE, VERIFY_DIR
 from contrast.cli.verify import state_path as verify_state_path
-from contrast.coordinator.recovery_head import authenticate_head, claimed_head
+from contrast.coordinator.manifest_format import ManifestDocument
+from contrast.coordinator.recovery_head import ClaimedHead, authenticate_head, claimed_head
 from contrast.coordinator.user_protocol import (
     check_coordinator_evidence,
     recover_subject,
@@ -103,6 +108,120 @@ from contrast.wire.v1 import (
 )
 
 
+@dataclass(frozen=True)
+class _Share:
+    """The seed-share owner's key and what its share decrypts to. Secrets: never log them."""
+
+    key: rsa.RSAPrivateKey
+    seed: bytes
+    salt: bytes
+    engine: SeedEngine
+    root_der: bytes  # the root CA the seed derives
+
+    def __repr__(self) -> str:
+        return "_Share(...)"
+
+
+def _open_share(key_path: Path, shares_path: Path) -> _Share:
+    """Step 1: decrypt our share of ``seed-shares.json`` with the seed-share owner key."""
+    key = load_seedshare_owner_key(key_path)
+    seed, salt = decrypt_share(key, decode_seed_shares(read_file(shares_path, "seed shares")))
+    engine = SeedEngine(seed, salt)
+    root_der = root_certificate(engine.root_ca_key()).public_bytes(serialization.Encoding.DER)
+    return _Share(key=key, seed=seed, salt=salt, engine=engine, root_der=root_der)
+
+
+async def _trusted_state(state_path: Path, share: _Share) -> tuple[TrustedState | None, dict[str, Any]]:
+    """The state of ``contrast verify``, read before the network: a corrupt state, or a share of another
+    deployment, fails before anything is asked or sent. Returns it and the report's ``trusted_state``."""
+    recorded = await load_state(state_path)
+    info: dict[str, Any] = {
+        "path": str(state_path),
+        "recorded_generation": recorded.generation if recorded is not None else None,
+        "written": False,  # recover never writes it (see the module docstring)
+    }
+    if recorded is None:
+        info["status"] = Continuity.FIRST_USE.value
+        print(
+            f"contrast recover: WARNING: no trusted state at {state_path}: a rolled-back store is not "
+            "detected (run `contrast verify` while the Coordinator is ready, or pass --state)",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        check_recovery_root(recorded, share.root_der)
+    return recorded, info
+
+
+async def _attested_head(
+    args: argparse.Namespace, nc: Client, doc: ManifestDocument, verifier: EvidenceVerifier, share: _Share
+) -> tuple[RecoveryChallenge, ClaimedHead]:
+    """Step 2: a stale replica's challenge, attested against the local manifest, and the head it will
+    adopt, authenticated with the seed's own history key."""
+    progress(args, "asking a stale Coordinator replica for its recovery key …")
+    sent, challenge = await patient_request(
+        args,
+        nc,
+        subjects.USER_RECOVER,
+        lambda: RecoveryChallengeRequest(nonce=secrets.token_bytes(32), force=args.force),
+        RecoveryChallenge,
+    )
+    expected = recovery_report_data(
+        sent.nonce,
+        challenge.hpke_key,
+        challenge.recovery_nonce,
+        challenge.head_pointer,
+        challenge.head_transitions,
+    )
+    check_coordinator_evidence(challenge.evidence, doc.manifest, expected, verifier=verifier, now=now())
+    head = claimed_head(challenge.head_pointer, challenge.head_transitions)
+    authenticate_head(head, share.engine.history_signing_key().public_key())
+    return challenge, head
+
+
+def _recover_request(
+    challenge: RecoveryChallenge, head: ClaimedHead, share: _Share, force: bool
+) -> RecoverRequest:
+    """Step 3: the seed sealed to the challenge key and bound to the checked head; the owner's signature."""
+    message = recovery_signing_message(share.seed, share.salt, challenge.hpke_key, challenge.recovery_nonce)
+    return RecoverRequest(
+        nonce=secrets.token_bytes(32),
+        recovery_nonce=challenge.recovery_nonce,
+        head_generation=head.generation,
+        head_transition=head.transition_hash,
+        sealed_secret=seal_recovery_secret(
+            challenge.hpke_key,
+            challenge.recovery_nonce,
+            head.generation,
+            head.transition_hash,
+            share.seed,
+            share.salt,
+        ),
+        signature=sign_recovery(share.key, message),
+        force=force,
+    )
+
+
+def _recovered(
+    reply: AttestedReply,
+    req: RecoverRequest,
+    doc: ManifestDocument,
+    verifier: EvidenceVerifier,
+    share: _Share,
+) -> RecoverResult:
+    """Step 4: the attested reply for our nonce, with the seed's root CA and the head it names."""
+    verify_attested_reply(reply, req.nonce, doc.manifest, verifier=verifier, now=now())
+    try:
+        result = decoder(RecoverResult).decode(reply.payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
+        raise InternalError("bad_reply", "the attested recovery result does not decode") from e
+    if result.transition_hash != reply.transition_hash:
+        raise AuthError("bad_reply", "the recovery result names another head than the attested reply")
+    if share.root_der != reply.root_ca:
+        raise AuthError("bad_reply", "the recovered Coordinator shows another root CA than the seed's")
+    return result
+
+
 def recover(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace)
     key_path = Path(args.seedshare_owner_key or workspace / SEEDSHARE_OWNER_KEY_FILE)
@@ -111,102 +230,34 @@ def recover(args: argparse.Namespace) -> int:
 
     async def body() -> int:
         doc = load_manifest(args.manifest)
-        key = load_seedshare_owner_key(key_path)
-        seed, salt = decrypt_share(key, decode_seed_shares(read_file(shares_path, "seed shares")))
-        engine = SeedEngine(seed, salt)
-        root_der = root_certificate(engine.root_ca_key()).public_bytes(serialization.Encoding.DER)
-        # Read before the network: a corrupt state, or a share of another deployment, fails before anything
-        # is asked or sent.
-        recorded = await load_state(state_path)
-        state_info: dict[str, Any] = {
-            "path": str(state_path),
-            "recorded_generation": recorded.generation if recorded is not None else None,
-            "written": False,  # recover never writes it (see the module docstring)
-        }
-        if recorded is None:
-            state_info["status"] = Continuity.FIRST_USE.value
-            print(
-                f"contrast recover: WARNING: no trusted state at {state_path}: a rolled-back store is not "
-                "detected (run `contrast verify` while the Coordinator is ready, or pass --state)",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            check_recovery_root(recorded, root_der)
+        share = _open_share(key_path, shares_path)
+        recorded, state_info = await _trusted_state(state_path, share)
         verifier = EvidenceVerifier()
         nc = await connect(args)
         try:
-            progress(args, "asking a stale Coordinator replica for its recovery key …")
-            sent, challenge = await patient_request(
-                args,
-                nc,
-                subjects.USER_RECOVER,
-                lambda: RecoveryChallengeRequest(nonce=secrets.token_bytes(32), force=args.force),
-                RecoveryChallenge,
-            )
-            check_coordinator_evidence(
-                challenge.evidence,
-                doc.manifest,
-                recovery_report_data(
-                    sent.nonce,
-                    challenge.hpke_key,
-                    challenge.recovery_nonce,
-                    challenge.head_pointer,
-                    challenge.head_transitions,
-                ),
-                verifier=verifier,
-                now=now(),
-            )
-            # The head the replica attests it will adopt, authenticated with the seed's own history key.
-            head = claimed_head(challenge.head_pointer, challenge.head_transitions)
-            authenticate_head(head, engine.history_signing_key().public_key())
+            challenge, head = await _attested_head(args, nc, doc, verifier, share)
             checked = observed_state(
-                root_ca_der=root_der,
+                root_ca_der=share.root_der,
                 transitions=head.transition_hashes(),
                 manifests=head.manifest_hashes(),
                 verified_at=now(),
             )
             state_info["checked_generation"] = checked.generation
-            if recorded is not None:
-                continuity = check_continuity(recorded, checked, accept_new_root=False)
-                state_info["status"] = continuity.value
+            if recorded is not None:  # before anything is sealed
+                state_info["status"] = check_continuity(recorded, checked, accept_new_root=False).value
                 progress(
                     args,
                     f"the attested history (generation {checked.generation}) extends the trusted state "
                     f"(generation {recorded.generation})",
                 )
             progress(args, f"replica {challenge.replica} is attested; sending the seed sealed to its head")
-            message = recovery_signing_message(seed, salt, challenge.hpke_key, challenge.recovery_nonce)
-            req = RecoverRequest(
-                nonce=secrets.token_bytes(32),
-                recovery_nonce=challenge.recovery_nonce,
-                head_generation=head.generation,
-                head_transition=head.transition_hash,
-                sealed_secret=seal_recovery_secret(
-                    challenge.hpke_key,
-                    challenge.recovery_nonce,
-                    head.generation,
-                    head.transition_hash,
-                    seed,
-                    salt,
-                ),
-                signature=sign_recovery(key, message),
-                force=args.force,
-            )
+            req = _recover_request(challenge, head, share, args.force)
             reply = await request(
                 nc, recover_subject(challenge.replica), req, AttestedReply, timeout=min(30.0, args.timeout)
             )
         finally:
             await nc.close()
-        verify_attested_reply(reply, req.nonce, doc.manifest, verifier=verifier, now=now())
-        try:
-            result = decoder(RecoverResult).decode(reply.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
-            raise InternalError("bad_reply", "the attested recovery result does not decode") from e
-        if result.transition_hash != reply.transition_hash:
-            raise AuthError("bad_reply", "the recovery result names another head than the attested reply")
-        if root_der != reply.root_ca:
-            raise AuthError("bad_reply", "the recovered Coordinator shows another root CA than the seed's")
+        result = _recovered(reply, req, doc, verifier, share)
         check_recovered_head(
             recorded, checked, generation=result.generation, transition_hash=reply.transition_hash
         )

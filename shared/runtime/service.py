@@ -214,7 +214,6 @@ async def serve(
     log = _log.bind(service=service.name, replica=replica)
     own_provider = tracer_provider is None
     provider = tracer_provider or build_tracer_provider(service.name, replica, service.version)
-    tracer = provider.get_tracer("contrast.runtime")
     metrics = Metrics()
     async with AsyncExitStack() as stack:
         if own_provider:
@@ -226,7 +225,6 @@ async def serve(
             stack.push_async_callback(asyncio.to_thread, metrics.close)
         nc = await connect(config.nats_urls, name=f"{service.name}/{replica}")
         stack.push_async_callback(_close_connection, nc)
-        js = nc.jetstream()
         # The service's own resources are closed after intake has stopped and before the connection drains.
         service_stack = await stack.enter_async_context(AsyncExitStack())
         runtime = Runtime(
@@ -235,78 +233,25 @@ async def serve(
             replica=replica,
             config=config,
             nc=nc,
-            js=js,
+            js=nc.jetstream(),
             metrics=metrics,
-            tracer=tracer,
+            tracer=provider.get_tracer("contrast.runtime"),
             stack=service_stack,
         )
-        handlers = await service.build(runtime)
-        holder: list[RunningService] = []
-
-        async def readiness(_: ReadinessRequest, __: RequestContext) -> ReadinessReply:
-            return await holder[0].readiness()
-
-        health = Endpoint(
-            name="ready",
-            subject=subjects.health(service.name),
-            request_type=ReadinessRequest,
-            handler=readiness,
-            max_bytes=64,
-            timeout=READY_CHECK_TIMEOUT * 2,
-        )
-        server = EndpointServer(
-            nc=nc,
-            js=js,
-            endpoints=(*handlers.endpoints, health),
-            service=service.name,
-            replica=replica,
-            tracer=tracer,
-            metrics=metrics,
-            max_concurrency=config.max_concurrency,
-            max_pending=config.max_pending,
-        )
-        runners = [
-            WorkerRunner(
-                w,
-                nc=nc,
-                js=js,
-                service=service.name,
-                replica=replica,
-                tracer=tracer,
-                metrics=metrics,
-                js_replicas=config.js_replicas,
-            )
-            for w in handlers.workers
-        ]
-        metadata = {**service.metadata, "replica": replica}
-        if handlers.workers:
-            metadata["workers"] = ",".join(
-                f"{w.consumer.stream.name}/{w.consumer.durable}" for w in handlers.workers
-            )
-        discovery = Discovery(
-            nc,
-            name=service.name,
-            instance_id=NUID().next().decode(),
-            version=service.version,
-            description=service.description,
-            metadata=metadata,
-            endpoints=lambda: _endpoint_table(server),
-        )
-        running = RunningService(service, runtime, handlers, server, runners, discovery, metrics_port)
-        holder.append(running)
+        running = _assemble(service, runtime, await service.build(runtime), metrics_port)
         try:
-            await server.start()
-            for runner in runners:
+            await running.endpoints.start()
+            for runner in running.workers:
                 await runner.start()
-            await discovery.start()
+            await running.discovery.start()
             refresher = asyncio.create_task(_refresh_readiness(running), name="readiness")
             log.info(
                 "service_started",
                 version=service.version,
                 metrics_port=metrics_port,
-                endpoints=[e.subject for e in server.endpoints],
-                workers=[w.name for w in handlers.workers],
-                instance_id=discovery.id,
+                endpoints=[e.subject for e in running.endpoints.endpoints],
+                workers=[w.name for w in running.handlers.workers],
+                instance_id=running.discovery.id,
             )
             try:
                 yield running
@@ -315,6 +260,68 @@ async def serve(
                 await _shutdown(running, config.shutdown_timeout, log)
         finally:
             metrics.ready.set(0)
+
+
+def _assemble(
+    service: Service, runtime: Runtime, handlers: Handlers, metrics_port: int | None
+) -> RunningService:
+    """Wire the built handlers to NATS: the endpoint server (with the readiness endpoint), one worker runner
+    per stream worker, and ``$SRV`` discovery. Nothing is subscribed yet."""
+    holder: list[RunningService] = []
+
+    async def readiness(_: ReadinessRequest, __: RequestContext) -> ReadinessReply:
+        return await holder[0].readiness()
+
+    health = Endpoint(
+        name="ready",
+        subject=subjects.health(service.name),
+        request_type=ReadinessRequest,
+        handler=readiness,
+        max_bytes=64,
+        timeout=READY_CHECK_TIMEOUT * 2,
+    )
+    config = runtime.config
+    server = EndpointServer(
+        nc=runtime.nc,
+        js=runtime.js,
+        endpoints=(*handlers.endpoints, health),
+        service=service.name,
+        replica=runtime.replica,
+        tracer=runtime.tracer,
+        metrics=runtime.metrics,
+        max_concurrency=config.max_concurrency,
+        max_pending=config.max_pending,
+    )
+    runners = [
+        WorkerRunner(
+            w,
+            nc=runtime.nc,
+            js=runtime.js,
+            service=service.name,
+            replica=runtime.replica,
+            tracer=runtime.tracer,
+            metrics=runtime.metrics,
+            js_replicas=config.js_replicas,
+        )
+        for w in handlers.workers
+    ]
+    metadata = {**service.metadata, "replica": runtime.replica}
+    if handlers.workers:
+        metadata["workers"] = ",".join(
+            f"{w.consumer.stream.name}/{w.consumer.durable}" for w in handlers.workers
+        )
+    discovery = Discovery(
+        runtime.nc,
+        name=service.name,
+        instance_id=NUID().next().decode(),
+        version=service.version,
+        description=service.description,
+        metadata=metadata,
+        endpoints=lambda: _endpoint_table(server),
+    )
+    running = RunningService(service, runtime, handlers, server, runners, discovery, metrics_port)
+    holder.append(running)
+    return running
 
 
 async def _refresh_readiness(running: RunningService) -> None:

@@ -94,20 +94,25 @@ def claims_of(v: VerifiedSnpReport) -> Claims:
     )
 
 
-def _check(
-    v: VerifiedSnpReport, ref: SnpReferenceValues, expected_report_data: bytes | AnyReportData
-) -> list[Finding]:
-    r = v.report
-    out: list[Finding] = []
+class _Findings:
+    """The findings of one reference set, each a ``policy.*`` code."""
 
-    def add(code: str, fld: str, expected: str, got: str, message: str = "") -> None:
-        out.append(Finding(code=f"policy.{code}", field=fld, expected=expected, got=got, message=message))
+    def __init__(self) -> None:
+        self.out: list[Finding] = []
 
-    # Trust anchor class: the emulator root only under its explicit, insecure platform name.
+    def add(self, code: str, fld: str, expected: str, got: str, message: str = "") -> None:
+        self.out.append(
+            Finding(code=f"policy.{code}", field=fld, expected=expected, got=got, message=message)
+        )
+
+
+def _check_platform(v: VerifiedSnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """The trust anchor class (the emulator root only under its explicit, insecure platform name), the
+    product and the launch measurement."""
     if v.chain.emulated:
         fp = v.chain.root_sha256.hex()
         if not ref.is_emulated:
-            add(
+            f.add(
                 "emulated_platform",
                 "Platform",
                 ref.Platform,
@@ -117,9 +122,9 @@ def _check(
         elif ref.EmulatorRootFingerprint is None or not hmac.compare_digest(
             ref.EmulatorRootFingerprint.lower(), fp
         ):
-            add("emulator_root_mismatch", "EmulatorRootFingerprint", ref.EmulatorRootFingerprint or "", fp)
+            f.add("emulator_root_mismatch", "EmulatorRootFingerprint", ref.EmulatorRootFingerprint or "", fp)
     elif ref.is_emulated:
-        add(
+        f.add(
             "platform_mismatch",
             "Platform",
             ref.Platform,
@@ -127,13 +132,17 @@ def _check(
             "real AMD evidence under an emulated platform",
         )
     if ref.ProductName != v.product:
-        add("product_mismatch", "ProductName", ref.ProductName, v.product)
+        f.add("product_mismatch", "ProductName", ref.ProductName, v.product)
+    r = v.report
     if not hmac.compare_digest(bytes.fromhex(ref.TrustedMeasurement), r.measurement):
-        add("measurement_mismatch", "MEASUREMENT", ref.TrustedMeasurement.lower(), r.measurement.hex())
+        f.add("measurement_mismatch", "MEASUREMENT", ref.TrustedMeasurement.lower(), r.measurement.hex())
 
+
+def _check_launch(r: abi.SnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """The launch policy the host chose: the exact guest policy (DEBUG refused), platform info and VMPL."""
     want_policy = expected_policy(ref.GuestPolicy)
     if r.guest_policy.debug and not ref.AllowDebugInsecure:
-        add(
+        f.add(
             "debug_enabled",
             "POLICY.DEBUG",
             "false",
@@ -141,14 +150,16 @@ def _check(
             "the guest policy allows debugging (decryptable memory)",
         )
     elif r.policy != want_policy:
-        add("guest_policy_mismatch", "POLICY", f"0x{want_policy:016x}", f"0x{r.policy:016x}")
-
+        f.add("guest_policy_mismatch", "POLICY", f"0x{want_policy:016x}", f"0x{r.policy:016x}")
     for name, bit in _PLATFORM_BITS:
         if getattr(ref.PlatformInfo, name) and not r.platform_info & bit:
-            add("platform_info_mismatch", f"PLATFORM_INFO.{name}", "set", "clear")
+            f.add("platform_info_mismatch", f"PLATFORM_INFO.{name}", "set", "clear")
     if r.vmpl != ref.VMPL:
-        add("vmpl_mismatch", "VMPL", str(ref.VMPL), str(r.vmpl))
+        f.add("vmpl_mismatch", "VMPL", str(ref.VMPL), str(r.vmpl))
 
+
+def _check_tcb(v: VerifiedSnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """The minimum TCB, for the current, committed, reported and launch TCB alike."""
     minimum = ref.MinimumTCB
     mins = {
         "bootloader": minimum.BootloaderVersion,
@@ -167,39 +178,53 @@ def _check(
         got = tcb.as_dict()
         for comp, least in mins.items():
             if got.get(comp, -1) < least:
-                add("tcb_too_low", f"{label}.{comp}", f">= {least}", str(got.get(comp)))
+                f.add("tcb_too_low", f"{label}.{comp}", f">= {least}", str(got.get(comp)))
 
-    if ref.MinimumMitigationVector is not None:
-        need = ref.MinimumMitigationVector
-        if r.launch_mit_vector is None or r.current_mit_vector is None:
-            if need:
-                add(
-                    "mitigation_vector_too_low",
-                    "MIT_VECTOR",
-                    f"0x{need:016x}",
-                    f"absent (report v{r.version})",
-                )
-        else:
-            for label, vec in (
-                ("LAUNCH_MIT_VECTOR", r.launch_mit_vector),
-                ("CURRENT_MIT_VECTOR", r.current_mit_vector),
-            ):
-                if vec & need != need:
-                    add("mitigation_vector_too_low", label, f"bits 0x{need:016x}", f"0x{vec:016x}")
 
+def _check_mitigations(r: abi.SnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """The minimum mitigation vector, at launch and now (reports before v5 carry none)."""
+    if ref.MinimumMitigationVector is None:
+        return
+    need = ref.MinimumMitigationVector
+    if r.launch_mit_vector is None or r.current_mit_vector is None:
+        if need:
+            f.add(
+                "mitigation_vector_too_low", "MIT_VECTOR", f"0x{need:016x}", f"absent (report v{r.version})"
+            )
+        return
+    for label, vec in (
+        ("LAUNCH_MIT_VECTOR", r.launch_mit_vector),
+        ("CURRENT_MIT_VECTOR", r.current_mit_vector),
+    ):
+        if vec & need != need:
+            f.add("mitigation_vector_too_low", label, f"bits 0x{need:016x}", f"0x{vec:016x}")
+
+
+def _check_identity(r: abi.SnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """The allowed chips and ID keys."""
     if ref.AllowedChipIDs != [reference.WILDCARD]:
         chip = r.chip_id
         if not any(hmac.compare_digest(bytes.fromhex(c), chip) for c in ref.AllowedChipIDs):
-            add("chip_id_not_allowed", "CHIP_ID", "one of AllowedChipIDs", chip.hex())
+            f.add("chip_id_not_allowed", "CHIP_ID", "one of AllowedChipIDs", chip.hex())
     if ref.TrustedIDKeyDigests and not any(
         hmac.compare_digest(bytes.fromhex(d), r.id_key_digest) for d in ref.TrustedIDKeyDigests
     ):
-        add("id_key_not_trusted", "ID_KEY_DIGEST", "one of TrustedIDKeyDigests", r.id_key_digest.hex())
+        f.add("id_key_not_trusted", "ID_KEY_DIGEST", "one of TrustedIDKeyDigests", r.id_key_digest.hex())
 
+
+def _check(
+    v: VerifiedSnpReport, ref: SnpReferenceValues, expected_report_data: bytes | AnyReportData
+) -> list[Finding]:
+    f = _Findings()
+    _check_platform(v, ref, f)
+    _check_launch(v.report, ref, f)
+    _check_tcb(v, ref, f)
+    _check_mitigations(v.report, ref, f)
+    _check_identity(v.report, ref, f)
     # Constant time: REPORT_DATA binds the nonce and the keys the exchange relies on.
-    if not report_data_matches(expected_report_data, r.report_data):
-        add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
-    return out
+    if not report_data_matches(expected_report_data, v.report.report_data):
+        f.add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
+    return f.out
 
 
 def validate(

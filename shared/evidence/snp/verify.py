@@ -331,6 +331,62 @@ def _pick_chain(
     raise EvidenceError("chain_invalid", f"no supplied self-signed root issued the {signing_key}'s issuer")
 
 
+def _agreed_product(
+    ext: kds.VekExtensions,
+    inter: x509.Certificate,
+    signing_key: str,
+    ark_product: Product | None,
+    cpuid_product: Product | None,
+    product_hint: Product | None,
+) -> Product:
+    """Step 7: every source that names a product must name the same one."""
+    ext_product = kds.product_from_name(ext.product_name)
+    if ext_product is None:
+        raise EvidenceError("unknown_product", f"VCEK productName {ext.product_name!r} is no known product")
+    inter_cn = _cn(inter.subject)
+    prefix = "SEV-VLEK-" if signing_key == "VLEK" else "SEV-"
+    inter_product = kds.product_from_name(inter_cn[len(prefix) :]) if inter_cn.startswith(prefix) else None
+    if inter_product is None:
+        raise EvidenceError(
+            "chain_invalid", f"intermediate CN {inter_cn!r} does not name a {signing_key} issuer"
+        )
+    named = {
+        "ARK": ark_product,
+        "CPUID": cpuid_product,
+        "VCEK productName": ext_product,
+        "issuer CN": inter_product,
+        "requested product": product_hint,
+    }
+    products = {p for p in named.values() if p is not None}
+    if len(products) != 1:
+        detail = ", ".join(f"{k}={v}" for k, v in named.items() if v is not None)
+        raise EvidenceError("product_mismatch", f"the product is named inconsistently: {detail}")
+    return products.pop()
+
+
+def _check_binding(
+    ext: kds.VekExtensions, product: Product, signing_key: str, chip_id: bytes, reported_tcb: int
+) -> kds.Tcb:
+    """Step 8: a VCEK's hwID is the report's CHIP_ID, and the key certifies the report's REPORTED_TCB."""
+    if signing_key == "VCEK":
+        if ext.hwid is None:
+            raise EvidenceError("bad_vcek", "the VCEK has no hwID extension")
+        if product == "Turin":
+            ok = ext.hwid == chip_id[: kds.TURIN_CHIP_ID_SIZE] and not any(chip_id[kds.TURIN_CHIP_ID_SIZE :])
+        else:
+            ok = ext.hwid == chip_id
+        if not ok:
+            raise EvidenceError("chip_id_mismatch", "the VCEK was issued for another chip (hwID != CHIP_ID)")
+    cert_tcb = ext.tcb(product)
+    if kds.encode_tcb(cert_tcb, product) != reported_tcb:
+        raise EvidenceError(
+            "tcb_mismatch",
+            f"the {signing_key} certifies TCB {cert_tcb.as_dict()}, the report's REPORTED_TCB is "
+            f"{kds.decode_tcb(reported_tcb, product).as_dict()} (0x{reported_tcb:016x})",
+        )
+    return cert_tcb
+
+
 def verify_chain(
     certs: Sequence[bytes],
     crl: bytes | None,
@@ -368,48 +424,9 @@ def verify_chain(
             f"(valid {valid_from.isoformat()} .. {valid_until.isoformat()})",
         )
 
-    # Step 7: every source that names a product must name the same one.
     ext = kds.parse_vek_extensions(leaf)
-    ext_product = kds.product_from_name(ext.product_name)
-    if ext_product is None:
-        raise EvidenceError("unknown_product", f"VCEK productName {ext.product_name!r} is no known product")
-    inter_cn = _cn(inter.subject)
-    prefix = "SEV-VLEK-" if signing_key == "VLEK" else "SEV-"
-    inter_product = kds.product_from_name(inter_cn[len(prefix) :]) if inter_cn.startswith(prefix) else None
-    if inter_product is None:
-        raise EvidenceError(
-            "chain_invalid", f"intermediate CN {inter_cn!r} does not name a {signing_key} issuer"
-        )
-    named = {
-        "ARK": ark_product,
-        "CPUID": cpuid_product,
-        "VCEK productName": ext_product,
-        "issuer CN": inter_product,
-        "requested product": product_hint,
-    }
-    products = {p for p in named.values() if p is not None}
-    if len(products) != 1:
-        detail = ", ".join(f"{k}={v}" for k, v in named.items() if v is not None)
-        raise EvidenceError("product_mismatch", f"the product is named inconsistently: {detail}")
-    product: Product = products.pop()
-
-    # Step 8.
-    if signing_key == "VCEK":
-        if ext.hwid is None:
-            raise EvidenceError("bad_vcek", "the VCEK has no hwID extension")
-        if product == "Turin":
-            ok = ext.hwid == chip_id[: kds.TURIN_CHIP_ID_SIZE] and not any(chip_id[kds.TURIN_CHIP_ID_SIZE :])
-        else:
-            ok = ext.hwid == chip_id
-        if not ok:
-            raise EvidenceError("chip_id_mismatch", "the VCEK was issued for another chip (hwID != CHIP_ID)")
-    cert_tcb = ext.tcb(product)
-    if kds.encode_tcb(cert_tcb, product) != reported_tcb:
-        raise EvidenceError(
-            "tcb_mismatch",
-            f"the {signing_key} certifies TCB {cert_tcb.as_dict()}, the report's REPORTED_TCB is "
-            f"{kds.decode_tcb(reported_tcb, product).as_dict()} (0x{reported_tcb:016x})",
-        )
+    product = _agreed_product(ext, inter, signing_key, ark_product, cpuid_product, product_hint)
+    cert_tcb = _check_binding(ext, product, signing_key, chip_id, reported_tcb)
 
     # Step 9.
     if crl is not None:

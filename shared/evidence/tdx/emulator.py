@@ -155,6 +155,21 @@ def _load_key(pem: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _check_quote_fields(
+    report_data: bytes, mr_config_id: bytes, mrtd: bytes, rtmrs: Sequence[bytes], version: int, body_type: int
+) -> None:
+    sizes = {"report_data": (report_data, 64), "mr_config_id": (mr_config_id, 48), "mrtd": (mrtd, 48)}
+    for name, (val, n) in sizes.items():
+        if len(val) != n:
+            raise ValueError(f"{name} must be {n} bytes")
+    if len(rtmrs) != 4 or any(len(r) != 48 for r in rtmrs):
+        raise ValueError("rtmrs must be four 48-byte values")
+    if version == 4 and body_type != abi.BODY_TYPE_TDX10:
+        raise ValueError("quote v4 carries only a TDX 1.0 body (type 2)")
+    if version not in (4, 5) or body_type not in abi.BODY_SIZES:
+        raise ValueError("version must be 4 or 5 and body_type 2 or 3")
+
+
 @dataclass(frozen=True)
 class EmulatedTdxPlatform:
     """The emulator's keys and certificates. Build with :meth:`create` or :meth:`load_or_create`."""
@@ -361,16 +376,7 @@ class EmulatedTdxPlatform:
         """A signed quote with the given fields. ``mr_config_id`` may be 32 bytes (zero-padded to 48)."""
         if len(mr_config_id) == 32:
             mr_config_id += bytes(16)
-        sizes = {"report_data": (report_data, 64), "mr_config_id": (mr_config_id, 48), "mrtd": (mrtd, 48)}
-        for name, (val, n) in sizes.items():
-            if len(val) != n:
-                raise ValueError(f"{name} must be {n} bytes")
-        if len(rtmrs) != 4 or any(len(r) != 48 for r in rtmrs):
-            raise ValueError("rtmrs must be four 48-byte values")
-        if version == 4 and body_type != abi.BODY_TYPE_TDX10:
-            raise ValueError("quote v4 carries only a TDX 1.0 body (type 2)")
-        if version not in (4, 5) or body_type not in abi.BODY_SIZES:
-            raise ValueError("version must be 4 or 5 and body_type 2 or 3")
+        _check_quote_fields(report_data, mr_config_id, mrtd, rtmrs, version, body_type)
         body = (
             tee_tcb_svn
             + mr_seam
@@ -387,6 +393,11 @@ class EmulatedTdxPlatform:
         )
         if body_type == abi.BODY_TYPE_TDX15:
             body += (tee_tcb_svn if tee_tcb_svn2 is None else tee_tcb_svn2) + mr_service_td
+        return self._sign_quote(version, body_type, body) + trailing
+
+    def _sign_quote(self, version: int, body_type: int, body: bytes) -> bytes:
+        """The quote bytes around ``body``: header, then the attestation key's signature and the QE's
+        certification data."""
         header = abi.Header(
             version=version,
             att_key_type=abi.ATT_KEY_TYPE_ECDSA_P256,
@@ -395,32 +406,23 @@ class EmulatedTdxPlatform:
             qe_vendor_id=abi.INTEL_QE_VENDOR_ID,
             user_data=hashlib.sha256(self.root_der).digest()[:16] + bytes(4),
         )
-        unsigned = abi.Quote(
-            header=header,
-            body_type=body_type,
-            body=abi.TdReport(raw=body),
-            signature_data=abi.SignatureData(
-                signature=bytes(64),
-                attestation_key=self.attestation_public_key,
-                cert_data_type=abi.CERT_TYPE_QE_REPORT,
-                cert_data=self._qe_certification(),
-            ),
-            trailing=0,
-        )
-        sd = unsigned.signature_data
-        signed = abi.Quote(
-            header=header,
-            body_type=body_type,
-            body=unsigned.body,
-            signature_data=abi.SignatureData(
-                signature=_rs(self.attestation_key, unsigned.signed_region),
-                attestation_key=sd.attestation_key,
-                cert_data_type=sd.cert_data_type,
-                cert_data=sd.cert_data,
-            ),
-            trailing=0,
-        )
-        return signed.to_bytes() + trailing
+
+        def quote(signature: bytes) -> abi.Quote:
+            return abi.Quote(
+                header=header,
+                body_type=body_type,
+                body=abi.TdReport(raw=body),
+                signature_data=abi.SignatureData(
+                    signature=signature,
+                    attestation_key=self.attestation_public_key,
+                    cert_data_type=abi.CERT_TYPE_QE_REPORT,
+                    cert_data=self._qe_certification(),
+                ),
+                trailing=0,
+            )
+
+        signed_region = quote(bytes(64)).signed_region
+        return quote(_rs(self.attestation_key, signed_region)).to_bytes()
 
     # --- collateral ----------------------------------------------------------------------------------------
 

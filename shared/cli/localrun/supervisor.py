@@ -1,0 +1,252 @@
+"""Process supervision for the local runner: NATS, the services, and the short-lived pods and CLI calls.
+
+Every wait of the run goes through :meth:`Supervisor.guard`, so that Ctrl-C (:class:`Interrupted`) or a
+service that dies (:class:`StepFailed`) ends it at once instead of after a timeout.
+:meth:`Supervisor.shutdown` stops whatever this run started: pods and CLI calls first, then the services in
+order, then NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from contrast import subjects
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED
+from contrast.cli.localrun.console import Console
+from contrast.cli.localrun.procs import Child, RunnableService, start_service, stop_children
+from contrast.coordinator.history import LATEST_KEY
+from contrast.runtime.natsserver import NatsServer, start_nats
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM arrived."""
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+
+
+async def _awaited(aw: Awaitable[None]) -> None:
+    await aw
+
+
+class Supervisor:
+    """The processes of one run and the runner's own NATS connection."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.stop = asyncio.Event()
+        self.children: list[Child] = []  # long-running services, in start order
+        self.transient: set[Child] = set()  # pods and CLI calls in flight
+        self.nats: NatsServer | None = None
+        self.nats_url = ""
+        self.nc: Client | None = None
+
+    async def guard(self, aw: Awaitable[T], timeout: float | None = None) -> T:
+        """Await ``aw`` unless a stop is requested (:class:`Interrupted`) or a service dies
+        (:class:`StepFailed`) first; ``TimeoutError`` after ``timeout``."""
+        task = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self.stop.wait())
+        died = asyncio.ensure_future(self._a_service_died())
+        try:
+            done, _ = await asyncio.wait(
+                {task, stopper, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+            died.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if self.stop.is_set():
+            raise Interrupted
+        if died in done:
+            dead = died.result()
+            raise StepFailed(
+                "services", f"{dead.label} exited with {dead.process.returncode}: {dead.log_tail(800)}"
+            )
+        raise TimeoutError
+
+    async def _a_service_died(self) -> Child:
+        while True:
+            for c in self.children:
+                if not c.running():
+                    return c
+            await asyncio.sleep(0.2)
+
+    async def together(self, *aws: Awaitable[None]) -> None:
+        """Run steps concurrently; the first failure cancels the others and is raised as itself."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for aw in aws:
+                    tg.create_task(_awaited(aw))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+
+    # ---- NATS and the services ----------------------------------------------------------------------------
+
+    async def start_nats(self, url: str | None, store_dir: Path | None) -> None:
+        """Use the NATS at ``url``, or start an embedded one (JetStream in ``store_dir`` if given)."""
+        say = self.console.say
+        if url:
+            self.nats_url = url
+            say(f"NATS        {self.nats_url} (external)")
+            return
+        if store_dir is not None:
+            await asyncio.to_thread(store_dir.mkdir, parents=True, exist_ok=True)
+        server = await asyncio.to_thread(start_nats, store_dir=store_dir)
+        self.nats = server
+        self.nats_url = server.url
+        say(
+            f"NATS        {server.url}  (JetStream store {server.store_dir}, "
+            f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})"
+        )
+
+    async def connect(self) -> None:
+        """The runner's own client (status line: queue depth); also fails fast on an unreachable --nats."""
+        try:
+            self.nc = await self.guard(
+                nats.connect(self.nats_url, name="contrast-run", connect_timeout=5, allow_reconnect=True),
+                timeout=20,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as e:
+            raise StepFailed("nats", f"cannot reach NATS at {self.nats_url}: {type(e).__name__}") from e
+
+    async def start(
+        self, service: RunnableService, replicas: int, env: dict[str, str], logs: Path | None
+    ) -> None:
+        for replica in range(1, replicas + 1):
+            child = await start_service(service, replica, self.nats_url, extra_env=env, log_dir=logs)
+            self.children.append(child)
+            self.console.say(
+                f"{child.label:<11} pid {child.pid}, metrics http://127.0.0.1:{child.metrics_port}/metrics"
+                + (f", log {child.log_path}" if child.log_path else "")
+            )
+
+    async def history_exists(self) -> bool:
+        """A hint from the (untrusted) store only: it picks recover-then-update over a first set; the CLIs
+        do the authenticated checks either way."""
+        if self.nc is None:
+            return False
+        try:
+            kv = await self.nc.jetstream().key_value(subjects.HISTORY.bucket)
+            await kv.get(LATEST_KEY)
+        except Exception:  # no bucket or no key: a fresh deployment
+            return False
+        return True
+
+    async def queue_depth(self) -> str:
+        """The verifier queue (pending and unacknowledged requests), or ``?`` while NATS is busy."""
+        if self.nc is None:
+            return "?"
+        try:
+            info = await self.nc.jetstream().consumer_info(
+                subjects.VERIFIER_CONSUMER.stream.name, subjects.VERIFIER_CONSUMER.durable, timeout=0.5
+            )
+        except Exception:  # NATS busy or restarting: show "?" rather than stall the line
+            return "?"
+        return str(info.num_pending + info.num_ack_pending)
+
+    # ---- short-lived processes ----------------------------------------------------------------------------
+
+    async def run_child(self, child: Child) -> int:
+        """Wait for a pod's initializer (tracked, so that a stop kills it); returns its exit code."""
+        self.transient.add(child)
+        code = await child.process.wait()
+        self.transient.discard(child)
+        return code
+
+    async def cli(self, label: str, args: list[str], logs: Path, timeout: float = 60.0) -> dict[str, Any]:
+        """Run ``contrast <args> --json`` as the data owner would; returns its JSON answer."""
+        argv = [sys.executable, "-m", "contrast.cli.main", *args, "--json"]
+        await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+        log = logs / f"{label}.log"
+        with log.open("ab") as err:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+        child = Child(label, process, None, log)
+        self.transient.add(child)
+        try:
+            stdout, _ = await self.guard(process.communicate(), timeout)
+        except TimeoutError:
+            raise StepFailed(label, f"no answer within {timeout:g} s; see {log}") from None
+        finally:
+            if process.returncode is not None:
+                self.transient.discard(child)
+        try:
+            answer: dict[str, Any] = json.loads(stdout)
+        except ValueError:
+            raise StepFailed(
+                label, f"exit {process.returncode}, no JSON answer: {stdout[:300]!r}; {child.log_tail(600)}"
+            ) from None
+        if process.returncode != 0 or answer.get("ok") is not True:
+            reason = answer.get("code", "?")
+            raise StepFailed(label, f"exit {process.returncode}: {reason}: {answer.get('message', '')}")
+        return answer
+
+    # ---- staying up, and stopping -------------------------------------------------------------------------
+
+    async def watch(self, status: Callable[[], Awaitable[str]] | None, interval: float) -> int:
+        """Stay up until Ctrl-C (exit 0) or until a service or NATS dies (exit 1), refreshing ``status``."""
+        console = self.console
+        last_line = 0.0
+        while not self.stop.is_set():
+            failed = [c for c in self.children if not c.running()]
+            if failed:
+                for c in failed:
+                    console.say(f"\ncontrast run: {c.label} exited with {c.process.returncode}; stopping")
+                    if c.log_path:
+                        console.say(c.log_tail())
+                return EXIT_REJECTED
+            if self.nats is not None and not self.nats.running():
+                console.say("\ncontrast run: nats-server exited; stopping")
+                return EXIT_REJECTED
+            if status is not None:
+                line = await status()
+                if console.is_terminal:
+                    console.overwrite(line)
+                elif time.monotonic() - last_line > 30:
+                    console.say(line)
+                    last_line = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), interval)
+        if status is not None and console.is_terminal:
+            console.say()
+        return EXIT_OK
+
+    async def shutdown(self) -> None:
+        for child in list(self.transient):
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            await child.process.wait()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if self.children:
+            self.console.say("contrast run: stopping services")
+            await stop_children(self.children)
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.cleanup)
+            self.console.say("contrast run: NATS stopped")
