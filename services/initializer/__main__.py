@@ -38,10 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=env.get("CONTRAST_INITIALIZER_ROOT", str(DEFAULT_ROOT)))
     p.add_argument("--deadline", type=float, default=float(env.get("CONTRAST_INITIALIZER_DEADLINE", "300")))
     p.add_argument("--replica", default=env.get("CONTRAST_REPLICA", "initializer"))
-    p.add_argument(
-        "--emulate-pods", type=int, default=0, help="local runner: attest N emulated pods, then stay"
-    )
-    p.add_argument("--metrics-port", type=int, default=None, help="with --emulate-pods: serve /metrics here")
     return p
 
 
