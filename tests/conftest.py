@@ -1,13 +1,18 @@
-"""Session-wide fixtures: one real ``nats-server`` (JetStream, own store dir) for the tests that need NATS."""
+"""Session-wide fixtures: one real ``nats-server`` (JetStream, own store dir) for the tests that need NATS,
+and one emulator state (SNP and TDX) for the tests that need an emulated platform."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client
 
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.platform import emulated
 from contrast.runtime.natsserver import NatsServer, NatsServerNotFound, find_nats_server, start_nats
 
 
@@ -39,3 +44,22 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
     finally:
         if not client.is_closed:
             await client.drain()
+
+
+@pytest.fixture(scope="session")
+def emulator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One emulator state for the whole session: RSA-4096 key generation takes seconds."""
+    d = tmp_path_factory.mktemp("emulator")
+    emulated.load_snp_emulator(d)
+    emulated.load_tdx_emulator(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def snp_emulator(emulator_dir: Path) -> EmulatedSnpPlatform:
+    return emulated.load_snp_emulator(emulator_dir)
+
+
+@pytest.fixture(scope="session")
+def tdx_emulator(emulator_dir: Path) -> EmulatedTdxPlatform:
+    return emulated.load_tdx_emulator(emulator_dir)

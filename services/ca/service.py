@@ -58,6 +58,22 @@ VERSION = "0.1.0"
 HEAD_MAX_AGE = 1.0  # seconds
 
 
+class SignerPolicies:
+    """The Coordinator policy hashes of the manifest object last seen: an O(n) decode of every policy hash
+    that would otherwise run per verdict. A new manifest is a new object; the last one is held, so that its
+    identity cannot be reused by another object."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Manifest, frozenset[bytes]] | None = None
+
+    def of(self, manifest: Manifest) -> frozenset[bytes]:
+        last = self._last
+        if last is None or last[0] is not manifest:
+            last = (manifest, manifest.coordinator_policy_hashes())
+            self._last = last
+        return last[1]
+
+
 @dataclass(frozen=True, slots=True)
 class _Signing:
     """The per-membership signing state (rebuilt when the replica re-joins)."""
@@ -80,16 +96,7 @@ class _Ca:
         self.rt, self.deps, self.replica, self.results = rt, deps, replica, results
         self.verifier = verifier
         self._signing: _Signing | None = None
-        # The signer policies of the manifest object last seen (held, so identity cannot be reused): an O(n)
-        # decode of every policy hash that would otherwise run per verdict; a new manifest is a new object.
-        self._signer_policies: tuple[Manifest, frozenset[bytes]] | None = None
-
-    def signer_policy_hashes(self, manifest: Manifest) -> frozenset[bytes]:
-        cached = self._signer_policies
-        if cached is None or cached[0] is not manifest:
-            cached = (manifest, manifest.coordinator_policy_hashes())
-            self._signer_policies = cached
-        return cached[1]
+        self.signer_policies = SignerPolicies()
 
     def signing(self, m: Membership) -> _Signing:
         if self._signing is None or self._signing.membership is not m:
@@ -129,7 +136,7 @@ class _Ca:
             checked = s.checker.check(
                 signed,
                 request_id=request_id,
-                signer_policy_hashes=self.signer_policy_hashes(manifest.document.manifest),
+                signer_policy_hashes=self.signer_policies.of(manifest.document.manifest),
                 now=now,
             )
         except StateError:

@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import pytest
-from coord_fixtures import POLICIES, encode, manifest_obj, owner_key
 
 from contrast.coordinator.authorize import authorize_set
 from contrast.coordinator.history import (
@@ -27,6 +26,7 @@ from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_he
 from contrast.errors import AuthError, RequestError, StateError, StoreError
 from contrast.kv import KvConflict
 from contrast.testing.kv import MemoryKeyValue
+from tests.coordinator.coord_fixtures import POLICIES, encode, manifest_obj, owner_key
 
 ENGINE = SeedEngine(b"\x01" * 64, b"\x02" * 32)
 

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from coord_fixtures import POLICIES, encode, manifest_obj
 from nats.aio.client import Client
 from nats.js.kv import KeyValue as NatsKv
 
@@ -16,6 +15,7 @@ from contrast.crypto.kdf import SeedEngine
 from contrast.errors import StateError, StoreError
 from contrast.kv import KvConflict
 from contrast.runtime.kv import NatsKeyValue
+from tests.coordinator.coord_fixtures import POLICIES, encode, manifest_obj
 
 ENGINE = SeedEngine(b"\x05" * 64, b"\x06" * 32)
 

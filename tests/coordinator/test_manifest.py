@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from coord_fixtures import H_COORD, H_DB, POLICIES, encode, manifest_obj, mutated, snp_entry, tdx_entry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,16 @@ from contrast.coordinator.manifest_format import (
 from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 from contrast.errors import RequestError
 from contrast.generate import platforms
+from tests.coordinator.coord_fixtures import (
+    H_COORD,
+    H_DB,
+    POLICIES,
+    encode,
+    manifest_obj,
+    mutated,
+    snp_entry,
+    tdx_entry,
+)
 
 
 def test_valid_manifest_round_trip() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from hypothesis import given, settings
@@ -81,3 +83,13 @@ def test_info_is_unambiguous() -> None:
     # Moving bytes between the protocol and context fields must change info.
     assert build_info(Protocol.RECOVERY, b"") != build_info(Protocol.RECOVERY, b"\x00")
     assert len({build_info(p, b"c") for p in Protocol}) == len(Protocol)
+
+
+def test_hpke_key_of_a_request_is_the_one_sealed_to() -> None:
+    # The CA seals to the verdict's HPKE key; the request id is the HPKE context: another id cannot open it.
+    from contrast.crypto.hpke import Protocol
+
+    k = HpkePrivateKey.generate()
+    sealed = k.public_key().seal(Protocol.WORKLOAD_BUNDLE, b"request-1", secrets.token_bytes(64))
+    with pytest.raises(AuthError):
+        k.open(Protocol.WORKLOAD_BUNDLE, b"request-2", sealed)

@@ -13,13 +13,22 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 from nats.aio.client import Client
-from rt_services import ECHO, ECHO_SERVICE, FRONT, FRONT_SERVICE, WORKER_SERVICE, Echo, EchoReply, Job
 
 from contrast import subjects
 from contrast.errors import ContrastError
 from contrast.runtime import RunningService, RuntimeConfig, request, serve
 from contrast.runtime.endpoint import ERROR_CODE_HEADER
 from contrast.wire.v1 import ErrorReply, ReadinessReply, ReadinessRequest, decoder, encode
+from tests.runtime.rt_services import (
+    ECHO,
+    ECHO_SERVICE,
+    FRONT,
+    FRONT_SERVICE,
+    WORKER_SERVICE,
+    Echo,
+    EchoReply,
+    Job,
+)
 
 
 def config(url: str, replica: str, **kw: object) -> RuntimeConfig:

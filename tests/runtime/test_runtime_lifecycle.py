@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from nats.aio.client import Client
-from procs import HERE, spawn, wait_ready
-from rt_services import ECHO, Echo, EchoReply
 
 from contrast.runtime import request
+from tests.runtime.procs import HERE, spawn, wait_ready
+from tests.runtime.rt_services import ECHO, Echo, EchoReply
 
 
 async def test_sigterm_during_load_answers_every_accepted_request(nats_url: str, nc: Client) -> None:

@@ -52,6 +52,15 @@ async def until(condition: object, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
+async def pull_outstanding(nc: Client, stream: str) -> None:
+    """Until the server holds our pull request for consumer ``d`` (it counts it as waiting)."""
+    for _ in range(500):
+        if (await nc.jetstream().consumer_info(stream, "d")).num_waiting > 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no pull request reached the server")
+
+
 async def test_a_message_is_dispatched_on_arrival_while_a_large_request_is_outstanding(
     nc: Client, queue: tuple[str, str]
 ) -> None:
@@ -61,7 +70,7 @@ async def test_a_message_is_dispatched_on_arrival_while_a_large_request_is_outst
     await f.start()
     runner = asyncio.create_task(f.run())
     try:
-        await asyncio.sleep(0.2)  # the pull request for 16 is outstanding and the queue is empty
+        await pull_outstanding(nc, stream)  # the pull request for 16 is outstanding and the queue is empty
         sent = time.monotonic()
         await nc.jetstream().publish(subject, b"one")
         # Not held back until the request for 16 fills or expires (5 s).
@@ -158,7 +167,7 @@ async def test_after_stop_a_delivery_is_handed_back_not_left_for_ack_wait(
     f = feed(nc, stream, capacity=4, expires=1.0, dispatch=got)
     await f.start()
     runner = asyncio.create_task(f.run())
-    await asyncio.sleep(0.2)  # a pull request for 4 is outstanding on the server
+    await pull_outstanding(nc, stream)  # a pull request for 4 is outstanding on the server
     f.stop()
     await asyncio.wait_for(runner, 1.0)
     closing = asyncio.create_task(f.close(timeout=2.0))  # lingers until that request expired

@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from rt_services import ECHO, ECHO_SERVICE, FRONT, FRONT_SERVICE, Echo, EchoReply
 
 from contrast.runtime import RuntimeConfig, configure_logging, request, serve
 from contrast.runtime.tracing import build_tracer_provider, exporters_from_env, extract, inject
+from tests.runtime.rt_services import ECHO, ECHO_SERVICE, FRONT, FRONT_SERVICE, Echo, EchoReply
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from procs import spawn, wait_ready
-from rt_services import DONE, STARTED, WORK, WORK_STREAM, WORKER_SERVICE, Done, Job
 
 from contrast import subjects
 from contrast.runtime import RunningService, RuntimeConfig, serve
 from contrast.subjects import ConsumerSpec
 from contrast.wire.v1 import DeadLetter, decoder, encode
+from tests.runtime.procs import spawn, wait_ready
+from tests.runtime.rt_services import DONE, STARTED, WORK, WORK_STREAM, WORKER_SERVICE, Done, Job
 
 
 @pytest.fixture

@@ -1,3 +1,0 @@
-from snp_fixtures import emulator, vector
-
-__all__ = ["emulator", "vector"]

@@ -1,0 +1,94 @@
+"""Restart and recovery: all replicas killed → stale; `contrast recover` → ready with the same root."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import nats
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from contrast.crypto.ownerkeys import load_seedshare_owner_key, public_key_hex, save_private_key
+from contrast.crypto.seedshare import SeedShare, SeedShareDocument, decode_seed_shares, decrypt_share
+from contrast.runtime.natsserver import NatsServer
+from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.services.manifest.mfs_helpers import StateWatch, start_replica_process
+
+
+def _share_doc(seed: bytes, salt: bytes, key: rsa.RSAPublicKey) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=b"seedshare")
+    share = SeedShare(public_key=public_key_hex(key), encrypted_seed=key.encrypt(seed, oaep).hex())
+    return SeedShareDocument(salt=salt.hex(), seed_shares=(share,)).encode()
+
+
+async def test_restart_then_recover_with_the_share(
+    cli: Cli,
+    workspace: Path,
+    emulator_dir: Path,
+    keys: dict[str, Any],
+    private_nats: NatsServer,
+    tmp_path: Path,
+) -> None:
+    nc = await nats.connect(private_nats.url)
+    watch = await StateWatch().start(nc)
+    proc = start_replica_process(emulator_dir, private_nats.url, "m1", tmp_path)
+    try:
+        write_manifest(workspace, emulator_dir, keys)
+        rc, out, err = await asyncio.to_thread(
+            cli, "set", "-m", "manifest.json", "coordinator.rego", "db.rego"
+        )
+        assert rc == 0, err
+        root_before = (workspace / "coordinator-root-ca.pem").read_bytes()
+        mesh_before = (workspace / "mesh-ca.pem").read_bytes()
+
+        # Recovery of a ready Coordinator is refused.
+        rc, out, _ = await asyncio.to_thread(cli, "recover", "-m", "manifest.json")
+        assert (rc, out["code"]) == (1, "state.not_stale")
+
+        proc.kill()
+        proc = start_replica_process(emulator_dir, private_nats.url, "m1", tmp_path)
+        await watch.wait("m1", "stale")
+
+        owner = load_seedshare_owner_key(workspace / "seedshare-owner.pem")
+        seed, salt = decrypt_share(owner, decode_seed_shares((workspace / "seed-shares.json").read_bytes()))
+
+        # A share of another seed (another deployment's, or a corrupted one) is refused.
+        (workspace / "wrong-shares.json").write_bytes(
+            _share_doc(secrets.token_bytes(64), salt, owner.public_key())
+        )
+        rc, out, _ = await asyncio.to_thread(
+            cli, "recover", "-m", "manifest.json", "--seed-shares", "wrong-shares.json"
+        )
+        assert (rc, out["code"]) == (1, "auth.wrong_seed")
+
+        # The right seed, signed by a key that is not a seed-share owner, is refused.
+        intruder = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        save_private_key(intruder, workspace / "intruder.pem")
+        (workspace / "intruder-shares.json").write_bytes(_share_doc(seed, salt, intruder.public_key()))
+        rc, out, _ = await asyncio.to_thread(
+            cli,
+            "recover",
+            "-m",
+            "manifest.json",
+            "-k",
+            "intruder.pem",
+            "--seed-shares",
+            "intruder-shares.json",
+        )
+        assert (rc, out["code"]) == (1, "auth.not_seedshare_owner")
+
+        rc, out, err = await asyncio.to_thread(cli, "recover", "-m", "manifest.json")
+        assert rc == 0, (out, err)
+        await watch.wait("m1", "ready")
+        assert (workspace / "coordinator-root-ca.pem").read_bytes() == root_before
+        assert (workspace / "mesh-ca.pem").read_bytes() != mesh_before
+        rc, out, err = await asyncio.to_thread(cli, "verify", "-m", "manifest.json")
+        assert rc == 0, err
+    finally:
+        proc.kill()
+        await nc.close()

@@ -1,0 +1,65 @@
+"""``python -m contrast.initializer`` as a pod runs it: files with their modes, or an exit with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from pathlib import Path
+
+from contrast.evidence.snp.emulator import EmulatedSnpPlatform
+from contrast.runtime.natsserver import NatsServer
+from tests.services.pipeline import H_COORD, H_DB, H_UNKNOWN, pipeline
+
+
+async def _run(url: str, emulator_dir: Path, root: Path, policy: bytes, *extra: str) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        "CONTRAST_NATS_URL": url,
+        "CONTRAST_PLATFORM": "emulated-snp",
+        "CONTRAST_EMULATOR_DIR": str(emulator_dir),
+        "CONTRAST_EMULATED_POLICY_HASH": policy.hex(),
+        "CONTRAST_COORDINATOR_POLICY_HASHES": H_COORD.hex(),
+        "CONTRAST_LOG_LEVEL": "WARNING",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "contrast.initializer",
+        "--root",
+        str(root),
+        *extra,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, err.decode(errors="replace")
+
+
+async def test_initializer_writes_files_or_fails_with_a_reason(
+    private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform, emulator_dir: Path, tmp_path: Path
+) -> None:
+    async with pipeline(private_nats.url, snp_emulator):
+        code, _ = await _run(private_nats.url, emulator_dir, tmp_path / "ok", H_DB)
+        assert code == 0
+        modes = {
+            p.relative_to(tmp_path / "ok").as_posix(): stat.S_IMODE(p.stat().st_mode)
+            for p in (tmp_path / "ok").rglob("*")
+            if p.is_file()
+        }
+        assert modes == {
+            "tls-config/mesh-ca.pem": 0o444,
+            "tls-config/certChain.pem": 0o444,
+            "tls-config/coordinator-root-ca.pem": 0o444,
+            "tls-config/key.pem": 0o400,
+            "secrets/workload-secret-seed": 0o400,
+        }
+        code, err = await _run(private_nats.url, emulator_dir, tmp_path / "no", H_UNKNOWN, "--deadline", "3")
+        assert code == 1
+        assert "policy.policy_unknown" in err
+        assert not (tmp_path / "no").exists()
+        code, err = await _run("nats://127.0.0.1:1", emulator_dir, tmp_path / "x", H_DB, "--deadline", "1")
+        assert code == 1
+        assert "NATS" in err
