@@ -1,4 +1,4 @@
-"""Every NATS subject, JetStream stream, durable consumer and KV bucket, declared once (DESIGN.md §4).
+"""Every NATS subject, JetStream stream, durable consumer and KV bucket, declared once.
 
 This module is pure data: it imports nothing from nats-py, so the CLI and tests can read it cheaply. The
 runtime (``contrast.runtime.jetstream``) turns the specs into server configs and creates or updates them
@@ -185,7 +185,7 @@ EVENTS: Final = StreamSpec(
     discard="old",  # an audit log keeps the newest entries when full
 )
 
-# Attestation consumers (limits chosen for issue #6; figures from bench/attest_throughput.py):
+# Attestation consumers (limits from the figures of bench/attest_throughput.py):
 # - ack_wait 5 s: a verification costs ~0.5 ms of CPU and a replica fetches only as many messages as it has
 #   free slots, so a live replica acks within milliseconds even under overload; 5 s is how long a SIGKILLed
 #   replica's work waits before another replica gets it. It is half the nonce lifetime (10 s), so redelivered

@@ -1,23 +1,9 @@
-"""The CA: signed verdicts from stream ``VERDICTS`` → sealed certificate bundles (docs/protocol.md §3.4).
+"""The CA service: signed verdicts from stream ``VERDICTS`` become sealed certificate bundles.
 
-For each verdict, in this order:
-
-1. the verdict (:class:`contrast.attestation.verdict.VerdictChecker`): the signer's certificate is issued by
-   the root CA with role ``verifier`` for a policy hash that is still a ``Role: coordinator`` entry of this
-   generation's manifest; the signature covers the received bytes and the delivered request
-   id; the verdict is positive, fresh and for this CA's generation and history head. A forged, unsigned,
-   wrongly-signed or old-generation verdict is an ``auth.*`` error: dead-lettered, never issued. A verdict for
-   a *newer* generation is ``state.stale``: the replica re-joins and the verdict is retried;
-2. the policy hash → the manifest entry of this generation (SANs, WorkloadSecretID);
-3. issue, seal and sign (:func:`contrast.attestation.bundle.issue`);
-4. store with compare-and-set, idempotently per request id: if an issued result is already in KV
-   ``results``, that one is published again and ours is dropped, so a redelivered verdict never yields a
-   second, different answer -- but only if it is *authentic*: signed in an envelope whose statement an
-   initializer would accept from this Coordinator (same launch measurement and root kind as this replica,
-   this replica's policy hash) and answering this verdict's request digest. Anything else in the store (a
-   forgery planted by a bus attacker, garbage, a stored *rejection* that a replayed or mutated request could
-   have caused) does not block a genuine issuance: ours overwrites it with compare-and-set. Then publish on
-   the result subject, and only then ack.
+Each verdict is checked and answered as docs/protocol.md §3 step 4 says (:meth:`_Ca.handle`): a forged,
+unsigned or old verdict is an ``auth.*`` error and dead-lettered, never issued; a verdict for a newer
+generation makes the replica re-join and is retried. Answers are stored idempotently per request id
+(:meth:`_Ca._store`): an authentic earlier answer stands, anything else in the store is overwritten.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Collateral for evidence verification: an injected, layered, caching provider (DESIGN.md §5, STYLE.md 6).
+"""Collateral for evidence verification: an injected, layered, caching provider.
 
 Evidence may arrive without the collateral its verification needs (an SNP report without its VCEK chain, a
 TDX quote without PCS collateral). :func:`complete` fills the gaps, layer by layer:
@@ -12,9 +12,9 @@ TDX quote without PCS collateral). :func:`complete` fills the gaps, layer by lay
 
 Nothing is trusted because of where it came from: the verifier checks every fetched item against the pinned
 roots, exactly as if the requester had sent it. Every transport failure, a disabled fetcher, an oversized or
-malformed answer becomes ``collateral.unavailable`` -- a "retry later", never a pass. This machine has no
-internet: :class:`HttpsFetcher` fails fast there, and the default (:func:`fetcher_from_env`) is
-:class:`NoFetcher` unless ``CONTRAST_COLLATERAL_FETCH=https``.
+malformed answer becomes ``collateral.unavailable`` -- a "retry later", never a pass. The default
+(:func:`fetcher_from_env`) is :class:`NoFetcher` unless ``CONTRAST_COLLATERAL_FETCH=https``: a cluster
+without egress then says so plainly instead of waiting on timeouts.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
-"""The verifier: nonces on ``contrast.v1.attest.nonce``; verdicts for requests on stream ``ATTEST``.
+"""The verifier service: nonces on ``contrast.v1.attest.nonce`` and signed verdicts on stream ``ATTEST``.
 
-For each request, in the order of docs/protocol.md §3.3:
-
-1. shape: the Nats-Msg-Id is the request id; the TLS key is a P-256 SPKI; the HPKE key decodes;
-2. the nonce's MAC and expiry (stateless, no lookup);
-3. missing collateral from the shared cache or the vendor (:mod:`contrast.verifier.collateral`; unavailable
-   collateral naks the request for a retry); then the evidence against every reference-value set of the
-   current manifest, including REPORT_DATA =
-   SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key) (one P-384 verify; the chain is cached);
-4. the policy hash from the verified evidence → the manifest's policy entry (a workload entry);
-5. the nonce's single use (KV ``create``; the same request redelivered passes, any other is a replay).
-
-Accepted: a signed verdict goes to stream ``VERDICTS`` (dedup id = request id) and only then is the request
-acked. Rejected: a signed negative verdict goes to KV ``results`` (``create``, so it never overwrites an
-issued bundle) and to the result subject, then the request is acked. A transient fault (collateral, not
-ready) naks the request for a retry; nothing that a client sends can crash the replica.
+Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
+step 3 (:meth:`_Verifier._check`); an acceptance goes to stream ``VERDICTS``, a rejection is a signed negative
+verdict in KV ``results``. A transient fault (collateral, not ready) naks the request for a retry; nothing a
+client sends can crash the replica.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from contrast.generate.platforms import EMULATED_SNP, EMULATED_TDX
 
 __all__ = ["SERVICES", "STOP_TIMEOUT", "RunnableService", "register", "run"]
 
-# The services of the Coordinator. Extend this table (order = start order); rows whose module has no
-# __main__ yet are reported as "not built yet" and skipped. A table without manifest, verifier and ca only
+# The services of the Coordinator, in start order; a row whose module has no __main__ is reported and
+# skipped. A table without manifest, verifier and ca only
 # starts its services (no scenario). `contrast serve` offers every row.
 SERVICES: tuple[RunnableService, ...] = (
     RunnableService("manifest"),

@@ -1,4 +1,4 @@
-"""The Coordinator's signed, content-addressed history (DESIGN.md §3.6), over an untrusted key-value store.
+"""The Coordinator's signed, content-addressed history, over an untrusted key-value store.
 
 Layout in the ``history`` bucket::
 

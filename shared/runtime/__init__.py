@@ -56,7 +56,7 @@ and is the ``contrast_ready`` gauge. Every replica answers ``$SRV.PING/INFO/STAT
 Observability: ``configure_logging(service, replica)`` (JSON, with trace_id/span_id/service/replica; stdlib
 logging included); ``inject(headers)``/``extract(headers)`` carry W3C trace context in NATS headers;
 ``build_tracer_provider`` reads ``OTEL_*``; :class:`Metrics` holds one registry per service with the metric
-names of DESIGN.md §6 (``rt.metrics.attestation_requests.labels(tee).inc()``).
+names of :mod:`contrast.runtime.metrics` (``rt.metrics.attestation_requests.labels(tee).inc()``).
 
 Embedded NATS: ``contrast.runtime.natsserver.embedded_nats()`` / ``nats_cluster(3)`` / ``find_nats_server()``.
 """

@@ -1,4 +1,4 @@
-"""Prometheus metrics: every metric name in one place (DESIGN.md §6), one ``CollectorRegistry`` per service.
+"""Prometheus metrics: every metric name in one place, one ``CollectorRegistry`` per service.
 
 A registry per service instance (not the global default) lets tests build several services in one process
 and keeps a replica's scrape to its own metrics. The HTTP server runs in prometheus-client's daemon thread,
@@ -45,7 +45,7 @@ _LATENCY_BUCKETS = (
 
 @dataclass(eq=False)
 class Metrics:
-    """The metrics of one service instance. Domain metrics (DESIGN.md §6) are declared here too, so that the
+    """The metrics of one service instance. Domain metrics are declared here too, so that the
     names exist once; services that do not use one simply never increment it."""
 
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
@@ -81,7 +81,7 @@ class Metrics:
         self.deadletters = Counter(
             "contrast_deadletters_total", "Stream messages given up on", ["consumer", "reason"], registry=r
         )
-        # --- domain (DESIGN.md §6) ---
+        # --- domain ---
         self.attestation_requests = Counter(
             "contrast_attestation_requests", "Attestation requests", ["tee"], registry=r
         )

@@ -1,4 +1,4 @@
-"""Security review: a peer launched with a weaker guest policy than ours is refused.
+"""A peer launched with a weaker guest policy than ours is refused.
 
 SNP MEASUREMENT does not cover the guest POLICY word, and TDX MRTD does not cover TD_ATTRIBUTES or XFAM: the
 (untrusted) host picks them at launch. A host that starts our Coordinator image with DEBUG set gets identical

@@ -1,8 +1,8 @@
 """AMD SEV-SNP ``ATTESTATION_REPORT``: exact bytes <-> a frozen, typed report. No trust decisions here.
 
-Layout per AMD SEV-SNP ABI spec 56860 (see FORMATS.md §1). The parser is strict -- exact length, known
-version, known signature algorithm and signing-key type, every must-be-zero range zero -- but makes no policy
-decision: whether a version, a debug policy or a TCB is acceptable is for ``verify``/``validate``.
+Layout per AMD SEV-SNP ABI spec 56860 (ATTESTATION_REPORT). The parser is strict -- exact length, known
+version, known signature algorithm and signing-key type, every must-be-zero range zero -- but makes no
+policy decision: whether a version, a debug policy or a TCB is acceptable is for ``verify``/``validate``.
 ``SnpReport.to_bytes()`` rebuilds the input exactly, which is what proves the layout.
 
 TCB values stay raw ``u64`` here because their layout depends on the product (Turin differs from

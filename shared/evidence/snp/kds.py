@@ -1,9 +1,9 @@
 """AMD KDS vocabulary: product lines, TCB_VERSION layouts, and the VCEK/VLEK certificate extensions.
 
-The TCB_VERSION layout depends on the product (FORMATS.md §1.4): Milan and Genoa put BOOT_LOADER, TEE, SNP and
-MICROCODE SPLs in bytes 0, 1, 6, 7 (bytes 2..5 are KDS's spl_4..spl_7); Turin puts FMC, BOOT_LOADER, TEE, SNP
-in bytes 0..3, MICROCODE in byte 7, and reserves 4..6. Decoding a Turin TCB with the Milan layout is silently
-wrong, so every TCB decode here takes the product.
+The TCB_VERSION layout depends on the product (AMD SEV-SNP ABI spec 56860, TCB_VERSION): Milan and Genoa put
+BOOT_LOADER, TEE, SNP and MICROCODE SPLs in bytes 0, 1, 6, 7 (bytes 2..5 are KDS's spl_4..spl_7); Turin puts
+FMC, BOOT_LOADER, TEE, SNP in bytes 0..3, MICROCODE in byte 7, and reserves 4..6. Decoding a Turin TCB with
+the Milan layout is silently wrong, so every TCB decode here takes the product.
 
 The VCEK extensions (KDS spec 57230, OIDs 1.3.6.1.4.1.3704.1.*) are unrecognised by ``cryptography`` and
 arrive as raw extnValue bytes: DER INTEGER / IA5String, except hwID, which is the raw chip id.
@@ -40,7 +40,7 @@ TURIN_CHIP_ID_SIZE = 8  # Turin's hwID and meaningful CHIP_ID prefix
 
 
 def product_from_cpuid(family: int, model: int) -> Product | None:
-    """The product line named by the v3+ CPUID bytes, or None if unknown (FORMATS.md §1.1)."""
+    """The product line named by the v3+ CPUID bytes, or None if unknown."""
     if family == 0x19:
         if model <= 0x0F:
             return "Milan"

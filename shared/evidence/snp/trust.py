@@ -1,4 +1,4 @@
-"""Pinned AMD roots of trust: the ARK of each product line, by SHA-256 of its DER (FORMATS.md §3).
+"""Pinned AMD roots of trust: the ARK of each product line, by SHA-256 of its DER.
 
 Only these fingerprints make an AMD chain trusted; certificate bytes supplied with evidence (or bundled here
 for convenience) are checked against them, never trusted for having been supplied. The bundled KDS

@@ -1,6 +1,6 @@
 """Intel TDX DCAP quote v4/v5 (ECDSA P-256) as bytes ↔ frozen structs, by declared lengths only.
 
-Layouts follow Intel's ``sgx_quote_4.h`` / ``sgx_quote_5.h`` (see FORMATS.md §2). Every length read from the
+Layouts follow Intel's ``sgx_quote_4.h`` / ``sgx_quote_5.h``. Every length read from the
 quote is checked against what is left of the buffer before it is used; an overrun is ``evidence.malformed``.
 Bytes after ``signature_data_len`` are ignored: real quote files carry padding or test strings there (§2.7).
 ``to_bytes()`` rebuilds the parsed prefix exactly.
@@ -41,7 +41,7 @@ TD_REPORT15_SIZE: Final = 648
 BODY_SIZES: Final = {BODY_TYPE_TDX10: TD_REPORT10_SIZE, BODY_TYPE_TDX15: TD_REPORT15_SIZE}
 V5_BODY_DESCRIPTOR_SIZE: Final = 6  # u16 body_type + u32 body_size
 
-# TD report body offsets, relative to the body start (FORMATS.md §2.3): (offset, size)
+# TD report body offsets, relative to the body start: (offset, size)
 TD_TEE_TCB_SVN: Final = (0, 16)
 TD_MR_SEAM: Final = (16, 48)
 TD_MR_SIGNER_SEAM: Final = (64, 48)
@@ -69,7 +69,7 @@ QE_REPORT_SIZE: Final = 384
 _SIGDATA_FIXED: Final = SIG_SIZE + ATT_KEY_SIZE + 2 + 4
 _QE_CERT_FIXED: Final = QE_REPORT_SIZE + SIG_SIZE + 2
 
-# SGX report body (QE report) offsets (FORMATS.md §2.6)
+# SGX report body (QE report) offsets
 QE_CPU_SVN: Final = (0, 16)
 QE_MISCSELECT: Final = (16, 4)
 QE_ATTRIBUTES: Final = (48, 16)
@@ -241,7 +241,7 @@ class QeCertificationData(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
 
     @property
     def pck_chain_pem(self) -> bytes:
-        """The PEM chain with the NUL terminator most quotes carry removed (FORMATS.md §2.7)."""
+        """The PEM chain with the NUL terminator most quotes carry removed."""
         return self.pck_chain_raw.rstrip(b"\x00")
 
 

@@ -1,10 +1,9 @@
 """SGX PCK certificate extensions (OID 1.2.840.113741.1.13.1), read with a minimal strict DER reader.
 
-``cryptography`` hands us the extension's raw DER value; the layout (FORMATS.md §2.8) is a SEQUENCE of
-{OID, value} pairs, where TCB is itself a SEQUENCE of {OID, value}. The reader accepts definite lengths only,
-refuses overruns and trailing bytes, and requires each mandatory item exactly once. The same module encodes
-the extension for the emulator, so both directions share one set of OIDs.
-"""
+``cryptography`` hands us the extension's raw DER value; the layout (Intel's PCK certificate profile) is a
+SEQUENCE of {OID, value} pairs, where TCB is itself a SEQUENCE of {OID, value}. The reader accepts definite
+lengths only, refuses overruns and trailing bytes, and requires each mandatory item exactly once. The same
+module encodes the extension for the emulator, so both directions share one set of OIDs."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Intel PCS collateral for TDX: TCB info (v3, id "TDX") and QE identity (v2, id "TD_QE"), and TCB matching.
 
-Signatures cover the **exact bytes of the inner object as transmitted** (FORMATS.md §2.9), so the inner object
+Signatures cover the **exact bytes of the inner object as transmitted**, so the inner object
 is located in the received document by a small JSON scanner and never re-serialised. Its content is then
 decoded with msgspec. Unknown fields inside the signed objects are tolerated on purpose: Intel adds fields
 over time, and they are covered by the signature; every field we rely on is required and typed.

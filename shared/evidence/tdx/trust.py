@@ -1,4 +1,4 @@
-"""The pinned Intel SGX Root CA (FORMATS.md §3), checked against its fingerprint at import time.
+"""The pinned Intel SGX Root CA, checked against its fingerprint at import time.
 
 A root is identified by the SHA-256 of its DER. The quote and the collateral carry the root certificate
 themselves; it is trusted only if its fingerprint is one of the pinned ones, and its key must equal the key

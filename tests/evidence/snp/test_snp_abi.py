@@ -116,7 +116,7 @@ def test_turin_bit6_platform_info_is_decoded_not_rejected() -> None:
 @pytest.mark.parametrize(
     ("product", "raw", "want"),
     [
-        # The real Turin REPORTED_TCB of FORMATS.md §1.4 and the two Milan vectors.
+        # A real Turin REPORTED_TCB and the two Milan vectors.
         ("Turin", 0x4700000002000100, {"fmc": 0, "bootloader": 1, "tee": 0, "snp": 2, "microcode": 71}),
         ("Milan", 0x4405000000000002, {"bootloader": 2, "tee": 0, "snp": 5, "microcode": 68}),
         ("Genoa", 0x7308000000000003, {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}),
@@ -129,7 +129,7 @@ def test_tcb_layout_per_product(product: kds.Product, raw: int, want: dict[str, 
 
 
 def test_turin_tcb_read_with_milan_layout_differs() -> None:
-    # The trap FORMATS.md warns about: same bytes, different meaning.
+    # The trap of the product-dependent layout: same bytes, different meaning.
     assert (
         kds.decode_tcb(0x4700000002000100, "Milan").as_dict()
         != kds.decode_tcb(0x4700000002000100, "Turin").as_dict()
