@@ -92,7 +92,13 @@ def pod_settings(w: Workload) -> pol.PodSettings:
     """What the policy needs beyond the pod spec: pod names, exec commands, logs, labels."""
     names = w.pod_names()
     meta = w.template.get("metadata")
+    job = w.obj.get("spec") if w.kind == "Job" else None
+    if w.kind == "CronJob":
+        job = ((w.obj.get("spec") or {}).get("jobTemplate") or {}).get("spec")
+    indexed = isinstance(job, dict) and job.get("completionMode") == "Indexed"
     return pol.PodSettings(
+        # The Job controller adds the completion index to the containers of an indexed Job.
+        runtime_env={"JOB_COMPLETION_INDEX": "^(?:0|[1-9][0-9]{0,8})$"} if indexed else {},
         pod_name_regex=names.regex,
         hostname_regex=names.hostname_regex(w.pod_spec.get("hostname")),
         exec_commands=ann.exec_commands(w.obj, w.template, w.ref),

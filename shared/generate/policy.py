@@ -110,6 +110,8 @@ class PodSettings:
     hostname_regex: str = DNS_LABEL  # CreateSandbox hostname, the sandbox's OCI hostname, HOSTNAME
     exec_commands: dict[str, list[list[str]]] = field(default_factory=dict)
     read_stream: bool = False
+    # Variables the controller adds to every container (name -> value regex), e.g. an indexed Job's index.
+    runtime_env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # the pod template's labels and annotations
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -232,6 +234,7 @@ def _environment(c: dict[str, Any], cname: str, image: ImageConfig | None, ctx: 
     pinned.pop("HOSTNAME", None)  # containerd sets the pod's host name over the image's
     pinned.setdefault("PATH", kata.DEFAULT_PATH)
     host: dict[str, dict[str, str]] = {"HOSTNAME": {"kind": "regex", "regex": ctx.settings.hostname_regex}}
+    host.update({k: {"kind": "regex", "regex": v} for k, v in ctx.settings.runtime_env.items()})
     resolved: dict[str, str | None] = {}
     raw = c.get("env") or []
     if not isinstance(raw, list):
@@ -245,6 +248,11 @@ def _environment(c: dict[str, Any], cname: str, image: ImageConfig | None, ctx: 
         pinned.pop(name, None)
         host.pop(name, None)
         if "valueFrom" in item:
+            if name == "PATH" or name.startswith("LD_"):
+                raise ctx.fail(
+                    f"container {cname!r} takes {name} from valueFrom: the host would choose which programs "
+                    "or libraries run; set its value in the pod spec"
+                )
             exact, pattern = _value_from(item, cname, ctx)
             if exact is not None:
                 pinned[name] = resolved[name] = exact
@@ -582,6 +590,7 @@ def _container(c: Any, volumes: dict[str, dict[str, Any]], *, init: bool, ctx: _
         raise ctx.fail(f"container {cname!r}: volumeDevices give the container a host block device")
     ref = normalize(image)
     config = ctx.images(ref)
+    env = _environment(c, cname, config, ctx)
     if config is None and not _fully_specified(c):
         raise ctx.fail(
             f"container {cname!r}: no image config for {ref} (not in the lock file, any --image-layout, "
@@ -591,7 +600,6 @@ def _container(c: Any, volumes: dict[str, dict[str, Any]], *, init: bool, ctx: _
             "image_config_missing",
         )
     pod_sc, sc = _security_context(c, cname, ctx)
-    env = _environment(c, cname, config, ctx)
     argv = _argv(c, cname, config, env, ctx)
     cwd = c.get("workingDir") or (config.working_dir if config else "") or "/"
     if not isinstance(cwd, str) or not cwd.startswith("/"):

@@ -252,7 +252,7 @@ CreateContainerRequest := {"allowed": true, "ops": [op]} if {
 	oci.Process.Args == c.args
 	oci.Process.Terminal == c.terminal
 	capabilities_ok(oci.Process.Capabilities, c.capabilities)
-	process_ok(oci.Process, c)
+	process_ok(oci.Process, oci.Process.Env, c)
 	oci.Root.Path == rootfs_path(cid)
 	oci.Root.Readonly == c.read_only_root
 	mounts_ok(oci.Mounts, c.mounts, cid, sandbox.id)
@@ -460,11 +460,11 @@ container_annotation_patterns := {
 }
 
 # ---- The process: argv, environment, working directory, user, privileges. ----
-process_ok(p, c) if {
+process_ok(p, env, c) if {
 	p.Cwd == c.cwd
 	p.NoNewPrivileges == c.no_new_privileges
 	user_ok(p.User, c.user)
-	env_ok(p.Env, c)
+	env_ok(env, c)
 	object.get(p, "SelinuxLabel", "") == ""
 	object.get(p, "ApparmorProfile", "") in policy_data.runtime.apparmor_profiles
 }
@@ -799,12 +799,19 @@ ExecProcessRequest if {
 	is_object(p)
 	some command in c.exec
 	p.Args == command
-	process_ok(p, c)
+	process_ok(p, exec_env(p, c), c)
 	object.get(p, "Capabilities", null) == null
 	empty(object.get(p, "Rlimits", []))
 	is_object(p.User)
 	object.get(p.User, "Username", "") == ""
 }
+
+# containerd adds TERM=xterm to an exec with a terminal (kubectl exec -t).
+exec_env(p, c) := env if {
+	p.Terminal == true
+	not c.env.TERM
+	env := [e | some e in p.Env; e != "TERM=xterm"]
+} else := p.Env
 
 # ---- CopyFileRequest: the files and volume directories Kubernetes gives this pod, nothing else. ----
 CopyFileRequest if {

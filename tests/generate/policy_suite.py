@@ -310,9 +310,30 @@ def bypass_cases(s: Subject, which: str) -> list[Case]:
     ]
 
 
+def exec_with_terminal(s: Subject, name: str, argv: list[str]) -> dict[str, Any]:
+    """kubectl exec -t: containerd sets Terminal and adds TERM=xterm to the container's environment."""
+    req = s.pod.exec_process(name, argv)
+    req["process"]["Terminal"] = True
+    if not any(e.startswith("TERM=") for e in req["process"]["Env"]):
+        req["process"]["Env"].append("TERM=xterm")
+    return req
+
+
 def exec_cases(s: Subject) -> list[Case]:
     pod = s.pod
     out = [
+        Case(
+            f"{s.key}/exec -t/{c['name']}",
+            s.key,
+            "ExecProcessRequest",
+            exec_with_terminal(s, c["name"], argv),
+            True,
+            pod.state_with(c["name"]),
+        )
+        for c in s.data["containers"]
+        for argv in c["exec"]
+    ]
+    out += [
         Case(
             f"{s.key}/exec/{c['name']}",
             s.key,
@@ -1054,6 +1075,11 @@ def exec_attacks(s: Subject) -> list[tuple[str, dict[str, Any], dict[str, Any]]]
                 (
                     f"{name}: LD_PRELOAD",
                     variant(lambda r: r["process"]["Env"].append("LD_PRELOAD=/x.so")),
+                    state,
+                ),
+                (
+                    f"{name}: TERM without a terminal",
+                    variant(lambda r: r["process"]["Env"].append("TERM=xterm")),
                     state,
                 ),
                 (f"{name}: working directory", variant(lambda r: r["process"].update(Cwd="/tmp")), state),

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from contrast.errors import RequestError
 from contrast.generate import inject, kata
 from contrast.generate import policy as pol
+from contrast.generate.generator import pod_settings
 from contrast.generate.imageconfig import ImageConfig
 from contrast.generate.images import INITIALIZER_IMAGE, normalize
-from contrast.generate.workloads import DNS_LABEL, pod_names
+from contrast.generate.workloads import DNS_LABEL, as_workload, pod_names
 
 APP = normalize(digest_image("app"))
 
@@ -146,6 +147,35 @@ def test_host_provided_values_get_the_narrowest_shape() -> None:
     assert re.fullmatch(host["CPU"]["regex"], "2")
     assert not re.fullmatch(host["CPU"]["regex"], "2; x")
     assert any("SECRET" in w and "host chooses" in w for w in p.warnings)
+
+
+@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH"])
+def test_loader_variables_never_come_from_the_host(name: str) -> None:
+    spec = pod_spec()
+    env = [e for e in spec["containers"][0]["env"] if e["name"] != name]
+    env.append({"name": name, "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}})
+    spec["containers"][0]["env"] = env
+    with pytest.raises(RequestError, match="which programs"):
+        build(spec)
+
+
+def test_an_indexed_job_gets_its_completion_index() -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "task", "namespace": "shop"},
+        "spec": {"completionMode": "Indexed", "template": {"spec": pod_spec()}},
+    }
+    for indexed in (True, False):
+        if not indexed:
+            del job["spec"]["completionMode"]
+        w = as_workload(job)
+        assert w is not None
+        c = container(pol.build(w.pod_spec, namespace="shop", ref=w.ref, settings=pod_settings(w)))
+        if indexed:
+            assert re.fullmatch(c["host_env"]["JOB_COMPLETION_INDEX"]["regex"], "7")
+        else:
+            assert "JOB_COMPLETION_INDEX" not in c["host_env"]
 
 
 def test_kubernetes_variable_expansion() -> None:
