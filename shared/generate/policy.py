@@ -544,7 +544,7 @@ def _under(path: str, directory: str) -> bool:
 
 def _host_code_check(container: dict[str, Any], ctx: _Ctx) -> None:
     """Refuse a launch whose executable or PATH lies in a directory whose content the host supplies."""
-    shared = [m["destination"] for m in container["mounts"] if m["kind"] == "shared" and m["directory"]]
+    shared = [d for d, m in container["mounts"].items() if m["kind"] == "shared" and m["directory"]]
     argv0 = container["args"][0]
     path_dirs = [d for d in container["env"].get("PATH", "").split(":") if d]
     for dest in shared:
@@ -628,7 +628,7 @@ def _container(c: Any, volumes: dict[str, dict[str, Any]], *, init: bool, ctx: _
         "host_env": dict(sorted(env.host.items())),
         "image": ref,
         "init": init,
-        "mounts": mounts,
+        "mounts": {m["destination"]: m for m in mounts},  # by destination: the rules look mounts up
         "name": cname,
         "no_new_privileges": allow_escalation is False,
         "read_only_root": read_only_root,
@@ -645,7 +645,7 @@ def _copy_file_names(containers: list[dict[str, Any]], ctx: _Ctx) -> dict[str, l
     files = set(kata.HOST_FILES)
     directories: set[str] = set()
     for c in containers:
-        for m in c["mounts"]:
+        for m in c["mounts"].values():
             if m["kind"] == "shared":
                 (directories if m["directory"] else files).add(m["name"])
     clash = files & directories
@@ -739,7 +739,7 @@ def build(
         },
         "sandbox": {
             "hostname": ctx.settings.hostname_regex,
-            "mounts": _sandbox_mounts(),
+            "mounts": {m["destination"]: m for m in _sandbox_mounts()},
             "name": ctx.settings.pod_name_regex,
             "pidns": spec.get("shareProcessNamespace") is True,
             "sysctls": _sysctls(ctx),

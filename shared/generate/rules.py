@@ -590,8 +590,7 @@ mount_present(x, destinations) if {
 }
 
 mount_ok(m, want, cid, sid) if {
-	some x in want
-	x.destination == m.destination
+	x := want[m.destination]
 	m.type_ == x.type
 	options_ok(m.options, x)
 	is_string(m.source)
@@ -670,8 +669,7 @@ storage_used(s, mounts, c, _, sid) if {
 	s.driver != "image_guest_pull"
 	some m in mounts
 	m.source == s.mount_point
-	some x in c.mounts
-	x.destination == m.destination
+	x := c.mounts[m.destination]
 	volume_storage_ok(s, x, sid)
 }
 

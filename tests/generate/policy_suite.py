@@ -1258,7 +1258,7 @@ def unpinned(kind: str, path: str, op: str, req: dict[str, Any], s: Subject) -> 
     if re.fullmatch(r"OCI\.Mounts\[[0-9]+\]", path) and op == "drop":
         index = int(path.split("[")[1].split("]")[0])
         container = _policy_container(s, req)
-        wanted = container["mounts"] if container else s.data["sandbox"]["mounts"]
+        wanted = (container["mounts"] if container else s.data["sandbox"]["mounts"]).values()
         dest = req["OCI"]["Mounts"][index]["destination"]
         return any(m["destination"] == dest and m["optional"] for m in wanted)
     return False

@@ -89,7 +89,7 @@ def test_image_config_supplies_argv_env_working_directory_user_and_volumes() -> 
     assert c["host_env"]["HOSTNAME"]["kind"] == "regex"
     assert c["cwd"] == "/srv"
     assert c["user"] == {"additional_gids": [2000], "gid": 2000, "uid": 1000}
-    (data,) = [m for m in c["mounts"] if m["destination"] == "/data"]
+    data = c["mounts"]["/data"]
     assert data["optional"]
     assert data["kind"] == "shared"
     assert data["options"] == ["rbind", "rprivate", "rw"]
@@ -218,7 +218,7 @@ def test_security_context_and_kubernetes_defaults() -> None:
     assert c["capabilities"] == ["NET_BIND_SERVICE"]
     assert c["no_new_privileges"] is True
     assert c["read_only_root"] is True
-    mounts = {m["destination"]: m for m in c["mounts"]}
+    mounts = c["mounts"]
     assert mounts["/etc/hostname"]["options"][-1] == "ro"
     assert mounts["/etc/hosts"]["options"][-1] == "rw"
     assert mounts["/cache"]["kind"] == "emptydir"
@@ -240,7 +240,7 @@ def test_volumes_by_kind() -> None:
         {"name": "claim", "mountPath": "/var/claim"},
     ]
     p = build(spec)
-    mounts = {m["destination"]: m for m in container(p)["mounts"]}
+    mounts = container(p)["mounts"]
     assert mounts[inject.SECRETS_MOUNT_PATH]["kind"] == "ephemeral"  # guest memory, never host-shared
     assert mounts["/etc/cfg"]["kind"] == "shared"
     assert mounts["/etc/cfg"]["options"][-1] == "ro"
@@ -273,7 +273,7 @@ def test_secrets_volume_is_guest_memory_in_the_initializer_too() -> None:
     assert init["env"]["PATH"] == inject.SERVICE_PATH
     assert init["cwd"] == inject.SERVICE_WORKDIR
     assert init["user"]["uid"] == inject.SERVICE_UID
-    assert {m["destination"]: m["kind"] for m in init["mounts"]}[inject.SECRETS_MOUNT_PATH] == "ephemeral"
+    assert init["mounts"][inject.SECRETS_MOUNT_PATH]["kind"] == "ephemeral"
 
 
 def _set(path: str, value: Any) -> Any:
