@@ -149,12 +149,12 @@ def rich_workload() -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "shop", "namespace": "shop"},
+        "metadata": {"name": "shop-api", "namespace": "shop"},  # a hyphen: escaped in the name patterns
         "spec": {
             "selector": {"matchLabels": {"app": "shop"}},
             "template": {
                 "metadata": {
-                    "labels": {"app": "shop", "tier": "backend"},
+                    "labels": {"app": "shop", "tier": "back-end.v1"},
                     "annotations": {ann.EXEC_COMMANDS: json.dumps({"app": [APP_EXEC]})},
                 },
                 "spec": rich_spec(),
@@ -181,7 +181,7 @@ def rich_subject(emptydir_mode: str = "local") -> Subject:
         name=name,
         images=IMAGE_CONFIGS,
         emptydir_mode=emptydir_mode,
-        labels={"app": "shop", "tier": "backend"},
+        labels={"app": "shop", "tier": "back-end.v1"},
     )
     return Subject(key=f"rich_{emptydir_mode}", ref=w.ref, policy=policy, pod=pod)
 
