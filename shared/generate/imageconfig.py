@@ -101,7 +101,7 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     if len(raw) > MAX_DOCUMENT:
         raise RequestError("image_config_invalid", f"{what} is larger than {MAX_DOCUMENT} bytes")
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw.decode("utf-8"))  # UTF-8 only: the lock file keeps documents as text
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError("image_config_invalid", f"{what} is not JSON: {exc}") from exc
     if not isinstance(doc, dict):

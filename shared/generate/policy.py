@@ -32,7 +32,7 @@ from contrast.generate import kata
 from contrast.generate.imageconfig import ImageConfig
 from contrast.generate.images import is_pinned, normalize
 from contrast.generate.rules import RULES
-from contrast.generate.workloads import DNS_LABEL
+from contrast.generate.workloads import DNS_LABEL, regex_literal
 
 INITDATA_VERSION = "0.1.0"
 POLICY_KEY = "policy.rego"
@@ -199,7 +199,7 @@ def _value_from(item: dict[str, Any], cname: str, ctx: _Ctx) -> tuple[str | None
         if m:
             known = (ctx.settings.labels if m[1] == "labels" else ctx.settings.annotations).get(m[2])
             if known is not None:
-                return None, re.escape(known)
+                return None, regex_literal(known)
             if m[1] == "labels":
                 return None, _LABEL_VALUE
             ctx.warnings.append(

@@ -180,6 +180,7 @@ class Pod:
     emptydir_mode: str = "local"  # or "block": how the runtime backs disk emptyDirs
     services: tuple[str, ...] = ("api", "db")  # services in the namespace (for service links)
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def sandbox_id(self) -> str:
@@ -373,9 +374,9 @@ class Pod:
         }
         if path in values:
             return values[path]
-        m = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+        m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
         if m:
-            return self.labels.get(m[1], "v1")
+            return (self.labels if m[1] == "labels" else self.annotations).get(m[2], "v1")
         if "resourceFieldRef" in source:
             return "2"
         return "from-the-host"

@@ -55,6 +55,7 @@ IMAGE_CONFIGS = {
     ),
 }
 APP_EXEC = ["/usr/bin/app", "--health"]
+NOTE = 'see {"a": [1, 2]} (\\d+|$x)^*?.\nsecond line\ttab'
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ def rich_spec() -> dict[str, Any]:
                     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                     {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
                     {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+                    # The template's annotation, pinned: JSON full of regex metacharacters, and a newline.
+                    {
+                        "name": "NOTE",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}},
+                    },
                 ],
                 "terminationMessagePath": "/tmp/app-termination",
                 "volumeMounts": [
@@ -155,7 +161,7 @@ def rich_workload() -> dict[str, Any]:
             "template": {
                 "metadata": {
                     "labels": {"app": "shop", "tier": "back-end.v1"},
-                    "annotations": {ann.EXEC_COMMANDS: json.dumps({"app": [APP_EXEC]})},
+                    "annotations": {ann.EXEC_COMMANDS: json.dumps({"app": [APP_EXEC]}), "note": NOTE},
                 },
                 "spec": rich_spec(),
             },
@@ -182,6 +188,7 @@ def rich_subject(emptydir_mode: str = "local") -> Subject:
         images=IMAGE_CONFIGS,
         emptydir_mode=emptydir_mode,
         labels={"app": "shop", "tier": "back-end.v1"},
+        annotations={"note": NOTE},
     )
     return Subject(key=f"rich_{emptydir_mode}", ref=w.ref, policy=policy, pod=pod)
 
