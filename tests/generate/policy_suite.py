@@ -78,6 +78,7 @@ def rich_spec() -> dict[str, Any]:
     """A pod using everything the policy pins: image configs, env sources, volumes, security contexts."""
     spec: dict[str, Any] = {
         "runtimeClassName": "contrast-cc",
+        "shareProcessNamespace": True,
         "securityContext": {
             "fsGroup": 4000,
             "supplementalGroups": [5000],
