@@ -68,6 +68,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help='policy entries get only the workload name as SAN, not [name, "*"]',
     )
     p.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS URL the initializer connects to")
+    p.add_argument(
+        "--image-layout",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="OCI image layout to read image configs from (repeatable); searched after images.lock.json",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never contact a registry: image configs come from images.lock.json and --image-layout only",
+    )
     p.set_defaults(func=_main)
 
 
@@ -83,6 +96,8 @@ def _main(args: argparse.Namespace) -> int:
         initializer_image=args.initializer_image,
         nats_url=args.nats_url,
         wildcard_san=not args.no_wildcard_san,
+        image_layouts=tuple(args.image_layout),
+        offline=args.offline,
     )
     try:
         report = run(

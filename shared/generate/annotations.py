@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from contrast.errors import RequestError
@@ -14,6 +15,12 @@ WORKLOAD_SECRET_ID = "contrast.edgeless.systems/workload-secret-id"  # noqa: S10
 POLICY_HASH = "contrast.edgeless.systems/policy-hash"
 # Kata's initdata annotation: base64(gzip(initdata TOML)).
 KATA_INITDATA = "io.katacontainers.config.hypervisor.cc_init_data"
+# The only commands the policy lets the host run in a container (kubectl exec, exec probes): a JSON object
+# from container name to a list of exact argv lists, e.g. {"app": [["/bin/cat", "/tmp/ready"]]}.
+EXEC_COMMANDS = "contrast.edgeless.systems/exec-commands"
+# "true" lets the host read the containers' stdout and stderr (kubectl logs); by default kata-agent redacts
+# them, because they leave the confidential VM in the clear.
+ALLOW_LOGS = "contrast.edgeless.systems/allow-logs"
 
 ROLE_COORDINATOR = "coordinator"
 KNOWN_ROLES = frozenset({ROLE_COORDINATOR})
@@ -47,6 +54,32 @@ def flag(obj: dict[str, Any], template: dict[str, Any], key: str, ref: str) -> b
     if value == "true":
         return True
     raise RequestError("annotation_invalid", f'{ref}: annotation {key} must be "true" or "false"')
+
+
+def exec_commands(obj: dict[str, Any], template: dict[str, Any], ref: str) -> dict[str, list[list[str]]]:
+    """The parsed :data:`EXEC_COMMANDS` annotation (empty when absent)."""
+    value = read(obj, template, EXEC_COMMANDS, ref)
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise RequestError("annotation_invalid", f"{ref}: {EXEC_COMMANDS} is not JSON") from exc
+    if not isinstance(parsed, dict):
+        raise RequestError(
+            "annotation_invalid", f"{ref}: {EXEC_COMMANDS} must map container names to commands"
+        )
+    out: dict[str, list[list[str]]] = {}
+    for name, commands in parsed.items():
+        if not isinstance(commands, list) or not all(
+            isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in commands
+        ):
+            raise RequestError(
+                "annotation_invalid",
+                f"{ref}: {EXEC_COMMANDS}[{name!r}] must be a list of non-empty argv lists",
+            )
+        out[name] = [list(c) for c in commands]
+    return out
 
 
 def role(obj: dict[str, Any], template: dict[str, Any], ref: str) -> str:

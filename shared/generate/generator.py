@@ -25,8 +25,9 @@ from contrast.crypto.ownerkeys import ensure_owner_keys, public_key_hex
 from contrast.errors import RequestError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.generate import annotations as ann
-from contrast.generate import inject, jsonpatch, platforms
+from contrast.generate import inject, jsonpatch, platforms, registry
 from contrast.generate import policy as pol
+from contrast.generate.imageconfig import LOCK_FILE, ImageConfigs, Source, load_lock
 from contrast.generate.images import INITIALIZER_IMAGE, is_pinned
 from contrast.generate.workloads import Workload, as_workload
 from contrast.generate.yamldocs import YamlFile, dump_document, iter_yaml_paths, read_file
@@ -44,6 +45,10 @@ class Options:
     # Contrast's default SANs are [name, "*"]; "*" makes the certificate valid for any host name, leaving the
     # mesh CA (every workload of this manifest) as the identity that peers check.
     wildcard_san: bool = True
+    # Where image configs come from besides the lock file: these OCI image layouts, then (unless offline)
+    # the images' registries.
+    image_layouts: tuple[Path, ...] = ()
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Outcome:
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     documents: dict[str, bytes] = field(default_factory=dict)  # policy hash -> initdata document
     warnings: list[str] = field(default_factory=list)
+    images: ImageConfigs = field(default_factory=ImageConfigs)  # the image configs the policies used
 
 
 def _entry(w: Workload, role: str, options: Options) -> dict[str, Any]:
@@ -73,6 +79,33 @@ def _entry(w: Workload, role: str, options: Options) -> dict[str, Any]:
         "WorkloadSecretID": secret_id if secret_id is not None else w.default_secret_id(),
         "Role": role,
     }
+
+
+def _strings(meta: Any, key: str) -> dict[str, str]:
+    value = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def pod_settings(w: Workload) -> pol.PodSettings:
+    """What the policy needs beyond the pod spec: pod names, exec commands, logs, labels."""
+    names = w.pod_names()
+    meta = w.template.get("metadata")
+    job = w.obj.get("spec") if w.kind == "Job" else None
+    if w.kind == "CronJob":
+        job = ((w.obj.get("spec") or {}).get("jobTemplate") or {}).get("spec")
+    indexed = isinstance(job, dict) and job.get("completionMode") == "Indexed"
+    return pol.PodSettings(
+        # The Job controller adds the completion index to the containers of an indexed Job.
+        runtime_env={"JOB_COMPLETION_INDEX": "^(?:0|[1-9][0-9]{0,8})$"} if indexed else {},
+        pod_name_regex=names.regex,
+        hostname_regex=names.hostname_regex(w.pod_spec.get("hostname")),
+        exec_commands=ann.exec_commands(w.obj, w.template, w.ref),
+        read_stream=ann.flag(w.obj, w.template, ann.ALLOW_LOGS, w.ref),
+        labels=_strings(meta, "labels"),
+        annotations=_strings(meta, "annotations"),
+    )
 
 
 def _process_workload(
@@ -91,7 +124,12 @@ def _process_workload(
             ref=w.ref,
         )
     policy = pol.build(
-        w.pod_spec, namespace=w.namespace, ref=w.ref, allow_mutable_images=options.allow_mutable_images
+        w.pod_spec,
+        namespace=w.namespace,
+        ref=w.ref,
+        settings=pod_settings(w),
+        images=out.images.config,
+        allow_mutable_images=options.allow_mutable_images,
     )
     out.warnings.extend(policy.warnings)
     digest = policy.hash_hex
@@ -122,13 +160,16 @@ def _process_workload(
     )
 
 
-def process(files: list[YamlFile], options: Options) -> Outcome:
-    """Rewrite the confidential workloads in ``files`` (in memory) and collect their manifest entries."""
+def process(files: list[YamlFile], options: Options, images: ImageConfigs | None = None) -> Outcome:
+    """Rewrite the confidential workloads in ``files`` (in memory) and collect their manifest entries.
+
+    ``images`` answers image-config lookups (the default has none, as offline without a lock file).
+    """
     if not is_pinned(options.initializer_image):
         raise RequestError(
             "image_not_pinned", f"initializer image {options.initializer_image!r} needs a digest"
         )
-    out = Outcome(files=files)
+    out = Outcome(files=files, images=images if images is not None else ImageConfigs())
     # Coordinators first: their policy hashes go into every initializer (and so into every other pod's
     # policy), which pins the Coordinator that a pod will accept answers from.
     coordinator_hashes: list[str] = []
@@ -146,6 +187,12 @@ def process(files: list[YamlFile], options: Options) -> Outcome:
                     coordinator_hashes.append(out.workloads[-1].policy_hash)
                 # Unchanged meaning keeps the original bytes: a second run rewrites nothing.
                 doc.new_text = None if doc.data == before else dump_document(doc.data, doc.text)
+    for ref in sorted(out.images.misses):
+        out.warnings.append(
+            f"no image config for {ref}: its policies assume that the image sets no environment, user or "
+            "volumes beyond the pod spec, and kata-agent refuses the container if it does (run generate "
+            "where the registry is reachable, or pass --image-layout)"
+        )
     if not coordinator_hashes and any(w.initializer for w in out.workloads):
         out.warnings.append(
             "no Coordinator workload (annotation contrast.edgeless.systems/pod-role: coordinator) in the"
@@ -332,7 +379,12 @@ def run(
 ) -> Report:
     """``contrast generate``: read, process, and only then write YAML files, owner keys and manifest.json."""
     files = [read_file(p) for p in iter_yaml_paths(paths)]
-    outcome = process(files, options)
+    mpath = manifest_path if manifest_path is not None else workspace / MANIFEST_FILE
+    lock_path = mpath.parent / LOCK_FILE
+    sources: list[Source] = [registry.OciLayout(p) for p in options.image_layouts]
+    if not options.offline:
+        sources.append(registry.from_registry)
+    outcome = process(files, options, ImageConfigs(load_lock(lock_path), sources))
     if not outcome.workloads:
         raise RequestError(
             "no_workloads", "found no workload with a runtimeClassName starting with contrast-cc"
@@ -354,7 +406,6 @@ def run(
         raise RequestError("reference_values_invalid", "patched reference values are not an object")
     missing = check_reference_values(refvals)
 
-    mpath = manifest_path if manifest_path is not None else workspace / MANIFEST_FILE
     old_workload, old_seedshare = _existing_owner_keys(mpath)
     workload_key, seedshare_key = ensure_owner_keys(workspace)
     manifest = build_manifest(
@@ -372,6 +423,9 @@ def run(
     written += policy_written
     if write_atomic(mpath, render_manifest(manifest)):
         written.append(mpath)
+    # The image configs behind the policies, so that a run without network reproduces them.
+    if (outcome.images.used or lock_path.exists()) and write_atomic(lock_path, outcome.images.lock_bytes()):
+        written.append(lock_path)
     return Report(
         outcome=outcome,
         manifest_path=mpath,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+
+from contrast.errors import RequestError
 
 # name[:tag]@algo:hex. Names follow the distribution spec loosely; the digest part is checked exactly.
 _DIGEST = re.compile(r"@(?P<algo>sha256|sha512):(?P<hex>[0-9a-f]+)$")
@@ -28,18 +31,56 @@ def is_pinned(image: str) -> bool:
     return digest_of(image) is not None
 
 
-def normalize(image: str) -> str:
-    """The fully qualified reference the container runtime reports for ``image`` (Docker Hub defaults).
+@dataclass(frozen=True)
+class Reference:
+    """A parsed image reference: ``registry/repository[:tag][@digest]`` with Docker Hub's defaults."""
 
-    ``nginx@sha256:…`` becomes ``docker.io/library/nginx@sha256:…`` and ``org/app@…`` becomes
-    ``docker.io/org/app@…``: the runtime resolves short names that way, and the policy compares strings.
-    """
-    first, sep, _ = image.partition("/")
+    registry: str  # as written (docker.io for Docker Hub)
+    repository: str  # library/nginx, org/app
+    tag: str  # "latest" when neither tag nor digest is given
+    digest: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPO = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+
+
+def parse_reference(image: str) -> Reference:
+    """Split ``image`` as containerd does; a malformed reference is a ``RequestError``."""
+    rest, at, _digest_part = image.partition("@")
+    digest = digest_of(image) if at else None
+    if at and digest is None:
+        raise RequestError("image_invalid", f"{image!r}: malformed digest")
+    first, sep, remainder = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        return image  # already names a registry
-    if not sep:
-        return f"docker.io/library/{image}"
-    return f"docker.io/{image}"
+        registry, path = first, remainder
+    else:
+        registry, path = "docker.io", rest
+        if "/" not in path:
+            path = f"library/{path}"
+    repository, colon, tag = path.rpartition(":") if ":" in path else (path, "", "")
+    if not colon:
+        repository, tag = path, ""
+    if not _REPO.match(repository) or (tag and not _TAG.match(tag)):
+        raise RequestError("image_invalid", f"{image!r} is not a valid image reference")
+    return Reference(registry=registry, repository=repository, tag=tag or "latest", digest=digest)
+
+
+def normalize(image: str) -> str:
+    """The fully qualified reference the container runtime reports for ``image``.
+
+    ``nginx@sha256:…`` becomes ``docker.io/library/nginx@sha256:…``; a tag next to a digest is dropped
+    (``app:1@sha256:…`` → ``…/app@sha256:…``), as containerd's reference normalization does. The policy
+    compares these strings with the image-name annotation and the guest-pull storage source.
+    """
+    ref = parse_reference(image)
+    if ref.digest is not None:
+        return f"{ref.name}@{ref.digest}"
+    return f"{ref.name}:{ref.tag}"
 
 
 def placeholder_digest(label: str) -> str:

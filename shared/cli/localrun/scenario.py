@@ -260,7 +260,8 @@ class Scenario:
                     platform=self.opts.platform,
                     workspace=self.workdir,
                     emulator_dir=self.workdir / "emulator",
-                    options=generator.Options(),
+                    # The emulated deployment runs no images: their configs are not needed from registries.
+                    options=generator.Options(offline=True),
                     warn=notes.append,
                 )
             )
