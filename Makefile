@@ -72,6 +72,9 @@ $(TOOLS)/bin/jaeger.$(JAEGER_VERSION):
 	  && cd "$$dir" && $(GO) build -o $(TOOLS)/bin/jaeger ./cmd/jaeger
 	touch $@
 
+# `make run ARGS=--jaeger` builds the pinned Jaeger first (once).
+run: $(if $(findstring --jaeger,$(ARGS)),$(TOOLS)/bin/jaeger.$(JAEGER_VERSION))
+
 $(TOOLS)/bin/nats.$(NATSCLI_VERSION):
 	GOBIN=$(TOOLS)/bin $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
 	touch $@

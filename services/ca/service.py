@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -29,6 +30,7 @@ from contrast.replica.lifecycle import CoordinatorReplica
 from contrast.replica.membership import Membership
 from contrast.runtime import DeliveryContext, Handlers, Runtime, Service, StreamWorker, get_logger
 from contrast.runtime.kv import NatsKeyValue
+from contrast.runtime.tracing import annotate_attestation
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestResult,
@@ -103,6 +105,7 @@ class _Ca:
         # "The generation is current" is checked against a head read from the authenticated history at most
         # HEAD_MAX_AGE ago (one read per second at most, shared by concurrent verdicts), not only against
         # what the forgeable update event told us.
+        started = time.perf_counter()
         view = await self.replica.current(HEAD_MAX_AGE)
         request_id = ctx.msg_id
         try:
@@ -129,6 +132,9 @@ class _Ca:
             self.replica.poke()  # a newer generation: re-join, then this verdict is redelivered
             raise
         verdict = checked.verdict
+        annotate_attestation(
+            tee=verdict.tee, policy_hash=verdict.policy_hash, verdict="accepted", request_id=request_id
+        )
         entry = manifest.document.manifest.policy(verdict.policy_hash)
         if entry is None or entry.Role == ROLE_COORDINATOR:
             raise AuthError("policy_not_issuable", "the verdict's policy hash has no workload entry")
@@ -148,6 +154,8 @@ class _Ca:
         stored = _StoredCheck(verdict=verdict, identity=view.identity, verifier=self.verifier, now=now)
         # Storing is delivering: the initializer listens on the subject of its `results` key.
         data = await self._store(request_id, result_bytes, stored)
+        self.rt.metrics.issuance_seconds.observe(time.perf_counter() - started)
+        annotate_attestation(verdict="issued")
         if data is not result_bytes:
             return  # an earlier delivery's answer stands; it was delivered when it was stored
         self.rt.metrics.certificates_issued.inc()

@@ -26,6 +26,7 @@ from contrast.initializer.files import DEFAULT_ROOT, write_credentials
 from contrast.platform.select import PlatformConfigError, platform_from_env
 from contrast.runtime import configure_logging, get_logger
 from contrast.runtime.connection import connect
+from contrast.runtime.tracing import build_tracer_provider, use_tracer
 
 _log = get_logger("contrast.initializer")
 
@@ -72,7 +73,13 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging("initializer", args.replica)
-    return asyncio.run(run(args))
+    # OTEL_* as for the services: the attestation's trace starts here (service contrast-initializer).
+    provider = build_tracer_provider("initializer", args.replica)
+    try:
+        with use_tracer(provider.get_tracer("contrast.initializer")):
+            return asyncio.run(run(args))
+    finally:
+        provider.shutdown()  # flushes the spans before the init container exits
 
 
 if __name__ == "__main__":

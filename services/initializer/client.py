@@ -14,8 +14,14 @@
    ignored and the wait goes on; an authenticated rejection of *this* request ends the attempt.
 
 Between attempts it backs off (jittered, capped); at the deadline it raises the last reason.
+
 One :class:`Initializer` can run many attestations concurrently (the bench drives hundreds of emulated
 initializers in one process): they share the evidence verifier's chain cache and the statement cache.
+
+Tracing: one trace per attestation. Its root span ``attest`` (TEE, own policy-hash prefix, final verdict
+and reason) holds, per attempt, the nonce request, the ``PRODUCER`` span of the publish to ``ATTEST``, whose
+``traceparent`` the verifier's and then the CA's span continue, and the ``result`` span of the wait for the
+answer (verdict and reason code).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue as NatsKv
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from contrast import subjects
 from contrast.attestation.bundle import Expectation, OpenedBundle, StatementCache, open_rejection, open_result
@@ -47,10 +54,12 @@ from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity
 from contrast.platform.base import Platform
 from contrast.runtime.client import request
 from contrast.runtime.logs import get_logger
+from contrast.runtime.tracing import ATTR_REQUEST_ID, annotate_attestation, current_tracer, inject
 from contrast.wire.v1 import AttestRequest, AttestResult, NonceReply, NonceRequest, decoder, encode
 
 _log = get_logger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
+_PUBLISH_ATTRIBUTES = {"messaging.system": "nats", "messaging.operation.type": "send"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,11 +111,30 @@ class Initializer:
     verifier: EvidenceVerifier = field(default_factory=EvidenceVerifier)
     statements: StatementCache = field(default_factory=StatementCache)
     clock: Callable[[], float] = time.time
+    tracer: Tracer | None = None  # default: the current tracer (the initializer process's own)
     _own: OwnIdentity | None = None
     _results: NatsKv | None = None
     _js: JetStreamContext | None = None
 
+    @property
+    def _tracer(self) -> Tracer:
+        return self.tracer or current_tracer()
+
     async def attest(self) -> Credentials:
+        with self._tracer.start_as_current_span("attest", kind=SpanKind.INTERNAL) as span:
+            annotate_attestation(span, tee=self.platform.tee)
+            try:
+                creds = await self._attest()
+            except AttestationFailed as e:
+                rejected = e.last.code.startswith(("evidence.", "policy."))
+                annotate_attestation(span, verdict="rejected" if rejected else "failed", reason=e.last.code)
+                span.set_status(Status(StatusCode.ERROR, e.last.code))
+                raise
+            annotate_attestation(span, verdict="issued", request_id=creds.request_id)
+            span.set_attribute("contrast.attempts", creds.attempts)
+            return creds
+
+    async def _attest(self) -> Credentials:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.deadline
         attempts = 0
@@ -147,13 +175,20 @@ class Initializer:
         hpke_key = HpkePrivateKey.generate()
         tls_spki = spki(tls_public)
         hpke_pub = hpke_key.public_bytes()
+        tracer = self._tracer
         nonce = (
             await request(
-                self.nc, subjects.ATTEST_NONCE, NonceRequest(), NonceReply, timeout=cfg.request_timeout
+                self.nc,
+                subjects.ATTEST_NONCE,
+                NonceRequest(),
+                NonceReply,
+                timeout=cfg.request_timeout,
+                tracer=tracer,
             )
         ).nonce
         evidence = await self.platform.evidence(report_data(Label.MESH_CERT, nonce, tls_spki, hpke_pub))
         own = self._own_identity(evidence, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        annotate_attestation(policy_hash=own.policy_hash)  # on the attestation's root span
         rid = secrets.token_urlsafe(24)
         req = AttestRequest(
             request_id=rid, nonce=nonce, evidence=evidence, tls_public_key=tls_spki, hpke_public_key=hpke_pub
@@ -175,9 +210,16 @@ class Initializer:
 
         sub = await self.nc.subscribe(subjects.attest_result(rid), cb=on_result)
         try:
-            await self._publish(data, rid)
-            async with asyncio.timeout(cfg.attempt_timeout):
-                return tls_key, await self._await_answer(inbox, exp), rid
+            with tracer.start_as_current_span(
+                subjects.ATTEST_REQUESTED,
+                kind=SpanKind.PRODUCER,
+                attributes={**_PUBLISH_ATTRIBUTES, ATTR_REQUEST_ID: rid},
+            ):
+                await self._publish(data, rid)
+            with tracer.start_as_current_span("result", kind=SpanKind.INTERNAL) as span:
+                annotate_attestation(span, request_id=rid)
+                async with asyncio.timeout(cfg.attempt_timeout):
+                    return tls_key, await self._await_answer(inbox, exp), rid
         except TimeoutError:
             raise StateError("timeout", f"no authenticated answer within {cfg.attempt_timeout} s") from None
         finally:
@@ -187,13 +229,12 @@ class Initializer:
     async def _publish(self, data: bytes, rid: str) -> None:
         if self._js is None:
             self._js = self.nc.jetstream()
+        # The trace context travels with the request: the verifier's span continues this trace.
+        headers = inject({MSG_ID_HEADER: rid})
         for attempt in range(3):
             try:
                 await self._js.publish(
-                    subjects.ATTEST_REQUESTED,
-                    data,
-                    timeout=self.config.request_timeout,
-                    headers={MSG_ID_HEADER: rid},
+                    subjects.ATTEST_REQUESTED, data, timeout=self.config.request_timeout, headers=headers
                 )
                 return
             except Exception:
@@ -214,8 +255,10 @@ class Initializer:
                 raw = stored
             outcome = self._judge(raw, exp)
             if isinstance(outcome, OpenedBundle):
+                annotate_attestation(verdict="issued")
                 return outcome
             if outcome is not None:
+                annotate_attestation(verdict="rejected", reason=outcome.code)
                 raise outcome
 
     async def _stored(self, rid: str) -> bytes | None:

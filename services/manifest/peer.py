@@ -17,6 +17,7 @@ from typing import Final
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind
 
 from contrast import subjects
 from contrast.coordinator.history import ReplicaState
@@ -27,6 +28,7 @@ from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
 from contrast.replica.join import join_once
 from contrast.runtime import get_logger, request
+from contrast.runtime.tracing import ATTR_ROLE, current_tracer
 from contrast.wire.v1 import JoinNonceReply, JoinNonceRequest
 
 PROBES: Final = 6
@@ -75,16 +77,19 @@ class PeerRecovery:
     async def step(self) -> None:
         if await self._replica.refresh() is not ReplicaState.STALE:
             return
-        result = await join_once(
-            self._nc,
-            self._platform,
-            ServiceRole.MANIFEST,
-            replica=self._name,
-            verifier=self._verifier,
-            attempt_timeout=2.0,
-            now=dt.datetime.now(dt.UTC),
-        )
-        view = await self._replica.adopt_join(result)
+        with current_tracer().start_as_current_span(
+            "join", kind=SpanKind.INTERNAL, attributes={ATTR_ROLE: ServiceRole.MANIFEST.value}
+        ):
+            result = await join_once(
+                self._nc,
+                self._platform,
+                ServiceRole.MANIFEST,
+                replica=self._name,
+                verifier=self._verifier,
+                attempt_timeout=2.0,
+                now=dt.datetime.now(dt.UTC),
+            )
+            view = await self._replica.adopt_join(result)
         _log.info("peer_recovered", generation=view.latest.generation)
 
     async def ready_peer_exists(self) -> bool:

@@ -22,7 +22,7 @@ from contrast.attestation.nonce import NonceAuthority, consume
 from contrast.attestation.verdict import sign_verdict
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, ManifestDocument
 from contrast.crypto.hpke import HpkePublicKey
-from contrast.errors import ContrastError, EvidenceError, PolicyError, RequestError
+from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import first_error
 from contrast.evidence.verifier import EvidenceVerifier
@@ -42,6 +42,7 @@ from contrast.runtime import (
     get_logger,
 )
 from contrast.runtime.kv import NatsKeyValue
+from contrast.runtime.tracing import annotate_attestation
 from contrast.verifier.collateral import (
     CachedSource,
     Fetcher,
@@ -127,6 +128,10 @@ class _Verifier:
             verifier=self.rt.replica[:128],
         )
         signed = sign_verdict(verdict, view.identity.service_key, view.membership.service_cert)
+        # On this delivery's span, which the CA's continues (ctx.publish carries its traceparent).
+        annotate_attestation(
+            tee=req.evidence.tee, policy_hash=policy_hash, verdict="accepted", request_id=req.request_id
+        )
         await ctx.publish(subjects.ATTEST_VERIFIED, signed, msg_id=req.request_id)
         await self._event(req, "verified", "", policy_hash, manifest.generation, now_ms)
 
@@ -162,6 +167,9 @@ class _Verifier:
             evidence = await complete(req.evidence, self.collateral)
         except (EvidenceError, PolicyError) as e:  # the report does not even parse
             raise _Rejected(e, tee) from e
+        except CollateralError as e:
+            self.rt.metrics.collateral_fetch_failures.labels(tee, e.code).inc()
+            raise
         started = time.perf_counter()
         result = self.evidence.verify(
             evidence, doc.manifest.ReferenceValues, expected_report_data=expected, now=now
@@ -206,6 +214,9 @@ class _Verifier:
         code = r.error.code
         tee = req.evidence.tee
         self.rt.metrics.attestation_failures.labels(tee, code).inc()
+        annotate_attestation(
+            tee=tee, policy_hash=r.policy_hash, verdict="rejected", reason=code, request_id=req.request_id
+        )
         verdict = Verdict(
             request_id=req.request_id,
             request_digest=digest,

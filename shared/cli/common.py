@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Collection, Coroutine
@@ -22,10 +23,12 @@ from typing import Any, TypeVar
 import msgspec
 import nats
 from nats.aio.client import Client
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from contrast.cli.exitcodes import EXIT_REJECTED, EXIT_USAGE, UsageError
+from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, UsageError
 from contrast.errors import ContrastError, StateError
 from contrast.runtime.client import request
+from contrast.runtime.tracing import build_tracer_provider, current_tracer, use_tracer
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 MAX_INPUT_FILE = 4 << 20
@@ -134,10 +137,25 @@ def refuse(args: argparse.Namespace, error: ContrastError, *, what: str) -> int:
     return EXIT_REJECTED
 
 
+async def _traced(what: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    with current_tracer().start_as_current_span(f"contrast {what}", kind=SpanKind.INTERNAL) as span:
+        code = await body()
+        span.set_attribute("contrast.exit_code", code)
+        if code != EXIT_OK:
+            span.set_status(Status(StatusCode.ERROR, f"exit code {code}"))
+        return code
+
+
 def run(args: argparse.Namespace, what: str, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run an async command body; map errors to exit codes and messages."""
+    """Run an async command body; map errors to exit codes and messages.
+
+    The command is one trace (service ``contrast-cli``, exported as ``OTEL_*`` says): its requests to the
+    Coordinator are child spans, which the manifest service's spans continue.
+    """
+    provider = build_tracer_provider("cli", os.environ.get("CONTRAST_REPLICA") or socket.gethostname())
     try:
-        return asyncio.run(body())
+        with use_tracer(provider.get_tracer("contrast.cli")):
+            return asyncio.run(_traced(what, body))
     except UsageError as e:
         if args.json:
             print(json.dumps({"ok": False, "code": "usage", "message": str(e)}), flush=True)
@@ -146,6 +164,8 @@ def run(args: argparse.Namespace, what: str, body: Callable[[], Coroutine[Any, A
         return EXIT_USAGE
     except ContrastError as e:
         return refuse(args, e, what=what)
+    finally:
+        provider.shutdown()  # flush the command's spans before the process exits
 
 
 async def connect(args: argparse.Namespace) -> Client:

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         store_dir=Path(args.store_dir) if args.store_dir else None,
         headless=args.headless,
         pod_deadline=args.pod_deadline,
+        jaeger=args.jaeger,
     )
     # SERVICES is read at call time, so a test (or a fork of this runner) can swap the table.
     return asyncio.run(LocalRun(opts, SERVICES).main())
@@ -85,6 +86,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--examples", default=str(DEFAULT_EXAMPLES), help="the app to deploy (default: %(default)s)"
+    )
+    p.add_argument(
+        "--jaeger",
+        action="store_true",
+        help="start the Jaeger of `make tools` on loopback, export every trace to it and print its address",
     )
     p.add_argument("--store-dir", help="JetStream store directory of the embedded NATS (default: a temp dir)")
     p.add_argument(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from contrast import subjects
 from contrast.coordinator.history import History
@@ -34,6 +35,7 @@ from contrast.platform.base import Platform
 from contrast.replica.membership import KeySource, Membership
 from contrast.runtime.logs import get_logger
 from contrast.runtime.metrics import Metrics
+from contrast.runtime.tracing import ATTR_ROLE, current_tracer
 
 _log = get_logger(__name__)
 REFRESH_INTERVAL = 30.0  # periodic authenticated re-read, in case an update event was lost or suppressed
@@ -158,16 +160,12 @@ class CoordinatorReplica:
         if self._platform is None:
             self._platform = await self._platform_factory()
         if self._membership is None:
-            self._membership = await self._key_source.join(
-                self._nc, self._platform, self.role, self._verifier
-            )
+            self._membership = await self._join(self._platform)
         elif self._membership.service_cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
             # Service certificates are short-lived (30 days): join again before the CA would refuse ours.
             # Until that works, the current certificate stays in service while it is valid.
             try:
-                self._membership = await self._key_source.join(
-                    self._nc, self._platform, self.role, self._verifier
-                )
+                self._membership = await self._join(self._platform)
             except ContrastError as e:
                 _log.warning("renewal_failed", role=self.role.value, code=e.code)
         history = History(self._kv, self._membership.history_key)
@@ -177,9 +175,7 @@ class CoordinatorReplica:
         if head.generation < self._membership.generation:
             raise StateError("rollback", "the stored history is older than our membership")
         if self._rejoin and head.transition_hash != self._membership.transition_hash:
-            self._membership = await self._key_source.join(
-                self._nc, self._platform, self.role, self._verifier
-            )
+            self._membership = await self._join(self._platform)
             if self._membership.transition_hash != head.transition_hash:
                 raise StateError("stale", "joined keys do not belong to the current head yet")
         if self._manifest is None or self._manifest.transition_hash != head.transition_hash:
@@ -192,6 +188,20 @@ class CoordinatorReplica:
                 self._metrics.manifest_generation.set(head.generation)
         self._problem = ""
         self._checked_at = time.monotonic()
+
+    async def _join(self, platform: Platform) -> Membership:
+        """One join (with the key source's own retries) as a span of this service's trace: the manifest
+        replica's join endpoints continue it."""
+        with current_tracer().start_as_current_span(
+            "join", kind=SpanKind.INTERNAL, attributes={ATTR_ROLE: self.role.value}
+        ) as span:
+            try:
+                membership = await self._key_source.join(self._nc, platform, self.role, self._verifier)
+            except ContrastError as e:
+                span.set_status(Status(StatusCode.ERROR, e.code))
+                raise
+            span.set_attribute("contrast.generation", membership.generation)
+            return membership
 
     def poke(self) -> None:
         """Ask for a refresh soon (e.g. a verdict named a newer generation)."""

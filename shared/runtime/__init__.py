@@ -55,8 +55,11 @@ and is the ``contrast_ready`` gauge. Every replica answers ``$SRV.PING/INFO/STAT
 
 Observability: ``configure_logging(service, replica)`` (JSON, with trace_id/span_id/service/replica; stdlib
 logging included); ``inject(headers)``/``extract(headers)`` carry W3C trace context in NATS headers;
-``build_tracer_provider`` reads ``OTEL_*``; :class:`Metrics` holds one registry per service with the metric
-names of :mod:`contrast.runtime.metrics` (``rt.metrics.attestation_requests.labels(tee).inc()``).
+``build_tracer_provider`` reads ``OTEL_*``; ``current_tracer()`` is the tracer of the service (or command)
+the calling code runs in, set by ``serve`` for everything the service starts; :class:`Metrics` holds one
+registry per service with the metric names of :mod:`contrast.runtime.metrics`
+(``rt.metrics.attestation_requests.labels(tee).inc()``); stream workers keep ``contrast_stream_pending`` at
+their consumer's backlog.
 
 Embedded NATS: ``contrast.runtime.natsserver.embedded_nats()`` / ``nats_cluster(3)`` / ``find_nats_server()``.
 """

@@ -8,12 +8,11 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from contrast.errors import ContrastError, InternalError, StateError, from_code
 from contrast.runtime.endpoint import ERROR_CODE_HEADER
-from contrast.runtime.tracing import inject
+from contrast.runtime.tracing import current_tracer, inject
 from contrast.wire.v1 import ErrorReply, decoder, encode
 
 Resp = TypeVar("Resp", bound=msgspec.Struct)
@@ -38,7 +37,7 @@ async def request(
     when no replica serves the subject or none answers in time, and ``internal.bad_reply`` for a reply that is
     neither a valid response nor a valid error.
     """
-    tracer = tracer or trace.get_tracer("contrast.runtime.client")
+    tracer = tracer or current_tracer()
     with tracer.start_as_current_span(
         subject,
         kind=SpanKind.CLIENT,

@@ -51,8 +51,17 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
 
     def __post_init__(self) -> None:
-        r = self.registry
-        # --- runtime ---
+        self._runtime_metrics(self.registry)
+        self._domain_metrics(self.registry)
+
+    def _runtime_metrics(self, r: CollectorRegistry) -> None:
+        """What every service's runtime measures: readiness, requests, stream deliveries and backlog."""
+        self.service_info = Gauge(
+            "contrast_service_info",
+            "1, labelled with what this replica is: rules and dashboards join on it for the service name",
+            ["service", "replica", "version"],
+            registry=r,
+        )
         self.ready = Gauge(
             "contrast_ready", "1 when this replica can do its job (readiness), else 0", registry=r
         )
@@ -81,7 +90,20 @@ class Metrics:
         self.deadletters = Counter(
             "contrast_deadletters_total", "Stream messages given up on", ["consumer", "reason"], registry=r
         )
-        # --- domain ---
+        # The consumer's backlog as the server counts it (what KEDA scales on), polled by each replica of a
+        # worker: undelivered messages, and delivered ones not yet acknowledged.
+        self.stream_pending = Gauge(
+            "contrast_stream_pending", "Messages of the consumer not yet delivered", ["consumer"], registry=r
+        )
+        self.stream_ack_pending = Gauge(
+            "contrast_stream_ack_pending",
+            "Messages of the consumer delivered but not yet acknowledged",
+            ["consumer"],
+            registry=r,
+        )
+
+    def _domain_metrics(self, r: CollectorRegistry) -> None:
+        """The attestation flow's own figures (verifier, CA, manifest service)."""
         self.attestation_requests = Counter(
             "contrast_attestation_requests", "Attestation requests", ["tee"], registry=r
         )
@@ -104,6 +126,18 @@ class Metrics:
             "contrast_manifest_generation", "Current manifest generation", registry=r
         )
         self.nonce_replays = Counter("contrast_nonce_replays", "Nonces presented more than once", registry=r)
+        self.collateral_fetch_failures = Counter(
+            "contrast_collateral_fetch_failures",
+            "Attestation deliveries put back because their collateral could not be had (cache or vendor)",
+            ["tee", "reason"],
+            registry=r,
+        )
+        self.issuance_seconds = Histogram(
+            "contrast_issuance_seconds",
+            "CA: time from a verdict's delivery to its stored, sealed certificate bundle",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Expose ``/metrics``, ``/readyz`` and ``/livez`` on ``addr:port`` (0 = any free port).

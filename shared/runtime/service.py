@@ -43,7 +43,7 @@ from contrast.runtime.endpoint import Endpoint, EndpointServer, RequestContext
 from contrast.runtime.jetstream import ensure_kv, ensure_stream
 from contrast.runtime.logs import configure_logging, get_logger
 from contrast.runtime.metrics import Metrics
-from contrast.runtime.tracing import build_tracer_provider
+from contrast.runtime.tracing import build_tracer_provider, use_tracer
 from contrast.runtime.worker import StreamWorker, WorkerRunner
 from contrast.subjects import KVSpec, StreamSpec
 from contrast.wire.v1 import ReadinessCheck, ReadinessReply, ReadinessRequest
@@ -215,6 +215,7 @@ async def serve(
     own_provider = tracer_provider is None
     provider = tracer_provider or build_tracer_provider(service.name, replica, service.version)
     metrics = Metrics()
+    metrics.service_info.labels(service.name, replica, service.version).set(1)
     async with AsyncExitStack() as stack:
         if own_provider:
             stack.callback(provider.shutdown)
@@ -238,13 +239,17 @@ async def serve(
             tracer=provider.get_tracer("contrast.runtime"),
             stack=service_stack,
         )
-        running = _assemble(service, runtime, await service.build(runtime), metrics_port)
+        # Everything the service starts (background joins, subscriptions, their handler tasks) traces with
+        # this service's tracer: tasks inherit the context they are created in.
+        with use_tracer(runtime.tracer):
+            running = _assemble(service, runtime, await service.build(runtime), metrics_port)
         try:
-            await running.endpoints.start()
-            for runner in running.workers:
-                await runner.start()
-            await running.discovery.start()
-            refresher = asyncio.create_task(_refresh_readiness(running), name="readiness")
+            with use_tracer(runtime.tracer):
+                await running.endpoints.start()
+                for runner in running.workers:
+                    await runner.start()
+                await running.discovery.start()
+                refresher = asyncio.create_task(_refresh_readiness(running), name="readiness")
             log.info(
                 "service_started",
                 version=service.version,

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from contrast.runtime.metrics import Metrics
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
+BACKLOG_INTERVAL: Final = 5.0  # seconds between two reads of the consumer's backlog for the gauges
 Msg_T = TypeVar("Msg_T", bound=msgspec.Struct)
 
 _log = get_logger(__name__)
@@ -167,6 +168,7 @@ class WorkerRunner:
         self._in_flight = metrics.in_flight.labels("stream")
         self._outcomes: dict[str, Any] = {}
         self._advisories: Subscription | None = None
+        self._backlog_task: asyncio.Task[None] | None = None
         self.running = False
 
     async def start(self) -> None:
@@ -190,12 +192,32 @@ class WorkerRunner:
             advisory, queue=f"{spec.durable}-dlq", cb=self._on_max_deliveries
         )
         self._loop_task = asyncio.create_task(self._feed.run(), name=f"{self.worker.name}-pull")
+        self._backlog_task = asyncio.create_task(self._watch_backlog(), name=f"{self.worker.name}-backlog")
         self.running = True
+
+    async def _watch_backlog(self) -> None:
+        """Keep ``contrast_stream_pending`` / ``contrast_stream_ack_pending`` at the server's counts, so that
+        a backlog shows (and alerts) even when no replica pulls any more."""
+        spec = self.worker.consumer
+        pending = self._metrics.stream_pending.labels(spec.durable)
+        ack_pending = self._metrics.stream_ack_pending.labels(spec.durable)
+        while True:
+            try:
+                info = await self._js.consumer_info(spec.stream.name, spec.durable, timeout=2.0)
+                pending.set(info.num_pending or 0)
+                ack_pending.set(info.num_ack_pending or 0)
+            except Exception as e:  # NATS busy or reconnecting: keep the last reading
+                _log.debug("backlog_read_failed", worker=self.worker.name, error=type(e).__name__)
+            await asyncio.sleep(BACKLOG_INTERVAL)
 
     async def stop(self, timeout: float) -> bool:
         """Stop pulling, finish in-flight messages (ack/nak), then unsubscribe. False if the budget ran out
         (unfinished messages are simply redelivered to another replica after ack_wait)."""
         deadline = time.monotonic() + timeout
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._backlog_task
         if self._feed is not None:
             self._feed.stop()
         if self._loop_task is not None:

@@ -6,5 +6,6 @@
 - :mod:`.mtls`: the proof that issued certificates work: mutual TLS between two attested pods using only
   their files, and refusal of an unattested party;
 - :mod:`.metrics`: figures scraped from the services' Prometheus endpoints;
+- :mod:`.jaeger`: ``--jaeger``: a Jaeger on loopback, and the traces read back through its query API;
 - :mod:`.scenario`: the steps (emulator, generate, services, set, pods, verify, mTLS, summary, status line).
 """

@@ -1,12 +1,15 @@
-"""The local runner's terminal output: numbered step lines, and the live status line while it stays up."""
+"""The local runner's terminal output: numbered step lines, the live status line while it stays up, and with
+``--jaeger`` the Jaeger address and one attestation's span tree."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
+from contrast.cli.localrun import jaeger
 from contrast.cli.localrun.metrics import Figures
 
 
@@ -29,6 +32,29 @@ class Console:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def jaeger_started(self, j: jaeger.Jaeger, *, ui_embedded: bool) -> None:
+        self.say(
+            f"Jaeger      UI {j.ui_url}  (OTLP {j.otlp_endpoint}, pid {j.process.pid}, log {j.log_path})"
+        )
+        if not ui_embedded:
+            self.say(
+                f"{'':12}this Jaeger build has no UI assets (a build from the Go module has none): the page "
+                f"is a placeholder; the API answers at {j.ui_url}/api/traces?service=contrast-initializer "
+                "and the summary prints a trace"
+            )
+
+    def trace(self, j: jaeger.Jaeger, spans: Sequence[jaeger.TraceSpan], stored: int) -> None:
+        """One attestation's span tree as Jaeger stored it (none: where to look instead)."""
+        if not spans:
+            self.say(f"traces        Jaeger holds {stored} initializer trace(s) so far: {j.ui_url}")
+            return
+        self.say(
+            f"traces        {stored} attestation trace(s) in Jaeger; one of them, "
+            f"{j.trace_url(spans[0].trace_id)}:"
+        )
+        for line in jaeger.render_tree(spans, jaeger.SHOWN_ATTRIBUTES):
+            self.say(f"{'':14}{line}")
 
     def overwrite(self, line: str) -> None:
         """Replace the current terminal line (the live status)."""

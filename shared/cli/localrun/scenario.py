@@ -17,7 +17,11 @@ Steps (each one fails the run with a message that names it):
 8. a summary with figures from the services' metrics; then a live status line until Ctrl-C (or, headless,
    exit 0 if every step passed and 1 otherwise).
 
-Ctrl-C at any point stops every process this run started (pods, CLI calls, services, then NATS).
+With ``--jaeger`` step 1 also starts the Jaeger of ``make tools`` on loopback (:mod:`.jaeger`); every process
+exports its spans to it (services, pods' initializers, the owner's CLI calls), and after the summary the run
+prints its UI address and the trace of one pod's attestation as Jaeger stored it.
+
+Ctrl-C at any point stops every process this run started (pods, CLI calls, services, NATS, then Jaeger).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cryptography import x509
 
 from contrast.cli.common import SEED_SHARES_FILE
 from contrast.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
-from contrast.cli.localrun import credentials, host, mtls, summary
+from contrast.cli.localrun import credentials, host, jaeger, mtls, summary
 from contrast.cli.localrun.console import Console, status_line
 from contrast.cli.localrun.metrics import Figures, scrape_all
 from contrast.cli.localrun.procs import RunnableService, spawn, wait_until
@@ -54,6 +58,9 @@ from contrast.runtime.natsserver import NatsServerNotFound
 PLATFORMS: dict[str, str] = {EMULATED_SNP: "emulated-snp", EMULATED_TDX: "emulated-tdx"}
 COORDINATOR_SERVICES = frozenset({"manifest", "verifier", "ca"})
 READY_TIMEOUT = 60.0
+TRACE_WAIT = 10.0  # seconds the summary waits for the pods' traces to be complete in Jaeger
+# The services one attestation's trace must have spans of before the summary shows it.
+ATTESTATION_SERVICES = frozenset({"contrast-initializer", "contrast-verifier", "contrast-ca"})
 # Subdirectories of the workdir that each run recreates; everything else there (emulator, owner keys,
 # manifest.json) is kept, so a second run is fast and uses the same owner identity.
 RUN_DIRS = ("deployment", "pods", "verify", "logs", "unattested")
@@ -71,6 +78,7 @@ class RunOptions:
     headless: bool = False
     pod_deadline: float = 45.0
     status_interval: float = 1.0
+    jaeger: bool = False
 
 
 class LocalRun:
@@ -192,6 +200,7 @@ class Scenario:
             "CONTRAST_PLATFORM": PLATFORMS[opts.platform],
             "CONTRAST_EMULATOR_DIR": str(self.workdir / "emulator"),
             "CONTRAST_EMULATED_POLICY_HASH": coordinator.hex(),
+            **self.sup.telemetry,
         }
         for s in services:
             if s.name in COORDINATOR_SERVICES:
@@ -210,13 +219,15 @@ class Scenario:
         await self.prove_mtls()
         self.outcome.figures = Figures.of(await scrape_all(self.sup.children))
         elapsed = self.console.elapsed()
-        for line in summary.render(
-            self.outcome, self.opts.platform, [c.label for c in self.sup.children], elapsed
-        ):
+        services_run = [c.label for c in self.sup.children]
+        env = {**os.environ, **self.sup.telemetry}
+        for line in summary.render(self.outcome, self.opts.platform, services_run, elapsed, env=env):
             self.console.say(line)
         self.console.say(
             f"files         {self.workdir}: manifest.json, seed-shares.json, verify/, pods/, logs/"
         )
+        if self.sup.jaeger is not None:
+            await self.show_trace(self.sup.jaeger)
         if opts.headless:
             return EXIT_OK
         self.console.say("contrast run: up; press Ctrl-C to stop")
@@ -236,10 +247,11 @@ class Scenario:
             self.sup.start_nats(self.opts.nats_url, self.opts.store_dir),
             asyncio.to_thread(emulator),
             asyncio.to_thread(ensure_owner_keys, self.workdir),
+            self.start_jaeger(),
             return_exceptions=True,
         )
         for r in results:
-            if isinstance(r, NatsServerNotFound):
+            if isinstance(r, (NatsServerNotFound, StepFailed)):
                 raise r
             if isinstance(r, BaseException):
                 raise StepFailed("prepare", f"{type(r).__name__}: {r}")
@@ -247,6 +259,35 @@ class Scenario:
         self.console.step("emulator", f"{self.opts.platform} emulator {self.outcome.emulator}")
         if self.sup.stop.is_set():
             raise Interrupted
+
+    async def start_jaeger(self) -> None:
+        if not self.opts.jaeger:
+            return
+        j = await self.sup.start_jaeger(self.workdir / "jaeger")
+        self.console.jaeger_started(j, ui_embedded=await asyncio.to_thread(j.ui_embedded))
+
+    async def show_trace(self, j: jaeger.Jaeger) -> None:
+        """Print one pod's attestation as Jaeger stored it (waiting briefly for the CA's span to arrive)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TRACE_WAIT
+        traces: list[dict[str, Any]] = []
+        while True:
+            try:
+                traces = await asyncio.to_thread(j.traces, "contrast-initializer")
+            except (OSError, RuntimeError, ValueError):
+                traces = []
+            complete = [
+                spans
+                for spans in map(jaeger.parse_trace, traces)
+                if {s.service for s in spans} >= ATTESTATION_SERVICES
+            ]
+            if len(complete) >= len(self.outcome.pods):
+                self.console.trace(j, complete[0] if complete else [], len(traces))
+                return
+            if loop.time() >= deadline:
+                self.console.trace(j, [], len(traces))
+                return
+            await asyncio.sleep(0.2)
 
     async def generate(self) -> list[host.EmulatedPod]:
         deployment = self.workdir / "deployment"

@@ -1,9 +1,10 @@
-"""Process supervision for the local runner: NATS, the services, and the short-lived pods and CLI calls.
+"""Process supervision for the local runner: NATS, the services, the short-lived pods and CLI calls, and
+with ``--jaeger`` a local Jaeger that every one of them exports its spans to.
 
 Every wait of the run goes through :meth:`Supervisor.guard`, so that Ctrl-C (:class:`Interrupted`) or a
 service that dies (:class:`StepFailed`) ends it at once instead of after a timeout.
 :meth:`Supervisor.shutdown` stops whatever this run started: pods and CLI calls first, then the services in
-order, then NATS.
+order, then NATS, then Jaeger.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +25,7 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED
+from contrast.cli.localrun import jaeger
 from contrast.cli.localrun.console import Console
 from contrast.cli.localrun.procs import Child, RunnableService, start_service, stop_children
 from contrast.coordinator.history import LATEST_KEY
@@ -56,6 +59,8 @@ class Supervisor:
         self.nats: NatsServer | None = None
         self.nats_url = ""
         self.nc: Client | None = None
+        self.jaeger: jaeger.Jaeger | None = None
+        self.telemetry: dict[str, str] = {}  # OTEL_* for every child while this run has its own Jaeger
 
     async def guard(self, aw: Awaitable[T], timeout: float | None = None) -> T:
         """Await ``aw`` unless a stop is requested (:class:`Interrupted`) or a service dies
@@ -119,6 +124,25 @@ class Supervisor:
             f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})"
         )
 
+    async def start_jaeger(self, workdir: Path) -> jaeger.Jaeger:
+        """Start the Jaeger of ``make tools`` on loopback (config and log in ``workdir``); from now on every
+        child this run starts exports its spans to it."""
+        binary = jaeger.find_jaeger()
+        if binary is None:
+            raise StepFailed(
+                "jaeger", "no Jaeger binary: build it with `make tools` (needs go), or set CONTRAST_JAEGER"
+            )
+        # The UI on Jaeger's usual port when it is free, so that a bookmark keeps working.
+        ui_port = jaeger.DEFAULT_UI_PORT if jaeger.port_is_free(jaeger.DEFAULT_UI_PORT) else None
+        try:
+            j = await asyncio.to_thread(jaeger.start, binary, workdir, query_http=ui_port)
+        except (OSError, RuntimeError) as e:
+            raise StepFailed("jaeger", str(e)) from e
+        self.jaeger = j
+        # Spans leave each process within half a second (the SDK's default waits 5 s).
+        self.telemetry = {"OTEL_EXPORTER_OTLP_ENDPOINT": j.otlp_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "500"}
+        return j
+
     async def connect(self) -> None:
         """The runner's own client (status line: queue depth); also fails fast on an unreachable --nats."""
         try:
@@ -181,6 +205,7 @@ class Supervisor:
         with log.open("ab") as err:
             process = await asyncio.create_subprocess_exec(
                 *argv,
+                env={**os.environ, **self.telemetry},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
@@ -250,3 +275,6 @@ class Supervisor:
         if self.nats is not None:
             await asyncio.to_thread(self.nats.cleanup)
             self.console.say("contrast run: NATS stopped")
+        if self.jaeger is not None:
+            await asyncio.to_thread(self.jaeger.stop)
+            self.console.say("contrast run: Jaeger stopped")

@@ -1,5 +1,5 @@
-"""The local runner's building blocks without NATS: the emulated host, the credential checks, the mTLS proof
-and the metrics figures. Each check is shown to refuse what it must refuse."""
+"""The local runner's building blocks without NATS: the emulated host, the credential checks, the mTLS proof,
+the metrics figures and the Jaeger helpers. Each check is shown to refuse what it must refuse."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contrast.cli.localrun import credentials, host, mtls
+from contrast.cli.localrun import credentials, host, jaeger, mtls
+from contrast.cli.localrun.console import Console
 from contrast.cli.localrun.metrics import Figures, parse
+from contrast.cli.localrun.supervisor import StepFailed, Supervisor
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
 from tests.cli.localrun.localrun_fixtures import Deployment
@@ -260,3 +263,84 @@ def test_summary_names_each_pod_with_its_policy_hash(tmp_path: Path, deployment:
     assert "(no initializer: not attested)" in text
     assert "01" * 32 in text
     assert "exported to http://j" in text
+
+
+# ---- --jaeger ---------------------------------------------------------------------------------------------
+
+
+def test_jaeger_binary_named_built_or_none(tmp_path: Path) -> None:
+    built = tmp_path / "tools" / "bin" / "jaeger"
+    built.parent.mkdir(parents=True)
+    built.write_text("#!/bin/sh\n")
+    assert jaeger.find_jaeger({"CONTRAST_TOOLS_DIR": str(tmp_path / "tools"), "PATH": ""}) is None  # not +x
+    built.chmod(0o755)
+    assert jaeger.find_jaeger({"CONTRAST_TOOLS_DIR": str(tmp_path / "tools"), "PATH": ""}) == str(built)
+    # A named binary wins, and is used only if it can be run: never silently another one.
+    named = tmp_path / "official-jaeger"
+    named.write_text("#!/bin/sh\n")
+    assert (
+        jaeger.find_jaeger({"CONTRAST_JAEGER": str(named), "CONTRAST_TOOLS_DIR": str(tmp_path / "tools")})
+        is None
+    )
+
+
+async def test_run_without_a_jaeger_fails_its_step_and_exports_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTRAST_JAEGER", str(tmp_path / "missing"))
+    out = io.StringIO()
+    sup = Supervisor(Console(out))
+    with pytest.raises(StepFailed) as failed:
+        await sup.start_jaeger(tmp_path / "jaeger")
+    assert failed.value.step == "jaeger"
+    assert "make tools" in str(failed.value)
+    assert (sup.jaeger, sup.telemetry) == (None, {})
+
+
+def _span(span_id: str, parent: str, name: str, process: str, start: int, **tags: Any) -> dict[str, Any]:
+    refs = [{"refType": "CHILD_OF", "spanID": parent}] if parent else []
+    return {
+        "traceID": "t1",
+        "spanID": span_id,
+        "operationName": name,
+        "processID": process,
+        "references": refs,
+        "startTime": start,
+        "duration": 1500,
+        "tags": [{"key": k.replace("_", "."), "value": v} for k, v in tags.items()],
+    }
+
+
+def test_a_trace_from_the_query_api_renders_as_a_tree() -> None:
+    raw = {
+        "processes": {
+            "p1": {
+                "serviceName": "contrast-initializer",
+                "tags": [{"key": "service.instance.id", "value": "pod-a"}],
+            },
+            "p2": {
+                "serviceName": "contrast-verifier",
+                "tags": [{"key": "service.instance.id", "value": "v-1"}],
+            },
+        },
+        "spans": [
+            _span("b", "a", "publish", "p1", 20, span_kind="producer"),
+            _span("c", "b", "deliver", "p2", 30, span_kind="consumer", contrast_verdict="rejected"),
+            _span("a", "", "attest", "p1", 10, contrast_tee="snp"),
+            _span("x", "gone", "orphan", "p2", 40),  # its parent is not in the trace: shown at the top
+        ],
+    }
+    spans = jaeger.parse_trace(raw)
+    assert [s.name for s in spans] == ["attest", "publish", "deliver", "orphan"]
+    assert (spans[2].service, spans[2].replica, spans[2].kind, spans[2].parent_id) == (
+        "contrast-verifier",
+        "v-1",
+        "consumer",
+        "b",
+    )
+    assert jaeger.render_tree(spans, jaeger.SHOWN_ATTRIBUTES) == [
+        "contrast-initializer/pod-a  attest (internal, 1.5 ms)  contrast.tee=snp",
+        "  contrast-initializer/pod-a  publish (producer, 1.5 ms)",
+        "    contrast-verifier/v-1  deliver (consumer, 1.5 ms)  contrast.verdict=rejected",
+        "contrast-verifier/v-1  orphan (internal, 1.5 ms)",
+    ]
