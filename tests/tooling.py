@@ -1,5 +1,5 @@
 """Where the tests find the real tools they check our output against (OPA, Jaeger, natscli, promtool,
-stunnel, iptables).
+stunnel, iptables), and the privileges some tests need (network namespaces need root).
 
 Go tools come from ``make tools`` (``.tools/bin``, or ``CONTRAST_TOOLS_DIR``); Debian's from ``PATH`` or
 ``/usr/sbin``. A missing tool skips the test with the reason, except on CI, where ``.ci/run`` sets
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -38,12 +39,21 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
+def _missing(reason: str) -> NoReturn:
+    if os.environ.get("CONTRAST_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"CONTRAST_REQUIRE_TOOLS=1 but {reason}")
+    pytest.skip(reason)
+
+
 def require_tool(name: str) -> str:
     """The tool's path; otherwise skip (or fail under ``CONTRAST_REQUIRE_TOOLS=1``) saying how to get it."""
     path = find_tool(name)
     if path is not None:
         return path
-    reason = f"{name} is not installed; get it with `{HOW.get(name, 'your package manager')}`"
-    if os.environ.get("CONTRAST_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"CONTRAST_REQUIRE_TOOLS=1 but {reason}")
-    pytest.skip(reason)
+    _missing(f"{name} is not installed; get it with `{HOW.get(name, 'your package manager')}`")
+
+
+def require_root(why: str) -> None:
+    """Skip (or fail under ``CONTRAST_REQUIRE_TOOLS=1``) unless the tests run as root, saying why root."""
+    if os.geteuid() != 0:
+        _missing(f"needs root: {why}")

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="pin runtime policies into Kubernetes YAML and write manifest.json",
         description=(
             "Read Kubernetes YAML (files or directories, recursively). For every workload whose "
-            "runtimeClassName starts with contrast-cc: inject the initializer, generate its runtime policy "
+            "runtimeClassName starts with contrast-cc: inject the initializer (and the service-mesh "
+            "sidecar if the pod has a servicemesh-* annotation), generate its runtime policy "
             "(initdata), annotate the pod with it, and add it to manifest.json. Other documents are left "
             "byte for byte as they are. Files are rewritten in place."
         ),
@@ -63,6 +64,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="digest-pinned image of the Contrast initializer",
     )
     p.add_argument(
+        "--mesh-image",
+        default=INITIALIZER_IMAGE,
+        help="digest-pinned image of the service-mesh sidecar (default: the service image)",
+    )
+    p.add_argument(
+        "--guest-default-deny",
+        action="store_true",
+        help="the guest closes every pod until its service mesh is ready (Contrast's default-deny unit): "
+        "pods without a sidecar, the Coordinator's included, get an init container that opens them",
+    )
+    p.add_argument(
         "--no-wildcard-san",
         action="store_true",
         help='policy entries get only the workload name as SAN, not [name, "*"]',
@@ -94,6 +106,8 @@ def _main(args: argparse.Namespace) -> int:
     options = Options(
         allow_mutable_images=args.allow_mutable_images,
         initializer_image=args.initializer_image,
+        mesh_image=args.mesh_image,
+        guest_default_deny=args.guest_default_deny,
         nats_url=args.nats_url,
         wildcard_san=not args.no_wildcard_san,
         image_layouts=tuple(args.image_layout),

@@ -33,6 +33,8 @@ SERVICES: tuple[RunnableService, ...] = (
     RunnableService("ca"),
     # An init container, not a service: never started as one (0 replicas); the scenario runs it once per pod.
     RunnableService("initializer", replicas=0),
+    # A pod's sidecar, not a Coordinator service: the scenario starts one per meshed pod.
+    RunnableService("meshproxy", replicas=0),
 )
 
 # The example app ships in the source tree next to the package root (shared/ is importable as contrast).

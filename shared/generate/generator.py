@@ -25,7 +25,7 @@ from contrast.crypto.ownerkeys import ensure_owner_keys, public_key_hex
 from contrast.errors import RequestError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.generate import annotations as ann
-from contrast.generate import inject, jsonpatch, platforms, registry
+from contrast.generate import inject, jsonpatch, mesh, platforms, registry
 from contrast.generate import policy as pol
 from contrast.generate.imageconfig import LOCK_FILE, ImageConfigs, Source, load_lock
 from contrast.generate.images import INITIALIZER_IMAGE, is_pinned
@@ -41,6 +41,8 @@ _POLICY_FILE = re.compile(r"^[0-9a-f]{64}\.toml$")
 class Options:
     allow_mutable_images: bool = False
     initializer_image: str = INITIALIZER_IMAGE
+    mesh_image: str = INITIALIZER_IMAGE  # the service image runs the sidecar too
+    guest_default_deny: bool = False  # the guest closes pods until their mesh is ready (generate.mesh)
     nats_url: str = inject.DEFAULT_NATS_URL
     # Contrast's default SANs are [name, "*"]; "*" makes the certificate valid for any host name, leaving the
     # mesh CA (every workload of this manifest) as the identity that peers check.
@@ -115,6 +117,12 @@ def _process_workload(
     role = ann.role(w.obj, w.template, w.ref)
     # The Coordinator attests itself when it joins; others get the initializer unless they opt out.
     with_initializer = not skip and role != ann.ROLE_COORDINATOR
+    mesh.inject(
+        w,
+        image=options.mesh_image,
+        with_initializer=with_initializer,
+        guest_default_deny=options.guest_default_deny,
+    )
     if with_initializer:
         inject.inject(
             w.pod_spec,

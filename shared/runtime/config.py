@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from contrast.runtime.process import ProcessConfig, add_process_arguments
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -30,44 +31,36 @@ class RuntimeConfig:
             raise ValueError("at least one NATS URL is required")
         if self.max_concurrency < 1 or self.max_pending < 1:
             raise ValueError("max_concurrency and max_pending must be >= 1")
-        if self.shutdown_timeout <= 0:
-            raise ValueError("shutdown_timeout must be positive")
         if self.js_replicas not in (1, 3, 5):
             raise ValueError("js_replicas must be 1, 3 or 5")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError("metrics_port out of range")
+        self.process  # noqa: B018 - validates the process-level settings
+
+    @property
+    def process(self) -> ProcessConfig:
+        """The process-level part (replica, metrics server, drain budget, log level)."""
+        return ProcessConfig(
+            replica=self.replica,
+            metrics_port=self.metrics_port,
+            metrics_addr=self.metrics_addr,
+            shutdown_timeout=self.shutdown_timeout,
+            log_level=self.log_level,
+        )
 
     @property
     def replica_id(self) -> str:
-        return self.replica or f"{socket.gethostname()}-{os.getpid()}"
+        return self.process.replica_id
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None) -> None:
     """Add the common flags; each defaults to its ``CONTRAST_*`` environment variable."""
     env = os.environ if env is None else env
-    port = env.get("CONTRAST_METRICS_PORT")
     g = parser.add_argument_group("runtime")
     g.add_argument(
         "--nats",
         default=env.get("CONTRAST_NATS_URL", DEFAULT_NATS_URL),
         help="NATS server URL(s), comma-separated (env CONTRAST_NATS_URL; default %(default)s)",
     )
-    g.add_argument(
-        "--replica",
-        default=env.get("CONTRAST_REPLICA", ""),
-        help="replica id (env CONTRAST_REPLICA; default <hostname>-<pid>)",
-    )
-    g.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(port) if port else None,
-        help="serve Prometheus /metrics on this port, 0 = any free port (env CONTRAST_METRICS_PORT)",
-    )
-    g.add_argument(
-        "--metrics-addr",
-        default=env.get("CONTRAST_METRICS_ADDR", "127.0.0.1"),
-        help="address for /metrics (env CONTRAST_METRICS_ADDR; default %(default)s)",
-    )
+    add_process_arguments(g, env)
     g.add_argument(
         "--max-concurrency",
         type=int,
@@ -79,19 +72,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str
         type=int,
         default=int(env.get("CONTRAST_MAX_PENDING", "1024")),
         help="queued requests per endpoint before shedding (env CONTRAST_MAX_PENDING)",
-    )
-    g.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=float(env.get("CONTRAST_SHUTDOWN_TIMEOUT", "30")),
-        help="seconds to drain in-flight work on SIGTERM (env CONTRAST_SHUTDOWN_TIMEOUT)",
-    )
-    g.add_argument(
-        "--log-level",
-        default=env.get("CONTRAST_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
-        help="log level (env CONTRAST_LOG_LEVEL; default %(default)s)",
     )
     g.add_argument(
         "--js-replicas",

@@ -53,6 +53,7 @@ class Metrics:
     def __post_init__(self) -> None:
         self._runtime_metrics(self.registry)
         self._domain_metrics(self.registry)
+        self._mesh_metrics(self.registry)
 
     def _runtime_metrics(self, r: CollectorRegistry) -> None:
         """What every service's runtime measures: readiness, requests, stream deliveries and backlog."""
@@ -136,6 +137,48 @@ class Metrics:
             "contrast_issuance_seconds",
             "CA: time from a verdict's delivery to its stored, sealed certificate bundle",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def _mesh_metrics(self, r: CollectorRegistry) -> None:
+        """The service-mesh sidecar's figures (``direction``: ingress or egress)."""
+        self.mesh_connections = Counter(
+            "contrast_mesh_connections",
+            "Mesh connections by rule and outcome (ok, refused, upstream_failed, loop, overload, aborted)",
+            ["direction", "rule", "outcome"],
+            registry=r,
+        )
+        self.mesh_handshake_failures = Counter(
+            "contrast_mesh_handshake_failures",
+            "TLS handshakes that failed, by reason (plaintext, untrusted, expired, san_mismatch, ...)",
+            ["direction", "reason"],
+            registry=r,
+        )
+        self.mesh_bytes = Counter(
+            "contrast_mesh_bytes",
+            "Application bytes relayed, from or to the remote mesh peer",
+            ["direction", "flow"],
+            registry=r,
+        )
+        self.mesh_active = Gauge(
+            "contrast_mesh_active_connections", "Mesh connections open now", ["direction"], registry=r
+        )
+        self.mesh_handshake_seconds = Histogram(
+            "contrast_mesh_handshake_seconds",
+            "TLS handshake time of successful mesh connections",
+            ["direction"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.mesh_certificate_reloads = Counter(
+            "contrast_mesh_certificate_reloads",
+            "Loads of the pod's mesh certificates by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.mesh_certificate_expiry = Gauge(
+            "contrast_mesh_certificate_expiry_timestamp_seconds",
+            "notAfter of the mesh certificate in use (Unix time)",
             registry=r,
         )
 

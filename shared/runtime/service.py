@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import re
-import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -43,6 +42,7 @@ from contrast.runtime.endpoint import Endpoint, EndpointServer, RequestContext
 from contrast.runtime.jetstream import ensure_kv, ensure_stream
 from contrast.runtime.logs import configure_logging, get_logger
 from contrast.runtime.metrics import Metrics
+from contrast.runtime.process import start_metrics_server, stop_signals
 from contrast.runtime.tracing import build_tracer_provider, use_tracer
 from contrast.runtime.worker import StreamWorker, WorkerRunner
 from contrast.subjects import KVSpec, StreamSpec
@@ -219,11 +219,7 @@ async def serve(
     async with AsyncExitStack() as stack:
         if own_provider:
             stack.callback(provider.shutdown)
-        metrics_port = None
-        if config.metrics_port is not None:
-            metrics_port = metrics.serve(config.metrics_port, config.metrics_addr)
-            # shutdown() waits for the server thread's poll loop: keep that wait off the event loop.
-            stack.push_async_callback(asyncio.to_thread, metrics.close)
+        metrics_port = await start_metrics_server(stack, metrics, config.metrics_port, config.metrics_addr)
         nc = await connect(config.nats_urls, name=f"{service.name}/{replica}")
         stack.push_async_callback(_close_connection, nc)
         # The service's own resources are closed after intake has stopped and before the connection drains.
@@ -364,17 +360,9 @@ async def run_service(service: Service, config: RuntimeConfig) -> int:
     The signal handlers are installed before startup, so a SIGTERM that arrives while the replica is still
     connecting lets startup finish and then shuts down in order (instead of killing the process).
     """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with serve(service, config) as running:
-            await stop.wait()
-            running.stop()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    async with stop_signals() as stop, serve(service, config) as running:
+        await stop.wait()
+        running.stop()
     return 0
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import re
 import shutil
@@ -224,6 +225,31 @@ def test_headless_run_proves_mtls(headless: tuple[Path, str]) -> None:
         "mTLS          refused  web -> unattested server (cert for 'api' from another CA)",
     ):
         assert line in out, out
+
+
+def test_headless_run_goes_through_the_mesh(headless: tuple[Path, str]) -> None:
+    """web -> api between plain-TCP applications through both sidecars; the api sidecar refuses intruders."""
+    wd, out = headless
+    for line in (
+        "mesh          accepted web app -> web sidecar -> mutual TLS -> api sidecar -> api app (plain TCP) "
+        "(api app read 'GET /emojis' in plaintext)",
+        "mesh          refused  unattested client (self-signed 'web') -> api sidecar "
+        "(api sidecar: untrusted)",
+        "mesh          refused  plaintext client -> api sidecar (api sidecar: not_tls)",
+    ):
+        assert line in out, out
+    # The sidecars ran as processes of their own, with the configuration generate pinned into the pods.
+    events = {}
+    for pod in ("api", "web"):
+        lines = (wd / "logs" / f"sidecar-{pod}.log").read_text().splitlines()
+        events[pod] = [json.loads(ln) for ln in lines if ln.startswith("{")]
+    started = {pod: next(e for e in ev if e["event"] == "sidecar_starting") for pod, ev in events.items()}
+    assert started["web"]["egress"] == ["api"]
+    assert started["api"]["ingress"] == []  # servicemesh-ingress: "" -- mutual TLS on every port
+    refused = [
+        e["reason"] for e in events["api"] if e["event"] == "mesh_connection" and e["outcome"] == "refused"
+    ]
+    assert sorted(refused) == ["not_tls", "untrusted"]
 
 
 def test_pod_files_alone_give_mtls_and_refuse_an_intruder(headless: tuple[Path, str], tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from contrast.generate import annotations as ann
-from contrast.generate import inject
+from contrast.generate import inject, mesh
 from contrast.generate import policy as pol
 from contrast.generate.generator import Options, pod_settings, process
 from contrast.generate.imageconfig import ImageConfig
@@ -506,10 +506,82 @@ def all_cases(s: Subject) -> list[Case]:
         + remove_cases(s)
         + request_type_cases(s)
         + network_cases(s)
+        + mesh_cases(s)
     )
     if s.key.startswith("rich"):
         out += field_cases(s)
     return out
+
+
+def meshed(s: Subject) -> bool:
+    return mesh.SIDECAR_NAME in container_names(s)
+
+
+def _caps_add(req: dict[str, Any], cap: str) -> None:
+    for k in ("Bounding", "Effective", "Permitted"):
+        req["OCI"]["Process"]["Capabilities"][k].append(cap)
+
+
+def _caps_drop(req: dict[str, Any], cap: str) -> None:
+    for k in ("Bounding", "Effective", "Permitted"):
+        caps = req["OCI"]["Process"]["Capabilities"][k]
+        caps[:] = [c for c in caps if c != cap]
+
+
+def mesh_attacks(s: Subject) -> list[tuple[str, str, Mutation]]:
+    """(container, label, mutation): a host that would weaken or bypass a meshed pod's sidecar."""
+    sidecar = mesh.SIDECAR_NAME
+    out: list[tuple[str, str, Mutation]] = [
+        (sidecar, "ingress disabled", lambda r: env_set(r, "CONTRAST_INGRESS_PROXY_CONFIG", "DISABLED")),
+        (
+            sidecar,
+            "every port passed through",
+            lambda r: env_set(r, "CONTRAST_INGRESS_PROXY_CONFIG", "all#1#true##web#8080#true"),
+        ),
+        (sidecar, "egress SAN check off", lambda r: env_set(r, "CONTRAST_EGRESS_VERIFY_SAN", "false")),
+        (
+            sidecar,
+            "egress to another remote",
+            lambda r: env_set(r, "CONTRAST_EGRESS_PROXY_CONFIG", "api#127.137.0.1:8080#evil.example:8080"),
+        ),
+        (sidecar, "certificates from elsewhere", lambda r: env_set(r, "CONTRAST_MESH_TLS_DIR", "/tmp")),
+        (sidecar, "no redirection", lambda r: env_set(r, "CONTRAST_MESH_REDIRECT", "none")),
+        (
+            sidecar,
+            "the opener instead of the sidecar",
+            lambda r: r["OCI"]["Process"]["Args"].extend(["default-deny", "remove"]),
+        ),
+        (sidecar, "without NET_ADMIN", lambda r: _caps_drop(r, "CAP_NET_ADMIN")),
+    ]
+    for c in s.pod.spec.get("containers") or []:
+        out.append((c["name"], "NET_ADMIN for the application", lambda r: _caps_add(r, "CAP_NET_ADMIN")))
+        out.append(
+            (
+                c["name"],
+                "the application runs the sidecar",
+                lambda r: r["OCI"]["Process"].update(Args=inject.service_command("contrast.meshproxy")),
+            )
+        )
+    return out
+
+
+def mesh_cases(s: Subject) -> list[Case]:
+    """On a pod with the service-mesh sidecar: its configuration, command and privileges are the pod's own,
+    and the application containers cannot take the sidecar's place or privilege."""
+    if not meshed(s):
+        return []
+    pod = s.pod
+    return [
+        Case(
+            f"{s.key}/mesh/{name}/{label}",
+            s.key,
+            "CreateContainerRequest",
+            mutated(pod.container(name), fn),
+            False,
+            pod.state_with(),
+        )
+        for name, label, fn in mesh_attacks(s)
+    ]
 
 
 LIFECYCLE = {

@@ -37,6 +37,8 @@ from tests.generate.policy_suite import (
     create_sandbox_cases,
     exec_cases,
     field_cases,
+    mesh_cases,
+    meshed,
     network_cases,
     remove_cases,
     request_type_cases,
@@ -87,6 +89,24 @@ def test_sandbox_container(key: str) -> None:
 def test_create_container_request(key: str) -> None:
     """Each container exactly as generate pinned it; env, argv, user, caps, mounts, storages attacked."""
     check(container_cases(SUBJECTS[key]))
+
+
+MESHED = [k for k, s in SUBJECTS.items() if meshed(s)]
+
+
+def test_the_examples_have_meshed_pods() -> None:
+    assert {"emojishop_api", "emojishop_web"} <= set(MESHED)
+
+
+@pytest.mark.parametrize("key", MESHED)
+def test_mesh_sidecar_cannot_be_weakened_or_bypassed(key: str) -> None:
+    """The injected sidecar (root, NET_ADMIN, restartPolicy Always) is pinned like any container: the host
+    cannot start it with another mesh configuration, as the opener, or without its privilege, and cannot give
+    an application container NET_ADMIN or the sidecar's command. The legitimate sidecar is allowed
+    (``test_create_container_request``)."""
+    cases = mesh_cases(SUBJECTS[key])
+    assert len(cases) >= 10
+    check(cases)
 
 
 @pytest.mark.parametrize("key", RICH)

@@ -12,10 +12,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
 from contrast.generate.inject import INITIALIZER_NAME
+from contrast.generate.mesh import SIDECAR_NAME
 from contrast.generate.policy import decode_annotation
 from contrast.generate.workloads import Workload, as_workload
 from contrast.generate.yamldocs import iter_yaml_paths, read_file
@@ -32,6 +34,8 @@ class EmulatedPod:
     policy_hash: bytes  # SHA-256 of the initdata document: the pod's HOST_DATA / MR_CONFIG_ID[0:32]
     role: str  # "" or "coordinator"
     initializer: bool  # the Contrast initializer is the first init container
+    mesh: dict[str, str] | None = None  # the mesh sidecar's environment; None: the pod has no sidecar
+    ports: tuple[int, ...] = ()  # TCP ports the pod's application containers declare
 
     @property
     def is_coordinator(self) -> bool:
@@ -66,6 +70,24 @@ def _has_initializer(w: Workload) -> bool:
     )
 
 
+def _sidecar_env(w: Workload) -> dict[str, str] | None:
+    for c in w.pod_spec.get("initContainers") or []:
+        if isinstance(c, dict) and c.get("name") == SIDECAR_NAME:
+            return {e["name"]: str(e.get("value", "")) for e in c.get("env") or [] if isinstance(e, dict)}
+    return None
+
+
+def _ports(w: Workload) -> tuple[int, ...]:
+    found: list[Any] = [
+        p.get("containerPort")
+        for c in w.pod_spec.get("containers") or []
+        if isinstance(c, dict)
+        for p in c.get("ports") or []
+        if isinstance(p, dict) and p.get("protocol", "TCP") == "TCP"
+    ]
+    return tuple(sorted({p for p in found if isinstance(p, int)}))
+
+
 def discover_pods(paths: list[Path]) -> list[EmulatedPod]:
     """Every confidential workload in the YAML under ``paths``, one emulated pod each, sorted by name."""
     workloads: list[Workload] = []
@@ -86,6 +108,8 @@ def discover_pods(paths: list[Path]) -> list[EmulatedPod]:
                 policy_hash=launch_policy_hash(w),
                 role=ann.role(w.obj, w.template, w.ref),
                 initializer=_has_initializer(w),
+                mesh=_sidecar_env(w),
+                ports=_ports(w),
             )
         )
     if len({p.name for p in pods}) != len(pods):

@@ -16,9 +16,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,13 +68,10 @@ class ServerEvent:
 
 
 @dataclass
-class _Server:
-    """Accepts connections one at a time; answers ``hello <client SAN> from <name>`` to a verified peer."""
+class LoopbackServer:
+    """Accepts connections until its listening socket is closed; :meth:`handle` serves each one."""
 
-    name: str
-    ctx: ssl.SSLContext
     sock: socket.socket
-    events: list[ServerEvent] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -83,14 +81,30 @@ class _Server:
     def serve(self) -> None:
         while True:
             try:
-                raw, _ = self.sock.accept()
+                conn, _ = self.sock.accept()
             except OSError:
                 return  # closed
-            with raw:
-                raw.settimeout(IO_TIMEOUT)
-                self.events.append(self._handle(raw))
+            self.handle(conn)
 
-    def _handle(self, raw: socket.socket) -> ServerEvent:
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class _Server(LoopbackServer):
+    """Serves connections one at a time; answers ``hello <client SAN> from <name>`` to a verified peer."""
+
+    name: str = ""
+    ctx: ssl.SSLContext | None = None
+    events: list[ServerEvent] = field(default_factory=list)
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(IO_TIMEOUT)
+            self.events.append(self._handshake(conn))
+
+    def _handshake(self, raw: socket.socket) -> ServerEvent:
+        assert self.ctx is not None
         try:
             with self.ctx.wrap_socket(raw, server_side=True) as tls:
                 sans = _dns_names(tls.getpeercert(binary_form=True))
@@ -122,11 +136,15 @@ def _reason(e: BaseException) -> str:
     return type(e).__name__ if not str(e) else str(e)[:120]
 
 
+S = TypeVar("S", bound=LoopbackServer)
+
+
 @contextlib.contextmanager
-def serving(name: str, ctx: ssl.SSLContext) -> Iterator[_Server]:
+def serving_on_loopback(make: Callable[[socket.socket], S], name: str) -> Iterator[S]:
+    """Run ``make(listening socket).serve()`` in a thread on a free loopback port until the block exits."""
     sock = socket.create_server(("127.0.0.1", 0))
-    server = _Server(name, ctx, sock)
-    thread = threading.Thread(target=server.serve, name=f"mtls-{name}", daemon=True)
+    server = make(sock)
+    thread = threading.Thread(target=server.serve, name=name, daemon=True)
     thread.start()
     try:
         yield server
@@ -135,6 +153,10 @@ def serving(name: str, ctx: ssl.SSLContext) -> Iterator[_Server]:
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
         thread.join(IO_TIMEOUT)
+
+
+def serving(name: str, ctx: ssl.SSLContext) -> contextlib.AbstractContextManager[_Server]:
+    return serving_on_loopback(lambda sock: _Server(sock, name, ctx), f"mtls-{name}")
 
 
 def call(ctx: ssl.SSLContext, port: int, server_hostname: str) -> tuple[bool, str]:

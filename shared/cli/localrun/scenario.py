@@ -14,6 +14,9 @@ Steps (each one fails the run with a message that names it):
    writes ``<workdir>/pods/<pod>/contrast/``;
 6. ``contrast verify`` as the data owner; every pod's credentials must chain to the CAs it attested;
 7. mutual TLS between two pods using only their files, and refusal of three unattested parties;
+   then the service mesh (:mod:`.mesh`): each meshed pod's sidecar, as generate pinned it, and a call between
+   plain-TCP applications through two sidecars; the serving sidecar refuses an unattested and a plaintext
+   client;
 8. a summary with figures from the services' metrics; then a live status line until Ctrl-C (or, headless,
    exit 0 if every step passed and 1 otherwise).
 
@@ -44,6 +47,7 @@ from contrast.cli.common import SEED_SHARES_FILE
 from contrast.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from contrast.cli.localrun import credentials, host, jaeger, mtls, summary
 from contrast.cli.localrun.console import Console, status_line
+from contrast.cli.localrun.mesh import LocalMesh
 from contrast.cli.localrun.metrics import Figures, scrape_all
 from contrast.cli.localrun.procs import RunnableService, spawn, wait_until
 from contrast.cli.localrun.summary import Outcome, PodOutcome
@@ -150,6 +154,7 @@ class Scenario:
         self.console = console
         self.outcome = Outcome()
         self.policies: dict[str, Any] = {}  # manifest.json's Policies, by policy hash hex
+        self.mesh: LocalMesh | None = None
         self.workdir = opts.workdir.resolve()
 
     @property
@@ -217,21 +222,26 @@ class Scenario:
         await self.verify()
         await self.check_credentials()
         await self.prove_mtls()
-        self.outcome.figures = Figures.of(await scrape_all(self.sup.children))
-        elapsed = self.console.elapsed()
-        services_run = [c.label for c in self.sup.children]
-        env = {**os.environ, **self.sup.telemetry}
-        for line in summary.render(self.outcome, self.opts.platform, services_run, elapsed, env=env):
-            self.console.say(line)
-        self.console.say(
-            f"files         {self.workdir}: manifest.json, seed-shares.json, verify/, pods/, logs/"
-        )
+        await self.prove_mesh()
+        await self.summarize()
         if self.sup.jaeger is not None:
             await self.show_trace(self.sup.jaeger)
         if opts.headless:
             return EXIT_OK
         self.console.say("contrast run: up; press Ctrl-C to stop")
         return await self.sup.watch(self.status_line, self.opts.status_interval)
+
+    async def summarize(self) -> None:
+        self.outcome.figures = Figures.of(await scrape_all(self.sup.children))
+        sidecars = self.mesh.children if self.mesh is not None else []
+        services_run = [c.label for c in self.sup.children if c not in sidecars]
+        env = {**os.environ, **self.sup.telemetry}
+        elapsed = self.console.elapsed()
+        for line in summary.render(self.outcome, self.opts.platform, services_run, elapsed, env=env):
+            self.console.say(line)
+        self.console.say(
+            f"files         {self.workdir}: manifest.json, seed-shares.json, verify/, pods/, logs/"
+        )
 
     async def prepare(self) -> None:
         kind = "snp" if self.opts.platform == EMULATED_SNP else "tdx"
@@ -467,8 +477,32 @@ class Scenario:
             )
         )
         self.outcome.proof = proof
+        self.report("mtls", proof)
+
+    def report(self, step: str, proof: mtls.Proof) -> None:
+        """One line per exchange; a failed step unless each went as it must."""
         for e in proof.exchanges:
             mark = "ok  " if e.as_expected else "FAIL"
-            self.console.step("mtls", f"{mark} {e.description}: {e.observed} ({e.detail})")
+            self.console.step(step, f"{mark} {e.description}: {e.observed} ({e.detail})")
         if not proof.passed:
-            raise StepFailed("mtls", "an exchange did not go as it must")
+            raise StepFailed(step, "an exchange did not go as it must")
+
+    async def prove_mesh(self) -> None:
+        pods = [o.pod for o in self.outcome.pods if o.pod.mesh is not None]
+        if not pods:
+            self.console.step("mesh", "no pod has a service-mesh sidecar")
+            return
+        mesh = self.mesh = LocalMesh(pods, self.workdir / "pods", self.logs, self.workdir / "unattested")
+        self.sup.on_shutdown(mesh.close)
+        sidecars = await mesh.start()
+        self.sup.children += sidecars  # a sidecar that dies fails the run, as a service does
+        late = await self.sup.guard(wait_until(sidecars, "ready", READY_TIMEOUT))
+        if late:
+            raise StepFailed("mesh", f"{late[0].label} not ready: {late[0].log_tail(800)}")
+        self.console.step(
+            "mesh",
+            f"{', '.join(c.label for c in sidecars)} ready with the configuration generate pinned "
+            "(no TPROXY here: the pods share this host's network, so forwards stand in for it)",
+        )
+        self.outcome.mesh = await self.sup.guard(mesh.prove())
+        self.report("mesh", self.outcome.mesh)

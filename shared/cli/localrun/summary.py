@@ -31,6 +31,7 @@ class Outcome:
     skipped: list[EmulatedPod] = field(default_factory=list)
     verify: dict[str, Any] = field(default_factory=dict)
     proof: Proof | None = None
+    mesh: Proof | None = None
     figures: Figures | None = None
 
 
@@ -69,6 +70,8 @@ def render(
     )
     if o.proof is not None:
         lines += [f"mTLS          {e.observed:<8} {e.description}" for e in o.proof.exchanges]
+    if o.mesh is not None:
+        lines += [f"mesh          {e.observed:<8} {e.description} ({e.detail})" for e in o.mesh.exchanges]
     f = o.figures
     if f is not None:
         per = ", ".join(f"{k} {int(v)}" for k, v in sorted(f.attestations.items()))

@@ -4,7 +4,8 @@ with ``--jaeger`` a local Jaeger that every one of them exports its spans to.
 Every wait of the run goes through :meth:`Supervisor.guard`, so that Ctrl-C (:class:`Interrupted`) or a
 service that dies (:class:`StepFailed`) ends it at once instead of after a timeout.
 :meth:`Supervisor.shutdown` stops whatever this run started: pods and CLI calls first, then the services in
-order, then NATS, then Jaeger.
+order (the mesh's sidecars with them), then the in-process servers registered with
+:meth:`Supervisor.on_shutdown`, then NATS, then Jaeger.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class Supervisor:
         self.nc: Client | None = None
         self.jaeger: jaeger.Jaeger | None = None
         self.telemetry: dict[str, str] = {}  # OTEL_* for every child while this run has its own Jaeger
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # in-process servers, closed at shutdown
+
+    def on_shutdown(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`shutdown` await ``close()`` once the processes are stopped."""
+        self.closers.append(close)
 
     async def guard(self, aw: Awaitable[T], timeout: float | None = None) -> T:
         """Await ``aw`` unless a stop is requested (:class:`Interrupted`) or a service dies
@@ -272,6 +278,8 @@ class Supervisor:
         if self.children:
             self.console.say("contrast run: stopping services")
             await stop_children(self.children)
+        for close in reversed(self.closers):
+            await close()
         if self.nats is not None:
             await asyncio.to_thread(self.nats.cleanup)
             self.console.say("contrast run: NATS stopped")

@@ -70,6 +70,19 @@ def test_host_derives_the_policy_hash_from_initdata(tmp_path: Path) -> None:
     assert pods[1].is_coordinator
 
 
+def test_host_reads_the_sidecar_and_the_ports(tmp_path: Path) -> None:
+    meshed = workload("api", "shop", b"api policy")
+    spec = meshed["spec"]["template"]["spec"]
+    spec["initContainers"].append({"name": "contrast-service-mesh", "image": "x", "env": []})
+    spec["containers"][0]["ports"] = [{"containerPort": 8080}, {"containerPort": 53, "protocol": "UDP"}]
+    write(tmp_path / "a.yaml", meshed, workload("db", "shop", b"db policy"))
+    api, db = host.discover_pods([tmp_path])
+    assert api.mesh == {}  # a sidecar with the default configuration (mutual TLS on every port)
+    assert api.ports == (8080,)
+    assert db.mesh is None
+    assert db.ports == ()
+
+
 def test_host_refuses_a_policy_hash_label_that_is_not_the_initdata(tmp_path: Path) -> None:
     forged = hashlib.sha256(b"another policy").hexdigest()
     write(tmp_path / "a.yaml", workload("api", "shop", b"api policy", stated=forged))
