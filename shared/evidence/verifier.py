@@ -17,7 +17,8 @@ hash, and binds the expected REPORT_DATA. Peers are Coordinator replicas answeri
 from __future__ import annotations
 
 import hmac
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -28,11 +29,13 @@ from contrast.errors import CollateralError, EvidenceError, PolicyError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.result import Claims, Finding, Tee, ValidationResult
 from contrast.evidence.snp import abi as snp_abi
+from contrast.evidence.snp import trust as snp_trust
 from contrast.evidence.snp import validate as snp_validate
+from contrast.evidence.snp.kds import Product
 from contrast.evidence.snp.verify import SnpVerifier
 from contrast.evidence.tdx import pcs as tdx_pcs
 from contrast.evidence.tdx import validate as tdx_validate
-from contrast.evidence.tdx.trust import TdxRoots
+from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA_SHA256, TdxRoots
 from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
 
 MAX_REPORT_BYTES: Final = 16 * 1024  # SNP reports are 1184 bytes; TDX quotes with PEM chains stay < 8 KiB
@@ -104,6 +107,19 @@ def _rejected(tee: Tee, code: str, field: str, message: str) -> ValidationResult
     )
 
 
+@dataclass(frozen=True)
+class VendorRoots:
+    """The vendor roots of trust: AMD's ARKs by SHA-256 (with their product) and Intel's SGX Root CA.
+
+    Production always uses the defaults, the pinned roots; no setting changes them. Tests build a
+    :class:`EvidenceVerifier` with a stand-in root (an emulator's) in their place, so that everything else runs
+    exactly as it does on real hardware.
+    """
+
+    amd_arks: Mapping[bytes, Product] = field(default_factory=lambda: snp_trust.PRODUCT_BY_ARK_SHA256)
+    intel_root_sha256: str = INTEL_SGX_ROOT_CA_SHA256
+
+
 class EvidenceVerifier:
     """Verifies evidence against reference values, keeping one long-lived SNP or TDX verifier (and so its
     caches) per set of trust anchors.
@@ -111,12 +127,14 @@ class EvidenceVerifier:
     One instance per process; it is safe to share between coroutines. It does no I/O.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, vendor: VendorRoots | None = None) -> None:
+        self.vendor = vendor or VendorRoots()
         self._snp: BoundedCache[frozenset[bytes], SnpVerifier] = BoundedCache(_VERIFIERS)
         self._tdx: BoundedCache[TdxRoots, TdxVerifier] = BoundedCache(_VERIFIERS)
 
     def _snp_verifier(self, emulator_roots: frozenset[bytes]) -> SnpVerifier:
-        return self._snp.get_or_compute(emulator_roots, lambda: SnpVerifier(emulator_roots))
+        pins = self.vendor.amd_arks
+        return self._snp.get_or_compute(emulator_roots, lambda: SnpVerifier(emulator_roots, ark_pins=pins))
 
     def _tdx_verifier(self, roots: TdxRoots) -> TdxVerifier:
         return self._tdx.get_or_compute(roots, lambda: TdxVerifier(roots))
@@ -147,7 +165,7 @@ class EvidenceVerifier:
         if not references.tdx:
             return _rejected("tdx", "policy.no_reference_values", "ReferenceValues.tdx", "no TDX values")
         try:
-            roots = tdx_validate.roots_for(references.tdx)
+            roots = tdx_validate.roots_for(references.tdx, intel_root_sha256=self.vendor.intel_root_sha256)
         except ValueError:
             roots = None  # mixed platforms: verify_and_validate rejects them by name
         return tdx_validate.verify_and_validate(
@@ -157,6 +175,7 @@ class EvidenceVerifier:
             expected_report_data,
             now,
             verifier=None if roots is None else self._tdx_verifier(roots),
+            intel_root_sha256=self.vendor.intel_root_sha256,
         )
 
     def authenticate(self, evidence: Evidence, *, emulator_root: str | None, now: datetime) -> Claims:
@@ -173,7 +192,11 @@ class EvidenceVerifier:
             if emulator_root is not None and not verified.chain.emulated:
                 raise EvidenceError("root_mismatch", "expected an emulated peer, got a vendor-rooted one")
             return snp_validate.claims_of(verified)
-        tdx_roots = TdxRoots.emulated(emulator_root) if emulator_root else TdxRoots.intel()
+        tdx_roots = (
+            TdxRoots.emulated(emulator_root)
+            if emulator_root
+            else TdxRoots.intel(self.vendor.intel_root_sha256)
+        )
         quote = self._tdx_verifier(tdx_roots).verify(evidence.report, evidence.tdx_collateral, now=now)
         return tdx_validate.claims_of(quote)
 
@@ -234,6 +257,10 @@ def verify_peer(
             raise PolicyError("measurement_mismatch", f"our own evidence does not state {key}")
         if _without_debug(claims.tee, key, claims.details.get(key)) != value:
             raise PolicyError("measurement_mismatch", f"the peer's {key} differs from ours")
+    # Revocation: a replica attaches AMD's CRL to its statement (and a verifier fetches one when it is
+    # missing), so a real SNP peer whose chain was not checked against one is refused.
+    if claims.tee == "snp" and own.emulator_root is None and claims.details.get("crl_checked") != "true":
+        raise EvidenceError("collateral_missing", "the peer's SNP evidence came without AMD's CRL")
     # A peer checker has no reference values, but a TCB level that Intel revoked (or does not know) is never
     # acceptable: its attestation keys may be in anyone's hands.
     if claims.tee == "tdx" and claims.tcb.get("status") in _NEVER_ACCEPTABLE_TDX_STATUSES:

@@ -26,6 +26,9 @@ JSON keys are the Go-style names used by Contrast/go-sev-guest. Semantics, chose
   (64 hex, SHA-256 of the emulator's ARK DER) and is the *only* way an emulator-rooted chain is accepted;
   any other platform forbids that field and accepts only AMD's pinned ARKs.
 * ``ProductName``: Milan, Genoa or Turin; must equal the product the verified chain/CPUID established.
+* ``CheckRevocations``: when true, the chain must have been checked against a CRL signed by the pinned ARK
+  (``policy.crl_missing`` otherwise); the verifier fetches AMD's CRL when the evidence carries none. ``null``
+  (the default) means true for real platforms and false for ``Emulated-SNP``.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class SnpReferenceValues(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     TrustedIDKeyDigests: list[str] = []
     AllowDebugInsecure: bool = False
     EmulatorRootFingerprint: str | None = None
+    CheckRevocations: bool | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError at decode time: bad values never load.
@@ -131,3 +135,13 @@ class SnpReferenceValues(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     @property
     def is_emulated(self) -> bool:
         return self.Platform == EMULATED_PLATFORM
+
+    @property
+    def requires_crl(self) -> bool:
+        """Whether the chain must have been checked against AMD's CRL (on by default for real platforms)."""
+        return (not self.is_emulated) if self.CheckRevocations is None else self.CheckRevocations
+
+
+def any_requires_crl(references: list[SnpReferenceValues]) -> bool:
+    """Whether some reference set needs a CRL: then a verifier gets one for evidence that carries none."""
+    return any(ref.requires_crl for ref in references)

@@ -79,6 +79,7 @@ def claims_of(v: VerifiedSnpReport) -> Claims:
         "root_sha256": v.chain.root_sha256.hex(),
         "id_key_digest": r.id_key_digest.hex(),
         "firmware": r.current_version,
+        "crl_checked": "true" if v.chain.crl_checked else "false",
     }
     if r.launch_mit_vector is not None and r.current_mit_vector is not None:
         details["launch_mit_vector"] = f"0x{r.launch_mit_vector:016x}"
@@ -158,6 +159,18 @@ def _check_launch(r: abi.SnpReport, ref: SnpReferenceValues, f: _Findings) -> No
         f.add("vmpl_mismatch", "VMPL", str(ref.VMPL), str(r.vmpl))
 
 
+def _check_revocation(v: VerifiedSnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
+    """``CheckRevocations``: the chain was checked against a CRL of its root (step 9 of verification)."""
+    if ref.requires_crl and not v.chain.crl_checked:
+        f.add(
+            "crl_missing",
+            "CheckRevocations",
+            "a CRL signed by the ARK",
+            "none",
+            "the reference values require a revocation check, but no CRL was checked",
+        )
+
+
 def _check_tcb(v: VerifiedSnpReport, ref: SnpReferenceValues, f: _Findings) -> None:
     """The minimum TCB, for the current, committed, reported and launch TCB alike."""
     minimum = ref.MinimumTCB
@@ -217,6 +230,7 @@ def _check(
 ) -> list[Finding]:
     f = _Findings()
     _check_platform(v, ref, f)
+    _check_revocation(v, ref, f)
     _check_launch(v.report, ref, f)
     _check_tcb(v, ref, f)
     _check_mitigations(v.report, ref, f)

@@ -8,8 +8,9 @@ Verification steps, in order (each failure is an ``evidence.*`` error):
 4. Build the chain from the supplied certificate bytes (any order; untrusted): the leaf whose subject is
    ``SEV-VCEK``/``SEV-VLEK`` as SIGNER_INFO says, its issuer, and a self-signed root. Each link is RSASSA-PSS
    SHA-384 and verified with explicit primitives (the AMD profile is not WebPKI).
-5. Trust the root only by the SHA-256 of its DER: an AMD ARK pinned in ``trust.ARK_SHA256``, or an emulator
-   root that the caller lists explicitly (the validator then requires ``Platform: Emulated-SNP``).
+5. Trust the root only by the SHA-256 of its DER: an AMD ARK pinned in ``trust.ARK_SHA256`` (the verifier's
+   ``ark_pins``, which only tests replace, with a stand-in root), or an emulator root that the caller lists
+   explicitly (the validator then requires ``Platform: Emulated-SNP``).
 6. Check every certificate's validity at the evaluation time ``now``.
 7. Agree on the product: CPUID (v3+), the pinned ARK, the issuer CN, the VCEK productName, and the caller's
    hint must not contradict each other (``evidence.product_mismatch``); if none names one, fail.
@@ -32,9 +33,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -153,6 +155,7 @@ class VerifiedChain:
     chain_der: tuple[bytes, bytes, bytes]  # leaf, intermediate, root
     valid_from: datetime
     valid_until: datetime
+    crl_checked: bool = False  # a CRL signed by the root was checked (step 9): the chain is not revoked
 
     def valid_at(self, now: datetime) -> bool:
         return self.valid_from <= now <= self.valid_until
@@ -199,12 +202,19 @@ class SnpVerifier:
     coroutines.
     """
 
-    def __init__(self, emulator_roots: frozenset[bytes] = frozenset(), *, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        emulator_roots: frozenset[bytes] = frozenset(),
+        *,
+        cache_size: int = 1024,
+        ark_pins: Mapping[bytes, Product] = trust.PRODUCT_BY_ARK_SHA256,
+    ) -> None:
         if any(len(fp) != 32 for fp in emulator_roots):
             raise ValueError("emulator roots are SHA-256 fingerprints (32 bytes)")
-        if set(emulator_roots) & set(trust.PRODUCT_BY_ARK_SHA256):
+        if set(emulator_roots) & set(ark_pins):
             raise ValueError("an AMD ARK cannot be listed as an emulator root")
         self._emulator_roots = frozenset(emulator_roots)
+        self._ark_pins = MappingProxyType(dict(ark_pins))
         self._chains: BoundedCache[_ChainKey, VerifiedChain] = BoundedCache(cache_size)
 
     @property
@@ -259,6 +269,7 @@ class SnpVerifier:
                 product_hint=product,
                 emulator_roots=self._emulator_roots,
                 now=now,
+                ark_pins=self._ark_pins,
             )
             self._chains.put(key, chain)
         elif not chain.valid_at(now):
@@ -398,6 +409,7 @@ def verify_chain(
     product_hint: Product | None,
     emulator_roots: frozenset[bytes],
     now: datetime,
+    ark_pins: Mapping[bytes, Product] = trust.PRODUCT_BY_ARK_SHA256,
 ) -> VerifiedChain:
     """Steps 4-9 of the module docstring."""
     # Duplicates are dropped first so that a padded bundle cannot multiply the signature checks below.
@@ -409,7 +421,7 @@ def verify_chain(
 
     # Step 5: trust only by fingerprint.
     root_fp = hashlib.sha256(root_der).digest()
-    ark_product = trust.PRODUCT_BY_ARK_SHA256.get(root_fp)
+    ark_product = ark_pins.get(root_fp)
     emulated = ark_product is None and root_fp in emulator_roots
     if ark_product is None and not emulated:
         raise EvidenceError("untrusted_root", f"the chain ends at an unpinned root (SHA-256 {root_fp.hex()})")
@@ -447,6 +459,7 @@ def verify_chain(
         chain_der=(leaf_der, inter_der, root_der),
         valid_from=valid_from,
         valid_until=valid_until,
+        crl_checked=crl is not None,
     )
 
 

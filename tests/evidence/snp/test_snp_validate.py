@@ -139,7 +139,7 @@ def test_no_reference_values_rejects(emulator: EmulatedSnpPlatform) -> None:
     assert result.findings[0].code in {"evidence.untrusted_root", "policy.no_reference_values"}
 
 
-def _vector_ref(debug: bool = False, allow: bool = False) -> SnpReferenceValues:
+def _vector_ref(debug: bool = False, allow: bool = False, crl: bool | None = False) -> SnpReferenceValues:
     v = load_vector("snp_milan_v2_gosevguest")
     r = abi.parse_report(v.report)
     return msgspec.convert(
@@ -153,10 +153,24 @@ def _vector_ref(debug: bool = False, allow: bool = False) -> SnpReferenceValues:
                              "RAPLDisabled": False, "CiphertextHidingDRAMEnabled": False,
                              "AliasCheckComplete": False, "TIOEnabled": False},
             "VMPL": 0, "AllowedChipIDs": [r.chip_id.hex()], "MinimumMitigationVector": None,
-            "AllowDebugInsecure": allow,
+            "AllowDebugInsecure": allow, "CheckRevocations": crl,
         },
         SnpReferenceValues,
     )  # fmt: skip
+
+
+def test_real_platforms_require_a_revocation_check_by_default() -> None:
+    # The shared vectors come without AMD's CRL: by default a real platform then refuses them.
+    v = load_vector("snp_milan_v2_gosevguest")
+    rd = abi.parse_report(v.report).report_data
+    loud = _vector_ref(debug=True, allow=True, crl=None)
+    assert loud.requires_crl
+    result = validate.verify_and_validate(v.report, v.certs(), None, [loud], rd, VECTOR_TIME)
+    assert [f.code for f in result.findings] == ["policy.crl_missing"]
+    assert result.claims.details["crl_checked"] == "false"
+    assert validate.verify_and_validate(
+        v.report, v.certs(), None, [_vector_ref(debug=True, allow=True)], rd, VECTOR_TIME
+    ).accepted
 
 
 def test_gosevguest_vector_is_rejected_for_debug_by_default() -> None:

@@ -62,8 +62,9 @@ def test_without_collateral_verification_stops_at_the_chain(
 def test_roots_are_never_mixed() -> None:
     with pytest.raises(ValueError, match="mixed"):
         TdxRoots.emulated(INTEL_SGX_ROOT_CA_SHA256)
-    with pytest.raises(ValueError):
-        TdxRoots(frozenset({"00" * 32}), "TDX")
+    with pytest.raises(ValueError):  # Intel's platform trusts exactly one root
+        TdxRoots(frozenset({"00" * 32, INTEL_SGX_ROOT_CA_SHA256}), "TDX")
+    assert TdxRoots.intel().fingerprints == {INTEL_SGX_ROOT_CA_SHA256}
 
 
 def _regions(quote: bytes) -> dict[str, range]:
