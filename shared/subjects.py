@@ -234,10 +234,10 @@ RESULTS: Final = KVSpec(
 # never expires; history 64 keeps every CAS revision of `latest` for audit.
 HISTORY: Final = KVSpec(bucket="history", history=64, ttl=0, max_value_size=1 * MiB, max_bytes=4 * GiB)
 
-# Collateral cache (VCEK, CRLs, TCB info) shared by verifier replicas; entries are re-verified on read.
-COLLATERAL: Final = KVSpec(
-    bucket="collateral", history=1, ttl=1 * DAY, max_value_size=256 * KiB, max_bytes=1 * GiB
-)
+# Collateral cache (VCEKs, certificate chains, CRLs, TCB info, QE identity) shared by every replica, keyed by
+# what an entry identifies; entries are re-verified on every use. No TTL: an entry's lifetime is the vendor's
+# own (contrast.collateral.source), and a cache pre-seeded for a cluster without egress must not vanish.
+COLLATERAL: Final = KVSpec(bucket="collateral", history=1, ttl=0, max_value_size=256 * KiB, max_bytes=1 * GiB)
 
 STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
 CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)

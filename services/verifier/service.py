@@ -2,8 +2,10 @@
 
 Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
 step 3 (:meth:`_Verifier._check`); an acceptance goes to stream ``VERDICTS``, a rejection is a signed negative
-verdict in KV ``results``. A transient fault (collateral, not ready) naks the request for a retry; nothing a
-client sends can crash the replica.
+verdict in KV ``results``. A transient fault (collateral, not ready) naks the request for a retry; a
+request still waiting for collateral at its last delivery gets a signed negative verdict with the
+``collateral.*`` code, so that it fails closed with a named reason. Nothing a client sends can crash the
+replica.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from contrast import subjects
 from contrast.attestation.bundle import rejection
 from contrast.attestation.nonce import NonceAuthority, consume
 from contrast.attestation.verdict import sign_verdict
+from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, ManifestDocument
 from contrast.crypto.hpke import HpkePublicKey
 from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import first_error
+from contrast.evidence.snp.reference import any_requires_crl
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KvConflict
 from contrast.pki.service import ServiceRole
@@ -43,14 +47,6 @@ from contrast.runtime import (
 )
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.tracing import annotate_attestation
-from contrast.verifier.collateral import (
-    CachedSource,
-    Fetcher,
-    Source,
-    VendorSource,
-    complete,
-    fetcher_from_env,
-)
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,
@@ -80,7 +76,7 @@ class _Verifier:
         replica: CoordinatorReplica,
         nonces: NatsKeyValue,
         results: NatsKeyValue,
-        collateral: Source,
+        collateral: CollateralProvider,
         evidence: EvidenceVerifier,
     ) -> None:
         self.rt, self.deps, self.replica = rt, deps, replica
@@ -108,8 +104,9 @@ class _Verifier:
         m.attestation_requests.labels(req.evidence.tee).inc()
         manifest = view.manifest
         try:
+            last = ctx.num_delivered >= subjects.VERIFIER_CONSUMER.max_deliver
             policy_hash = await self._check(
-                req, ctx.msg_id, digest, view.membership, manifest.document, now, now_ms
+                req, ctx.msg_id, digest, view.membership, manifest.document, now, now_ms, last
             )
         except _Rejected as r:
             await self._reject(req, digest, r, view, now_ms, ctx)
@@ -144,6 +141,7 @@ class _Verifier:
         doc: ManifestDocument,
         now: dt.datetime,
         now_ms: int,
+        last_delivery: bool,
     ) -> bytes:
         tee = req.evidence.tee
         try:
@@ -162,18 +160,25 @@ class _Verifier:
             raise _Rejected(e, tee) from e
         # (3) evidence, reference values and REPORT_DATA
         expected = report_data(Label.MESH_CERT, req.nonce, req.tls_public_key, req.hpke_public_key)
+        refs = doc.manifest.ReferenceValues
         try:
-            # Missing collateral: shared cache, then the vendor. collateral.* propagates: nak, retry later.
-            evidence = await complete(req.evidence, self.collateral)
+            # Missing collateral: shared cache, then the vendor. collateral.* propagates: nak, retry later,
+            # until the last delivery, which fails closed with the named reason.
+            evidence = await self.collateral.complete(
+                req.evidence,
+                now=now,
+                crl=any_requires_crl(refs.snp),
+                products=sorted({r.ProductName for r in refs.snp}),
+            )
         except (EvidenceError, PolicyError) as e:  # the report does not even parse
             raise _Rejected(e, tee) from e
         except CollateralError as e:
             self.rt.metrics.collateral_fetch_failures.labels(tee, e.code).inc()
+            if last_delivery:
+                raise _Rejected(e, tee) from e
             raise
         started = time.perf_counter()
-        result = self.evidence.verify(
-            evidence, doc.manifest.ReferenceValues, expected_report_data=expected, now=now
-        )
+        result = self.evidence.verify(evidence, refs, expected_report_data=expected, now=now)
         self.rt.metrics.verification_seconds.observe(time.perf_counter() - started)
         if not result.accepted:
             raise _Rejected(first_error(result.findings), tee, result.claims.policy_hash)
@@ -259,8 +264,8 @@ class _Verifier:
         await self.rt.nc.publish(subjects.EVENT_ATTESTATION, encode(event))
 
 
-def make_service(deps: ReplicaDeps | None = None, *, collateral_fetcher: Fetcher | None = None) -> Service:
-    """The verifier service; ``collateral_fetcher`` defaults to :func:`fetcher_from_env` (off unless set)."""
+def make_service(deps: ReplicaDeps | None = None) -> Service:
+    """The verifier service; its collateral provider and evidence verifier come from ``deps``."""
     deps = deps or ReplicaDeps()
 
     async def build(rt: Runtime) -> Handlers:
@@ -269,10 +274,15 @@ def make_service(deps: ReplicaDeps | None = None, *, collateral_fetcher: Fetcher
         nonces = NatsKeyValue(await rt.kv(subjects.NONCES))
         results = NatsKeyValue(await rt.kv(subjects.RESULTS))
         history = NatsKeyValue(await rt.kv(subjects.HISTORY))
-        evidence = EvidenceVerifier()
+        evidence = deps.evidence_verifier()
+        collateral = deps.collateral(NatsKeyValue(await rt.kv(subjects.COLLATERAL)))
+
+        async def platform() -> AttachingPlatform:
+            return AttachingPlatform(await deps.platform(), collateral)
+
         replica = CoordinatorReplica(
             role=ServiceRole.VERIFIER,
-            platform=deps.platform,
+            platform=platform,
             key_source=deps.key_source(rt.replica),
             history_kv=history,
             nc=rt.nc,
@@ -281,10 +291,6 @@ def make_service(deps: ReplicaDeps | None = None, *, collateral_fetcher: Fetcher
             rejoin_on_new_head=False,  # the nonce key is seed-derived: it does not change with the manifest
         )
         await rt.stack.enter_async_context(replica)
-        collateral = CachedSource(
-            VendorSource(collateral_fetcher or fetcher_from_env()),
-            NatsKeyValue(await rt.kv(subjects.COLLATERAL)),
-        )
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
         return Handlers(
             endpoints=(

@@ -112,8 +112,8 @@ class VendorRoots:
     """The vendor roots of trust: AMD's ARKs by SHA-256 (with their product) and Intel's SGX Root CA.
 
     Production always uses the defaults, the pinned roots; no setting changes them. Tests build a
-    :class:`EvidenceVerifier` with a stand-in root (an emulator's) in their place, so that everything else runs
-    exactly as it does on real hardware.
+    :class:`EvidenceVerifier` with a stand-in root (an emulator's) in their place, so that everything else
+    runs exactly as it does on real hardware.
     """
 
     amd_arks: Mapping[bytes, Product] = field(default_factory=lambda: snp_trust.PRODUCT_BY_ARK_SHA256)

@@ -1,7 +1,8 @@
 """What a Coordinator replica service (verifier or CA) depends on, injected.
 
-Production takes the defaults: the platform from ``CONTRAST_PLATFORM``, the real join, the system clock and
-the bounds from the environment. Tests pass their own platform, key source and clock.
+Production takes the defaults: the platform from ``CONTRAST_PLATFORM``, the real join, the system clock, the
+pinned vendor roots, the collateral provider over the shared cache and the bounds from the environment. Tests
+pass their own platform, key source, clock, evidence verifier (with a stand-in vendor root) and provider.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
+from contrast.collateral.provider import CollateralProvider
+from contrast.collateral.source import Store
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.replica.membership import JoinKeySource, KeySource
@@ -29,6 +33,8 @@ class ReplicaDeps:
     platform: Callable[[], Awaitable[Platform]] = platform_from_env
     key_source: Callable[[str], KeySource] = JoinKeySource  # called with the replica name
     clock: Callable[[], float] = time.time  # seconds since the epoch; one reading per request
+    evidence_verifier: Callable[[], EvidenceVerifier] = EvidenceVerifier  # the pinned vendor roots
+    collateral: Callable[[Store], CollateralProvider] = CollateralProvider.build  # over the shared KV
     nonce_lifetime_ms: int = field(
         default_factory=lambda: _env_int("CONTRAST_NONCE_LIFETIME_MS", DEFAULT_LIFETIME_MS)
     )
