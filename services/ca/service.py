@@ -255,10 +255,11 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         await rt.stream(subjects.EVENTS)
         results = NatsKeyValue(await rt.kv(subjects.RESULTS))
         history = NatsKeyValue(await rt.kv(subjects.HISTORY))
-        verifier = EvidenceVerifier()
+        verifier = deps.evidence_verifier()
+        collateral = deps.collateral(NatsKeyValue(await rt.kv(subjects.COLLATERAL)))
         replica = CoordinatorReplica(
             role=ServiceRole.CA,
-            platform=deps.platform,
+            platform=deps.attached_platform(collateral),
             key_source=deps.key_source(rt.replica),
             history_kv=history,
             nc=rt.nc,

@@ -21,11 +21,17 @@ import os
 import sys
 from pathlib import Path
 
+from nats.aio.client import Client
+
+from contrast import subjects
+from contrast.collateral.provider import AttachingPlatform, CollateralProvider
+from contrast.collateral.source import Store
 from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig, parse_policy_hashes
 from contrast.initializer.files import DEFAULT_ROOT, write_credentials
 from contrast.platform.select import PlatformConfigError, platform_from_env
 from contrast.runtime import configure_logging, get_logger
 from contrast.runtime.connection import connect
+from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.tracing import build_tracer_provider, use_tracer
 
 _log = get_logger("contrast.initializer")
@@ -58,7 +64,9 @@ async def run(args: argparse.Namespace) -> int:
         print(f"initializer: cannot reach NATS: {type(e).__name__}", file=sys.stderr)
         return 1
     try:
-        creds = await Initializer(nc=nc, platform=platform, config=config).attest()
+        collateral = CollateralProvider.build(await _collateral_cache(nc))
+        attaching = AttachingPlatform(platform, collateral)
+        creds = await Initializer(nc=nc, platform=attaching, config=config, collateral=collateral).attest()
         paths = await asyncio.to_thread(write_credentials, Path(args.root), creds.tls_key, creds.bundle)
     except AttestationFailed as e:
         print(f"initializer: {e}", file=sys.stderr)
@@ -68,6 +76,14 @@ async def run(args: argparse.Namespace) -> int:
         await nc.close()
     _log.info("credentials_written", files=[str(p) for p in paths], attempts=creds.attempts)
     return 0
+
+
+async def _collateral_cache(nc: Client) -> Store | None:
+    """The Coordinator's shared collateral cache (public data, re-verified on use), if it can be bound."""
+    try:
+        return NatsKeyValue(await nc.jetstream().key_value(subjects.COLLATERAL.bucket))
+    except Exception:  # no bucket yet, or no permission: this pod fetches for itself
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@
 5. waits for the result on the subject, and polls KV ``results`` as a fallback (a reconnect loses core
    messages);
 6. believes only an answer that authenticates (:mod:`contrast.attestation.bundle`): a forged answer is
-   ignored and the wait goes on; an authenticated rejection of *this* request ends the attempt.
+   ignored and the wait goes on; an authenticated rejection of *this* request ends the attempt. The
+   answering replica's statement carries its collateral; with a ``collateral`` provider, a part that is
+   missing or past its validity is fetched (shared cache, then the vendor) before the statement is checked.
 
 Between attempts it backs off (jittered, capped); at the deadline it raises the last reason.
 
@@ -46,6 +48,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from contrast import subjects
 from contrast.attestation.bundle import Expectation, OpenedBundle, StatementCache, open_rejection, open_result
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import ContrastError, StateError
@@ -112,6 +115,7 @@ class Initializer:
     statements: StatementCache = field(default_factory=StatementCache)
     clock: Callable[[], float] = time.time
     tracer: Tracer | None = None  # default: the current tracer (the initializer process's own)
+    collateral: CollateralProvider | None = None
     _own: OwnIdentity | None = None
     _results: NatsKv | None = None
     _js: JetStreamContext | None = None
@@ -253,7 +257,7 @@ class Initializer:
                 if stored is None:
                     continue
                 raw = stored
-            outcome = self._judge(raw, exp)
+            outcome = await self._judge(raw, exp)
             if isinstance(outcome, OpenedBundle):
                 annotate_attestation(verdict="issued")
                 return outcome
@@ -270,11 +274,13 @@ class Initializer:
             return None
         return entry.value
 
-    def _judge(self, raw: bytes, exp: Expectation) -> OpenedBundle | ContrastError | None:
+    async def _judge(self, raw: bytes, exp: Expectation) -> OpenedBundle | ContrastError | None:
         """An opened bundle, the error of an authenticated rejection, or None for anything not to believe."""
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         try:
             result = decoder(AttestResult).decode(raw)
+            if self.collateral is not None:
+                result = await self._with_collateral(result, exp.own, now)
             if result.outcome == "issued":
                 return open_result(result, exp, self.verifier, now, self.statements)
             return open_rejection(result, exp, self.verifier, now, self.statements)
@@ -283,6 +289,19 @@ class Initializer:
         except ContrastError as e:
             _log.warning("result_ignored", request_id=exp.request_id, code=e.code)
         return None
+
+    async def _with_collateral(
+        self, result: AttestResult, own: OwnIdentity, now: dt.datetime
+    ) -> AttestResult:
+        assert self.collateral is not None
+        st = result.envelope.statement
+        evidence = await self.collateral.complete(st.evidence, now=now, crl=own.emulator_root is None)
+        if evidence is st.evidence:
+            return result
+        envelope = msgspec.structs.replace(
+            result.envelope, statement=msgspec.structs.replace(st, evidence=evidence)
+        )
+        return msgspec.structs.replace(result, envelope=envelope)
 
 
 def parse_policy_hashes(value: str) -> frozenset[bytes]:

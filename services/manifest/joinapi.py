@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KeyValue
@@ -23,11 +24,13 @@ class JoinApi:
         identity: CoordinatorIdentity,
         verifier: EvidenceVerifier,
         marks: KeyValue,
+        collateral: CollateralProvider | None = None,
     ) -> None:
         self._replica = replica
         self._identity = identity
         self._verifier = verifier
         self._marks = marks
+        self._collateral = collateral
 
     async def nonce(self, req: JoinNonceRequest, ctx: RequestContext) -> JoinNonceReply:
         view = await self._replica.ready_view()
@@ -42,4 +45,5 @@ class JoinApi:
             marks=self._marks,
             verifier=self._verifier,
             now=dt.datetime.now(dt.UTC),
+            collateral=self._collateral,
         )

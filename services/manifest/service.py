@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from contrast import subjects
+from contrast.collateral.provider import AttachingPlatform, CollateralProvider
+from contrast.collateral.source import Store
 from contrast.coordinator.history import ReplicaState
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import recover_subject
@@ -38,13 +40,20 @@ PlatformFactory = Callable[[], Awaitable[Platform]]
 
 
 def make_service(
-    platform_factory: PlatformFactory = platform_from_env, *, peer_interval: float = 1.0
+    platform_factory: PlatformFactory = platform_from_env,
+    *,
+    peer_interval: float = 1.0,
+    evidence_verifier: Callable[[], EvidenceVerifier] = EvidenceVerifier,
+    collateral: Callable[[Store], CollateralProvider] = CollateralProvider.build,
 ) -> Service:
-    """The manifest service; tests inject a platform, production reads it from the environment."""
+    """The manifest service; tests inject a platform, an evidence verifier (a stand-in vendor root) and a
+    collateral provider; production takes the platform from the environment and the pinned roots."""
 
     async def build(rt: Runtime) -> Handlers:
-        platform = await platform_factory()
-        verifier = EvidenceVerifier()
+        provider = collateral(NatsKeyValue(await rt.kv(subjects.COLLATERAL)))
+        # Everything this replica attests (statements, attested replies, joins) carries its collateral.
+        platform = AttachingPlatform(await platform_factory(), provider)
+        verifier = evidence_verifier()
         # The statement made at start is this replica's identity for signing join grants (protocol §1).
         identity = await CoordinatorIdentity.create(platform, verifier, dt.datetime.now(dt.UTC))
         history_kv = NatsKeyValue(await rt.kv(subjects.HISTORY))
@@ -66,7 +75,7 @@ def make_service(
             replica_name=name,
             ready_peer_exists=peer.ready_peer_exists,
         )
-        joins = JoinApi(replica, identity=identity, verifier=verifier, marks=marks)
+        joins = JoinApi(replica, identity=identity, verifier=verifier, marks=marks, collateral=provider)
 
         async def manifest_ready() -> None:
             if replica.fault is not None:

@@ -22,13 +22,12 @@ from contrast import subjects
 from contrast.attestation.bundle import rejection
 from contrast.attestation.nonce import NonceAuthority, consume
 from contrast.attestation.verdict import sign_verdict
-from contrast.collateral.provider import AttachingPlatform, CollateralProvider
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, ManifestDocument
 from contrast.crypto.hpke import HpkePublicKey
 from contrast.errors import CollateralError, ContrastError, EvidenceError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import first_error
-from contrast.evidence.snp.reference import any_requires_crl
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KvConflict
 from contrast.pki.service import ServiceRole
@@ -164,12 +163,7 @@ class _Verifier:
         try:
             # Missing collateral: shared cache, then the vendor. collateral.* propagates: nak, retry later,
             # until the last delivery, which fails closed with the named reason.
-            evidence = await self.collateral.complete(
-                req.evidence,
-                now=now,
-                crl=any_requires_crl(refs.snp),
-                products=sorted({r.ProductName for r in refs.snp}),
-            )
+            evidence = await self.collateral.complete_for(req.evidence, refs, now=now)
         except (EvidenceError, PolicyError) as e:  # the report does not even parse
             raise _Rejected(e, tee) from e
         except CollateralError as e:
@@ -276,13 +270,9 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         history = NatsKeyValue(await rt.kv(subjects.HISTORY))
         evidence = deps.evidence_verifier()
         collateral = deps.collateral(NatsKeyValue(await rt.kv(subjects.COLLATERAL)))
-
-        async def platform() -> AttachingPlatform:
-            return AttachingPlatform(await deps.platform(), collateral)
-
         replica = CoordinatorReplica(
             role=ServiceRole.VERIFIER,
-            platform=platform,
+            platform=deps.attached_platform(collateral),
             key_source=deps.key_source(rt.replica),
             history_kv=history,
             nc=rt.nc,

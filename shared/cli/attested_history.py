@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
 
 from contrast import subjects
-from contrast.cli.common import now, patient_request, read_file
+from contrast.cli.common import collateral_provider, now, patient_request, read_file, with_collateral
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.history import HistoryEntry, LatestPointer, verify_exported_chain
 from contrast.coordinator.manifest_format import ManifestDocument, parse_manifest
 from contrast.coordinator.user_protocol import verify_attested_reply
@@ -77,7 +78,11 @@ def check_ca_pair(root: x509.Certificate, intermediate: x509.Certificate, mesh: 
 
 
 async def fetch_history(
-    args: argparse.Namespace, nc: Client, manifest: ManifestDocument, verifier: EvidenceVerifier
+    args: argparse.Namespace,
+    nc: Client,
+    manifest: ManifestDocument,
+    verifier: EvidenceVerifier,
+    provider: CollateralProvider | None = None,
 ) -> CheckedHistory:
     """Attested ``get`` and a full, store-independent check of the history it returns."""
     sent, reply = await patient_request(
@@ -87,6 +92,8 @@ async def fetch_history(
         lambda: GetManifestRequest(nonce=secrets.token_bytes(32)),
         AttestedReply,
     )
+    evidence = await with_collateral(provider or collateral_provider(args), reply.evidence, manifest.manifest)
+    reply = msgspec.structs.replace(reply, evidence=evidence)
     claims = verify_attested_reply(reply, sent.nonce, manifest.manifest, verifier=verifier, now=now())
     try:
         export = decoder(HistoryExport).decode(reply.payload)

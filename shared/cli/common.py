@@ -1,6 +1,8 @@
 """Helpers shared by the owners' commands (``set``, ``verify``, ``recover``, ``sign``, ``keygen``).
 
-Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``), ``--json`` (one JSON object on stdout) and the
+Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``), ``--json`` (one JSON object on stdout),
+``--offline`` (the Coordinator's evidence is checked with the collateral it carries; nothing is fetched from
+AMD KDS or Intel PCS, which the CLI otherwise does for a part that is missing or past its validity) and the
 exit codes of :mod:`contrast.cli.exitcodes`: 0 done/accepted, 1 refused or rejected (the reason code and an
 explanation are printed), 2 usage or I/O error. Progress goes to stderr so that ``--json`` output stays clean.
 """
@@ -26,7 +28,11 @@ from nats.aio.client import Client
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, UsageError
+from contrast.collateral.fetch import OfflineFetcher
+from contrast.collateral.provider import CollateralProvider
+from contrast.coordinator.manifest_format import Manifest
 from contrast.errors import ContrastError, StateError
+from contrast.evidence.verifier import Evidence
 from contrast.runtime.client import request
 from contrast.runtime.tracing import build_tracer_provider, current_tracer, use_tracer
 
@@ -77,12 +83,28 @@ def add_common(parser: argparse.ArgumentParser, *, nats_arg: bool = True) -> Non
         parser.add_argument(
             "--timeout", type=float, default=60.0, help="how long to wait for the Coordinator (seconds)"
         )
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="never fetch vendor collateral (AMD KDS, Intel PCS): check the Coordinator's evidence with "
+            "the collateral it carries only",
+        )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--workspace", default=".", help="directory for keys and output files (default: .)")
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def collateral_provider(args: argparse.Namespace) -> CollateralProvider:
+    """The CLI's collateral provider: a process-local cache, fetching over HTTPS unless ``--offline``."""
+    return CollateralProvider.build(fetcher=OfflineFetcher() if getattr(args, "offline", False) else None)
+
+
+async def with_collateral(provider: CollateralProvider, evidence: Evidence, manifest: Manifest) -> Evidence:
+    """The Coordinator's evidence, completed with what checking it against ``manifest`` needs."""
+    return await provider.complete_for(evidence, manifest.ReferenceValues, now=now())
 
 
 def read_file(path: str | Path, what: str, limit: int = MAX_INPUT_FILE) -> bytes:

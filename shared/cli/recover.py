@@ -56,6 +56,7 @@ from contrast.cli.common import (
     ROOT_CA_FILE,
     SEED_SHARES_FILE,
     add_common,
+    collateral_provider,
     connect,
     emit,
     now,
@@ -63,6 +64,7 @@ from contrast.cli.common import (
     progress,
     read_file,
     run,
+    with_collateral,
     write_file,
 )
 from contrast.cli.exitcodes import EXIT_OK
@@ -173,7 +175,8 @@ async def _attested_head(
         challenge.head_pointer,
         challenge.head_transitions,
     )
-    check_coordinator_evidence(challenge.evidence, doc.manifest, expected, verifier=verifier, now=now())
+    evidence = await with_collateral(collateral_provider(args), challenge.evidence, doc.manifest)
+    check_coordinator_evidence(evidence, doc.manifest, expected, verifier=verifier, now=now())
     head = claimed_head(challenge.head_pointer, challenge.head_transitions)
     authenticate_head(head, share.engine.history_signing_key().public_key())
     return challenge, head
@@ -257,7 +260,8 @@ def recover(args: argparse.Namespace) -> int:
             )
         finally:
             await nc.close()
-        result = _recovered(reply, req, doc, verifier, share)
+        evidence = await with_collateral(collateral_provider(args), reply.evidence, doc.manifest)
+        result = _recovered(msgspec.structs.replace(reply, evidence=evidence), req, doc, verifier, share)
         check_recovered_head(
             recorded, checked, generation=result.generation, transition_hash=reply.transition_hash
         )

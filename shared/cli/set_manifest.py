@@ -29,6 +29,7 @@ from contrast.cli.common import (
     ROOT_CA_FILE,
     SEED_SHARES_FILE,
     add_common,
+    collateral_provider,
     connect,
     emit,
     now,
@@ -36,6 +37,7 @@ from contrast.cli.common import (
     progress,
     read_file,
     run,
+    with_collateral,
     write_file,
 )
 from contrast.cli.exitcodes import EXIT_OK, UsageError
@@ -102,6 +104,8 @@ def set_manifest(args: argparse.Namespace) -> int:
             )
         finally:
             await nc.close()
+        evidence = await with_collateral(collateral_provider(args), reply.evidence, doc.manifest)
+        reply = msgspec.structs.replace(reply, evidence=evidence)
         claims = verify_attested_reply(reply, sent.nonce, doc.manifest, verifier=verifier, now=now())
         try:
             result = decoder(SetManifestResult).decode(reply.payload)

@@ -38,6 +38,7 @@ from contrast.cli.common import add_common, connect, emit, now, read_file, run, 
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, UsageError
 from contrast.cli.trusted_state import Assessment, Continuity, TrustedState, assess, observed_state
 from contrast.cli.trusted_state_file import load_state, locked, save_state
+from contrast.collateral.provider import CollateralProvider
 from contrast.evidence.verifier import EvidenceVerifier
 
 VERIFY_DIR = "verify"
@@ -116,7 +117,14 @@ def describe_state(
     return info, text
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(
+    args: argparse.Namespace,
+    *,
+    verifier: EvidenceVerifier | None = None,
+    provider: CollateralProvider | None = None,
+) -> int:
+    """The command; ``verifier`` and ``provider`` default to the pinned roots and the CLI's provider."""
+
     async def body() -> int:
         doc = load_manifest(args.manifest)
         approved: dict[str, str] | None = None
@@ -127,10 +135,9 @@ def verify(args: argparse.Namespace) -> int:
         path = state_path(args)
         # Read before the network round trip: a corrupt state fails before anything is fetched.
         recorded = await load_state(path)
-        verifier = EvidenceVerifier()
         nc = await connect(args)
         try:
-            checked = await fetch_history(args, nc, doc, verifier)
+            checked = await fetch_history(args, nc, doc, verifier or EvidenceVerifier(), provider)
         finally:
             await nc.close()
         served = served_state(checked)

@@ -44,9 +44,11 @@ from contrast.collateral.source import (
     validity,
 )
 from contrast.errors import CollateralError, ContrastError
+from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.result import Tee
 from contrast.evidence.snp import abi as snp_abi
 from contrast.evidence.snp import kds
+from contrast.evidence.snp.reference import any_requires_crl
 from contrast.evidence.snp.verify import load_certificate, load_crl
 from contrast.evidence.tdx import abi as tdx_abi
 from contrast.evidence.tdx import pck
@@ -230,6 +232,18 @@ class CollateralProvider:
         if evidence.tee == "snp":
             return await self._complete_snp(evidence, now, crl, products)
         return await self._complete_tdx(evidence, now)
+
+    async def complete_for(
+        self, evidence: Evidence, references: ReferenceValues, *, now: dt.datetime
+    ) -> Evidence:
+        """What verifying ``evidence`` against ``references`` needs: AMD's CRL where a reference set requires
+        the revocation check, and the products they name as candidates for a v2 report."""
+        return await self.complete(
+            evidence,
+            now=now,
+            crl=any_requires_crl(references.snp),
+            products=sorted({r.ProductName for r in references.snp}),
+        )
 
     async def _complete_snp(
         self, evidence: Evidence, now: dt.datetime, want_crl: bool, products: Collection[kds.Product]

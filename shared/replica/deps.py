@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
-from contrast.collateral.provider import CollateralProvider
+from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.base import Platform
@@ -40,3 +40,11 @@ class ReplicaDeps:
     )
     max_in_flight: int = field(default_factory=lambda: _env_int("CONTRAST_MAX_IN_FLIGHT", 64))
     verdict_max_age_s: int = field(default_factory=lambda: _env_int("CONTRAST_VERDICT_MAX_AGE_S", 120))
+
+    def attached_platform(self, provider: CollateralProvider) -> Callable[[], Awaitable[Platform]]:
+        """The platform factory whose evidence carries its collateral (:class:`AttachingPlatform`)."""
+
+        async def platform() -> Platform:
+            return AttachingPlatform(await self.platform(), provider)
+
+        return platform

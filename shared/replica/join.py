@@ -48,6 +48,7 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.attestation.nonce import JOIN, NonceAuthority, NonceToken, consume
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.manifest_format import Manifest
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role, open_role_keys, seal_role_keys
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, spki
@@ -209,8 +210,18 @@ async def handle_join(
     marks: KeyValue,
     verifier: EvidenceVerifier,
     now: dt.datetime,
+    collateral: CollateralProvider | None = None,
 ) -> JoinReply:
-    """The whole server side of a join: check, mark the nonce used in ``marks``, grant."""
+    """The whole server side of a join: check, mark the nonce used in ``marks``, grant.
+
+    With ``collateral``, the joiner's evidence is first completed with what its verification needs (the
+    joiner attaches its collateral; a part that is missing or past its validity is fetched)."""
+    if collateral is not None:
+        refs = authority.manifest.ReferenceValues
+        evidence = await collateral.complete_for(req.statement.evidence, refs, now=now)
+        req = msgspec.structs.replace(
+            req, statement=msgspec.structs.replace(req.statement, evidence=evidence)
+        )
     role, claims, token = answer_join(req, authority=authority, nonces=nonces, verifier=verifier, now=now)
     await consume(marks, token)
     return grant(req, role, claims, authority=authority, now=now)
