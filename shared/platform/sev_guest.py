@@ -6,8 +6,9 @@ Layouts from the Linux UAPI header ``include/uapi/linux/sev-guest.h``:
 - ``struct snp_ext_report_req { struct snp_report_req data; u64 certs_address; u32 certs_len; }`` (112 bytes
   with alignment): the host's certificate table (the GHCB extended guest request) is written to
   ``certs_address``; ``certs_len`` must be a multiple of the page size and at most 16 KiB
-  (SEV_FW_BLOB_MAX_SIZE). If the table does not fit, the ioctl fails with EIO, ``exitinfo2`` carries
-  SNP_GUEST_VMM_ERR_INVALID_LEN in its upper half and ``certs_len`` is set to the size needed: we retry once.
+  (SEV_FW_BLOB_MAX_SIZE). We offer one page; if the table does not fit, the ioctl fails with EIO,
+  ``exitinfo2`` carries SNP_GUEST_VMM_ERR_INVALID_LEN in its upper half and ``certs_len`` is set to the size
+  needed: we retry once with that.
 - ``struct snp_report_resp { u8 data[4000]; }``, holding the firmware's MSG_REPORT_RSP:
   ``u32 status; u32 report_size; u8 reserved[24]; u8 report[report_size]``
 - ``struct snp_guest_request_ioctl { u8 msg_version; u64 req_data; u64 resp_data; u64 exitinfo2; }`` (32 bytes
@@ -117,7 +118,7 @@ class SevGuestDevice:
     def _get_ext_report(self, report_data: bytes) -> tuple[bytes, bytes]:
         fd = os.open(self._device, os.O_RDWR)
         try:
-            certs_len = CERTS_MAX
+            certs_len = PAGE_SIZE  # the host says how much more its table needs (a VCEK chain needs two pages)
             for attempt in range(2):
                 certs = ctypes.create_string_buffer(certs_len)
                 req = ctypes.create_string_buffer(
