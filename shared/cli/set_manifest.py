@@ -42,6 +42,7 @@ from contrast.cli.common import (
 )
 from contrast.cli.exitcodes import EXIT_OK, UsageError
 from contrast.cli.signature import TransitionSignature, load_signature
+from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.manifest_format import check_policies_supplied
 from contrast.coordinator.user_protocol import verify_attested_reply
 from contrast.crypto.ownerkeys import WORKLOAD_OWNER_KEY_FILE, load_workload_owner_key, sign_transition
@@ -59,7 +60,13 @@ def _policies(paths: list[str]) -> dict[str, bytes]:
     return out
 
 
-def set_manifest(args: argparse.Namespace) -> int:
+def set_manifest(
+    args: argparse.Namespace,
+    *,
+    verifier: EvidenceVerifier | None = None,
+    provider: CollateralProvider | None = None,
+) -> int:
+    """The command; ``verifier`` and ``provider`` default to the pinned roots and the CLI's provider."""
     workspace = Path(args.workspace)
     key_path = Path(args.workload_owner_key or workspace / WORKLOAD_OWNER_KEY_FILE)
     use_key = bool(args.workload_owner_key) or key_path.exists()
@@ -70,14 +77,15 @@ def set_manifest(args: argparse.Namespace) -> int:
         # Only the manifest's own policies are sent: extra files on the command line are ignored, not sent.
         named = {h: d for h, d in documents.items() if h in doc.manifest.Policies}
         check_policies_supplied(doc.manifest, named)
-        verifier = EvidenceVerifier()
+        checker = verifier or EvidenceVerifier()
+        collateral = provider or collateral_provider(args)
         nc = await connect(args)
         try:
             previous = b""
             signature = b""
             progress(args, "contacting the Coordinator …")
             try:
-                current = await fetch_history(args, nc, doc, verifier)
+                current = await fetch_history(args, nc, doc, checker, collateral)
                 previous = current.reply.transition_hash
                 progress(args, f"the Coordinator is at generation {current.export.generation}")
             except StateError as e:
@@ -104,9 +112,9 @@ def set_manifest(args: argparse.Namespace) -> int:
             )
         finally:
             await nc.close()
-        evidence = await with_collateral(collateral_provider(args), reply.evidence, doc.manifest)
+        evidence = await with_collateral(collateral, reply.evidence, doc.manifest)
         reply = msgspec.structs.replace(reply, evidence=evidence)
-        claims = verify_attested_reply(reply, sent.nonce, doc.manifest, verifier=verifier, now=now())
+        claims = verify_attested_reply(reply, sent.nonce, doc.manifest, verifier=checker, now=now())
         try:
             result = decoder(SetManifestResult).decode(reply.payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
