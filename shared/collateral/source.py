@@ -41,6 +41,7 @@ from cryptography import x509
 from contrast.cache import BoundedCache
 from contrast.collateral.fetch import Fetcher, FetchFailed
 from contrast.errors import CollateralError, ContrastError
+from contrast.evidence.snp.verify import load_certificate, split_certificates
 from contrast.evidence.tdx import pcs
 from contrast.kv import KvEntry
 
@@ -105,11 +106,8 @@ def validity(item: Item, fetched: Fetched) -> Validity:
     """
     try:
         if item.kind in ("vcek", "chain"):
-            body = fetched.body
-            if b"-----BEGIN CERTIFICATE-----" in body:
-                certs = x509.load_pem_x509_certificates(body)
-            else:
-                certs = [x509.load_der_x509_certificate(body)]
+            # Real VCEKs have serial 0, which load_certificate reads on purpose.
+            certs = [load_certificate(der) for der in split_certificates(fetched.body)]
             return Validity(
                 issued=max(_ts(c.not_valid_before_utc) for c in certs),
                 expires=min(_ts(c.not_valid_after_utc) for c in certs),

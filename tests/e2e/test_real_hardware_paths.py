@@ -1,9 +1,9 @@
 """The real-hardware path end to end, with fakes only at the true boundaries.
 
-The Coordinator's replicas (manifest service, verifier, CA) get their evidence through configfs-tsm, the pods
-through ``/dev/sev-guest``: the kernel's interfaces are fakes (:mod:`contrast.testing.guest`), backed by the
-emulated AMD-SP, whose hosts hand out no certificates. Every VCEK, chain and CRL comes from a fake AMD KDS over
-HTTPS on loopback (:mod:`contrast.testing.vendor`). The manifest names a real platform (``Metal-QEMU-SNP``,
+The Coordinator's replicas (manifest service, verifier, CA) get their evidence through configfs-tsm, the
+pods through ``/dev/sev-guest``: the kernel's interfaces are fakes (:mod:`contrast.testing.guest`), backed
+by the emulated AMD-SP, whose hosts hand out no certificates. Every VCEK, chain and CRL comes from a fake AMD
+KDS over HTTPS on loopback (:mod:`contrast.testing.vendor`). The manifest names a real platform (``Metal-QEMU-SNP``,
 revocation check on by default), and the emulator's ARK stands in for AMD's in every verifier object: every
 step but the root key runs as on real hardware. The owner's ``contrast set`` and ``contrast verify`` and a
 pod's initializer succeed; a pod whose VCEK AMD revoked does not get a certificate.
@@ -48,7 +48,6 @@ from contrast.runtime.natsserver import NatsServer
 from contrast.testing.guest import FakeSevGuestIoctl, FakeTsmTree, SnpMachine
 from contrast.testing.vendor import EmulatedKds, FakeVendor, VendorServer, serve_vendor
 from contrast.verifier.service import make_service as make_verifier
-from tests.services.conftest import private_nats  # noqa: F401 - the fixture
 from tests.services.pipeline import connect, wait_ready
 
 POLICY_COORD = b"package contrast.coordinator\ndefault allow := true\n"
@@ -135,21 +134,24 @@ async def deployment(
     tmp_path: Path, nats: NatsServer, emu: EmulatedSnpPlatform, tdx: EmulatedTdxPlatform, kds: EmulatedKds
 ) -> AsyncIterator[Deployment]:
     keys = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "contrast.cli.main",
-                "keygen",
-                "--rsa-bits",
-                "3072",
-                "--json",
-                "--workspace",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        (
+            await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "contrast.cli.main",
+                    "keygen",
+                    "--rsa-bits",
+                    "3072",
+                    "--json",
+                    "--workspace",
+                    str(tmp_path),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         ).stdout
     )
     manifest = {
@@ -180,7 +182,7 @@ async def deployment(
                 platform=lambda: configfs_platform(emu), evidence_verifier=verifier, collateral=collateral
             )
             d = Deployment(tmp_path, nats.url, vendor, emu, verifier)
-            # The owner's first set (trust on first use), in-process: the CLI's verifier objects get the stand-in.
+            # The owner's first set (trust on first use), in-process: the CLI's verifier gets the stand-in.
             args = d.cli(
                 "set",
                 "-m",
