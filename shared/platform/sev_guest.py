@@ -118,7 +118,7 @@ class SevGuestDevice:
     def _get_ext_report(self, report_data: bytes) -> tuple[bytes, bytes]:
         fd = os.open(self._device, os.O_RDWR)
         try:
-            certs_len = PAGE_SIZE  # the host says how much more its table needs (a VCEK chain needs two pages)
+            certs_len = PAGE_SIZE  # the host says what its table needs (a VCEK chain: two pages)
             for attempt in range(2):
                 certs = ctypes.create_string_buffer(certs_len)
                 req = ctypes.create_string_buffer(

@@ -3,8 +3,8 @@
 The Coordinator's replicas (manifest service, verifier, CA) get their evidence through configfs-tsm, the
 pods through ``/dev/sev-guest``: the kernel's interfaces are fakes (:mod:`contrast.testing.guest`), backed
 by the emulated AMD-SP, whose hosts hand out no certificates. Every VCEK, chain and CRL comes from a fake AMD
-KDS over HTTPS on loopback (:mod:`contrast.testing.vendor`). The manifest names a real platform (``Metal-QEMU-SNP``,
-revocation check on by default), and the emulator's ARK stands in for AMD's in every verifier object: every
+KDS over HTTPS on loopback (:mod:`contrast.testing.vendor`). The manifest names a real platform
+(``Metal-QEMU-SNP``, revocation check on by default), and the emulator's ARK stands in for AMD's in every verifier object: every
 step but the root key runs as on real hardware. The owner's ``contrast set`` and ``contrast verify`` and a
 pod's initializer succeed; a pod whose VCEK AMD revoked does not get a certificate.
 """
