@@ -4,9 +4,9 @@ The Coordinator's replicas (manifest service, verifier, CA) get their evidence t
 pods through ``/dev/sev-guest``: the kernel's interfaces are fakes (:mod:`contrast.testing.guest`), backed
 by the emulated AMD-SP, whose hosts hand out no certificates. Every VCEK, chain and CRL comes from a fake AMD
 KDS over HTTPS on loopback (:mod:`contrast.testing.vendor`). The manifest names a real platform
-(``Metal-QEMU-SNP``, revocation check on by default), and the emulator's ARK stands in for AMD's in every verifier object: every
-step but the root key runs as on real hardware. The owner's ``contrast set`` and ``contrast verify`` and a
-pod's initializer succeed; a pod whose VCEK AMD revoked does not get a certificate.
+(``Metal-QEMU-SNP``, revocation check on by default), and the emulator's ARK stands in for AMD's in every
+verifier object: every step but the root key runs as on real hardware. The owner's ``contrast set`` and
+``contrast verify`` and a pod's initializer succeed; a pod whose VCEK AMD revoked does not get a certificate.
 """
 
 from __future__ import annotations
