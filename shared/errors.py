@@ -17,7 +17,8 @@ Families:
 - ``internal.*`` (:class:`InternalError`): a fault of our own; its details stay in the replica's log.
 
 Misuse of an API by our own code stays ``RuntimeError``/``TypeError``/``ValueError``. Raise ``from`` the
-cause. :data:`REASONS` is the registry of every ``evidence.*``, ``policy.*`` and ``state.*`` code.
+cause. :data:`REASONS` is the registry of every ``collateral.*``, ``evidence.*``, ``policy.*`` and ``state.*``
+code.
 """
 
 from __future__ import annotations
@@ -101,10 +102,16 @@ class InternalError(ContrastError):
     family = "internal"
 
 
-# Every evidence.*, policy.* and state.* reason code the Coordinator uses, and what it means. A test checks
+# Every collateral.*, evidence.*, policy.* and state.* reason code the Coordinator uses, and what it means. A test checks
 # that the code base raises exactly these; docs/reason-codes.md lists them.
 REASONS: Final[Mapping[str, str]] = MappingProxyType(
     {
+        "collateral.missing": "a TDX quote came without collateral where verification needs it",
+        "collateral.stale": (
+            "the collateral is past its nextUpdate, or the cache's copy is past its maximum age and the vendor "
+            "cannot be reached"
+        ),
+        "collateral.unavailable": "the vendor (AMD KDS, Intel PCS) could not be reached, or fetching is off",
         "evidence.ambiguous_chain": "more than one VCEK/VLEK certificate was supplied",
         "evidence.bad_certificate": "a supplied certificate does not parse, or too many were supplied",
         "evidence.bad_collateral": "TDX collateral (TCB info, QE identity) is malformed or badly signed",
@@ -117,7 +124,9 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "evidence.chain_invalid": "the certificates are not one chain of valid signatures from leaf to root",
         "evidence.chip_id_mismatch": "the VCEK was issued for another chip (hwID differs from CHIP_ID)",
         "evidence.collateral_mismatch": "the TDX collateral is for another platform (FMSPC or PCEID differ)",
-        "evidence.collateral_missing": "a peer's TDX evidence came without the collateral to check it",
+        "evidence.collateral_missing": (
+            "a peer's evidence came without the collateral to check it (TDX collateral, AMD's CRL)"
+        ),
         "evidence.crl_expired": "the CRL is past its nextUpdate",
         "evidence.crl_invalid": "the CRL does not parse, is not signed by the root, or is not yet valid",
         "evidence.malformed": "a quote, certificate table or structure does not decode",
@@ -145,6 +154,9 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "evidence.untrusted_root": "the chain ends at a root that is neither pinned nor a listed emulator",
         "policy.bad_tls_key": "the attested TLS key is not a P-256 key",
         "policy.chip_id_not_allowed": "the chip is not in AllowedChipIDs",
+        "policy.crl_missing": (
+            "the reference values require a revocation check (CheckRevocations), but no CRL was checked"
+        ),
         "policy.collateral_missing": (
             "the reference values need a TCB status, but the quote has no collateral"
         ),

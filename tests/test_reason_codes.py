@@ -9,10 +9,15 @@ from contrast.errors import REASONS
 from contrast.evidence.result import Finding
 
 ROOT = Path(__file__).resolve().parents[1]
-_RAISED = re.compile(r"\b(EvidenceError|PolicyError|StateError)\(\s*\"([a-z0-9_]+)\"")
-_LITERAL = re.compile(r"\"((?:evidence|policy|state)\.[a-z0-9_]+)\"")
+_RAISED = re.compile(r"\b(CollateralError|EvidenceError|PolicyError|StateError)\(\s*\"([a-z0-9_]+)\"")
+_LITERAL = re.compile(r"\"((?:collateral|evidence|policy|state)\.[a-z0-9_]+)\"")
 _FINDING = re.compile(r"\b(?:add|eq)\(\s*\"([a-z0-9_]+)\"")  # a validator's policy.* findings
-_FAMILY = {"EvidenceError": "evidence", "PolicyError": "policy", "StateError": "state"}
+_FAMILY = {
+    "CollateralError": "collateral",
+    "EvidenceError": "evidence",
+    "PolicyError": "policy",
+    "StateError": "state",
+}
 # The manifest service reports a replica that is not ready by its state's name (ReplicaState values).
 _BY_STATE = {"state.uninitialized", "state.stale"}
 
@@ -46,4 +51,4 @@ def test_the_docs_list_exactly_the_registry() -> None:
 def test_registered_codes_are_well_formed() -> None:
     for code in REASONS:
         Finding(code=code, field="x")  # the wire form of a finding's code accepts it
-        assert re.fullmatch(r"(evidence|policy|state)\.[a-z][a-z0-9_]*", code)
+        assert re.fullmatch(r"(collateral|evidence|policy|state)\.[a-z][a-z0-9_]*", code)
