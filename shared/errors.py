@@ -102,14 +102,14 @@ class InternalError(ContrastError):
     family = "internal"
 
 
-# Every collateral.*, evidence.*, policy.* and state.* reason code the Coordinator uses, and what it means. A test checks
-# that the code base raises exactly these; docs/reason-codes.md lists them.
+# Every collateral.*, evidence.*, policy.* and state.* reason code the Coordinator uses, and what it means. A
+# test checks that the code base raises exactly these; docs/reason-codes.md lists them.
 REASONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "collateral.missing": "a TDX quote came without collateral where verification needs it",
         "collateral.stale": (
-            "the collateral is past its nextUpdate, or the cache's copy is past its maximum age and the vendor "
-            "cannot be reached"
+            "the collateral is past its nextUpdate, or the cache's copy is past its maximum age and the "
+            "vendor cannot be reached"
         ),
         "collateral.unavailable": "the vendor (AMD KDS, Intel PCS) could not be reached, or fetching is off",
         "evidence.ambiguous_chain": "more than one VCEK/VLEK certificate was supplied",
