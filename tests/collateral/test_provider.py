@@ -22,12 +22,14 @@ from contrast.evidence.verifier import Evidence, EvidenceVerifier, VendorRoots
 from contrast.testing.kv import MemoryKeyValue
 from contrast.testing.vendor import EmulatedKds, FakeVendor, PcsAnswers, VendorServer, serve_vendor
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class Clock:
-    def __init__(self, t: dt.datetime = NOW) -> None:
-        self.t = t.timestamp()
+    def __init__(self, t: dt.datetime | None = None) -> None:
+        self.t = (t or _now()).timestamp()
 
     def __call__(self) -> float:
         return self.t
@@ -44,7 +46,7 @@ def standin(snp: EmulatedSnpPlatform, tdx: EmulatedTdxPlatform) -> EvidenceVerif
 
 @pytest.fixture
 def vendor(snp_emulator: EmulatedSnpPlatform, tdx_emulator: EmulatedTdxPlatform) -> Iterator[VendorServer]:
-    pcs = PcsAnswers.of(tdx_emulator, issued=NOW - dt.timedelta(hours=1))
+    pcs = PcsAnswers.of(tdx_emulator, issued=_now() - dt.timedelta(hours=1))
     with serve_vendor(FakeVendor(EmulatedKds(snp_emulator), pcs)) as server:
         yield server
 
@@ -69,16 +71,16 @@ async def test_snp_evidence_gets_vcek_chain_and_crl_from_kds(
     vendor: VendorServer, snp_emulator: EmulatedSnpPlatform, tdx_emulator: EmulatedTdxPlatform
 ) -> None:
     rd = secrets.token_bytes(64)
-    full = await provider(vendor).complete(bare_snp(snp_emulator, rd), now=NOW, crl=True)
+    full = await provider(vendor).complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
     assert len(full.certs) == 3
     assert full.crl is not None
     assert vendor.vendor.hits("/vcek/v1/Milan/") == 3  # VCEK, cert_chain, crl
-    claims = standin(snp_emulator, tdx_emulator).authenticate(full, emulator_root=None, now=NOW)
+    claims = standin(snp_emulator, tdx_emulator).authenticate(full, emulator_root=None, now=_now())
     assert claims.platform == "Milan"
     assert claims.details["crl_checked"] == "true"
     # What the evidence carries is kept: a second completion asks nobody.
     before = len(vendor.vendor.requests)
-    assert await provider(vendor).complete(full, now=NOW, crl=True) is full
+    assert await provider(vendor).complete(full, now=_now(), crl=True) is full
     assert len(vendor.vendor.requests) == before
 
 
@@ -91,17 +93,20 @@ async def test_a_revoked_vcek_is_rejected(
     assert isinstance(kds, EmulatedKds)
     kds.revoked.add(x509.load_der_x509_certificate(snp_emulator.vcek_der("Milan")).serial_number)
     rd = secrets.token_bytes(64)
-    full = await provider(vendor).complete(bare_snp(snp_emulator, rd), now=NOW, crl=True)
+    full = await provider(vendor).complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
     ref = msgspec.structs.replace(
         snp_emulator.reference_values(), Platform="Metal-QEMU-SNP", EmulatorRootFingerprint=None
     )
     result = standin(snp_emulator, tdx_emulator).verify(
-        full, ReferenceValues(snp=[ref]), expected_report_data=rd, now=NOW
+        full, ReferenceValues(snp=[ref]), expected_report_data=rd, now=_now()
     )
     assert [f.code for f in result.findings] == ["evidence.revoked"]
     # The check that fails without a CRL: the same evidence without one is refused by the reference values.
     result = standin(snp_emulator, tdx_emulator).verify(
-        msgspec.structs.replace(full, crl=None), ReferenceValues(snp=[ref]), expected_report_data=rd, now=NOW
+        msgspec.structs.replace(full, crl=None),
+        ReferenceValues(snp=[ref]),
+        expected_report_data=rd,
+        now=_now(),
     )
     assert [f.code for f in result.findings] == ["policy.crl_missing"]
 
@@ -110,9 +115,9 @@ async def test_tdx_quote_gets_pcs_collateral_with_issuer_chains(
     vendor: VendorServer, snp_emulator: EmulatedSnpPlatform, tdx_emulator: EmulatedTdxPlatform
 ) -> None:
     quote = tdx_emulator.quote(report_data=bytes(64))
-    full = await provider(vendor).complete(Evidence(tee="tdx", report=quote), now=NOW, crl=True)
+    full = await provider(vendor).complete(Evidence(tee="tdx", report=quote), now=_now(), crl=True)
     assert full.tdx_collateral is not None
-    claims = standin(snp_emulator, tdx_emulator).authenticate(full, emulator_root=None, now=NOW)
+    claims = standin(snp_emulator, tdx_emulator).authenticate(full, emulator_root=None, now=_now())
     assert claims.tcb["status"] == "UpToDate"
     assert claims.platform == "TDX"
     for path in ("/tdx/certification/v4/tcb?fmspc=", "/qe/identity", "/pckcrl?ca=platform", "IntelSGXRootCA"):
@@ -123,9 +128,9 @@ async def test_attached_collateral_past_its_validity_is_renewed(
     vendor: VendorServer, tdx_emulator: EmulatedTdxPlatform
 ) -> None:
     quote = tdx_emulator.quote(report_data=bytes(64))
-    old = tdx_emulator.collateral(issued=NOW - dt.timedelta(days=40))  # nextUpdate 10 days ago
+    old = tdx_emulator.collateral(issued=_now() - dt.timedelta(days=40))  # nextUpdate 10 days ago
     got = await provider(vendor).complete(
-        Evidence(tee="tdx", report=quote, tdx_collateral=old), now=NOW, crl=True
+        Evidence(tee="tdx", report=quote, tdx_collateral=old), now=_now(), crl=True
     )
     assert got.tdx_collateral is not None
     assert got.tdx_collateral != old
@@ -137,11 +142,11 @@ async def test_vendor_outage_is_survived_from_the_shared_cache(
 ) -> None:
     store, clock = MemoryKeyValue(), Clock()
     rd = secrets.token_bytes(64)
-    first = await provider(vendor, store, clock).complete(bare_snp(snp_emulator, rd), now=NOW, crl=True)
+    first = await provider(vendor, store, clock).complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
     vendor.vendor.down = True
     clock.t += DEFAULT_REFRESH + 60  # the CRL is due for a refresh; the vendor answers 503
     # Another replica (a fresh provider over the same shared store) is served from the cache.
-    again = await provider(vendor, store, clock).complete(bare_snp(snp_emulator, rd), now=NOW, crl=True)
+    again = await provider(vendor, store, clock).complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
     assert again.certs == first.certs
     assert again.crl == first.crl
     assert vendor.vendor.hits("/crl") >= 2  # it did ask
@@ -153,13 +158,13 @@ async def test_stale_past_the_maximum_age_fails_closed_with_a_named_code(
     store, clock = MemoryKeyValue(), Clock()
     quote = tdx_emulator.quote(report_data=bytes(64))
     await provider(vendor, store, clock, max_age=86400).complete(
-        Evidence(tee="tdx", report=quote), now=NOW, crl=True
+        Evidence(tee="tdx", report=quote), now=_now(), crl=True
     )
     vendor.vendor.down = True
     clock.t += 2 * 86400  # still inside Intel's nextUpdate (30 days), but past our maximum age
     with pytest.raises(CollateralError) as e:
         await provider(vendor, store, clock, max_age=86400).complete(
-            Evidence(tee="tdx", report=quote), now=NOW, crl=True
+            Evidence(tee="tdx", report=quote), now=_now(), crl=True
         )
     assert e.value.code == "collateral.stale"
     assert "maximum age" in e.value.message
@@ -172,7 +177,7 @@ async def test_without_cache_an_outage_is_unavailable_and_the_vendor_is_not_hamm
     p = provider(vendor)
     for _ in range(3):
         with pytest.raises(CollateralError) as e:
-            await p.complete(bare_snp(snp_emulator, bytes(64)), now=NOW, crl=True)
+            await p.complete(bare_snp(snp_emulator, bytes(64)), now=_now(), crl=True)
         assert e.value.code == "collateral.unavailable"
     # 503 with Retry-After 1 s: retried inside the first call's budget, then backed off for the next calls.
     assert vendor.vendor.hits("/vcek/v1/Milan/") <= 3
@@ -219,7 +224,7 @@ async def test_answers_that_are_not_what_they_claim_are_refused(
 async def test_offline_refuses_to_fetch_and_says_so(snp_emulator: EmulatedSnpPlatform) -> None:
     p = CollateralProvider.build(fetcher=OfflineFetcher())
     with pytest.raises(CollateralError) as e:
-        await p.complete(bare_snp(snp_emulator, bytes(64)), now=NOW, crl=False)
+        await p.complete(bare_snp(snp_emulator, bytes(64)), now=_now(), crl=False)
     assert e.value.code == "collateral.unavailable"
     assert "off" in e.value.message
 

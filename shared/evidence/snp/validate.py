@@ -230,11 +230,11 @@ def _check(
 ) -> list[Finding]:
     f = _Findings()
     _check_platform(v, ref, f)
-    _check_revocation(v, ref, f)
     _check_launch(v.report, ref, f)
     _check_tcb(v, ref, f)
     _check_mitigations(v.report, ref, f)
     _check_identity(v.report, ref, f)
+    _check_revocation(v, ref, f)
     # Constant time: REPORT_DATA binds the nonce and the keys the exchange relies on.
     if not report_data_matches(expected_report_data, v.report.report_data):
         f.add("report_data_mismatch", "REPORT_DATA", "the expected binding", "a different value")
