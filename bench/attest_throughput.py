@@ -62,10 +62,12 @@ from nats.aio.msg import Msg
 
 from contrast import subjects
 from contrast.coordinator.manifest_format import parse_manifest
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.evidence.binding import Label, report_data
 from contrast.initializer.client import Initializer, InitializerConfig
+from contrast.pki.service import ServiceRole
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
 from contrast.runtime import configure_logging
@@ -85,24 +87,37 @@ from contrast.wire.v1 import (
     encode,
 )
 
-POLICY_COORD = b"package contrast.coordinator # bench\n"
+# One policy per Coordinator service, each bound to its role in the manifest (the manifest service is not
+# run here: the replicas take their keys from the INSECURE fixture).
+ROLE_POLICIES = {
+    role: f"package contrast.coordinator # bench {role}\n".encode() for role in ("verifier", "ca")
+}
+ROLE_HASHES = {role: hashlib.sha256(doc).digest() for role, doc in ROLE_POLICIES.items()}
 POLICY_POD = b"package bench.pod\n"
-H_COORD = hashlib.sha256(POLICY_COORD).digest()
 H_POD = hashlib.sha256(POLICY_POD).digest()
+# What generate writes into a pod's initializer: the verifier's and the CA's policies.
+INITIALIZER_PINS = CoordinatorPins(policies={ServiceRole(r): frozenset({h}) for r, h in ROLE_HASHES.items()})
 
 
 def manifest(emulator: Any) -> tuple[bytes, dict[str, bytes]]:
     rv = msgspec.to_builtins(emulator.reference_values())
+    coordinator = {
+        h.hex(): {"SANs": [], "Role": "coordinator", "CoordinatorRole": r} for r, h in ROLE_HASHES.items()
+    }
+    manifest_service = hashlib.sha256(b"package contrast.coordinator # bench manifest\n").hexdigest()
     obj = {
         "Policies": {
-            H_COORD.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            **coordinator,
+            manifest_service: {"SANs": [], "Role": "coordinator", "CoordinatorRole": "manifest"},
             H_POD.hex(): {"SANs": ["pod.bench.svc", "10.0.0.1"], "WorkloadSecretID": "bench", "Role": ""},
         },
         "ReferenceValues": {"snp": [rv], "tdx": []},
         "WorkloadOwnerPubKeys": [],
         "SeedshareOwnerPubKeys": [],
     }
-    return json.dumps(obj).encode(), {H_COORD.hex(): POLICY_COORD, H_POD.hex(): POLICY_POD}
+    documents = {ROLE_HASHES[r].hex(): doc for r, doc in ROLE_POLICIES.items()}
+    documents[manifest_service] = b"package contrast.coordinator # bench manifest\n"
+    return json.dumps(obj).encode(), {**documents, H_POD.hex(): POLICY_POD}
 
 
 def raw_p384_rate(seconds: float = 1.0) -> float:
@@ -225,10 +240,12 @@ class Cluster:
                 kind,
                 *argv,
             ]
+        # The emulated host launches each service with its own role's policy.
+        env = {**self.env, "CONTRAST_EMULATED_POLICY_HASH": ROLE_HASHES[kind].hex()}
         self.procs.append(
             subprocess.Popen(
                 command,
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -348,7 +365,7 @@ def run_driver(job: DriverJob, ready: Any, go: Any) -> DriverResult:
 async def _drive(job: DriverJob, ready: Any, go: Any) -> DriverResult:
     nc = await nats.connect(job.url, max_reconnect_attempts=-1)
     emulator = await asyncio.to_thread(emulated.load_snp_emulator, Path(job.emulator_dir))
-    config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=120)
+    config = InitializerConfig(pins=INITIALIZER_PINS, deadline=120)
     init = Initializer(nc=nc, platform=EmulatedSnp(emulator, host_data=H_POD), config=config)
     await closed_loop(init, job.warmup, min(job.warmup, job.concurrency))  # caches, connections
     ready.put(os.getpid())
@@ -505,7 +522,6 @@ async def run(args: argparse.Namespace) -> None:
             "CONTRAST_NATS_URL": server.url,
             "CONTRAST_PLATFORM": "emulated-snp",
             "CONTRAST_EMULATOR_DIR": str(emu_dir),
-            "CONTRAST_EMULATED_POLICY_HASH": H_COORD.hex(),
             "CONTRAST_INSECURE_FIXTURE_DIR": str(work / "fixture"),
             "CONTRAST_LOG_LEVEL": "ERROR",
             # Pre-built requests for the stage and overload runs wait in the queue longer than 10 s.

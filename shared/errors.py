@@ -160,6 +160,9 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "policy.collateral_missing": (
             "the reference values need a TCB status, but the quote has no collateral"
         ),
+        "policy.coordinator_root_mismatch": (
+            "the Coordinator's root CA is not the one pinned in this pod's policy"
+        ),
         "policy.debug_enabled": "the guest was launched with DEBUG (its memory is readable)",
         "policy.emulated_platform": "evidence from an emulator under a real platform's reference values",
         "policy.emulator_root_mismatch": (
@@ -194,11 +197,16 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "policy.report_data_mismatch": "REPORT_DATA does not bind this exchange's nonce and keys",
         "policy.role_mismatch": "a Coordinator policy asked for a mesh certificate (it joins instead)",
         "policy.rtmr_mismatch": "an RTMR differs from the reference values",
-        "policy.tcb_status": "the TDX TCB status is not accepted (a peer's is revoked or unknown)",
-        "policy.tcb_too_low": "a TCB component or the TCB evaluation data number is below the minimum",
+        "policy.tcb_status": (
+            "the TDX TCB status is not accepted (for a peer: not UpToDate or one the manifest accepts)"
+        ),
+        "policy.tcb_too_low": (
+            "a TCB component or the TCB evaluation data number is below the minimum (or our own)"
+        ),
         "policy.td_attributes_mismatch": "TD_ATTRIBUTES differ from the reference values",
         "policy.tee_mismatch": "a peer's evidence is of another TEE than ours",
         "policy.vmpl_mismatch": "the VMPL differs from the reference values",
+        "policy.wrong_coordinator_role": "the attested Coordinator policy is bound to another service role",
         "policy.xfam_mismatch": "XFAM differs from the reference values",
         "state.no_history_key": "this replica does not hold the history signing key",
         "state.not_ready": "the replica has not joined or has no verified manifest yet",

@@ -47,9 +47,10 @@ HEAD_MAX_AGE = 1.0  # seconds
 
 
 class SignerPolicies:
-    """The Coordinator policy hashes of the manifest object last seen: an O(n) decode of every policy hash
-    that would otherwise run per verdict. A new manifest is a new object; the last one is held, so that its
-    identity cannot be reused by another object."""
+    """The ``verifier`` policy hashes of the manifest object last seen (only a policy bound to the verifier
+    role signs verdicts): an O(n) decode of every policy hash that would otherwise run per verdict. A new
+    manifest is a new object; the last one is held, so that its identity cannot be reused by another
+    object."""
 
     def __init__(self) -> None:
         self._last: tuple[Manifest, frozenset[bytes]] | None = None
@@ -57,7 +58,7 @@ class SignerPolicies:
     def of(self, manifest: Manifest) -> frozenset[bytes]:
         last = self._last
         if last is None or last[0] is not manifest:
-            last = (manifest, manifest.coordinator_policy_hashes())
+            last = (manifest, manifest.coordinator_policy_hashes(ServiceRole.VERIFIER))
             self._last = last
         return last[1]
 
@@ -151,7 +152,13 @@ class _Ca:
             now=now,
         )
         result_bytes = encode(result)
-        stored = _StoredCheck(verdict=verdict, identity=view.identity, verifier=self.verifier, now=now)
+        stored = _StoredCheck(
+            verdict=verdict,
+            identity=view.identity,
+            verifier=self.verifier,
+            now=now,
+            tdx_statuses=self.deps.pins.tdx_statuses,
+        )
         # Storing is delivering: the initializer listens on the subject of its `results` key.
         data = await self._store(request_id, result_bytes, stored)
         self.rt.metrics.issuance_seconds.observe(time.perf_counter() - started)
@@ -221,6 +228,7 @@ class _StoredCheck:
     identity: CoordinatorIdentity
     verifier: EvidenceVerifier
     now: dt.datetime
+    tdx_statuses: frozenset[str]
 
     def authentic(self, request_id: str, value: bytes) -> bool:
         try:
@@ -239,6 +247,7 @@ class _StoredCheck:
                 own=own,
                 allowed_policy_hashes=(own.policy_hash,),
                 now=self.now,
+                accepted_tdx_statuses=self.tdx_statuses,
             )
             issued = decoder(IssuedResult).decode(payload)
         except (ContrastError, msgspec.ValidationError, msgspec.DecodeError):
@@ -260,7 +269,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         replica = CoordinatorReplica(
             role=ServiceRole.CA,
             platform=deps.attached_platform(collateral),
-            key_source=deps.key_source(rt.replica),
+            key_source=deps.key_source(rt.replica, deps.pins),
             history_kv=history,
             nc=rt.nc,
             metrics=rt.metrics,

@@ -4,7 +4,13 @@ Configuration (flags, each defaulting to an environment variable):
 
 - ``--nats`` / ``CONTRAST_NATS_URL``;
 - ``--coordinator-policy-hashes`` / ``CONTRAST_COORDINATOR_POLICY_HASHES`` (required): the Coordinator policy
-  hashes whose signed answers are believed; ``contrast generate`` writes them into the pod's measured policy;
+  hashes per role (``ca:<hash>,verifier:<hash>``) whose signed answers are believed: a bundle only from a
+  ``ca`` policy, a rejection only from a ``verifier`` policy;
+- ``--coordinator-root`` / ``CONTRAST_COORDINATOR_ROOT_CA_SHA256`` (optional): SHA-256 of the Coordinator's
+  root CA; a bundle under another root is refused (``policy.coordinator_root_mismatch``);
+- ``CONTRAST_PEER_TDX_TCB_STATUSES`` (optional): TDX TCB statuses besides ``UpToDate`` accepted for the
+  Coordinator. ``contrast generate`` writes all three into the pod's measured policy
+  (:mod:`contrast.coordinator.pins`);
 - ``--root`` / ``CONTRAST_INITIALIZER_ROOT`` (default ``/contrast``): where the files go;
 - ``--deadline`` / ``CONTRAST_INITIALIZER_DEADLINE`` (seconds, default 300): retry until then;
 - the platform from ``CONTRAST_PLATFORM`` (:func:`contrast.platform.select.platform_from_env`).
@@ -26,7 +32,8 @@ from nats.aio.client import Client
 from contrast import subjects
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
-from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig, parse_policy_hashes
+from contrast.coordinator.pins import POLICY_HASHES_ENV, ROOT_ENV, TDX_STATUSES_ENV, CoordinatorPins
+from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig
 from contrast.initializer.files import DEFAULT_ROOT, write_credentials
 from contrast.platform.select import PlatformConfigError, platform_from_env
 from contrast.runtime import configure_logging, get_logger
@@ -41,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     env = os.environ
     p = argparse.ArgumentParser(prog="python -m contrast.initializer", description=__doc__.split("\n")[0])
     p.add_argument("--nats", default=env.get("CONTRAST_NATS_URL", "nats://127.0.0.1:4222"))
-    p.add_argument("--coordinator-policy-hashes", default=env.get("CONTRAST_COORDINATOR_POLICY_HASHES", ""))
+    p.add_argument("--coordinator-policy-hashes", default=env.get(POLICY_HASHES_ENV, ""))
+    p.add_argument("--coordinator-root", default=env.get(ROOT_ENV, ""))
     p.add_argument("--root", default=env.get("CONTRAST_INITIALIZER_ROOT", str(DEFAULT_ROOT)))
     p.add_argument("--deadline", type=float, default=float(env.get("CONTRAST_INITIALIZER_DEADLINE", "300")))
     p.add_argument("--replica", default=env.get("CONTRAST_REPLICA", "initializer"))
@@ -50,8 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     try:
-        hashes = parse_policy_hashes(args.coordinator_policy_hashes)
-        config = InitializerConfig(coordinator_policy_hashes=hashes, deadline=args.deadline)
+        pins = CoordinatorPins.parse(
+            args.coordinator_policy_hashes, args.coordinator_root, os.environ.get(TDX_STATUSES_ENV, "")
+        )
+        config = InitializerConfig(pins=pins, deadline=args.deadline)
         platform = await platform_from_env()
     except (ValueError, PlatformConfigError) as e:
         print(f"initializer: configuration error: {e}", file=sys.stderr)

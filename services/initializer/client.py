@@ -10,8 +10,10 @@
    with ``Nats-Msg-Id = request_id`` (a re-publish after a lost PubAck is deduplicated);
 5. waits for the result on the subject, and polls KV ``results`` as a fallback (a reconnect loses core
    messages);
-6. believes only an answer that authenticates (:mod:`contrast.attestation.bundle`): a forged answer is
-   ignored and the wait goes on; an authenticated rejection of *this* request ends the attempt. The
+6. believes only an answer that authenticates (:mod:`contrast.attestation.bundle`: a bundle from a pinned
+   ``ca`` policy, a rejection from a pinned ``verifier`` policy): a forged answer is ignored and the wait
+   goes on; an authenticated rejection of *this* request ends the attempt, and so does an authentic bundle
+   from a Coordinator whose root CA is not the pinned one (``policy.coordinator_root_mismatch``). The
    answering replica's statement carries its collateral; with a ``collateral`` provider, a part that is
    missing or past its validity is fetched (shared cache, then the vendor) before the statement is checked.
 
@@ -39,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -49,11 +52,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from contrast import subjects
 from contrast.attestation.bundle import Expectation, OpenedBundle, StatementCache, open_rejection, open_result
 from contrast.collateral.provider import CollateralProvider
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
-from contrast.errors import ContrastError, StateError
+from contrast.errors import ContrastError, PolicyError, StateError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity
+from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
 from contrast.runtime.client import request
 from contrast.runtime.logs import get_logger
@@ -67,7 +72,7 @@ _PUBLISH_ATTRIBUTES = {"messaging.system": "nats", "messaging.operation.type": "
 
 @dataclass(frozen=True, kw_only=True)
 class InitializerConfig:
-    coordinator_policy_hashes: frozenset[bytes]
+    pins: CoordinatorPins  # from the pod's measured environment (contrast.coordinator.pins)
     deadline: float = 300.0  # seconds for the whole flow, retries included
     attempt_timeout: float = 15.0  # seconds to wait for one request's answer
     request_timeout: float = 5.0  # nonce request and publish
@@ -76,10 +81,11 @@ class InitializerConfig:
     backoff_cap: float = 5.0
 
     def __post_init__(self) -> None:
-        if not self.coordinator_policy_hashes:
-            raise ValueError("at least one Coordinator policy hash is needed to authenticate answers")
-        if any(len(h) != 32 for h in self.coordinator_policy_hashes):
-            raise ValueError("Coordinator policy hashes are 32 bytes")
+        for role in (ServiceRole.CA, ServiceRole.VERIFIER):
+            if not self.pins.of(role):
+                raise ValueError(
+                    f"no {role.value} policy hash is pinned: Coordinator answers cannot be authenticated"
+                )
         if min(self.deadline, self.attempt_timeout, self.request_timeout, self.poll_interval) <= 0:
             raise ValueError("timeouts must be positive")
 
@@ -204,7 +210,7 @@ class Initializer:
             tls_public_key=tls_public,
             hpke_key=hpke_key,
             own=own,
-            coordinator_policy_hashes=cfg.coordinator_policy_hashes,
+            pins=cfg.pins,
         )
         inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
 
@@ -275,14 +281,20 @@ class Initializer:
         return entry.value
 
     async def _judge(self, raw: bytes, exp: Expectation) -> OpenedBundle | ContrastError | None:
-        """An opened bundle, the error of an authenticated rejection, or None for anything not to believe."""
+        """An opened bundle, the error of an authenticated rejection or of a bundle from a Coordinator with
+        another root than the pinned one, or None for anything not to believe."""
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         try:
             result = decoder(AttestResult).decode(raw)
             if self.collateral is not None:
                 result = await self._with_collateral(result, exp.own, now)
             if result.outcome == "issued":
-                return open_result(result, exp, self.verifier, now, self.statements)
+                bundle = open_result(result, exp, self.verifier, now, self.statements)
+                try:
+                    self.config.pins.check_root(bundle.root_ca.public_bytes(serialization.Encoding.DER))
+                except PolicyError as e:
+                    return e  # authentic, but from another Coordinator: nothing of it is written
+                return bundle
             return open_rejection(result, exp, self.verifier, now, self.statements)
         except (msgspec.ValidationError, msgspec.DecodeError):
             _log.warning("result_ignored", request_id=exp.request_id, code="request.decode")
@@ -302,17 +314,3 @@ class Initializer:
             result.envelope, statement=msgspec.structs.replace(st, evidence=evidence)
         )
         return msgspec.structs.replace(result, envelope=envelope)
-
-
-def parse_policy_hashes(value: str) -> frozenset[bytes]:
-    """``CONTRAST_COORDINATOR_POLICY_HASHES``: comma-separated 64-hex-digit policy hashes."""
-    out: set[bytes] = set()
-    for item in value.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        raw = bytes.fromhex(item)
-        if len(raw) != 32:
-            raise ValueError(f"not a 32-byte policy hash: {item[:16]}…")
-        out.add(raw)
-    return frozenset(out)

@@ -2,8 +2,8 @@
 
 import sys
 
-from contrast.manifest.service import SERVICE
+from contrast.manifest.service import make_service
 from contrast.runtime import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE))
+    sys.exit(main(make_service))  # a malformed Coordinator pin in the environment: exit 2

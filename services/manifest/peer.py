@@ -2,9 +2,10 @@
 
 The loop re-verifies the stored head every ``interval`` seconds (and at once on a
 ``contrast.v1.events.manifest.updated`` hint). While this replica is stale it asks the queue group of manifest
-replicas for a join nonce and joins; a ready peer checks that this replica runs exactly its own code before
-it seals the seed and the mesh key to this replica's attested key
-(:func:`contrast.replica.join.answer_join`).
+replicas for a join nonce and joins; a ready peer checks that this replica's policy is bound to the
+``manifest`` role and that it runs exactly the peer's own code before it seals the seed and the mesh key to
+this replica's attested key (:func:`contrast.replica.join.answer_join`). This replica in turn accepts the
+grant only from its own exact code, at a TCB at least its own, and under its pinned root if it has one.
 No owner has to act. The seed-share owners' ``contrast recover`` is needed only when no replica is ready.
 """
 
@@ -21,6 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from contrast import subjects
 from contrast.coordinator.history import ReplicaState
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.errors import ContrastError
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.manifest.state import ManifestReplica
@@ -46,9 +48,11 @@ class PeerRecovery:
         platform: Platform,
         verifier: EvidenceVerifier,
         name: str,
+        pins: CoordinatorPins,
         interval: float = 1.0,
     ) -> None:
         self._nc = nc
+        self._pins = pins
         self._replica = replica
         self._platform = platform
         self._verifier = verifier
@@ -86,6 +90,7 @@ class PeerRecovery:
                 ServiceRole.MANIFEST,
                 replica=self._name,
                 verifier=self._verifier,
+                pins=self._pins,
                 attempt_timeout=2.0,
                 now=dt.datetime.now(dt.UTC),
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from contrast import subjects
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
 from contrast.coordinator.history import ReplicaState
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import recover_subject
 from contrast.errors import StateError, StoreError
@@ -43,11 +45,14 @@ def make_service(
     platform_factory: PlatformFactory = platform_from_env,
     *,
     peer_interval: float = 1.0,
+    pins: CoordinatorPins | None = None,
     evidence_verifier: Callable[[], EvidenceVerifier] = EvidenceVerifier,
     collateral: Callable[[Store], CollateralProvider] = CollateralProvider.build,
 ) -> Service:
-    """The manifest service; tests inject a platform, an evidence verifier (a stand-in vendor root) and a
-    collateral provider; production takes the platform from the environment and the pinned roots."""
+    """The manifest service; tests inject a platform, pins, an evidence verifier (a stand-in vendor root) and
+    a collateral provider; production takes the platform and the pins from the environment (a malformed pin
+    is a ValueError here, before anything runs) and the pinned roots."""
+    pins = pins if pins is not None else CoordinatorPins.from_env(os.environ)
 
     async def build(rt: Runtime) -> Handlers:
         provider = collateral(NatsKeyValue(await rt.kv(subjects.COLLATERAL)))
@@ -61,11 +66,11 @@ def make_service(
         await rt.stream(subjects.EVENTS)
         name = replica_label(rt.replica)  # also a subject token: its recovery endpoint
         events = Events(rt.nc, service=rt.service, replica=name, metrics=rt.metrics)
-        replica = ManifestReplica(history_kv, on_state=events.state, on_update=events.updated)
+        replica = ManifestReplica(history_kv, on_state=events.state, on_update=events.updated, pins=pins)
         with contextlib.suppress(StoreError):  # recorded as the replica's fault; readiness reports it
             await replica.refresh()
         peer = PeerRecovery(
-            rt.nc, replica, platform=platform, verifier=verifier, name=name, interval=peer_interval
+            rt.nc, replica, platform=platform, verifier=verifier, name=name, pins=pins, interval=peer_interval
         )
         await _run_peer_recovery(rt, peer)
         users = UserApi(
@@ -161,6 +166,3 @@ def _endpoints(users: UserApi, joins: JoinApi, name: str) -> tuple[Endpoint[Any]
             timeout=10.0,
         ),
     )
-
-
-SERVICE = make_service()

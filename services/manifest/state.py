@@ -9,6 +9,11 @@ state              meaning
                    or another replica moved ``latest`` beyond the head this replica holds
 =================  ==========================================================================================
 
+A replica whose measured configuration pins the Coordinator's root CA
+(``CONTRAST_COORDINATOR_ROOT_CA_SHA256``, :mod:`contrast.coordinator.pins`) adopts no seed that does not
+derive that root: it makes no first set (a new seed is a new root) and takes a recovered or peer-granted seed
+only if its root is the pinned one.
+
 The seed, the history-signing key and the mesh CA key live only in this object's memory. Every request that
 needs keys calls :meth:`ManifestReplica.ready_view`, which re-reads and re-verifies the stored head first, so
 a tampered store (bad signature, rollback, edited bytes, a missing record) is refused by name
@@ -37,6 +42,7 @@ from contrast.coordinator.history import (
     transition_key,
 )
 from contrast.coordinator.manifest_format import ManifestDocument, check_policies_supplied, parse_manifest
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.recovery_head import ClaimedHead, claimed_head, pointer_head
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.kdf import SeedEngine, generate_seed
@@ -113,8 +119,10 @@ class ManifestReplica:
         on_state: StateListener | None = None,
         on_update: UpdateListener | None = None,
         clock: Callable[[], dt.datetime] = _now,
+        pins: CoordinatorPins | None = None,
     ) -> None:
         self._kv = kv
+        self._pins = pins or CoordinatorPins()
         self._lock = asyncio.Lock()
         self._engine: SeedEngine | None = None
         self._history: History | None = None
@@ -251,6 +259,7 @@ class ManifestReplica:
         )
         seed, salt = generate_seed()
         engine = SeedEngine(seed, salt)
+        self._check_root(engine)  # a pinned replica never starts another Coordinator
         history = self._history_for(engine)
         # Shares first: if a seed-share owner key were unusable we must fail before the history exists.
         shares = make_seed_shares(seed, salt, doc.manifest.SeedshareOwnerPubKeys)
@@ -276,6 +285,10 @@ class ManifestReplica:
         view = self._view()
         await self._after_update(view)
         return SetOutcome(view=view, seed_shares=b"")
+
+    def _check_root(self, engine: SeedEngine) -> None:
+        """``policy.coordinator_root_mismatch`` unless the seed derives the pinned root CA (if any)."""
+        self._pins.check_root(root_certificate(engine.root_ca_key()).public_bytes(_DER))
 
     def _history_for(self, engine: SeedEngine) -> History:
         key = engine.history_signing_key()
@@ -350,6 +363,7 @@ class ManifestReplica:
         seed. The root CA is the same as before (it comes from the seed); the mesh CA is new.
         """
         engine = SeedEngine(seed, salt)
+        self._check_root(engine)
         history = self._history_for(engine)
         async with self._lock:
             state = await self._refresh_locked()
@@ -394,6 +408,7 @@ class ManifestReplica:
         """Peer recovery: adopt the seed and mesh key a ready peer granted, if they match the stored head."""
         keys = result.keys
         engine = SeedEngine(keys.seed, keys.salt)
+        self._check_root(engine)
         history = self._history_for(engine)
         if history_key_bytes(engine) != result.keys.history_public_key:
             raise AuthError("bad_join_reply", "the granted seed does not derive the granted history key")

@@ -6,4 +6,4 @@ from contrast.runtime import main
 from contrast.verifier.service import make_service
 
 if __name__ == "__main__":
-    sys.exit(main(make_service()))
+    sys.exit(main(make_service))  # a malformed Coordinator pin in the environment: exit 2

@@ -8,15 +8,18 @@ CA's service key in an envelope that carries its statement.
 
 Acceptance (:func:`open_result`, initializer side, §3.5), in this order:
 
-1. the envelope's statement: genuine hardware, our launch measurement and root kind, a Coordinator policy
-   hash from our configuration (:func:`contrast.coordinator.statement.open_envelope`);
+1. the envelope's statement: genuine hardware, our launch measurement and root kind, a TCB at least ours,
+   and a policy hash of the ``ca`` role pinned in our configuration
+   (:func:`contrast.coordinator.statement.open_envelope`);
 2. its signature over the received payload and *our* request id;
 3. the payload answers our request digest; only now is the bundle opened with our HPKE key;
 4. the leaf is for our TLS key and our policy hash, and chains both to the mesh CA and, through the
    intermediate, to the root; the workload secret is present exactly when the leaf names an ID.
 
-A rejection (:func:`open_rejection`) is believed only after the same statement and signature checks, and
-only if it concerns our request digest.
+A rejection (:func:`open_rejection`) is believed only after the same statement and signature checks, from a
+``verifier`` policy pinned in our configuration, and only if it concerns our request digest. Whether the
+bundle's root CA is the one pinned for the pod (if any) is the initializer's last check
+(:meth:`contrast.coordinator.pins.CoordinatorPins.check_root`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.cache import BoundedCache
 from contrast.coordinator.manifest_format import PolicyEntry
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, transcript
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import derive_workload_secret
@@ -43,6 +46,7 @@ from contrast.errors import AuthError, ContrastError, PolicyError, from_code
 from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
 from contrast.pki.chain import AnchorVerifiers, ParsedCertificates
 from contrast.pki.mesh import MeshAuthority, leaf_claims
+from contrast.pki.service import ServiceRole
 from contrast.wire.v1 import (
     AttestResult,
     IssuedResult,
@@ -57,6 +61,8 @@ from contrast.wire.v1 import (
 
 PURPOSE_ISSUED: Final = "attest-result"
 PURPOSE_REJECTED: Final = "attest-rejected"
+# Who may sign which answer: a CA replica issues, a verifier replica rejects. Nobody else does either.
+SENDER_ROLES: Final = {PURPOSE_ISSUED: ServiceRole.CA, PURPOSE_REJECTED: ServiceRole.VERIFIER}
 _DER = serialization.Encoding.DER
 
 
@@ -135,7 +141,11 @@ class Expectation:
     tls_public_key: ec.EllipticCurvePublicKey
     hpke_key: HpkePrivateKey
     own: OwnIdentity
-    coordinator_policy_hashes: Collection[bytes]
+    pins: CoordinatorPins
+
+    def senders(self, purpose: str) -> frozenset[bytes]:
+        """The pinned policy hashes of the one Coordinator role that may send an answer of ``purpose``."""
+        return self.pins.of(SENDER_ROLES[purpose])
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +176,8 @@ class StatementCache:
     verification path of :func:`open_result` and :func:`open_rejection`: without a long-lived cache they use a
     fresh one, which checks everything.
 
-    - statements that passed :func:`verify_peer` for one yardstick (``own`` and the allowed policy hashes):
+    - statements that passed :func:`verify_peer` for one yardstick (``own``, the purpose's allowed policy
+      hashes and the accepted TDX statuses):
       the statement's P-384 verification is paid once per replica, not once per answer; the signature over
       each payload is still checked every time;
     - the mesh CA, intermediate and root certificates, parsed once per exact DER
@@ -192,11 +203,14 @@ class StatementCache:
         return seen is not None and seen <= now < seen + self._ttl
 
     @staticmethod
-    def _key(statement: Statement, exp: Expectation) -> bytes:
+    def _key(statement: Statement, exp: Expectation, purpose: str) -> bytes:
         h = hashlib.sha256(encode(statement))
         h.update(encode(exp.own))
-        for ph in sorted(exp.coordinator_policy_hashes):
+        h.update(purpose.encode() + b"\x00")
+        for ph in sorted(exp.senders(purpose)):
             h.update(ph)
+        for status in sorted(exp.pins.tdx_statuses):
+            h.update(status.encode() + b"\x00")
         return h.digest()
 
     def open(
@@ -208,7 +222,9 @@ class StatementCache:
         now: dt.datetime,
     ) -> bytes:
         """Steps 1-2: the envelope's statement and its signature over the payload; returns the payload."""
-        key = self._key(env.statement, exp)
+        if env.purpose != purpose:
+            raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
+        key = self._key(env.statement, exp, purpose)
         trusted = self._statements.get(key)
         if trusted is None or not self._fresh(trusted.checked_at, now):
             payload, _ = open_envelope(
@@ -217,16 +233,15 @@ class StatementCache:
                 binding=exp.request_id.encode(),
                 verifier=verifier,
                 own=exp.own,
-                allowed_policy_hashes=exp.coordinator_policy_hashes,
+                allowed_policy_hashes=exp.senders(purpose),
                 now=now,
+                accepted_tdx_statuses=exp.pins.tdx_statuses,
             )
             parsed = serialization.load_der_public_key(env.statement.service_key)  # open_envelope checked it
             if not isinstance(parsed, ec.EllipticCurvePublicKey):
                 raise AuthError("bad_key", "the statement's service key is not an EC key")
             self._statements.put(key, _TrustedStatement(service_key=parsed, checked_at=now))
             return payload
-        if env.purpose != purpose:
-            raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {env.purpose!r}")
         try:
             trusted.service_key.verify(
                 env.signature,

@@ -7,9 +7,10 @@ certificate. :class:`VerdictChecker` accepts it only if, in this order:
 
 1. the certificate was issued directly by the root CA, is valid now and has role ``verifier``
    (:func:`contrast.pki.service.verify_service_cert`), and the policy hash it certifies (taken from the
-   verifier's join evidence) is one of ``signer_policy_hashes``: the ``Role: coordinator`` entries of the
-   manifest the verdict is checked against. A verifier whose policy an update removed (a vulnerable image,
-   or a key stolen from one) signs nothing the CA accepts any more, however long its certificate runs;
+   verifier's join evidence) is one of ``signer_policy_hashes``: the ``Role: coordinator`` entries bound to
+   the ``verifier`` role in the manifest the verdict is checked against. A verifier whose policy an update
+   removed (a vulnerable image, or a key stolen from one) signs nothing the CA accepts any more, however
+   long its certificate runs;
 2. the signature verifies over the *received* payload bytes and the request id it was delivered under;
 3. the payload decodes strictly and names that request id;
 4. the verdict is positive, fresh (issued within ``max_age``, not in the future) and for the current
@@ -125,7 +126,7 @@ class VerdictChecker:
         signer_policy_hashes: Collection[bytes],
         now: dt.datetime,
     ) -> CheckedVerdict:
-        """``signer_policy_hashes``: the current manifest's Coordinator policies (``auth.signer_revoked`` if
+        """``signer_policy_hashes``: the current manifest's ``verifier`` policies (``auth.signer_revoked`` if
         the signer's certified policy is not among them)."""
         cached = self._signer(signed.service_cert, now)
         signer = cached.identity

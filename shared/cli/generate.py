@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from contrast.coordinator.pins import root_ca_sha256
 from contrast.errors import ContrastError
 from contrast.generate import platforms
 from contrast.generate.generator import Options, run
@@ -89,11 +93,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="OCI image layout to read image configs from (repeatable); searched after images.lock.json",
     )
     p.add_argument(
+        "--coordinator-root",
+        type=Path,
+        metavar="PEM",
+        help="pin the Coordinator's root CA (coordinator-root-ca.pem, written by the first `contrast set`) "
+        "in every workload and every verifier and CA replica: they then refuse a Coordinator with another "
+        "root, as after a wiped store. Without it a pin the YAML already carries is kept",
+    )
+    p.add_argument(
         "--offline",
         action="store_true",
         help="never contact a registry: image configs come from images.lock.json and --image-layout only",
     )
     p.set_defaults(func=_main)
+
+
+def _root_pin(path: Path) -> bytes:
+    """SHA-256 of the root CA certificate's DER, read from a PEM or DER file."""
+    data = path.read_bytes()
+    cert = (
+        x509.load_pem_x509_certificate(data)
+        if b"-----BEGIN" in data
+        else x509.load_der_x509_certificate(data)
+    )
+    return root_ca_sha256(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -103,7 +126,13 @@ def _main(args: argparse.Namespace) -> int:
             "registry controls what runs in the confidential pods.",
             file=sys.stderr,
         )
+    try:
+        root = _root_pin(args.coordinator_root) if args.coordinator_root is not None else None
+    except (OSError, ValueError) as exc:
+        print(f"contrast generate: --coordinator-root {args.coordinator_root}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = Options(
+        coordinator_root=root,
         allow_mutable_images=args.allow_mutable_images,
         initializer_image=args.initializer_image,
         mesh_image=args.mesh_image,
@@ -130,7 +159,11 @@ def _main(args: argparse.Namespace) -> int:
         print(f"contrast generate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     for w in report.outcome.workloads:
-        role = f" role={w.role}" if w.role else ""
+        role = (
+            f" role={w.role}/{w.coordinator_role}"
+            if w.coordinator_role
+            else (f" role={w.role}" if w.role else "")
+        )
         init = "" if w.initializer else " (no initializer)"
         print(f"{w.policy_hash}  {w.ref}{role}{init}  [{w.path}]")
     for path in report.written:

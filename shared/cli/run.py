@@ -1,13 +1,15 @@
 """``contrast run``: the local end-to-end runner (``make run``). INSECURE: the hardware is emulated.
 
 With the Coordinator's services in the table it runs the scenario of :mod:`contrast.cli.localrun.scenario`:
-emulator, ``generate`` on the example app, embedded NATS (or ``--nats URL``), the manifest service, the CA
-and ``--verifiers N`` verifier replicas, ``set``, one attested pod per workload, ``verify``, mutual TLS
-between pods, a summary, then a live status line until Ctrl-C (``--headless``: exit after the summary).
+emulator, ``generate`` on the Coordinator's layout (``--coordinator``, ``deploy/kubernetes``) and the example
+app, embedded NATS (or ``--nats URL``), the manifest service, the CA and ``--verifiers N`` verifier replicas,
+``set``, one attested pod per workload, ``verify``, mutual TLS between pods, a summary, then a live status
+line until Ctrl-C (``--headless``: exit after the summary).
 
-Each service runs as its own process (``python -m contrast.<service>``), exactly as in a pod, in its own
-session: a Ctrl-C reaches only this runner, which stops pods and services first (SIGTERM: they drain their
-in-flight work), then NATS. Nothing is left behind. ``OTEL_*`` variables pass through to every service.
+Each service runs as its own process, with the command, environment and policy hash of its pod in the
+generated YAML, exactly as in a pod, in its own session: a Ctrl-C reaches only this runner, which stops pods
+and services first (SIGTERM: they drain their in-flight work), then NATS. Nothing is left behind. ``OTEL_*``
+variables pass through to every service.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ SERVICES: tuple[RunnableService, ...] = (
     RunnableService("meshproxy", replicas=0),
 )
 
-# The example app ships in the source tree next to the package root (shared/ is importable as contrast).
-DEFAULT_EXAMPLES = Path(contrast.__file__).resolve().parent.parent / "deploy" / "examples"
+# The example app and the Coordinator's Kubernetes layout ship in the source tree next to the package root
+# (shared/ is importable as contrast).
+DEPLOY = Path(contrast.__file__).resolve().parent.parent / "deploy"
+DEFAULT_EXAMPLES = DEPLOY / "examples"
+DEFAULT_COORDINATOR = DEPLOY / "kubernetes"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         workdir=Path(args.workdir),
         examples=Path(args.examples),
+        coordinator=Path(args.coordinator),
         platform=args.platform,
         verifiers=args.verifiers,
         nats_url=args.nats,
@@ -88,6 +94,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--examples", default=str(DEFAULT_EXAMPLES), help="the app to deploy (default: %(default)s)"
+    )
+    p.add_argument(
+        "--coordinator",
+        default=str(DEFAULT_COORDINATOR),
+        help="the Coordinator's layout, one Deployment per service (default: %(default)s)",
     )
     p.add_argument(
         "--jaeger",

@@ -20,8 +20,9 @@
    run may have recorded a newer head), written to a temporary file, fsynced and renamed into place.
 
 ``verify/`` receives ``coordinator-root-ca.pem``, ``mesh-ca.pem``, ``manifest.<i>.json`` (``0`` is the first),
-``policies/<sha256>`` and ``latest-transition`` (the signed pointer as served) once steps 1–4 passed. Exit 0
-only if every step passed; 1 otherwise (the reason code is printed); 2 for unusable input.
+``policies/<sha256>`` and ``latest-transition`` (the signed pointer as served) only once every step passed,
+the match of step 5 included: a refused Coordinator (any reason, a manifest mismatch too) writes nothing.
+Exit 0 only if every step passed; 1 otherwise (the reason code is printed); 2 for unusable input.
 """
 
 from __future__ import annotations
@@ -143,9 +144,10 @@ def verify(
         served = served_state(checked)
         approved_hashes = set(approved) if approved is not None else None
         assessment = assess(recorded, served, accept_new_root=args.accept_new_root, approved=approved_hashes)
-        write_outputs(out, checked)
         matches = checked.active.raw == doc.raw
         if matches:
+            # Only now, with every check passed: a refused Coordinator leaves no CA file to be trusted.
+            write_outputs(out, checked)
             async with locked(path, args.timeout):
                 current = await load_state(path)
                 if current != recorded:  # another run recorded a history meanwhile: check against that one
@@ -186,7 +188,8 @@ def verify(
         text = (
             f"the Coordinator is attested (policy {checked.claims.policy_hash.hex()[:16]}…) at generation "
             f"{checked.export.generation}; {len(checked.entries)} manifest(s) in a verified history; "
-            f"wrote {out}\n{state_text}\n"
+            + (f"wrote {out}" if matches else "wrote nothing")
+            + f"\n{state_text}\n"
             + (
                 f"every manifest of the history is approved (--approved {args.approved})\n"
                 if approved is not None

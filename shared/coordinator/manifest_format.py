@@ -3,11 +3,21 @@
 Shape (the names Contrast users already have)::
 
     {
-      "Policies": {"<64 hex policy hash>": {"SANs": [...], "WorkloadSecretID": "...", "Role": "coordinator"}},
+      "Policies": {
+        "<64 hex policy hash>": {"SANs": [...], "WorkloadSecretID": "...", "Role": ""},
+        "<64 hex policy hash>": {"SANs": [], "Role": "coordinator", "CoordinatorRole": "verifier"}
+      },
       "ReferenceValues": {"snp": [...], "tdx": [...]},
       "WorkloadOwnerPubKeys": ["<hex DER SPKI, ECDSA P-384>", ...],
       "SeedshareOwnerPubKeys": ["<hex DER SPKI, RSA >= 3072>", ...]
     }
+
+``Role`` keeps Contrast's meaning: ``"coordinator"`` marks a policy of the Coordinator itself, which joins
+instead of attesting for a mesh certificate; ``""`` (or absent) is a workload. Every Coordinator entry names
+exactly one service role in ``CoordinatorRole`` (``manifest``, ``verifier`` or ``ca``), and that is the only
+role a replica with that policy is ever granted: a join for another role is refused, only ``manifest``
+evidence receives the seed, and only a ``verifier`` policy signs verdicts. A workload entry has no
+``CoordinatorRole``. At least one ``manifest`` entry is required. ``docs/manifest.md`` is the reference.
 
 The manifest is identified by SHA-256 over the bytes exactly as received; it is stored and served as those
 bytes and never re-encoded. :func:`validate` reports *every* problem it finds, each prefixed with a
@@ -34,10 +44,12 @@ from contrast.crypto.ownerkeys import parse_seedshare_owner_pubkey, parse_worklo
 from contrast.errors import RequestError
 from contrast.evidence.refvalues import ReferenceValues, SnpReferenceValues, TdxReferenceValues
 from contrast.pki.san import parse_sans
+from contrast.pki.service import ServiceRole
 
 MAX_MANIFEST_SIZE: Final = 1 << 20
 MAX_POLICY_DOCUMENT_SIZE: Final = 1 << 20
 ROLE_COORDINATOR: Final = "coordinator"
+COORDINATOR_ROLES: Final = tuple(r.value for r in ServiceRole)  # manifest, verifier, ca
 _TOP_LEVEL: Final = ("Policies", "ReferenceValues", "WorkloadOwnerPubKeys", "SeedshareOwnerPubKeys")
 _POLICY_HASH = re.compile(r"^[0-9a-f]{64}$")
 _WORKLOAD_SECRET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,252}$")
@@ -47,6 +59,15 @@ class PolicyEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     SANs: list[str]
     WorkloadSecretID: str = ""
     Role: Literal["", "coordinator"] = ""
+    # The one Coordinator service a ``Role: coordinator`` policy may act as; empty for a workload.
+    CoordinatorRole: Literal["", "manifest", "verifier", "ca"] = ""
+
+    @property
+    def service_role(self) -> ServiceRole | None:
+        """The Coordinator role this policy is bound to; None for a workload (or an unbound entry)."""
+        if self.Role != ROLE_COORDINATOR or not self.CoordinatorRole:
+            return None
+        return ServiceRole(self.CoordinatorRole)
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,8 +80,18 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """The entry for a policy hash read from verified evidence (HOST_DATA / MR_CONFIG_ID[0:32])."""
         return self.Policies.get(policy_hash.hex()) if len(policy_hash) == 32 else None
 
-    def coordinator_policy_hashes(self) -> frozenset[bytes]:
-        return frozenset(bytes.fromhex(h) for h, e in self.Policies.items() if e.Role == ROLE_COORDINATOR)
+    def coordinator_policy_hashes(self, role: ServiceRole | None = None) -> frozenset[bytes]:
+        """The Coordinator policy hashes, or only those bound to ``role``."""
+        return frozenset(
+            bytes.fromhex(h)
+            for h, e in self.Policies.items()
+            if e.Role == ROLE_COORDINATOR and (role is None or e.service_role is role)
+        )
+
+    def coordinator_role(self, policy_hash: bytes) -> ServiceRole | None:
+        """The Coordinator role bound to a policy hash from verified evidence; None if it is none."""
+        entry = self.policy(policy_hash)
+        return None if entry is None else entry.service_role
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +272,7 @@ def _check_policies(value: Any, problems: list[str]) -> dict[str, PolicyEntry]:
         return out
     if not value:
         problems.append("Policies: must not be empty")
-    coordinators = 0
+    roles: set[str] = set()
     for key, entry in value.items():
         p = f"Policies.{key}"
         if not _POLICY_HASH.match(key):
@@ -253,17 +284,27 @@ def _check_policies(value: Any, problems: list[str]) -> dict[str, PolicyEntry]:
             continue
         out[key] = e
         if e.Role == ROLE_COORDINATOR:
-            coordinators += 1
-        elif not e.SANs:
-            problems.append(f"{p}.SANs: a workload policy needs at least one SAN")
+            if not e.CoordinatorRole:
+                problems.append(
+                    f"{p}.CoordinatorRole: a coordinator policy must name its service role "
+                    f"({', '.join(COORDINATOR_ROLES)})"
+                )
+            roles.add(e.CoordinatorRole)
+        else:
+            if e.CoordinatorRole:
+                problems.append(f"{p}.CoordinatorRole: only a Role coordinator policy has a service role")
+            if not e.SANs:
+                problems.append(f"{p}.SANs: a workload policy needs at least one SAN")
         try:
             parse_sans(e.SANs)
         except ValueError as err:
             problems.append(f"{p}.SANs: {err}")
         if e.WorkloadSecretID and not _WORKLOAD_SECRET_ID.match(e.WorkloadSecretID):
             problems.append(f"{p}.WorkloadSecretID: must be 1-253 characters of [A-Za-z0-9._:/@-]")
-    if value and coordinators == 0:
+    if value and not roles:
         problems.append("Policies: at least one policy must have Role coordinator")
+    elif value and ServiceRole.MANIFEST.value not in roles:
+        problems.append("Policies: at least one coordinator policy must have CoordinatorRole manifest")
     return out
 
 

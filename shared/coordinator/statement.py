@@ -4,8 +4,9 @@ See ``docs/protocol.md`` §1. Each replica makes a P-256 service key and an HPKE
 evidence binding both (label ``COORDINATOR_STATEMENT``). The resulting :class:`~contrast.wire.v1.Statement`
 travels with every response that carries a decision, inside a :class:`~contrast.wire.v1.SignedEnvelope`
 whose signature covers a transcript that includes the requester's nonce or request id. The receiver checks
-the statement with :func:`contrast.evidence.verifier.verify_peer` (same launch measurement, an allowed
-Coordinator policy hash, our kind of root), then the signature over the *received* payload bytes, and only
+the statement with :func:`contrast.evidence.verifier.verify_peer` (same launch measurement, a TCB at least
+ours, a policy hash of the Coordinator role that may send this kind of response, our kind of root), then the
+signature over the *received* payload bytes, and only
 then decodes the payload.
 """
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import AuthError
 from contrast.evidence.binding import Label, report_data
+from contrast.evidence.peertcb import DEFAULT_PEER_TDX_STATUSES
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity, verify_peer
 from contrast.platform.base import Platform
@@ -101,8 +103,12 @@ def open_envelope(
     own: OwnIdentity,
     allowed_policy_hashes: Collection[bytes],
     now: datetime,
+    accepted_tdx_statuses: Collection[str] = DEFAULT_PEER_TDX_STATUSES,
 ) -> tuple[bytes, Claims]:
-    """Check the statement, then the signature; return the authenticated payload and the signer's claims."""
+    """Check the statement, then the signature; return the authenticated payload and the signer's claims.
+
+    ``allowed_policy_hashes`` are the policies of the one Coordinator role that may send this purpose.
+    """
     if envelope.purpose != purpose:
         raise AuthError("wrong_purpose", f"expected a {purpose!r} envelope, got {envelope.purpose!r}")
     st = envelope.statement
@@ -113,6 +119,7 @@ def open_envelope(
         allowed_policy_hashes=allowed_policy_hashes,
         expected_report_data=st.expected_report_data(),
         now=now,
+        accepted_tdx_statuses=accepted_tdx_statuses,
     )
     try:
         key = serialization.load_der_public_key(st.service_key)

@@ -10,8 +10,9 @@
 so one attestation proves, to the holder of the nonce, that attested code with that policy hash currently
 stands at that transition with those two CA certificates, and said exactly this payload.
 :func:`verify_attested_reply` checks the evidence against the *caller's* manifest: its reference values, a
-``Role: coordinator`` policy for HOST_DATA / MR_CONFIG_ID, and the binding. A reply captured for another
-nonce fails the binding.
+``Role: coordinator`` policy bound to ``CoordinatorRole: manifest`` for HOST_DATA / MR_CONFIG_ID (only the
+manifest service speaks for the Coordinator, and only it may receive the seed), and the binding. A reply
+captured for another nonce fails the binding.
 
 **Recovery.** A stale replica shows an HPKE key in evidence bound with ``Label.RECOVERY`` to the client's
 nonce, a one-time recovery nonce of its own and the stored head it will adopt::
@@ -42,6 +43,7 @@ from contrast.errors import AuthError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import Evidence, EvidenceVerifier
+from contrast.pki.service import ServiceRole
 from contrast.wire.v1 import AttestedReply
 
 _TRANSCRIPT_LABEL: Final = b"contrast user api transcript v1\x00"
@@ -106,7 +108,9 @@ def check_coordinator_evidence(
     """Evidence of a manifest replica, judged by the caller's manifest; returns its claims or raises.
 
     Checks authenticity, the reference values (which also pin the vendor root or, for the emulator, its root
-    fingerprint), REPORT_DATA, and that the policy hash is a ``Role: coordinator`` policy of ``manifest``.
+    fingerprint), REPORT_DATA, and that the policy hash is a ``Role: coordinator`` policy of ``manifest``
+    bound to the ``manifest`` service role: a verifier or CA replica can neither answer for the Coordinator
+    nor, in recovery, receive the seed (``policy.wrong_coordinator_role``).
     """
     claims = verifier.verify(
         evidence, manifest.ReferenceValues, expected_report_data=expected_report_data, now=now
@@ -121,6 +125,13 @@ def check_coordinator_evidence(
         raise PolicyError(
             "not_coordinator",
             f"the Coordinator runs policy {claims.policy_hash.hex()}, which is not a coordinator policy",
+        )
+    if entry.service_role is not ServiceRole.MANIFEST:
+        raise PolicyError(
+            "wrong_coordinator_role",
+            f"policy {claims.policy_hash.hex()} is bound to Coordinator role "
+            f"{entry.CoordinatorRole or 'none'}, not manifest: only the manifest service answers owners and "
+            "receives the seed",
         )
     return claims
 

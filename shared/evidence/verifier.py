@@ -10,8 +10,9 @@ Nothing in it is trusted because it was supplied: every certificate is checked a
 ``evidence.*`` finding; reference-value mismatches come back with ``policy.*`` findings. It does no I/O.
 
 :func:`verify_peer` implements ``docs/protocol.md`` §1: it checks that a peer's evidence is authentic,
-chains to the same kind of root as our own, runs the same launch measurement as ours, has an allowed policy
-hash, and binds the expected REPORT_DATA. Peers are Coordinator replicas answering a joiner or an initializer.
+chains to the same kind of root as our own, runs the same launch measurement as ours on a TCB at least ours
+(:mod:`contrast.evidence.peertcb`), has an allowed policy hash, and binds the expected REPORT_DATA. Peers are
+Coordinator replicas answering a joiner or an initializer.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import msgspec
 
 from contrast.cache import BoundedCache
 from contrast.errors import CollateralError, EvidenceError, PolicyError
+from contrast.evidence.peertcb import DEFAULT_PEER_TDX_STATUSES, check_peer_tcb
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.result import Claims, Finding, Tee, ValidationResult
 from contrast.evidence.snp import abi as snp_abi
@@ -33,7 +35,6 @@ from contrast.evidence.snp import trust as snp_trust
 from contrast.evidence.snp import validate as snp_validate
 from contrast.evidence.snp.kds import Product
 from contrast.evidence.snp.verify import SnpVerifier
-from contrast.evidence.tdx import pcs as tdx_pcs
 from contrast.evidence.tdx import validate as tdx_validate
 from contrast.evidence.tdx.trust import INTEL_SGX_ROOT_CA_SHA256, TdxRoots
 from contrast.evidence.tdx.verify import TdxCollateral, TdxVerifier
@@ -53,8 +54,6 @@ _PEER_MEASUREMENT_DETAILS: Final[dict[Tee, tuple[str, ...]]] = {
     "tdx": ("rtmr0", "rtmr1", "rtmr2", "mr_seam", "td_attributes", "xfam"),
 }
 
-
-_NEVER_ACCEPTABLE_TDX_STATUSES: Final = frozenset({tdx_pcs.REVOKED, tdx_pcs.NO_MATCH, "collateral missing"})
 _TDX_DEBUG_BIT: Final = 0x01  # TD_ATTRIBUTES bit 0 (in byte 0)
 
 
@@ -209,6 +208,7 @@ class OwnIdentity(msgspec.Struct, frozen=True, kw_only=True):
     policy_hash: bytes
     measurement_details: dict[str, str] = {}
     emulator_root: str | None = None  # hex SHA-256 of our emulator root; None on real hardware
+    tcb: dict[str, str] = {}  # our own verified TCB (Claims.tcb): the floor for our peers
 
     @classmethod
     def from_claims(cls, claims: Claims, *, emulator_root: str | None) -> OwnIdentity:
@@ -219,6 +219,7 @@ class OwnIdentity(msgspec.Struct, frozen=True, kw_only=True):
             policy_hash=claims.policy_hash,
             measurement_details={k: claims.details[k] for k in keys if k in claims.details},
             emulator_root=emulator_root,
+            tcb=dict(claims.tcb),
         )
 
 
@@ -230,13 +231,15 @@ def verify_peer(
     allowed_policy_hashes: Collection[bytes],
     expected_report_data: bytes,
     now: datetime,
+    accepted_tdx_statuses: Collection[str] = DEFAULT_PEER_TDX_STATUSES,
 ) -> Claims:
     """Check a peer's evidence as ``docs/protocol.md`` §1 says; return its claims or raise a typed error.
 
     The peer must use our TEE and our kind of root, run our launch measurement under our launch policy
     (SNP POLICY and VMPL, TDX TD_ATTRIBUTES and XFAM: the host picks these, the measurement does not cover
-    them; DEBUG is refused unless we run with it too), not sit on a revoked TDX TCB, have one of
-    ``allowed_policy_hashes``, and bind ``expected_report_data``.
+    them; DEBUG is refused unless we run with it too), sit on a TCB at least ours
+    (:func:`~contrast.evidence.peertcb.check_peer_tcb`; TDX: a status of ``accepted_tdx_statuses``, default
+    ``UpToDate``), have one of ``allowed_policy_hashes``, and bind ``expected_report_data``.
     """
     if not allowed_policy_hashes:
         raise PolicyError("no_reference_values", "no allowed peer policy hash is configured")
@@ -261,10 +264,7 @@ def verify_peer(
     # missing), so a real SNP peer whose chain was not checked against one is refused.
     if claims.tee == "snp" and own.emulator_root is None and claims.details.get("crl_checked") != "true":
         raise EvidenceError("collateral_missing", "the peer's SNP evidence came without AMD's CRL")
-    # A peer checker has no reference values, but a TCB level that Intel revoked (or does not know) is never
-    # acceptable: its attestation keys may be in anyone's hands.
-    if claims.tee == "tdx" and claims.tcb.get("status") in _NEVER_ACCEPTABLE_TDX_STATUSES:
-        raise PolicyError("tcb_status", f"the peer's TDX TCB status is {claims.tcb.get('status')}")
+    check_peer_tcb(claims, own.tee, own.tcb, accepted_tdx_statuses=accepted_tdx_statuses)
     if not any(hmac.compare_digest(claims.policy_hash, h) for h in allowed_policy_hashes):
         raise PolicyError("policy_unknown", f"peer policy hash {claims.policy_hash.hex()} is not allowed")
     if not hmac.compare_digest(claims.report_data, expected_report_data):

@@ -8,6 +8,7 @@ refusal leaves the user's files as they were.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -21,16 +22,18 @@ from typing import Any
 import msgspec
 
 from contrast.coordinator import manifest_format
+from contrast.coordinator.pins import ROOT_ENV
 from contrast.crypto.ownerkeys import ensure_owner_keys, public_key_hex
 from contrast.errors import RequestError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.generate import annotations as ann
-from contrast.generate import inject, jsonpatch, mesh, platforms, registry
+from contrast.generate import coordinators, inject, jsonpatch, mesh, platforms, registry
 from contrast.generate import policy as pol
 from contrast.generate.imageconfig import LOCK_FILE, ImageConfigs, Source, load_lock
 from contrast.generate.images import INITIALIZER_IMAGE, is_pinned
 from contrast.generate.workloads import Workload, as_workload
 from contrast.generate.yamldocs import YamlFile, dump_document, iter_yaml_paths, read_file
+from contrast.pki.service import ServiceRole
 
 MANIFEST_FILE = "manifest.json"
 POLICIES_DIR = "policies"  # <workspace>/policies/<hash>.toml: the documents `contrast set` sends
@@ -51,6 +54,11 @@ class Options:
     # the images' registries.
     image_layouts: tuple[Path, ...] = ()
     offline: bool = False
+    # SHA-256 of the Coordinator's root CA (after the first `set`): pinned into every workload and every
+    # verifier and CA replica. None keeps a pin the YAML already carries, or pins nothing.
+    coordinator_root: bytes | None = None
+    # CONTRAST_PEER_TDX_TCB_STATUSES for every pod (run() derives it from the TDX reference values).
+    peer_tdx_statuses: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class WorkloadReport:
     policy_hash: str
     role: str
     initializer: bool
+    coordinator_role: str = ""  # manifest, verifier or ca for a Coordinator pod
 
 
 @dataclass
@@ -72,15 +81,18 @@ class Outcome:
     images: ImageConfigs = field(default_factory=ImageConfigs)  # the image configs the policies used
 
 
-def _entry(w: Workload, role: str, options: Options) -> dict[str, Any]:
+def _entry(w: Workload, role: str, service: ServiceRole | None, options: Options) -> dict[str, Any]:
     secret_id = ann.read(w.obj, w.template, ann.WORKLOAD_SECRET_ID, w.ref)
     if secret_id == "":
         raise RequestError("annotation_invalid", f"{w.ref}: {ann.WORKLOAD_SECRET_ID} must not be empty")
-    return {
+    entry = {
         "SANs": [w.name, "*"] if options.wildcard_san else [w.name],
         "WorkloadSecretID": secret_id if secret_id is not None else w.default_secret_id(),
         "Role": role,
     }
+    if service is not None:
+        entry["CoordinatorRole"] = service.value
+    return entry
 
 
 def _strings(meta: Any, key: str) -> dict[str, str]:
@@ -110,9 +122,24 @@ def pod_settings(w: Workload) -> pol.PodSettings:
     )
 
 
+@dataclass
+class _Pins:
+    """The Coordinator policy hashes seen so far, by role, and what every pod pins besides them."""
+
+    hashes: dict[ServiceRole, list[str]] = field(default_factory=dict)
+    root: str | None = None
+    tdx_statuses: str = ""
+
+    def of(self, service: ServiceRole | None, kept_root: str | None = None) -> dict[str, str]:
+        return coordinators.pins_for(
+            service, self.hashes, root=self.root, tdx_statuses=self.tdx_statuses, kept_root=kept_root
+        )
+
+
 def _process_workload(
-    w: Workload, path: Path, options: Options, out: Outcome, coordinator_hashes: list[str]
+    w: Workload, path: Path, options: Options, out: Outcome, pins: _Pins, service: ServiceRole | None
 ) -> None:
+    """``service`` is the Coordinator role of a Coordinator pod, None for a workload."""
     skip = ann.flag(w.obj, w.template, ann.SKIP_INITIALIZER, w.ref)
     role = ann.role(w.obj, w.template, w.ref)
     # The Coordinator attests itself when it joins; others get the initializer unless they opt out.
@@ -123,12 +150,16 @@ def _process_workload(
         with_initializer=with_initializer,
         guest_default_deny=options.guest_default_deny,
     )
-    if with_initializer:
+    if service is not None:
+        _, container = coordinators.service_container(w)
+        kept = inject.container_env(container, ROOT_ENV)
+        inject.set_pins(container, pins.of(service, kept_root=kept), w.ref)
+    elif with_initializer:
         inject.inject(
             w.pod_spec,
             image=options.initializer_image,
             nats_url=options.nats_url,
-            coordinator_hashes=coordinator_hashes,
+            pins=pins.of(None),
             ref=w.ref,
         )
     policy = pol.build(
@@ -152,20 +183,68 @@ def _process_workload(
     if not keep:
         ann.set_pod_annotation(w.template, ann.KATA_INITDATA, policy.annotation)
 
-    entry = _entry(w, role, options)
+    entry = _entry(w, role, service, options)
     previous = out.policies.get(digest)
     if previous is not None and previous != entry:
         raise RequestError(
             "policy_conflict",
             f"{w.ref}: has the same policy hash {digest} as another workload but a different manifest entry "
-            f"(SANs {previous['SANs']} vs {entry['SANs']}); the Coordinator could not tell them apart. "
+            f"(SANs {previous['SANs']} vs {entry['SANs']}, role {previous.get('CoordinatorRole', '')!r} vs "
+            f"{entry.get('CoordinatorRole', '')!r}); the Coordinator could not tell them apart. "
             "Make the pods differ (for example by an environment variable) or give them one identity.",
         )
     out.policies[digest] = entry
     out.documents[digest] = policy.initdata
+    if service is not None:
+        pins.hashes.setdefault(service, []).append(digest)
     out.workloads.append(
-        WorkloadReport(path=path, ref=w.ref, policy_hash=digest, role=role, initializer=with_initializer)
+        WorkloadReport(
+            path=path,
+            ref=w.ref,
+            policy_hash=digest,
+            role=role,
+            initializer=with_initializer,
+            coordinator_role=service.value if service is not None else "",
+        )
     )
+
+
+def _root_pin(files: list[YamlFile], options: Options) -> str | None:
+    """The root pin to write: the option's, else the one the YAML already carries (never two)."""
+    if options.coordinator_root is not None:
+        return options.coordinator_root.hex()
+    containers: list[Any] = []
+    for f in files:
+        for doc in f.documents:
+            w = as_workload(doc.data)
+            if w is None:
+                continue
+            if ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR:
+                service, container = coordinators.service_container(w)
+                if service is not ServiceRole.MANIFEST:  # its own hand-set pin is not the workloads'
+                    containers.append(container)
+            else:
+                init = w.pod_spec.get("initContainers")
+                containers += [
+                    c
+                    for c in (init if isinstance(init, list) else [])
+                    if isinstance(c, dict) and c.get("name") == inject.INITIALIZER_NAME
+                ]
+    found = coordinators.existing_root_pins(containers)
+    if len(found) > 1:
+        raise RequestError(
+            "pin_conflict",
+            f"the YAML pins {len(found)} different Coordinator roots; pass --coordinator-root to choose one",
+        )
+    return found.pop() if found else None
+
+
+# The order in which pods are processed: each pass's policy hashes go into the pins of the later ones.
+_PASSES: tuple[frozenset[ServiceRole | None], ...] = (
+    frozenset({ServiceRole.MANIFEST}),
+    frozenset({ServiceRole.VERIFIER, ServiceRole.CA}),
+    frozenset({None}),
+)
 
 
 def process(files: list[YamlFile], options: Options, images: ImageConfigs | None = None) -> Outcome:
@@ -178,21 +257,21 @@ def process(files: list[YamlFile], options: Options, images: ImageConfigs | None
             "image_not_pinned", f"initializer image {options.initializer_image!r} needs a digest"
         )
     out = Outcome(files=files, images=images if images is not None else ImageConfigs())
-    # Coordinators first: their policy hashes go into every initializer (and so into every other pod's
-    # policy), which pins the Coordinator that a pod will accept answers from.
-    coordinator_hashes: list[str] = []
-    for coordinators_pass in (True, False):
+    # Manifest service first, then verifier and CA (which pin the manifest service's policies), then the
+    # workloads (whose initializers pin the verifier's and the CA's): the pins are part of each pod's policy.
+    pins = _Pins(root=_root_pin(files, options), tdx_statuses=options.peer_tdx_statuses)
+    for roles in _PASSES:
         for f in files:
             for doc in f.documents:
                 w = as_workload(doc.data)
                 if w is None:
                     continue
-                if (ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR) != coordinators_pass:
+                coordinator = ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR
+                service = coordinators.service_container(w)[0] if coordinator else None
+                if service not in roles:
                     continue
                 before = copy.deepcopy(doc.data)
-                _process_workload(w, f.path, options, out, coordinator_hashes)
-                if coordinators_pass:
-                    coordinator_hashes.append(out.workloads[-1].policy_hash)
+                _process_workload(w, f.path, options, out, pins, service)
                 # Unchanged meaning keeps the original bytes: a second run rewrites nothing.
                 doc.new_text = None if doc.data == before else dump_document(doc.data, doc.text)
     for ref in sorted(out.images.misses):
@@ -201,12 +280,31 @@ def process(files: list[YamlFile], options: Options, images: ImageConfigs | None
             "volumes beyond the pod spec, and kata-agent refuses the container if it does (run generate "
             "where the registry is reachable, or pass --image-layout)"
         )
-    if not coordinator_hashes and any(w.initializer for w in out.workloads):
-        out.warnings.append(
-            "no Coordinator workload (annotation contrast.edgeless.systems/pod-role: coordinator) in the"
-            f" input: initializers will refuse to start until {inject.COORDINATOR_HASHES_ENV} names one"
-        )
+    _warn_about_pins(out, pins)
     return out
+
+
+def _warn_about_pins(out: Outcome, pins: _Pins) -> None:
+    joining = any(w.coordinator_role in ("verifier", "ca") for w in out.workloads)
+    initializers = any(w.initializer for w in out.workloads)
+    for role, who, needed in (
+        (ServiceRole.MANIFEST, "verifier and CA replicas will refuse every join", joining),
+        (ServiceRole.VERIFIER, "initializers will refuse every rejection", initializers),
+        (ServiceRole.CA, "initializers will refuse every certificate", initializers),
+    ):
+        if needed and not pins.hashes.get(role):
+            out.warnings.append(
+                f"no Coordinator workload runs the {role.value} service (annotation "
+                f"{ann.POD_ROLE}: coordinator, command python -m contrast.{role.value}) in the input: {who} "
+                f"until {inject.COORDINATOR_HASHES_ENV} names one"
+            )
+    if pins.root is None and (initializers or joining):
+        out.warnings.append(
+            "the pods are not pinned to a Coordinator root CA: they accept any Coordinator that runs these "
+            "policies, including one started on a wiped store or a second one of the same release. After the "
+            "first `contrast set`, run generate again with --coordinator-root coordinator-root-ca.pem, then "
+            "`contrast set` the new manifest and apply the YAML"
+        )
 
 
 def render_manifest(manifest: dict[str, Any]) -> bytes:
@@ -392,18 +490,9 @@ def run(
     sources: list[Source] = [registry.OciLayout(p) for p in options.image_layouts]
     if not options.offline:
         sources.append(registry.from_registry)
-    outcome = process(files, options, ImageConfigs(load_lock(lock_path), sources))
-    if not outcome.workloads:
-        raise RequestError(
-            "no_workloads", "found no workload with a runtimeClassName starting with contrast-cc"
-        )
 
+    # The reference values first: the TDX statuses they accept go into every pod's pins.
     refvals: Any = platforms.reference_values(platform, emulator_dir=emulator_dir)
-    if platforms.canonical_name(platform) in (platforms.EMULATED_SNP, platforms.EMULATED_TDX):
-        outcome.warnings.append(
-            f"{platforms.canonical_name(platform)} is INSECURE: the manifest trusts a local emulator's keys "
-            f"({emulator_dir}), not hardware. For development and tests only."
-        )
     for pf in patch_files or []:
         try:
             patch = json.loads(pf.read_bytes())
@@ -413,6 +502,18 @@ def run(
     if not isinstance(refvals, dict):
         raise RequestError("reference_values_invalid", "patched reference values are not an object")
     missing = check_reference_values(refvals)
+    options = dataclasses.replace(options, peer_tdx_statuses=coordinators.peer_tdx_statuses(refvals))
+
+    outcome = process(files, options, ImageConfigs(load_lock(lock_path), sources))
+    if not outcome.workloads:
+        raise RequestError(
+            "no_workloads", "found no workload with a runtimeClassName starting with contrast-cc"
+        )
+    if platforms.canonical_name(platform) in (platforms.EMULATED_SNP, platforms.EMULATED_TDX):
+        outcome.warnings.append(
+            f"{platforms.canonical_name(platform)} is INSECURE: the manifest trusts a local emulator's keys "
+            f"({emulator_dir}), not hardware. For development and tests only."
+        )
 
     old_workload, old_seedshare = _existing_owner_keys(mpath)
     workload_key, seedshare_key = ensure_owner_keys(workspace)

@@ -1,21 +1,25 @@
-"""Inject the Contrast initializer and the in-memory ``contrast-secrets`` volume into a pod spec.
+"""Inject the Contrast initializer and the in-memory ``contrast-secrets`` volume into a pod spec, and write
+the Coordinator pins (:mod:`contrast.coordinator.pins`) into the containers that need them.
 
 Idempotent: running it on its own output changes nothing, so ``generate`` can run again on files it wrote.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+from contrast.coordinator.pins import POLICY_HASHES_ENV, ROOT_ENV, TDX_STATUSES_ENV
 from contrast.errors import RequestError
 
 INITIALIZER_NAME = "contrast-initializer"
 SECRETS_VOLUME = "contrast-secrets"
 SECRETS_MOUNT_PATH = "/contrast"
 NATS_URL_ENV = "CONTRAST_NATS_URL"
-# Which Coordinator the initializer trusts. It is part of the pod spec and so of the measured policy: the
-# bus cannot point an attested pod at another "Coordinator" (docs/protocol.md §1).
-COORDINATOR_HASHES_ENV = "CONTRAST_COORDINATOR_POLICY_HASHES"
+# Which Coordinator the initializer (or a joining Coordinator replica) trusts: the policy hashes per role, the
+# root CA, the TDX statuses for peers. They are part of the pod spec and so of the measured policy: the bus
+# cannot point an attested pod at another "Coordinator" (docs/protocol.md §1).
+COORDINATOR_HASHES_ENV = POLICY_HASHES_ENV
+PIN_ENVS: Final = (POLICY_HASHES_ENV, ROOT_ENV, TDX_STATUSES_ENV)
 DEFAULT_NATS_URL = "nats://nats.contrast-system.svc.cluster.local:4222"
 
 # How the service image (deploy/Dockerfile) starts a service: its interpreter by absolute path (never looked
@@ -31,7 +35,8 @@ def service_command(module: str) -> list[str]:
     return [SERVICE_PYTHON, "-m", module]
 
 
-def initializer_container(image: str, nats_url: str, coordinator_hashes: list[str]) -> dict[str, Any]:
+def initializer_container(image: str, nats_url: str, pins: dict[str, str]) -> dict[str, Any]:
+    """The initializer; ``pins`` are the values of :data:`PIN_ENVS` to set (an absent name is not set)."""
     return {
         "name": INITIALIZER_NAME,
         "image": image,
@@ -40,7 +45,7 @@ def initializer_container(image: str, nats_url: str, coordinator_hashes: list[st
         "env": [
             {"name": "PATH", "value": SERVICE_PATH},
             {"name": NATS_URL_ENV, "value": nats_url},
-            {"name": COORDINATOR_HASHES_ENV, "value": ",".join(sorted(coordinator_hashes))},
+            *({"name": n, "value": pins[n]} for n in PIN_ENVS if n in pins),
         ],
         "securityContext": {"runAsUser": SERVICE_UID, "runAsGroup": SERVICE_UID},
         "volumeMounts": [{"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH}],
@@ -62,13 +67,44 @@ def _list(spec: dict[str, Any], key: str, ref: str) -> list[Any]:
     return value
 
 
-def inject(
-    spec: dict[str, Any], *, image: str, nats_url: str, coordinator_hashes: list[str], ref: str
-) -> None:
+def set_pins(container: dict[str, Any], pins: dict[str, str], ref: str) -> None:
+    """Make the container's :data:`PIN_ENVS` exactly ``pins`` (set, replaced or removed); other variables stay
+    where they are."""
+    env = container.get("env")
+    if env is None:
+        env = container["env"] = []
+    if not isinstance(env, list) or not all(isinstance(e, dict) for e in env):
+        raise RequestError(
+            "workload_invalid", f"{ref}: container {container.get('name')!r} env must be a list"
+        )
+    if any(e.get("name") in PIN_ENVS and "value" not in e for e in env):
+        raise RequestError(
+            "workload_invalid", f"{ref}: the Coordinator pins must be plain values, never valueFrom"
+        )
+    kept = [e for e in env if e.get("name") not in PIN_ENVS or e.get("name") in pins]
+    for e in kept:
+        if e.get("name") in pins:
+            e["value"] = pins[e["name"]]
+    have = {e.get("name") for e in kept}
+    kept += [{"name": n, "value": pins[n]} for n in PIN_ENVS if n in pins and n not in have]
+    env[:] = kept
+
+
+def container_env(container: Any, name: str) -> str | None:
+    """A plain ``value`` of the container's environment, or None."""
+    if not isinstance(container, dict) or not isinstance(container.get("env"), list):
+        return None
+    for e in container["env"]:
+        if isinstance(e, dict) and e.get("name") == name and isinstance(e.get("value"), str):
+            return str(e["value"])
+    return None
+
+
+def inject(spec: dict[str, Any], *, image: str, nats_url: str, pins: dict[str, str], ref: str) -> None:
     """Make the initializer the first init container and mount ``contrast-secrets`` in every container."""
     init = _list(spec, "initContainers", ref)
     init[:] = [c for c in init if not (isinstance(c, dict) and c.get("name") == INITIALIZER_NAME)]
-    init.insert(0, initializer_container(image, nats_url, coordinator_hashes))
+    init.insert(0, initializer_container(image, nats_url, pins))
 
     volumes = _list(spec, "volumes", ref)
     existing = [v for v in volumes if isinstance(v, dict) and v.get("name") == SECRETS_VOLUME]

@@ -5,9 +5,9 @@ issued directly by the root CA, with its role in the private :data:`contrast.pki
 extension, the policy hash of its verified join evidence in :data:`contrast.pki.oids.SERVICE_POLICY_HASH`
 and a URI SAN ``urn:contrast:coordinator:<role>:<replica-id>``. A CA replica accepts a verdict only if
 :func:`verify_service_cert` accepts the signer's certificate for role ``verifier`` *and* the certified policy
-hash is still a ``Role: coordinator`` entry of the manifest the verdict is checked against: a certificate
-outlives no manifest update that removes its replica's policy. A certificate without the policy hash is
-refused.
+hash is still a ``Role: coordinator`` entry bound to the ``verifier`` role in the manifest the verdict is
+checked against: a certificate outlives no manifest update that removes its replica's policy. A certificate
+without the policy hash is refused.
 
 Mesh leaves never carry the role extension and are never issued by the root directly, so a workload
 certificate can never pass as a service certificate.

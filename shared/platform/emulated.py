@@ -16,8 +16,9 @@ from typing import Final
 from contrast.evidence.result import Tee
 from contrast.evidence.snp.emulator import DEFAULT_MEASUREMENT as SNP_MEASUREMENT
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
-from contrast.evidence.snp.kds import Product
-from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
+from contrast.evidence.snp.kds import Product, Tcb
+from contrast.evidence.tdx.emulator import DEFAULT_TEE_TCB_SVN, EmulatedTdxPlatform
+from contrast.evidence.tdx.verify import TdxCollateral
 from contrast.evidence.verifier import Evidence
 from contrast.platform.base import check_report_data
 
@@ -57,12 +58,15 @@ class EmulatedSnp:
         measurement: bytes = SNP_DEFAULT_MEASUREMENT,
         product: Product = "Milan",
         version: int = 5,
+        tcb: Tcb | None = None,
     ) -> None:
+        """``tcb`` is the machine's TCB (current, committed, reported and launch alike); default: the
+        emulator's current firmware for ``product``."""
         if len(host_data) != 32:
             raise ValueError("HOST_DATA must be 32 bytes")
         self._emulator = emulator
         self._product: Product = product
-        self._certs = emulator.cert_chain(product)
+        self._certs = emulator.cert_chain(product, tcb)
         # Every field but REPORT_DATA and REPORT_ID is fixed at launch: encode them once, fill in per report.
         self._template = emulator.report(
             report_data=bytes(64),
@@ -71,6 +75,7 @@ class EmulatedSnp:
             measurement=measurement,
             product=product,
             version=version,
+            tcb=tcb,
         )
 
     @property
@@ -102,7 +107,11 @@ class EmulatedTdx:
         mrtd: bytes = TDX_DEFAULT_MRTD,
         rtmrs: tuple[bytes, ...] = TDX_DEFAULT_RTMRS,
         version: int = 4,
+        tee_tcb_svn: bytes = DEFAULT_TEE_TCB_SVN,
+        collateral: TdxCollateral | None = None,
     ) -> None:
+        """``tee_tcb_svn`` is the TDX module's TCB; ``collateral`` the PCS collateral the guest presents
+        (default: the emulator's, in which the default TCB is ``UpToDate``)."""
         if len(policy_hash) != 32:
             raise ValueError("the policy hash must be 32 bytes")
         self._emulator = emulator
@@ -110,7 +119,8 @@ class EmulatedTdx:
         self._mrtd = mrtd
         self._rtmrs = rtmrs
         self._version = version
-        self._collateral = emulator.collateral()
+        self._tee_tcb_svn = tee_tcb_svn
+        self._collateral = collateral or emulator.collateral()
 
     @property
     def tee(self) -> Tee:
@@ -131,6 +141,7 @@ class EmulatedTdx:
             mrtd=self._mrtd,
             rtmrs=self._rtmrs,
             version=self._version,
+            tee_tcb_svn=self._tee_tcb_svn,
         )
         log.warning("INSECURE: evidence comes from the TDX emulator, not from hardware")
         return Evidence(tee="tdx", report=quote, tdx_collateral=self._collateral)

@@ -1,8 +1,9 @@
 """What a Coordinator replica service (verifier or CA) depends on, injected.
 
-Production takes the defaults: the platform from ``CONTRAST_PLATFORM``, the real join, the system clock, the
-pinned vendor roots, the collateral provider over the shared cache and the bounds from the environment. Tests
-pass their own platform, key source, clock, evidence verifier (with a stand-in vendor root) and provider.
+Production takes the defaults: the platform from ``CONTRAST_PLATFORM``, the real join, the Coordinator pins
+of the measured environment (:mod:`contrast.coordinator.pins`), the system clock, the pinned vendor roots,
+the collateral provider over the shared cache and the bounds from the environment. Tests pass their own
+platform, pins, key source, clock, evidence verifier (with a stand-in vendor root) and provider.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
 from contrast.evidence.verifier import EvidenceVerifier
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.replica.membership import JoinKeySource, KeySource
@@ -31,7 +33,10 @@ class ReplicaDeps:
     """Dependencies of a Coordinator replica service (verifier or CA)."""
 
     platform: Callable[[], Awaitable[Platform]] = platform_from_env
-    key_source: Callable[[str], KeySource] = JoinKeySource  # called with the replica name
+    # What this replica's measured configuration pins: the manifest policies it joins, its root. A malformed
+    # value is a ValueError here, at start, never a silently empty pin.
+    pins: CoordinatorPins = field(default_factory=lambda: CoordinatorPins.from_env(os.environ))
+    key_source: Callable[[str, CoordinatorPins], KeySource] = JoinKeySource  # (replica name, pins)
     clock: Callable[[], float] = time.time  # seconds since the epoch; one reading per request
     evidence_verifier: Callable[[], EvidenceVerifier] = EvidenceVerifier  # the pinned vendor roots
     collateral: Callable[[Store], CollateralProvider] = CollateralProvider.build  # over the shared KV

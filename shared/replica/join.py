@@ -6,17 +6,21 @@ A verifier, CA or (peer-recovering) manifest replica joins the Coordinator trust
 2. it builds its :class:`~contrast.coordinator.statement.CoordinatorIdentity` with that nonce, so its
    evidence binds the nonce, its service key and its HPKE key;
 3. it sends ``JoinRequest{role, replica, statement, client_nonce}`` to ``contrast.v1.coordinator.join``;
-4. the ready manifest replica (:func:`answer_join`) checks, in this order: the role; the nonce's MAC and
-   expiry; the evidence against the **current manifest's** reference values with the statement's
-   binding; that the policy hash names a ``Role: coordinator`` entry; for the ``manifest`` role (which
-   receives the seed) that the joiner runs exactly the responder's code (same policy hash and launch
-   measurement); and last the nonce's single use. It then certifies the joiner's service key with the
-   root CA (role and the policy hash of its *verified* evidence in extensions), seals exactly the role's
-   keys to the joiner's attested HPKE key, and signs a :class:`~contrast.wire.v1.JoinGrant` with its own
-   service key over ``client nonce ‖ join nonce``;
-5. the joiner (:func:`join`) checks the responder's statement (same launch measurement, an allowed policy
-   hash, same kind of root), the signature, the certificates (its own key, its role, issued by the root)
-   and that the opened bundle repeats the public parts; only then does it return a :class:`JoinResult`.
+4. the ready manifest replica (:func:`answer_join`) checks, in this order: the role's name; the nonce's MAC
+   and expiry; the evidence against the **current manifest's** reference values with the statement's
+   binding; that the policy hash names a ``Role: coordinator`` entry whose ``CoordinatorRole`` is the role
+   asked for (``policy.wrong_coordinator_role`` otherwise: a replica never chooses its own role); that the
+   joiner's TCB is at least the responder's own (:func:`~contrast.evidence.peertcb.check_peer_tcb`); for
+   the ``manifest`` role (which receives the seed) that the joiner runs exactly the responder's code (same
+   policy hash and launch measurement); and last the nonce's single use. It then certifies the joiner's
+   service key with the root CA (role and the policy hash of its *verified* evidence in extensions), seals
+   exactly the role's keys to the joiner's attested HPKE key, and signs a
+   :class:`~contrast.wire.v1.JoinGrant` with its own service key over ``client nonce ‖ join nonce``;
+5. the joiner (:func:`join`) checks the responder's statement (same launch measurement, a TCB at least its
+   own, a ``manifest`` policy hash pinned in its own measured configuration, same kind of root), the
+   signature, the certificates (its own key, its role, issued by the root, the pinned root if one is
+   pinned) and that the opened bundle repeats the public parts; only then does it return a
+   :class:`JoinResult`.
 
 Join nonces are :class:`~contrast.attestation.nonce.NonceAuthority` tokens of kind
 :data:`~contrast.attestation.nonce.JOIN` (docs/protocol.md §2's format under their own label and key, so the
@@ -35,7 +39,7 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,12 +53,15 @@ from nats.aio.client import Client
 from contrast import subjects
 from contrast.attestation.nonce import JOIN, NonceAuthority, NonceToken, consume
 from contrast.collateral.provider import CollateralProvider
-from contrast.coordinator.manifest_format import Manifest
+from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.rolekeys import RoleKeys, keys_for_role, open_role_keys, seal_role_keys
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope, spki
 from contrast.crypto.kdf import SeedEngine
 from contrast.errors import AuthError, ContrastError, PolicyError, RequestError, StateError
-from contrast.evidence.result import Claims
+from contrast.evidence.peertcb import DEFAULT_PEER_TDX_STATUSES, check_peer_tcb
+from contrast.evidence.refvalues import ReferenceValues
+from contrast.evidence.result import Claims, ValidationResult
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KeyValue
 from contrast.pki.mesh import MeshAuthority
@@ -135,25 +142,40 @@ def answer_join(
     role = _role(req.role)
     st = req.statement
     token = nonces.check(st.nonce, int(now.timestamp() * 1000))
-    claims = verifier.verify(
-        st.evidence,
-        authority.manifest.ReferenceValues,
-        expected_report_data=st.expected_report_data(),
-        now=now,
-    ).require()
+    references = authority.manifest.ReferenceValues
+    result = verifier.verify(st.evidence, references, expected_report_data=st.expected_report_data(), now=now)
+    claims = result.require()
     entry = authority.manifest.policy(claims.policy_hash)
     if entry is None:
         raise PolicyError("policy_unknown", "the joiner's policy hash is not in the manifest")
-    if entry.Role != "coordinator":
+    if entry.Role != ROLE_COORDINATOR:
         raise PolicyError("not_coordinator", "the joiner's policy is not a Coordinator policy")
+    bound = entry.service_role
+    if bound is not role:
+        # The role comes from the manifest, never from the request: a compromised verifier that asks for the
+        # CA's or the manifest service's keys gets nothing.
+        raise PolicyError(
+            "wrong_coordinator_role",
+            f"the joiner's policy is bound to Coordinator role {bound.value if bound else 'none'}, "
+            f"not {role.value}",
+        )
+    own = authority.identity.own
+    check_peer_tcb(claims, own.tee, own.tcb, accepted_tdx_statuses=_accepted_statuses(references, result))
     if role is ServiceRole.MANIFEST:
         # The seed goes only to exactly our code: same policy and same launch measurement.
-        own = authority.identity.own
         if not hmac.compare_digest(claims.policy_hash, own.policy_hash):
             raise PolicyError("policy_mismatch", "a manifest replica must run this replica's policy")
         if not hmac.compare_digest(claims.measurement, own.measurement):
             raise PolicyError("measurement_mismatch", "a manifest replica must run this replica's image")
     return role, claims, token
+
+
+def _accepted_statuses(references: ReferenceValues, result: ValidationResult) -> frozenset[str]:
+    """The TDX TCB statuses the reference set that accepted the joiner allows (UpToDate for SNP)."""
+    i = result.matched_reference
+    if result.claims.tee == "tdx" and i is not None and i < len(references.tdx):
+        return frozenset(references.tdx[i].AcceptedTCBStatuses)
+    return DEFAULT_PEER_TDX_STATUSES
 
 
 def grant(
@@ -251,6 +273,17 @@ class JoinResult:
         return f"JoinResult(role={self.role.value}, generation={self.generation})"
 
 
+def responder_policy_hashes(
+    role: ServiceRole, identity: CoordinatorIdentity, pins: CoordinatorPins
+) -> frozenset[bytes]:
+    """Whose grant a joiner believes: a manifest replica (peer recovery) only its own exact code; a verifier
+    or CA replica the ``manifest`` policy hashes pinned in its own measured configuration (an empty pin fails
+    closed). A verifier or CA policy never answers a join: it holds no seed."""
+    if role is ServiceRole.MANIFEST:
+        return frozenset({identity.own.policy_hash})
+    return pins.of(ServiceRole.MANIFEST)
+
+
 def check_grant(
     reply: JoinReply,
     *,
@@ -258,7 +291,7 @@ def check_grant(
     role: ServiceRole,
     client_nonce: bytes,
     verifier: EvidenceVerifier,
-    allowed_policy_hashes: Collection[bytes],
+    pins: CoordinatorPins,
     now: dt.datetime,
 ) -> JoinResult:
     """Check a join reply as the joiner (step 5) and open the bundle; raise ``auth.*``/``policy.*`` if not."""
@@ -268,8 +301,9 @@ def check_grant(
         binding=client_nonce + identity.statement.nonce,
         verifier=verifier,
         own=identity.own,
-        allowed_policy_hashes=allowed_policy_hashes,
+        allowed_policy_hashes=responder_policy_hashes(role, identity, pins),
         now=now,
+        accepted_tdx_statuses=pins.tdx_statuses,
     )
     try:
         g = decoder(JoinGrant).decode(payload)
@@ -297,6 +331,7 @@ def check_grant(
         g.service_cert,
     ):
         raise AuthError("bad_join_reply", "the sealed bundle does not match the signed public parts")
+    pins.check_root(g.root_cert)  # a pinned replica takes keys only from the Coordinator of its root
     try:
         root = x509.load_der_x509_certificate(g.root_cert)
         intermediate = x509.load_der_x509_certificate(g.intermediate)
@@ -346,7 +381,7 @@ async def join(
     *,
     replica: str,
     verifier: EvidenceVerifier,
-    allowed_policy_hashes: Collection[bytes] | None = None,
+    pins: CoordinatorPins,
     timeout: float = 60.0,
     attempt_timeout: float = 5.0,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -354,8 +389,8 @@ async def join(
     """Join the Coordinator as ``role`` (client side, steps 1-5); returns the checked :class:`JoinResult`.
 
     Every attempt makes a fresh :class:`CoordinatorIdentity` bound to a fresh join nonce; use
-    ``result.identity`` from then on (its service key is the certified one). ``allowed_policy_hashes``
-    defaults to this replica's own policy hash ("my peer runs exactly my code"). Attempts are retried with
+    ``result.identity`` from then on (its service key is the certified one). ``pins`` is what this replica's
+    measured configuration pins (:func:`responder_policy_hashes`, the root). Attempts are retried with
     jittered backoff until ``timeout`` (no ready manifest replica yet, a stale one answered, a forged reply on
     the bus); the last error is raised then. Nothing is returned that was not fully checked.
     """
@@ -372,7 +407,7 @@ async def join(
                     role,
                     replica=replica,
                     verifier=verifier,
-                    allowed_policy_hashes=allowed_policy_hashes,
+                    pins=pins,
                     attempt_timeout=attempt_timeout,
                     now=now(),
                 )
@@ -394,7 +429,7 @@ async def join_once(
     *,
     replica: str,
     verifier: EvidenceVerifier,
-    allowed_policy_hashes: Collection[bytes] | None = None,
+    pins: CoordinatorPins,
     attempt_timeout: float = 5.0,
     now: dt.datetime,
 ) -> JoinResult:
@@ -410,13 +445,6 @@ async def join_once(
         role=role.value, replica=replica, statement=identity.statement, client_nonce=client_nonce
     )
     reply = await request(nc, subjects.COORDINATOR_JOIN, req, JoinReply, timeout=attempt_timeout)
-    allowed = {identity.own.policy_hash} if allowed_policy_hashes is None else set(allowed_policy_hashes)
     return check_grant(
-        reply,
-        identity=identity,
-        role=role,
-        client_nonce=client_nonce,
-        verifier=verifier,
-        allowed_policy_hashes=allowed,
-        now=now,
+        reply, identity=identity, role=role, client_nonce=client_nonce, verifier=verifier, pins=pins, now=now
     )

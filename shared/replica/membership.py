@@ -7,7 +7,8 @@ head, the history public key, and the opened :class:`~contrast.coordinator.rolek
 secrets of that role).
 
 The source in production is :class:`JoinKeySource`: :func:`contrast.replica.join.join` (docs/protocol.md §4)
-against a ready manifest replica. Tests inject another one (:mod:`contrast.testing.fixture`).
+against a ready manifest replica whose policy this replica's measured configuration pins. Tests inject
+another one (:mod:`contrast.testing.fixture`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nats.aio.client import Client
 
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.rolekeys import RoleKeys
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.evidence.verifier import EvidenceVerifier
@@ -64,15 +66,22 @@ class KeySource(Protocol):
 class JoinKeySource:
     """The real join (docs/protocol.md §4) through :func:`contrast.replica.join.join`."""
 
-    def __init__(self, replica: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, replica: str, pins: CoordinatorPins, *, timeout: float = 30.0) -> None:
         self._replica = replica_label(replica)
+        self._pins = pins
         self._timeout = timeout
 
     async def join(
         self, nc: Client, platform: Platform, role: ServiceRole, verifier: EvidenceVerifier
     ) -> Membership:
         result = await join(
-            nc, platform, role, replica=self._replica, verifier=verifier, timeout=self._timeout
+            nc,
+            platform,
+            role,
+            replica=self._replica,
+            verifier=verifier,
+            pins=self._pins,
+            timeout=self._timeout,
         )
         return Membership(
             identity=result.identity,

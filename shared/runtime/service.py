@@ -375,8 +375,20 @@ def build_parser(service: Service, prog: str | None = None) -> argparse.Argument
     return parser
 
 
-def main(service: Service, argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """Entry point of ``python -m contrast.<service>``: parse the common flags/env, log JSON, serve."""
+def main(
+    service: Service | Callable[[], Service], argv: Sequence[str] | None = None, *, prog: str | None = None
+) -> int:
+    """Entry point of ``python -m contrast.<service>``: parse the common flags/env, log JSON, serve.
+
+    ``service`` may be a factory that reads its own configuration from the environment: a ``ValueError`` it
+    raises is a configuration error (exit 2, printed), never a service started half configured.
+    """
+    if not isinstance(service, Service):
+        try:
+            service = service()
+        except ValueError as e:
+            print(f"{prog or sys.argv[0]}: configuration error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser(service, prog)
     args = parser.parse_args(argv)
     try:

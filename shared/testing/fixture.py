@@ -21,10 +21,11 @@ from nats.aio.client import Client
 
 from contrast.coordinator.history import History, Latest
 from contrast.coordinator.manifest_format import ManifestDocument
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.rolekeys import keys_for_role
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.kdf import SeedEngine, generate_seed
-from contrast.errors import StateError
+from contrast.errors import PolicyError, StateError
 from contrast.evidence.verifier import EvidenceVerifier
 from contrast.kv import KeyValue
 from contrast.pki.mesh import MeshAuthority, new_mesh_authority
@@ -117,12 +118,18 @@ class FixtureState:
 
 
 class FixtureKeySource:
-    """INSECURE (tests, local development): a join answered from a :class:`FixtureState`."""
+    """INSECURE (tests, local development): a join answered from a :class:`FixtureState`.
 
-    def __init__(self, state: FixtureState, kv: KeyValue | None, replica: str) -> None:
+    Like a real join it grants only the role that the current manifest binds to the replica's policy hash,
+    and a pinned root must be the fixture's."""
+
+    def __init__(
+        self, state: FixtureState, kv: KeyValue | None, replica: str, pins: CoordinatorPins | None = None
+    ) -> None:
         self._state = state
         self._kv = kv
         self._replica = replica_label(replica)
+        self._pins = pins or CoordinatorPins()
         log.warning("INSECURE: role keys come from a fixture that holds the seed, not from a join")
 
     async def join(
@@ -136,17 +143,26 @@ class FixtureKeySource:
             raise StateError("insecure_fixture_refused", "the INSECURE fixture key source runs only emulated")
         if self._state.directory is not None:  # another process may have moved the history on
             self._state = FixtureState.load(self._state.directory)
-        head = await self._state.history(kv).read_latest()
+        history = self._state.history(kv)
+        head = await history.read_latest()
         if head is None:
             raise StateError("uninitialized", "the Coordinator has no manifest yet")
+        manifest = (await history.read_manifest(head.manifest_hash)).manifest
         mesh = self._state.meshes.get(head.transition_hash)
         if mesh is None:
             raise StateError("join_failed", "the fixture holds no mesh authority for the current head")
         now = dt.datetime.now(dt.UTC)
         identity = await CoordinatorIdentity.create(platform, verifier, now)
+        bound = manifest.coordinator_role(identity.own.policy_hash)
+        if bound is not role:
+            raise PolicyError(
+                "wrong_coordinator_role",
+                f"the fixture's manifest binds this policy to {bound}, not {role}",
+            )
         engine = self._state.engine
         root_key = engine.root_ca_key()
         root = root_certificate(root_key)
+        self._pins.check_root(root.public_bytes(serialization.Encoding.DER))
         cert = issue_service_cert(
             root_key,
             root,

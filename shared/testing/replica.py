@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from contrast.ca.service import make_service as make_ca
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.replica.deps import ReplicaDeps
 from contrast.replica.membership import KeySource
 from contrast.runtime import main as serve_main
@@ -36,8 +37,8 @@ def fixture_deps(env: Mapping[str, str]) -> ReplicaDeps:
         raise ValueError("the INSECURE fixture runs only with CONTRAST_PLATFORM=emulated-snp or emulated-tdx")
     state = FixtureState.load(Path(directory))
 
-    def key_source(replica: str) -> KeySource:
-        return FixtureKeySource(state, None, replica)
+    def key_source(replica: str, pins: CoordinatorPins) -> KeySource:
+        return FixtureKeySource(state, None, replica, pins)
 
     return ReplicaDeps(key_source=key_source)
 

@@ -28,6 +28,7 @@ from contrast.pki.mesh import MeshAuthority, new_mesh_authority
 from contrast.pki.root import root_certificate
 from contrast.platform.emulated import EmulatedSnp
 from contrast.wire.v1 import AttestResult, IssuedResult, ResultBundle, Verdict, encode, encode_deterministic
+from tests.pins import pins_for_every_role
 
 DER = serialization.Encoding.DER
 H_COORD = hashlib.sha256(b"coordinator policy (bundle cache test)").digest()
@@ -90,7 +91,7 @@ def request(w: World) -> Request:
         tls_public_key=tls.public_key(),
         hpke_key=hpke,
         own=w.pod.own,
-        coordinator_policy_hashes=frozenset({H_COORD}),
+        pins=pins_for_every_role(H_COORD),
     )
     return Request(tls, hpke, exp)
 

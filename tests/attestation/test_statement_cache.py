@@ -13,11 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.attestation import bundle
 from contrast.attestation.bundle import PURPOSE_ISSUED, PURPOSE_REJECTED, Expectation, StatementCache
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.errors import AuthError, PolicyError
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.verifier import EvidenceVerifier
+from contrast.pki.service import ServiceRole
 from contrast.platform.emulated import EmulatedSnp
 
 H_COORD = hashlib.sha256(b"coordinator policy (statement cache test)").digest()
@@ -43,7 +45,7 @@ def expectation(pod: CoordinatorIdentity, request_id: str) -> Expectation:
         tls_public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
         hpke_key=HpkePrivateKey.generate(),
         own=pod.own,
-        coordinator_policy_hashes=frozenset({H_COORD}),
+        pins=CoordinatorPins(policies={ServiceRole.CA: frozenset({H_COORD})}),
     )
 
 
@@ -78,7 +80,7 @@ async def test_statement_verified_once_signature_every_time(
         assert full.call_count == 1
 
         # Another yardstick (allowed policy hashes) is another cache entry: checked in full, and refused.
-        strict = dataclasses.replace(exp, coordinator_policy_hashes=frozenset({H_POD}))
+        strict = dataclasses.replace(exp, pins=CoordinatorPins(policies={ServiceRole.CA: frozenset({H_POD})}))
         with pytest.raises(PolicyError) as p:
             cache.open(good, PURPOSE_ISSUED, strict, verifier, now)
         assert p.value.code == "policy.policy_unknown"
@@ -87,3 +89,29 @@ async def test_statement_verified_once_signature_every_time(
         # After the TTL the statement is verified again.
         assert cache.open(good, PURPOSE_ISSUED, exp, verifier, now + dt.timedelta(minutes=6)) == b"genuine"
         assert full.call_count == 3
+
+
+async def test_each_answer_only_from_its_role(
+    setup: tuple[CoordinatorIdentity, EvidenceVerifier, CoordinatorIdentity, dt.datetime],
+) -> None:
+    """A bundle is believed only from a pinned CA policy, a rejection only from a pinned verifier policy: a
+    verifier replica (which parses attacker-supplied evidence) cannot issue, however genuine its statement."""
+    coordinator, verifier, pod, now = setup
+    as_verifier = dataclasses.replace(
+        expectation(pod, "req-v"),
+        pins=CoordinatorPins(
+            policies={ServiceRole.CA: frozenset({H_POD}), ServiceRole.VERIFIER: frozenset({H_COORD})}
+        ),
+    )
+    cache = StatementCache()
+    rejected = coordinator.sign(PURPOSE_REJECTED, b"req-v", b"no")
+    assert cache.open(rejected, PURPOSE_REJECTED, as_verifier, verifier, now) == b"no"
+    issued = coordinator.sign(PURPOSE_ISSUED, b"req-v", b"bundle")
+    with pytest.raises(PolicyError) as e:  # the same statement, trusted for rejections, issues nothing
+        cache.open(issued, PURPOSE_ISSUED, as_verifier, verifier, now)
+    assert e.value.code == "policy.policy_unknown"
+    as_ca = expectation(pod, "req-v")
+    assert cache.open(issued, PURPOSE_ISSUED, as_ca, verifier, now) == b"bundle"
+    with pytest.raises(PolicyError) as e:  # and a CA policy's rejection is not believed
+        cache.open(rejected, PURPOSE_REJECTED, as_ca, verifier, now)
+    assert e.value.code == "policy.no_reference_values"

@@ -12,9 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 
-POLICY_COORD = b"package coordinator\ndefault allow := true\n"
+POLICY_COORD = b"package coordinator\ndefault allow := true\n"  # the manifest service
+POLICY_VERIFIER = b"package coordinator\n# verifier\ndefault allow := true\n"
+POLICY_CA = b"package coordinator\n# ca\ndefault allow := true\n"
 POLICY_DB = b"package db\ndefault allow := true\n"
 H_COORD = hashlib.sha256(POLICY_COORD).hexdigest()
+H_VERIFIER = hashlib.sha256(POLICY_VERIFIER).hexdigest()
+H_CA = hashlib.sha256(POLICY_CA).hexdigest()
 H_DB = hashlib.sha256(POLICY_DB).hexdigest()
 
 
@@ -81,7 +85,14 @@ def tdx_entry(**kw: Any) -> dict[str, Any]:
 def manifest_obj(*, snp: bool = False, owners: list[str] | None = None, secret: str = "db") -> dict[str, Any]:
     return {
         "Policies": {
-            H_COORD: {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            H_COORD: {
+                "SANs": [],
+                "WorkloadSecretID": "",
+                "Role": "coordinator",
+                "CoordinatorRole": "manifest",
+            },
+            H_VERIFIER: {"SANs": [], "Role": "coordinator", "CoordinatorRole": "verifier"},
+            H_CA: {"SANs": [], "Role": "coordinator", "CoordinatorRole": "ca"},
             H_DB: {"SANs": ["db.default.svc", "10.0.0.7"], "WorkloadSecretID": secret, "Role": ""},
         },
         "ReferenceValues": {"snp": [snp_entry()] if snp else [], "tdx": [tdx_entry()]},
@@ -106,4 +117,4 @@ def mutated(obj: dict[str, Any], path: list[str | int], value: Any = None, *, de
     return encode(o)
 
 
-POLICIES = {H_COORD: POLICY_COORD, H_DB: POLICY_DB}
+POLICIES = {H_COORD: POLICY_COORD, H_VERIFIER: POLICY_VERIFIER, H_CA: POLICY_CA, H_DB: POLICY_DB}

@@ -21,9 +21,12 @@ from contrast.coordinator.manifest_format import (
 from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 from contrast.errors import RequestError
 from contrast.generate import platforms
+from contrast.pki.service import ServiceRole
 from tests.coordinator.coord_fixtures import (
+    H_CA,
     H_COORD,
     H_DB,
+    H_VERIFIER,
     POLICIES,
     encode,
     manifest_obj,
@@ -40,7 +43,11 @@ def test_valid_manifest_round_trip() -> None:
     assert doc.raw == raw
     assert doc.hash == hashlib.sha256(raw).digest()
     m = doc.manifest
-    assert m.coordinator_policy_hashes() == {bytes.fromhex(H_COORD)}
+    assert m.coordinator_policy_hashes() == {bytes.fromhex(h) for h in (H_COORD, H_VERIFIER, H_CA)}
+    assert m.coordinator_policy_hashes(ServiceRole.VERIFIER) == {bytes.fromhex(H_VERIFIER)}
+    assert m.coordinator_role(bytes.fromhex(H_CA)) is ServiceRole.CA
+    assert m.coordinator_role(bytes.fromhex(H_COORD)) is ServiceRole.MANIFEST
+    assert m.coordinator_role(bytes.fromhex(H_DB)) is None
     entry = m.policy(bytes.fromhex(H_DB))
     assert entry is not None
     assert entry.WorkloadSecretID == "db"
@@ -81,10 +88,23 @@ def test_every_problem_is_reported_with_its_path() -> None:
     ("path", "value", "delete", "expected"),
     [
         (
-            ["Policies", H_COORD, "Role"],
-            "",
+            ["Policies", H_COORD, "CoordinatorRole"],
+            None,
+            True,
+            f"Policies.{H_COORD}.CoordinatorRole: a coordinator policy must name its service role",
+        ),
+        (["Policies", H_CA, "CoordinatorRole"], "root", False, f"Policies.{H_CA}.CoordinatorRole:"),
+        (
+            ["Policies", H_DB, "CoordinatorRole"],
+            "verifier",
             False,
-            "Policies: at least one policy must have Role coordinator",
+            f"Policies.{H_DB}.CoordinatorRole: only a Role coordinator policy has a service role",
+        ),
+        (
+            ["Policies", H_COORD, "CoordinatorRole"],
+            "verifier",
+            False,
+            "Policies: at least one coordinator policy must have CoordinatorRole manifest",
         ),
         (["Policies"], {}, False, "Policies: must not be empty"),
         (
@@ -133,6 +153,12 @@ def test_every_problem_is_reported_with_its_path() -> None:
 def test_rules(path: list[str | int], value: object, delete: bool, expected: str) -> None:
     problems = validate(mutated(manifest_obj(), path, value, delete=delete))
     assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_a_manifest_needs_a_coordinator_at_all() -> None:
+    obj = manifest_obj()
+    obj["Policies"] = {H_DB: obj["Policies"][H_DB]}
+    assert "Policies: at least one policy must have Role coordinator" in validate(encode(obj))
 
 
 def test_snp_debug_is_refused() -> None:
@@ -240,7 +266,7 @@ def test_policy_documents() -> None:
         check_policies_supplied(m, {**POLICIES, "00" * 32: b"x"})
     assert e.value.code == "request.policy_not_in_manifest"
     with pytest.raises(RequestError) as e:
-        check_policies_supplied(m, {H_COORD: POLICIES[H_DB], H_DB: POLICIES[H_DB]})
+        check_policies_supplied(m, {**POLICIES, H_COORD: POLICIES[H_DB]})
     assert e.value.code == "request.policy_hash_mismatch"
     with pytest.raises(RequestError) as e:
         check_policy_document(H_DB, POLICIES[H_DB] + b" ")

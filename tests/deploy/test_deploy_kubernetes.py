@@ -75,7 +75,13 @@ def test_generated_output_still_validates(tmp_path: Path) -> None:
         emulator_dir=ws / "emu",
         options=Options(offline=True),
     )
-    assert len(report.outcome.workloads) == 7  # manifest, ca, verifier + example coordinator, web, api, db
+    assert len(report.outcome.workloads) == 6  # manifest, ca, verifier; web, api, db
+    roles = {w.ref: w.coordinator_role for w in report.outcome.workloads if w.coordinator_role}
+    assert roles == {
+        "StatefulSet contrast-system/manifest": "manifest",
+        "Deployment contrast-system/verifier": "verifier",
+        "Deployment contrast-system/ca": "ca",
+    }
     for doc in all_docs(tmp_path / "kubernetes") + all_docs(tmp_path / "examples"):
         validate_strict(doc, "generated")
 
@@ -95,7 +101,7 @@ def test_confidential_workloads_are_pinned_and_roled() -> None:
             assert c.get("resources", {}).get("requests"), f"{w.ref}: container {c['name']} has no requests"
         if ann.role(w.obj, w.template, w.ref) == ann.ROLE_COORDINATOR:
             coordinators += 1
-    assert coordinators == 4
+    assert coordinators == 3  # the manifest service, the verifier and the CA, each its own pod and policy
 
 
 def test_our_services_start_as_the_dockerfile_builds_them() -> None:

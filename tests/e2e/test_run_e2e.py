@@ -207,6 +207,36 @@ def test_headless_run_attests_every_pod(headless: tuple[Path, str]) -> None:
     assert "certificates issued 3" in out
 
 
+def test_headless_run_is_the_kubernetes_layout_with_one_policy_per_role(headless: tuple[Path, str]) -> None:
+    """deploy/kubernetes runs as generated: the manifest service, the verifier and the CA are each a pod with
+    its own policy, bound to its role in the manifest; verifier and CA pin the manifest service's policy;
+    each runs as its own process launched with its own policy hash, and they joined across roles (the run
+    attested every pod through them)."""
+    wd, out = headless
+    policies = json.loads((wd / "manifest.json").read_text())["Policies"]
+    hashes: dict[str, str] = {}
+    env: dict[str, dict[str, str]] = {}
+    for path in sorted((wd / "deployment" / "coordinator").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            template = ((doc or {}).get("spec") or {}).get("template") or {}
+            if INITDATA not in (template.get("metadata") or {}).get("annotations", {}):
+                continue
+            (container,) = template["spec"]["containers"]
+            role = container["command"][-1].removeprefix("contrast.")
+            hashes[role] = template["metadata"]["annotations"][POLICY_HASH]
+            env[role] = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert set(hashes) == {"manifest", "verifier", "ca"}
+    assert len(set(hashes.values())) == 3
+    for role, h in hashes.items():
+        assert policies[h]["Role"] == "coordinator"
+        assert policies[h]["CoordinatorRole"] == role
+        assert re.search(rf"\b{role}\s+policy {h}\b", out), out  # the summary: launched with that hash
+    for role in ("verifier", "ca"):
+        assert env[role]["CONTRAST_COORDINATOR_POLICY_HASHES"] == f"manifest:{hashes['manifest']}"
+    assert "CONTRAST_COORDINATOR_POLICY_HASHES" not in env["manifest"]
+    assert "verifier-1, verifier-2, ca-1 joined the Coordinator" in out
+
+
 def test_headless_run_verifies_the_coordinator(headless: tuple[Path, str]) -> None:
     wd, out = headless
     # `contrast verify` wrote the Coordinator's history; its only manifest is the local one, byte for byte.

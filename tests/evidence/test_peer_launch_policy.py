@@ -117,6 +117,7 @@ async def test_debug_guest_still_trusts_a_non_debug_peer(
         policy_hash=POLICY,
         measurement_details=debug_snp,
         emulator_root=snp_own.emulator_root,
+        tcb=snp_own.tcb,
     )
     peer = _snp_peer(snp_emulator)
     verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)
@@ -131,6 +132,7 @@ async def test_debug_guest_still_trusts_a_non_debug_peer(
         policy_hash=POLICY,
         measurement_details=debug_tdx,
         emulator_root=tdx_own.emulator_root,
+        tcb=tdx_own.tcb,
     )
     peer = _tdx_peer(tdx_emulator)
     verify_peer(verifier, peer, own, allowed_policy_hashes=[POLICY], expected_report_data=RD, now=NOW)

@@ -41,3 +41,13 @@ def deployment(name: str = "web", namespace: str = "shop", **spec_overrides: Any
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(**spec_overrides)},
         },
     }
+
+
+def coordinator(role: str = "manifest", name: str = "") -> dict[str, Any]:
+    """A Coordinator Deployment that runs the ``role`` service (manifest, verifier or ca), as deploy/ does."""
+    d = deployment(name or {"manifest": "coordinator"}.get(role, role), namespace="contrast-system")
+    d["metadata"]["annotations"] = {"contrast.edgeless.systems/pod-role": "coordinator"}
+    container = d["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["/opt/contrast/bin/python", "-m", f"contrast.{role}"]
+    container["args"] = []
+    return d

@@ -135,7 +135,11 @@ def rich_spec() -> dict[str, Any]:
         ],
     }
     inject.inject(
-        spec, image=INITIALIZER_IMAGE, nats_url="nats://nats:4222", coordinator_hashes=["ab" * 32], ref="rich"
+        spec,
+        image=INITIALIZER_IMAGE,
+        nats_url="nats://nats:4222",
+        pins={inject.COORDINATOR_HASHES_ENV: f"verifier:{'ab' * 32},ca:{'cd' * 32}"},
+        ref="rich",
     )
     return spec
 

@@ -229,7 +229,11 @@ def test_security_context_and_kubernetes_defaults() -> None:
 def test_volumes_by_kind() -> None:
     spec = pod_spec()
     inject.inject(
-        spec, image=INITIALIZER_IMAGE, nats_url="nats://n:4222", coordinator_hashes=["ab" * 32], ref="p"
+        spec,
+        image=INITIALIZER_IMAGE,
+        nats_url="nats://n:4222",
+        pins={inject.COORDINATOR_HASHES_ENV: f"verifier:{'ab' * 32},ca:{'cd' * 32}"},
+        ref="p",
     )
     spec["volumes"] += [
         {"name": "cfg", "configMap": {"name": "c"}},
@@ -266,7 +270,11 @@ def test_volumes_by_kind() -> None:
 def test_secrets_volume_is_guest_memory_in_the_initializer_too() -> None:
     spec = pod_spec()
     inject.inject(
-        spec, image=INITIALIZER_IMAGE, nats_url="nats://n:4222", coordinator_hashes=["ab" * 32], ref="p"
+        spec,
+        image=INITIALIZER_IMAGE,
+        nats_url="nats://n:4222",
+        pins={inject.COORDINATOR_HASHES_ENV: f"verifier:{'ab' * 32},ca:{'cd' * 32}"},
+        ref="p",
     )
     init = container(build(spec), inject.INITIALIZER_NAME)
     assert init["args"] == [inject.SERVICE_PYTHON, "-m", "contrast.initializer"]

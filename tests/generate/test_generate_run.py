@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from contrast.cli import generate as cli_generate
-from contrast.coordinator import manifest_format
+from contrast.coordinator import manifest_format, pins
 from contrast.crypto.ownerkeys import (
     SEEDSHARE_OWNER_KEY_FILE,
     WORKLOAD_OWNER_KEY_FILE,
@@ -25,7 +25,7 @@ from contrast.generate.generator import Options, collect_policies, process, run
 from contrast.generate.platforms import EXPECTED_MISSING
 from contrast.generate.policy import decode_annotation
 from contrast.generate.yamldocs import Document, YamlFile
-from tests.generate.generate_builders import deployment, pod_spec
+from tests.generate.generate_builders import coordinator, deployment, pod_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 
@@ -55,12 +55,6 @@ def fill_patch(tmp_path: Path) -> Path:
     return p
 
 
-def coordinator() -> dict[str, Any]:
-    d = deployment("coordinator", namespace="contrast-system")
-    d["metadata"]["annotations"] = {ann.POD_ROLE: "coordinator"}
-    return d
-
-
 def gen(paths: list[Path], ws: Path, platform: str = "Metal-QEMU-TDX", **kw: Any) -> Any:
     """Run generate on ``paths`` plus a Coordinator (the manifest validator requires one)."""
     options = kw.pop("options", Options(offline=True))
@@ -82,10 +76,10 @@ def write_docs(path: Path, *docs: Any) -> Path:
 def test_examples_twice_changes_no_byte(tmp_path: Path, workspace: Path) -> None:
     app = tmp_path / "app"
     shutil.copytree(EXAMPLES, app)
-    first = gen([app], workspace, with_coordinator=False)
+    first = gen([app], workspace)
     assert len(first.outcome.workloads) >= 4
     after_first = snapshot(tmp_path)
-    second = gen([app], workspace, with_coordinator=False)
+    second = gen([app], workspace)
     assert second.written == []
     assert snapshot(tmp_path) == after_first
     manifest = (workspace / "manifest.json").read_bytes()
@@ -96,7 +90,7 @@ def test_examples_twice_changes_no_byte(tmp_path: Path, workspace: Path) -> None
 def test_policy_hash_annotation_is_sha256_of_initdata(tmp_path: Path, workspace: Path) -> None:
     app = tmp_path / "app"
     shutil.copytree(EXAMPLES, app)
-    report = gen([app], workspace, with_coordinator=False)
+    report = gen([app], workspace)
     seen = 0
     for f in app.rglob("*.yaml"):
         for doc in yaml.safe_load_all(f.read_text()):
@@ -109,7 +103,7 @@ def test_policy_hash_annotation_is_sha256_of_initdata(tmp_path: Path, workspace:
             assert hashlib.sha256(initdata).hexdigest() == a[ann.POLICY_HASH]
             assert a[ann.POLICY_HASH] in report.manifest["Policies"]
             seen += 1
-    assert seen == len(report.outcome.workloads)
+    assert seen == sum(1 for w in report.outcome.workloads if app in w.path.parents)
 
 
 def test_non_confidential_documents_pass_through_byte_stable(tmp_path: Path, workspace: Path) -> None:
@@ -165,9 +159,7 @@ def test_same_policy_different_sans_refused(tmp_path: Path, workspace: Path) -> 
 
 
 def test_entries_roles_secret_ids_and_opt_out(tmp_path: Path, workspace: Path) -> None:
-    coord = coordinator()
-    coord["metadata"]["name"] = "coord2"
-    coord["spec"]["template"]["spec"]["containers"][0]["args"] = ["--role", "coordinator"]
+    coord = coordinator("verifier", name="coord2")
     skip = deployment("legacy")
     skip["spec"]["template"]["metadata"]["annotations"] = {ann.SKIP_INITIALIZER: "true"}
     named = deployment("db")
@@ -183,7 +175,9 @@ def test_entries_roles_secret_ids_and_opt_out(tmp_path: Path, workspace: Path) -
         "SANs": ["coord2", "*"],
         "WorkloadSecretID": "apps/v1/Deployment/contrast-system/coord2",
         "Role": "coordinator",
+        "CoordinatorRole": "verifier",
     }
+    assert by_ref["Deployment contrast-system/coord2"].coordinator_role == "verifier"
     assert entries["db"]["WorkloadSecretID"] == "shared/db-key"
     assert entries["web"]["WorkloadSecretID"] == "apps/v1/Deployment/shop/web"
     assert not by_ref["Deployment contrast-system/coord2"].initializer
@@ -240,7 +234,7 @@ def test_every_workload_kind(tmp_path: Path, workspace: Path, kind: str, api: st
 def test_reference_values_marked_missing_and_patched(tmp_path: Path, workspace: Path) -> None:
     app = tmp_path / "app"
     shutil.copytree(EXAMPLES, app)
-    report = gen([app], workspace, with_coordinator=False)
+    report = gen([app], workspace)
     assert report.missing_reference_values
     raw = (workspace / "manifest.json").read_bytes()
     assert EXPECTED_MISSING.encode() in raw
@@ -249,11 +243,13 @@ def test_reference_values_marked_missing_and_patched(tmp_path: Path, workspace: 
     assert problems
     assert all(p.startswith("ReferenceValues.tdx[0].") for p in problems)
 
-    filled = gen([app], workspace, patch_files=[fill_patch(tmp_path)], with_coordinator=False)
+    filled = gen([app], workspace, patch_files=[fill_patch(tmp_path)])
     assert filled.missing_reference_values == []
     doc = manifest_format.parse_manifest((workspace / "manifest.json").read_bytes())
     # The full flow's manifest checks: every named policy has its document, and each hashes to its key.
-    manifest_format.check_policies_supplied(doc.manifest, collect_policies([app]))
+    manifest_format.check_policies_supplied(
+        doc.manifest, collect_policies([app, workspace / "coordinator.yaml"])
+    )
     assert doc.manifest.coordinator_policy_hashes()
 
 
@@ -338,10 +334,12 @@ async def test_examples_manifest_accepts_each_emulated_pod_by_its_policy_hash(
     shutil.copytree(EXAMPLES, app)
     emu = tmp_path_factory.getbasetemp() / "snp-emulator"  # shared: creating RSA-4096 keys takes seconds
     emu.mkdir(exist_ok=True)
-    report = gen([app], workspace, platform=platform, with_coordinator=False, emulator_dir=emu)
+    report = gen([app], workspace, platform=platform, emulator_dir=emu)
     assert report.missing_reference_values == []
     doc = manifest_format.parse_manifest((workspace / "manifest.json").read_bytes())
-    manifest_format.check_policies_supplied(doc.manifest, collect_policies([app]))
+    manifest_format.check_policies_supplied(
+        doc.manifest, collect_policies([app, workspace / "coordinator.yaml"])
+    )
 
     # Load the emulator once (RSA-4096 key checks take a while) and launch each pod with its policy hash.
     if tee == "snp":
@@ -426,17 +424,117 @@ def _initializer_env(doc: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in init["env"]}
 
 
-def test_initializers_pin_the_coordinator_policy_hash(tmp_path: Path, workspace: Path) -> None:
-    # The initializer's trust in the Coordinator is part of the pod's measured policy (docs/protocol.md §1).
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def _pins(doc: dict[str, Any]) -> dict[str, str]:
+    """The pin variables of a pod: its initializer's, or a Coordinator pod's service container's."""
+    spec = doc["spec"]["template"]["spec"]
+    init = spec.get("initContainers") or []
+    env = (
+        _env(init[0]) if init and init[0]["name"] == inject.INITIALIZER_NAME else _env(spec["containers"][0])
+    )
+    return {k: v for k, v in env.items() if k in inject.PIN_ENVS}
+
+
+def test_every_pod_pins_the_coordinator_roles_it_trusts(tmp_path: Path, workspace: Path) -> None:
+    """Each Coordinator service is its own pod and policy, bound to its role in the manifest. A workload's
+    initializer pins the verifier (rejections) and the CA (bundles); verifier and CA pin the manifest service
+    (join grants). The pins are part of each pod's measured policy (docs/protocol.md §1)."""
     path = write_docs(tmp_path / "app.yaml", deployment("web"))
-    report = gen([path], workspace)
-    coordinator_hash = next(w.policy_hash for w in report.outcome.workloads if w.role == ann.ROLE_COORDINATOR)
-    web = next(iter(yaml.safe_load_all(path.read_text())))
-    assert _initializer_env(web)[inject.COORDINATOR_HASHES_ENV] == coordinator_hash
+    layout = write_docs(tmp_path / "coordinator.yaml", coordinator("verifier"), coordinator("ca"))
+    report = gen([path, layout], workspace)
+    by_role = {w.coordinator_role: w.policy_hash for w in report.outcome.workloads if w.coordinator_role}
+    assert {report.manifest["Policies"][h]["CoordinatorRole"]: h for h in by_role.values()} == {
+        "manifest": by_role["manifest"],
+        "verifier": by_role["verifier"],
+        "ca": by_role["ca"],
+    }
+    assert len({by_role["manifest"], by_role["verifier"], by_role["ca"]}) == 3
+    (web,) = yaml.safe_load_all(path.read_text())
+    assert _pins(web) == {inject.COORDINATOR_HASHES_ENV: f"verifier:{by_role['verifier']},ca:{by_role['ca']}"}
+    verifier, ca = yaml.safe_load_all(layout.read_text())
+    for doc in (verifier, ca):
+        assert _pins(doc) == {inject.COORDINATOR_HASHES_ENV: f"manifest:{by_role['manifest']}"}
+    (manifest_service,) = yaml.safe_load_all((workspace / "coordinator.yaml").read_text())
+    assert _pins(manifest_service) == {}
+    # A second run changes nothing: the pins are a fixed point.
+    assert gen([path, layout], workspace).written == []
 
 
-def test_missing_coordinator_is_warned_about() -> None:
+def test_a_coordinator_pod_runs_exactly_one_service(tmp_path: Path, workspace: Path) -> None:
+    both = coordinator("verifier", name="both")
+    second = dict(both["spec"]["template"]["spec"]["containers"][0], name="ca")
+    second["command"] = ["/opt/contrast/bin/python", "-m", "contrast.ca"]
+    both["spec"]["template"]["spec"]["containers"].append(second)
+    none = coordinator("verifier", name="none")
+    none["spec"]["template"]["spec"]["containers"][0]["command"] = ["/bin/app"]
+    for bad in (both, none):
+        f = write_docs(tmp_path / "bad.yaml", bad)
+        with pytest.raises(RequestError) as e:
+            gen([f], workspace)
+        assert e.value.code == "request.workload_invalid"
+        assert "exactly one Coordinator service" in e.value.message
+
+
+def test_the_root_pin_after_the_first_set(tmp_path: Path, workspace: Path) -> None:
+    """Unpinned pods are warned about; --coordinator-root pins every workload, verifier and CA (not the
+    manifest service, whose own policy would change); a later run without the option keeps the pin."""
+    path = write_docs(tmp_path / "app.yaml", deployment("web"))
+    layout = write_docs(tmp_path / "coordinator.yaml", coordinator("verifier"), coordinator("ca"))
+    first = gen([path, layout], workspace)
+    assert any("not pinned to a Coordinator root CA" in w for w in first.outcome.warnings)
+    root = hashlib.sha256(b"the root CA certificate").digest()
+    pinned = gen([path, layout], workspace, options=Options(offline=True, coordinator_root=root))
+    assert not any("not pinned" in w for w in pinned.outcome.warnings)
+    (web,) = yaml.safe_load_all(path.read_text())
+    verifier, ca = yaml.safe_load_all(layout.read_text())
+    (manifest_service,) = yaml.safe_load_all((workspace / "coordinator.yaml").read_text())
+    for doc in (web, verifier, ca):
+        assert _pins(doc)[pins.ROOT_ENV] == root.hex()
+    assert pins.ROOT_ENV not in _pins(manifest_service)
+    # Every pinned pod has a new policy; the manifest service keeps its own.
+    before = {w.ref: w.policy_hash for w in first.outcome.workloads}
+    after = {w.ref: w.policy_hash for w in pinned.outcome.workloads}
+    assert {r for r in before if before[r] != after[r]} == {r for r in before if "coordinator" not in r}
+    # Without the option, the pin the YAML carries stays.
+    assert gen([path, layout], workspace).written == []
+    # Two different pins in the YAML are a conflict, not a choice.
+    web["spec"]["template"]["spec"]["initContainers"][0]["env"][-1]["value"] = "ee" * 32
+    write_docs(path, web)
+    with pytest.raises(RequestError) as e:
+        gen([path, layout], workspace)
+    assert e.value.code == "request.pin_conflict"
+
+
+def test_a_hand_set_root_pin_on_the_manifest_service_is_kept(tmp_path: Path, workspace: Path) -> None:
+    (doc,) = yaml.safe_load_all((workspace / "coordinator.yaml").read_text())
+    doc["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": pins.ROOT_ENV, "value": "ab" * 32}
+    )
+    write_docs(workspace / "coordinator.yaml", doc)
+    gen([write_docs(tmp_path / "app.yaml", deployment("web"))], workspace)
+    (doc,) = yaml.safe_load_all((workspace / "coordinator.yaml").read_text())
+    assert _pins(doc) == {pins.ROOT_ENV: "ab" * 32}
+
+
+def test_tdx_statuses_the_manifest_accepts_are_pinned_for_peers(tmp_path: Path, workspace: Path) -> None:
+    patch = tmp_path / "statuses.json"
+    patch.write_text(
+        json.dumps([{"op": "add", "path": "/tdx/0/AcceptedTCBStatuses", "value": ["UpToDate", "OutOfDate"]}])
+    )
+    path = write_docs(tmp_path / "app.yaml", deployment("web"))
+    gen([path], workspace, patch_files=[patch])
+    (web,) = yaml.safe_load_all(path.read_text())
+    (manifest_service,) = yaml.safe_load_all((workspace / "coordinator.yaml").read_text())
+    assert _pins(web)[pins.TDX_STATUSES_ENV] == "OutOfDate"
+    assert _pins(manifest_service) == {pins.TDX_STATUSES_ENV: "OutOfDate"}
+
+
+def test_missing_coordinator_roles_are_warned_about() -> None:
     f = YamlFile(path=Path("a.yaml"), documents=[Document(text="", data=deployment("web"))])
     out = process([f], Options(offline=True))
-    assert any(inject.COORDINATOR_HASHES_ENV in w for w in out.warnings)
-    assert _initializer_env(f.documents[0].data)[inject.COORDINATOR_HASHES_ENV] == ""
+    for role in ("verifier", "ca"):
+        assert any(f"runs the {role} service" in w for w in out.warnings)
+    assert _pins(f.documents[0].data)[inject.COORDINATOR_HASHES_ENV] == ""

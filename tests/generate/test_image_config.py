@@ -34,6 +34,7 @@ from contrast.generate.imageconfig import (
     render_lock,
 )
 from contrast.generate.policy import decode_annotation
+from tests.generate.generate_builders import coordinator as coordinator_deployment
 from tests.generate.generate_builders import deployment
 from tests.generate.oci_fixtures import Image, Registry, loopback_registry, write_layout
 
@@ -179,8 +180,7 @@ def workspace_with(tmp_path: Path, owner_keys: Path, image_ref: str) -> tuple[Pa
     ws.mkdir()
     for name in (WORKLOAD_OWNER_KEY_FILE, SEEDSHARE_OWNER_KEY_FILE):
         shutil.copy2(owner_keys / name, ws / name)
-    coordinator = deployment("coordinator", namespace="contrast-system")
-    coordinator["metadata"]["annotations"] = {ann.POD_ROLE: "coordinator"}
+    coordinator = coordinator_deployment("manifest")
     app = deployment("app")
     c = app["spec"]["template"]["spec"]["containers"][0]
     c.update(image=image_ref)

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from contrast import subjects
 from contrast.ca.service import make_service as make_ca
 from contrast.coordinator.manifest_format import ManifestDocument, parse_manifest
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.tdx.emulator import (
     DEFAULT_MR_SEAM,
@@ -32,6 +33,7 @@ from contrast.evidence.tdx.emulator import (
     EmulatedTdxPlatform,
 )
 from contrast.initializer.client import Initializer, InitializerConfig
+from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
 from contrast.platform.emulated import TDX_DEFAULT_MRTD, TDX_DEFAULT_RTMRS, EmulatedSnp, EmulatedTdx
 from contrast.replica.deps import ReplicaDeps
@@ -43,10 +45,20 @@ from contrast.testing.fixture import FixtureKeySource, FixtureState
 from contrast.verifier.service import make_service as make_verifier
 from contrast.wire.v1 import ReadinessReply, ReadinessRequest, decoder, encode
 
-POLICY_COORD = b"package contrast.coordinator\ndefault allow := true\n"
+POLICY_COORD = b"package contrast.coordinator\ndefault allow := true\n"  # the manifest service
+POLICY_VERIFIER = b"package contrast.coordinator\n# verifier\ndefault allow := true\n"
+POLICY_CA = b"package contrast.coordinator\n# ca\ndefault allow := true\n"
 POLICY_DB = b"package db\ndefault allow := true\n"
 POLICY_WEB = b"package web\ndefault allow := true\n"
 H_COORD = hashlib.sha256(POLICY_COORD).digest()
+H_VERIFIER = hashlib.sha256(POLICY_VERIFIER).digest()
+H_CA = hashlib.sha256(POLICY_CA).digest()
+ROLE_POLICY = {"manifest": H_COORD, "verifier": H_VERIFIER, "ca": H_CA}
+# What `generate` pins: an initializer trusts the verifier and the CA; they trust the manifest service.
+INITIALIZER_PINS = CoordinatorPins(
+    policies={ServiceRole.VERIFIER: frozenset({H_VERIFIER}), ServiceRole.CA: frozenset({H_CA})}
+)
+REPLICA_PINS = CoordinatorPins(policies={ServiceRole.MANIFEST: frozenset({H_COORD})})
 H_DB = hashlib.sha256(POLICY_DB).digest()
 H_WEB = hashlib.sha256(POLICY_WEB).digest()
 H_UNKNOWN = hashlib.sha256(b"not in any manifest").digest()
@@ -78,7 +90,14 @@ def manifest_doc(
         refs = {"snp": [msgspec.to_builtins(emulator.reference_values())], "tdx": []}
     obj: dict[str, Any] = {
         "Policies": {
-            H_COORD.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            H_COORD.hex(): {
+                "SANs": [],
+                "WorkloadSecretID": "",
+                "Role": "coordinator",
+                "CoordinatorRole": "manifest",
+            },
+            H_VERIFIER.hex(): {"SANs": [], "Role": "coordinator", "CoordinatorRole": "verifier"},
+            H_CA.hex(): {"SANs": [], "Role": "coordinator", "CoordinatorRole": "ca"},
             H_DB.hex(): {"SANs": DB_SANS, "WorkloadSecretID": DB_SECRET_ID, "Role": ""},
             H_WEB.hex(): {"SANs": web_sans or ["web.default.svc"], "WorkloadSecretID": "", "Role": ""},
         },
@@ -86,7 +105,13 @@ def manifest_doc(
         "WorkloadOwnerPubKeys": [],
         "SeedshareOwnerPubKeys": [],
     }
-    policies = {H_COORD.hex(): POLICY_COORD, H_DB.hex(): POLICY_DB, H_WEB.hex(): POLICY_WEB}
+    policies = {
+        H_COORD.hex(): POLICY_COORD,
+        H_VERIFIER.hex(): POLICY_VERIFIER,
+        H_CA.hex(): POLICY_CA,
+        H_DB.hex(): POLICY_DB,
+        H_WEB.hex(): POLICY_WEB,
+    }
     return json.dumps(obj, indent=2).encode(), policies
 
 
@@ -143,19 +168,22 @@ class Pipeline:
             return EmulatedTdx(self.emulator, policy_hash=policy_hash)
         return EmulatedSnp(self.emulator, host_data=policy_hash)
 
-    def deps(self, **kw: Any) -> ReplicaDeps:
+    def deps(self, kind: str, **kw: Any) -> ReplicaDeps:
+        """A ``kind`` (verifier or CA) replica's dependencies: launched with that role's policy."""
         state = self.state
 
         async def platform() -> Platform:
-            return self.platform(H_COORD)
+            return self.platform(ROLE_POLICY[kind])
 
-        def key_source(replica: str) -> KeySource:
-            return FixtureKeySource(state, None, replica)
+        def key_source(replica: str, pins: CoordinatorPins) -> KeySource:
+            return FixtureKeySource(state, None, replica, pins)
 
+        kw.setdefault("pins", REPLICA_PINS)
         return ReplicaDeps(platform=platform, key_source=key_source, **kw)
 
     async def start(self, kind: str, replica: str, **kw: Any) -> Any:
-        service = make_verifier(self.deps(**kw)) if kind == "verifier" else make_ca(self.deps(**kw))
+        deps = self.deps(kind, **kw)
+        service = make_verifier(deps) if kind == "verifier" else make_ca(deps)
         config = RuntimeConfig(nats_urls=(self.url,), replica=replica, shutdown_timeout=5.0)
         running = await self.stack.enter_async_context(serve(service, config))
         self.running[replica] = running
@@ -163,7 +191,7 @@ class Pipeline:
 
     def initializer(self, policy_hash: bytes = H_DB, *, deadline: float = 20.0, **kw: Any) -> Initializer:
         kw.setdefault("attempt_timeout", 5.0)
-        config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=deadline, **kw)
+        config = InitializerConfig(pins=INITIALIZER_PINS, deadline=deadline, **kw)
         return Initializer(nc=self.nc, platform=self.platform(policy_hash), config=config)
 
 
@@ -200,7 +228,6 @@ def service_env(url: str, emulator_dir: Path, fixture_dir: Path, **extra: str) -
         "CONTRAST_NATS_URL": url,
         "CONTRAST_PLATFORM": "emulated-snp",
         "CONTRAST_EMULATOR_DIR": str(emulator_dir),
-        "CONTRAST_EMULATED_POLICY_HASH": H_COORD.hex(),
         "CONTRAST_INSECURE_FIXTURE_DIR": str(fixture_dir),
         "CONTRAST_LOG_LEVEL": "WARNING",
         **extra,
@@ -208,6 +235,8 @@ def service_env(url: str, emulator_dir: Path, fixture_dir: Path, **extra: str) -
 
 
 def spawn_service(kind: str, replica: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A ``kind`` replica as a process, launched by the emulated host with that role's policy."""
+    env = {**env, "CONTRAST_EMULATED_POLICY_HASH": ROLE_POLICY[kind].hex()}
     return subprocess.Popen(
         [
             sys.executable,

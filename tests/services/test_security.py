@@ -19,7 +19,7 @@ from contrast.attestation.bundle import issue
 from contrast.attestation.verdict import sign_verdict
 from contrast.ca.service import HEAD_MAX_AGE
 from contrast.coordinator.manifest_format import PolicyEntry
-from contrast.coordinator.statement import spki
+from contrast.coordinator.statement import CoordinatorIdentity, spki
 from contrast.crypto.kdf import SeedEngine, generate_seed
 from contrast.errors import ContrastError
 from contrast.evidence.snp import abi
@@ -43,9 +43,10 @@ from contrast.wire.v1 import (
 )
 from tests.services.evil_bus import EvilBus, build_request, eventually, new_request_id
 from tests.services.pipeline import (
-    H_COORD,
+    H_CA,
     H_DB,
     H_UNKNOWN,
+    H_VERIFIER,
     Pipeline,
     history_kv,
     manifest_doc,
@@ -229,7 +230,7 @@ async def test_forged_verdicts_get_no_certificate(
 
             # (1) unsigned: garbage where the signature belongs, with a genuine certificate-shaped blob
             legit = await FixtureKeySource(p.state, None, "v").join(
-                p.nc, p.platform(H_COORD), ServiceRole.VERIFIER, EvidenceVerifier()
+                p.nc, p.platform(H_VERIFIER), ServiceRole.VERIFIER, EvidenceVerifier()
             )
             rid = new_request_id()
             good = sign_verdict(verdict(rid), legit.identity.service_key, legit.service_cert)
@@ -245,7 +246,7 @@ async def test_forged_verdicts_get_no_certificate(
                 attacker.public_key(),
                 role=ServiceRole.CA,
                 replica_id="evil",
-                policy_hash=H_COORD,
+                policy_hash=H_CA,
                 now=dt.datetime.now(dt.UTC),
             )
             assert (
@@ -262,7 +263,7 @@ async def test_forged_verdicts_get_no_certificate(
                 attacker.public_key(),
                 role=ServiceRole.VERIFIER,
                 replica_id="evil",
-                policy_hash=H_COORD,
+                policy_hash=H_VERIFIER,
                 now=dt.datetime.now(dt.UTC),
             )
             assert (
@@ -376,18 +377,22 @@ async def test_malformed_client_input_gets_typed_errors(
             await evil.close()
 
 
+@pytest.mark.parametrize("forger_policy", [H_DB, H_VERIFIER], ids=["workload", "verifier"])
 async def test_forged_answers_are_ignored_by_the_initializer(
-    private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform
+    private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform, forger_policy: bytes
 ) -> None:
-    """The bus seals its own bundle to the initializer's public HPKE key: the initializer must not take it."""
+    """The bus seals its own bundle to the initializer's public HPKE key: the initializer must not take it,
+    even with the Coordinator's own keys, when the statement is a workload's or a *verifier's* (genuine
+    Coordinator code, but only a CA policy issues)."""
     async with pipeline(private_nats.url, snp_emulator, cas=0) as p:
         evil = await EvilBus.connect(p.url)
-        forger = await FixtureKeySource(p.state, None, "evil").join(
-            p.nc,
-            p.platform(H_DB),
-            ServiceRole.CA,
-            EvidenceVerifier(),  # a workload's statement, not a Coordinator's
+        head = await p.state.history(await history_kv(p.nc)).read_latest()
+        assert head is not None
+        engine = p.state.engine
+        identity = await CoordinatorIdentity.create(
+            p.platform(forger_policy), EvidenceVerifier(), dt.datetime.now(dt.UTC)
         )
+        mesh = p.state.meshes[head.transition_hash]
 
         async def forge(msg: Msg) -> None:
             req = decoder(AttestRequest).decode(msg.data)
@@ -399,18 +404,18 @@ async def test_forged_answers_are_ignored_by_the_initializer(
                 policy_hash=H_DB,
                 tls_public_key=req.tls_public_key,
                 hpke_public_key=req.hpke_public_key,
-                generation=forger.generation,
-                transition_hash=forger.transition_hash,
+                generation=head.generation,
+                transition_hash=head.transition_hash,
                 issued_at_ms=0,
                 verifier="evil",
             )
             result = issue(
                 verdict=v,
                 entry=PolicyEntry(SANs=["evil.svc"]),
-                mesh=forger.keys.mesh_authority(),
-                root_cert=forger.root_cert,
-                pod_state_secret=forger.keys.pod_state_secret,
-                identity=forger.identity,
+                mesh=mesh,
+                root_cert=root_certificate(engine.root_ca_key()),
+                pod_state_secret=engine.pod_state_secret(),
+                identity=identity,
                 now=dt.datetime.now(dt.UTC),
             )
             await evil.nc.publish(subjects.attest_result(req.request_id), encode(result))

@@ -45,7 +45,7 @@ def test_the_fixture_replica_refuses_a_real_platform(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="emulated"):
             fixture_deps({"CONTRAST_INSECURE_FIXTURE_DIR": str(tmp_path), "CONTRAST_PLATFORM": platform})
     deps = fixture_deps({"CONTRAST_INSECURE_FIXTURE_DIR": str(tmp_path), "CONTRAST_PLATFORM": "emulated-snp"})
-    assert isinstance(deps.key_source("verifier-1"), FixtureKeySource)
+    assert isinstance(deps.key_source("verifier-1", deps.pins), FixtureKeySource)
 
 
 def test_the_fixture_replica_without_a_fixture_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,4 +59,20 @@ def test_production_replicas_always_join(tmp_path: Path, monkeypatch: pytest.Mon
     FixtureState.generate(tmp_path)
     monkeypatch.setenv("CONTRAST_INSECURE_FIXTURE_DIR", str(tmp_path))
     monkeypatch.setenv("CONTRAST_PLATFORM", "emulated-snp")
-    assert isinstance(ReplicaDeps().key_source("verifier-1"), JoinKeySource)
+    deps = ReplicaDeps()
+    assert isinstance(deps.key_source("verifier-1", deps.pins), JoinKeySource)
+
+
+def test_a_malformed_pin_stops_a_replica_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pins are read when the replica is built, and a malformed one is an error, never an empty pin."""
+    monkeypatch.setenv("CONTRAST_COORDINATOR_POLICY_HASHES", "ab" * 32)  # no role
+    with pytest.raises(ValueError, match="names no role"):
+        ReplicaDeps()
+    monkeypatch.setenv("CONTRAST_COORDINATOR_POLICY_HASHES", f"manifest:{'ab' * 32}")
+    monkeypatch.setenv("CONTRAST_COORDINATOR_ROOT_CA_SHA256", "not hex")
+    with pytest.raises(ValueError, match="CONTRAST_COORDINATOR_ROOT_CA_SHA256"):
+        ReplicaDeps()
+    monkeypatch.setenv("CONTRAST_COORDINATOR_ROOT_CA_SHA256", "cd" * 32)
+    deps = ReplicaDeps()
+    assert deps.pins.of(ServiceRole.MANIFEST) == {bytes.fromhex("ab" * 32)}
+    assert deps.pins.root_ca_sha256 == bytes.fromhex("cd" * 32)

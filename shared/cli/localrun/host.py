@@ -1,28 +1,98 @@
-"""The emulated Kubernetes host: which confidential pods a deployment has, and each pod's launch policy hash.
+"""The emulated Kubernetes host: which confidential pods a deployment has, each pod's launch policy hash, and
+how its Contrast containers start.
 
 A real Kata host hashes the pod's initdata annotation and launches the CVM with that hash as SNP HOST_DATA
 (TDX MR_CONFIG_ID). The emulated host does the same from the generated YAML, and refuses a pod whose
 ``policy-hash`` annotation disagrees with its initdata: the hash must come from the document, never from a
 label next to it.
+
+It starts a Coordinator pod's service container and a workload's initializer with the command and the
+environment the YAML gives (:class:`Launch`), so the per-role pins that ``generate`` wrote are the ones the
+processes run with. Only what names a place on this machine instead of the cluster is the host's own
+(:data:`HOST_SETTINGS`: addresses, ports, paths, the JetStream replica count of one local server), and the
+service image's interpreter is this machine's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
-from contrast.generate.inject import INITIALIZER_NAME
+from contrast.generate.coordinators import service_container
+from contrast.generate.inject import INITIALIZER_NAME, SERVICE_PYTHON
 from contrast.generate.mesh import SIDECAR_NAME
 from contrast.generate.policy import decode_annotation
 from contrast.generate.workloads import Workload, as_workload
 from contrast.generate.yamldocs import iter_yaml_paths, read_file
 
 _UNSAFE = re.compile(r"[^a-z0-9.-]")
+# Settings that say where things are in the cluster, and the emulated hardware; the emulated host sets its
+# own. Nothing a pod trusts (its Coordinator pins, its service's configuration) is among them.
+HOST_SETTINGS: Final = frozenset(
+    {
+        "CONTRAST_PLATFORM",
+        "CONTRAST_EMULATOR_DIR",
+        "CONTRAST_EMULATED_POLICY_HASH",
+        "PATH",
+        "CONTRAST_NATS_URL",
+        "CONTRAST_REPLICA",
+        "CONTRAST_METRICS_PORT",
+        "CONTRAST_METRICS_ADDR",
+        "CONTRAST_JS_REPLICAS",
+        "CONTRAST_INITIALIZER_ROOT",
+        "CONTRAST_INITIALIZER_DEADLINE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A container as the YAML starts it: command and arguments, and the plain values of its environment."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, container: dict[str, Any], ref: str) -> Launch:
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        env = container.get("env") or []
+        if not argv or not all(isinstance(a, str) for a in argv) or not isinstance(env, list):
+            raise RequestError(
+                "workload_invalid", f"{ref}: container {container.get('name')!r} has no command"
+            )
+        # valueFrom needs the Kubernetes API, which the emulated host does not have: such a variable is unset.
+        plain = tuple(
+            (str(e["name"]), str(e["value"]))
+            for e in env
+            if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("value"), str)
+        )
+        return cls(argv=tuple(argv), env=plain)
+
+    def command(self) -> list[str]:
+        """The argv on this machine: the service image's interpreter is this process's interpreter."""
+        if self.argv[0] != SERVICE_PYTHON:
+            raise RequestError(
+                "workload_invalid", f"the emulated host runs only the service image's {SERVICE_PYTHON}"
+            )
+        return [sys.executable, *self.argv[1:]]
+
+    def environment(self, base: Mapping[str, str], host: Mapping[str, str]) -> dict[str, str]:
+        """``base`` (this machine's environment), then the YAML's, then the ``host`` settings."""
+        unknown = set(host) - HOST_SETTINGS
+        if unknown:
+            raise ValueError(f"the emulated host does not own {sorted(unknown)}")
+        env = dict(base)
+        env.update((k, v) for k, v in self.env if k not in HOST_SETTINGS)
+        env.update(host)
+        return env
 
 
 @dataclass(frozen=True)
@@ -36,6 +106,8 @@ class EmulatedPod:
     initializer: bool  # the Contrast initializer is the first init container
     mesh: dict[str, str] | None = None  # the mesh sidecar's environment; None: the pod has no sidecar
     ports: tuple[int, ...] = ()  # TCP ports the pod's application containers declare
+    coordinator_role: str = ""  # manifest, verifier or ca: the service a Coordinator pod runs
+    launch: Launch | None = None  # the Coordinator service container, or the workload's initializer
 
     @property
     def is_coordinator(self) -> bool:
@@ -60,13 +132,37 @@ def launch_policy_hash(w: Workload) -> bytes:
     return digest
 
 
-def _has_initializer(w: Workload) -> bool:
+def _initializer(w: Workload) -> dict[str, Any] | None:
     init = w.pod_spec.get("initContainers")
-    return (
-        bool(init)
+    if (
+        init
         and isinstance(init, list)
         and isinstance(init[0], dict)
-        and init[0].get("name") == (INITIALIZER_NAME)
+        and init[0].get("name") == INITIALIZER_NAME
+    ):
+        return init[0]
+    return None
+
+
+def _pod(w: Workload, name: str) -> EmulatedPod:
+    role = ann.role(w.obj, w.template, w.ref)
+    init = _initializer(w)
+    coordinator_role, launch = "", None
+    if role == ann.ROLE_COORDINATOR:
+        service, container = service_container(w)
+        coordinator_role, launch = service.value, Launch.of(container, w.ref)
+    elif init is not None:
+        launch = Launch.of(init, w.ref)
+    return EmulatedPod(
+        name=name,
+        ref=w.ref,
+        policy_hash=launch_policy_hash(w),
+        role=role,
+        initializer=init is not None,
+        coordinator_role=coordinator_role,
+        launch=launch,
+        mesh=_sidecar_env(w),
+        ports=_ports(w),
     )
 
 
@@ -101,17 +197,7 @@ def discover_pods(paths: list[Path]) -> list[EmulatedPod]:
     for w in workloads:
         # Pod names are directory names: keep DNS-1123 characters, qualify by namespace on a clash.
         base = w.name if names.count(w.name) == 1 else f"{w.namespace}-{w.name}"
-        pods.append(
-            EmulatedPod(
-                name=_UNSAFE.sub("-", base.lower()).strip(".-") or "pod",
-                ref=w.ref,
-                policy_hash=launch_policy_hash(w),
-                role=ann.role(w.obj, w.template, w.ref),
-                initializer=_has_initializer(w),
-                mesh=_sidecar_env(w),
-                ports=_ports(w),
-            )
-        )
+        pods.append(_pod(w, _UNSAFE.sub("-", base.lower()).strip(".-") or "pod"))
     if len({p.name for p in pods}) != len(pods):
         raise RequestError("workload_invalid", "two confidential workloads map to the same pod name")
     return sorted(pods, key=lambda p: p.name)

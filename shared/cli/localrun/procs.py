@@ -114,11 +114,25 @@ async def start_service(
     log_dir: Path | None = None,
 ) -> Child:
     label = f"{service.name}-{replica}"
-    port = free_port()
     env = {**os.environ, **(extra_env or {}), **service.env, "CONTRAST_NATS_URL": nats_url}
-    argv = [sys.executable, "-m", service.module, "--replica", label, "--metrics-port", str(port)]
+    argv = [sys.executable, "-m", service.module, *service.args]
+    return await start_process(label, argv, env, log_dir)
+
+
+async def start_process(
+    label: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path | None
+) -> Child:
+    """A long-running service process named ``label``, with its own metrics port (``CONTRAST_REPLICA`` and
+    ``CONTRAST_METRICS_PORT`` are set here, on a loopback address)."""
+    port = free_port()
+    full = {
+        **env,
+        "CONTRAST_REPLICA": label,
+        "CONTRAST_METRICS_PORT": str(port),
+        "CONTRAST_METRICS_ADDR": "127.0.0.1",
+    }
     log_path = log_dir / f"{label}.log" if log_dir is not None else None
-    return await spawn(label, [*argv, *service.args], env=env, log_path=log_path, metrics_port=port)
+    return await spawn(label, argv, env=full, log_path=log_path, metrics_port=port)
 
 
 def _get(port: int, path: str) -> tuple[int, bytes] | None:

@@ -3,15 +3,18 @@
 Steps (each one fails the run with a message that names it):
 
 1. load or create the emulator in ``<workdir>/emulator``, start NATS and make the owner keys, in parallel;
-2. copy the example app into ``<workdir>/deployment`` and run ``generate`` there for the emulated platform;
-   the emulated host derives each pod's policy hash from its initdata annotation;
-3. start the manifest service, N verifier replicas and the CA as processes launched with the Coordinator's
-   policy hash (verifier and CA join through the manifest service once a manifest exists);
+2. copy the Coordinator's layout (``deploy/kubernetes``: manifest service, verifier and CA, each its own
+   Deployment) and the example app into ``<workdir>/deployment`` and run ``generate`` there for the emulated
+   platform; the emulated host derives each pod's policy hash from its initdata annotation;
+3. start the manifest service, N verifier replicas and the CA, each as its own process with the command and
+   the environment its YAML gives (so with the Coordinator pins that ``generate`` wrote), launched with its
+   own policy hash (:mod:`contrast.cli.localrun.host`); verifier and CA join through the manifest service
+   once a manifest exists, each as the role its policy is bound to;
 4. ``contrast set`` as the data owner (trust on first use: writes ``seed-shares.json`` to the workdir). If
    NATS kept the history of an earlier run, the new manifest replica is stale: ``contrast recover`` with
    the seed share first, then ``set`` is an update signed with the workload-owner key;
-5. one emulated pod per workload (booting while verifier and CA join): the initializer attests it and
-   writes ``<workdir>/pods/<pod>/contrast/``;
+5. one emulated pod per workload (booting while verifier and CA join): its initializer, started as its
+   YAML says, attests it and writes ``<workdir>/pods/<pod>/contrast/``;
 6. ``contrast verify`` as the data owner; every pod's credentials must chain to the CAs it attested;
 7. mutual TLS between two pods using only their files, and refusal of three unattested parties;
    then the service mesh (:mod:`.mesh`): each meshed pod's sidecar, as generate pinned it, and a call between
@@ -60,7 +63,8 @@ from contrast.platform.emulated import load_snp_emulator, load_tdx_emulator
 from contrast.runtime.natsserver import NatsServerNotFound
 
 PLATFORMS: dict[str, str] = {EMULATED_SNP: "emulated-snp", EMULATED_TDX: "emulated-tdx"}
-COORDINATOR_SERVICES = frozenset({"manifest", "verifier", "ca"})
+ROLE_ORDER = ("manifest", "verifier", "ca")  # the start order: verifier and CA join the manifest service
+COORDINATOR_SERVICES = frozenset(ROLE_ORDER)
 READY_TIMEOUT = 60.0
 TRACE_WAIT = 10.0  # seconds the summary waits for the pods' traces to be complete in Jaeger
 # The services one attestation's trace must have spans of before the summary shows it.
@@ -75,6 +79,7 @@ WORKDIR_MARKER = ".contrast-run"  # marks a workdir as ours, so that RUN_DIRS ma
 class RunOptions:
     workdir: Path
     examples: Path
+    coordinator: Path  # the Coordinator's layout: one Deployment per service (deploy/kubernetes)
     platform: str = EMULATED_SNP
     verifiers: int = 2
     nats_url: str | None = None
@@ -175,11 +180,10 @@ class Scenario:
         if opts.platform not in PLATFORMS:
             self.console.say(f"contrast run: --platform must be one of {', '.join(PLATFORMS)}")
             return EXIT_USAGE
-        if not (opts.examples / "coordinator.yaml").is_file():
-            self.console.say(
-                f"contrast run: no example deployment at {opts.examples} (expected coordinator.yaml there)"
-            )
-            return EXIT_USAGE
+        for what, source in (("example deployment", opts.examples), ("Coordinator layout", opts.coordinator)):
+            if not source.is_dir():
+                self.console.say(f"contrast run: no {what} at {source}")
+                return EXIT_USAGE
         self.console.say(
             f"contrast run: local deployment on {opts.platform} -- INSECURE: the hardware is emulated; "
             f"workdir {self.workdir}"
@@ -199,26 +203,19 @@ class Scenario:
 
         await self.prepare()
         await self.sup.connect()
-        pods = await self.generate()
-        coordinator = self.outcome.coordinator_policy_hash
-        env = {
-            "CONTRAST_PLATFORM": PLATFORMS[opts.platform],
-            "CONTRAST_EMULATOR_DIR": str(self.workdir / "emulator"),
-            "CONTRAST_EMULATED_POLICY_HASH": coordinator.hex(),
-            **self.sup.telemetry,
-        }
-        for s in services:
-            if s.name in COORDINATOR_SERVICES:
-                await self.sup.start(
-                    s, opts.verifiers if s.name == "verifier" else s.replicas, env, self.logs
-                )
+        coordinator, pods = await self.generate()
+        table = {s.name: s for s in services}
+        for pod in coordinator:  # manifest service first: verifier and CA join through it
+            row = table[pod.coordinator_role]
+            replicas = opts.verifiers if pod.coordinator_role == "verifier" else row.replicas
+            await self.sup.start_processes(pod.coordinator_role, self.launch(pod, row), replicas, self.logs)
         if await self.sup.history_exists():
             # NATS kept the state of an earlier run (--nats, --store-dir): the new manifest replica starts
             # stale and, as in a real restart, the seed-share owner brings it back before anything else.
             await self.recover()
         await self.set_manifest()
         # The pods boot (interpreter start) while verifier and CA join; their initializers retry until then.
-        await self.sup.together(self.await_coordinator(), self.run_pods(pods, env))
+        await self.sup.together(self.await_coordinator(), self.run_pods(pods))
         await self.verify()
         await self.check_credentials()
         await self.prove_mtls()
@@ -299,9 +296,35 @@ class Scenario:
                 return
             await asyncio.sleep(0.2)
 
-    async def generate(self) -> list[host.EmulatedPod]:
+    def host_settings(self, pod: host.EmulatedPod) -> dict[str, str]:
+        """What the emulated host sets for a pod: its emulated hardware, launched with the pod's policy hash,
+        and where NATS is (one local server: one JetStream replica)."""
+        return {
+            "CONTRAST_PLATFORM": PLATFORMS[self.opts.platform],
+            "CONTRAST_EMULATOR_DIR": str(self.workdir / "emulator"),
+            "CONTRAST_EMULATED_POLICY_HASH": pod.policy_hash.hex(),
+            "CONTRAST_NATS_URL": self.sup.nats_url,
+            "CONTRAST_JS_REPLICAS": "1",
+        }
+
+    def launch(self, pod: host.EmulatedPod, row: RunnableService) -> tuple[list[str], dict[str, str]]:
+        """A Coordinator pod's service as its YAML starts it (plus the runner table's extra arguments and
+        environment, which tests use), on the emulated host."""
+        if pod.launch is None:
+            raise StepFailed("generate", f"{pod.ref}: no service container")
+        try:
+            argv = [*pod.launch.command(), *row.args]
+        except ContrastError as e:
+            raise StepFailed("generate", f"{pod.ref}: {e.message}") from e
+        base = {**os.environ, **self.sup.telemetry, **row.env}
+        return argv, pod.launch.environment(base, self.host_settings(pod))
+
+    async def generate(self) -> tuple[list[host.EmulatedPod], list[host.EmulatedPod]]:
+        """Copy the Coordinator layout and the app, generate, and discover the pods: the Coordinator's (one
+        per service role, manifest service first) and the attested workloads."""
         deployment = self.workdir / "deployment"
-        await asyncio.to_thread(shutil.copytree, self.opts.examples, deployment)
+        await asyncio.to_thread(shutil.copytree, self.opts.coordinator, deployment / "coordinator")
+        await asyncio.to_thread(shutil.copytree, self.opts.examples, deployment / "app")
         notes: list[str] = []
         try:
             report = await self.sup.guard(
@@ -325,18 +348,23 @@ class Scenario:
         )
         for note in notes:
             self.console.say(f"{'':19}note: {note}")
-        coordinators = {p.policy_hash for p in pods if p.is_coordinator}
-        if len(coordinators) != 1:
-            raise StepFailed("generate", f"expected one Coordinator policy hash, found {len(coordinators)}")
         for p in pods:
             entry = policies.get(p.policy_hash.hex())
             if entry is None:
                 raise StepFailed("generate", f"{p.ref}: launch policy hash is not in manifest.json")
-        self.outcome.coordinator_policy_hash = coordinators.pop()
+        order = {r: i for i, r in enumerate(ROLE_ORDER)}
+        coordinator = sorted((p for p in pods if p.is_coordinator), key=lambda p: order[p.coordinator_role])
+        if [p.coordinator_role for p in coordinator] != list(ROLE_ORDER):
+            raise StepFailed(
+                "generate",
+                "expected one Coordinator pod per service (manifest, verifier, ca), found "
+                + (", ".join(p.coordinator_role for p in coordinator) or "none"),
+            )
+        self.outcome.coordinator_policies = {p.coordinator_role: p.policy_hash for p in coordinator}
         workloads = [p for p in pods if not p.is_coordinator and p.initializer]
         self.outcome.skipped = [p for p in pods if not p.is_coordinator and not p.initializer]
         self.policies = policies
-        return workloads
+        return coordinator, workloads
 
     async def recover(self) -> None:
         if not (self.workdir / SEED_SHARES_FILE).exists():
@@ -357,8 +385,10 @@ class Scenario:
         # No wait for the manifest service: `set` retries until a replica answers, and starting the CLI now
         # overlaps its interpreter start with the service's.
         answer = await self.owner("set", *policy_files, "--timeout", "45")
-        if answer.get("coordinator_policy_hash") != self.outcome.coordinator_policy_hash.hex():
-            raise StepFailed("set", "the attested Coordinator runs another policy than the deployment's")
+        if answer.get("coordinator_policy_hash") != self.outcome.coordinator_policies["manifest"].hex():
+            raise StepFailed(
+                "set", "the attested Coordinator runs another policy than the manifest service's"
+            )
         self.outcome.generation = int(answer["generation"])
         self.outcome.transition_hash = str(answer["transition_hash"])
         self.outcome.set_files = [str(f) for f in answer.get("files", [])]
@@ -380,28 +410,23 @@ class Scenario:
             "join", f"{', '.join(c.label for c in members)} joined the Coordinator and are ready"
         )
 
-    async def run_pods(self, pods: list[host.EmulatedPod], env: dict[str, str]) -> None:
-        coordinator = self.outcome.coordinator_policy_hash.hex()
-
+    async def run_pods(self, pods: list[host.EmulatedPod]) -> None:
         async def one(pod: host.EmulatedPod) -> PodOutcome:
             began = time.monotonic()
-            argv = [
-                sys.executable,
-                "-m",
-                "contrast.initializer",
-                "--nats",
-                self.sup.nats_url,
-                "--root",
-                str(self.workdir / "pods" / pod.name / "contrast"),
-                "--coordinator-policy-hashes",
-                coordinator,
-                "--deadline",
-                str(self.opts.pod_deadline),
-                "--replica",
-                f"pod-{pod.name}",
-            ]
+            if pod.launch is None:
+                raise StepFailed("pods", f"{pod.ref}: no initializer")
+            # The initializer as the pod's YAML starts it: its Coordinator pins are the generated ones.
+            argv = pod.launch.command()
             # The emulated host launches the pod with its own policy hash, as Kata does from the initdata.
-            pod_env = {**os.environ, **env, "CONTRAST_EMULATED_POLICY_HASH": pod.policy_hash.hex()}
+            pod_env = pod.launch.environment(
+                {**os.environ, **self.sup.telemetry},
+                self.host_settings(pod)
+                | {
+                    "CONTRAST_INITIALIZER_ROOT": str(self.workdir / "pods" / pod.name / "contrast"),
+                    "CONTRAST_INITIALIZER_DEADLINE": str(self.opts.pod_deadline),
+                    "CONTRAST_REPLICA": f"pod-{pod.name}",
+                },
+            )
             child = await spawn(
                 f"pod-{pod.name}", argv, env=pod_env, log_path=self.logs / f"pod-{pod.name}.log"
             )
@@ -424,8 +449,10 @@ class Scenario:
 
     async def verify(self) -> None:
         answer = await self.owner("verify")
-        if answer.get("coordinator_policy_hash") != self.outcome.coordinator_policy_hash.hex():
-            raise StepFailed("verify", "the attested Coordinator runs another policy than the deployment's")
+        if answer.get("coordinator_policy_hash") != self.outcome.coordinator_policies["manifest"].hex():
+            raise StepFailed(
+                "verify", "the attested Coordinator runs another policy than the manifest service's"
+            )
         self.outcome.verify = answer
         self.console.step(
             "verify",

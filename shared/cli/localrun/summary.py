@@ -23,7 +23,7 @@ class PodOutcome:
 @dataclass
 class Outcome:
     emulator: str = ""
-    coordinator_policy_hash: bytes = b""
+    coordinator_policies: dict[str, bytes] = field(default_factory=dict)  # service role -> its policy hash
     generation: int = 0
     transition_hash: str = ""
     set_files: list[str] = field(default_factory=list)
@@ -47,10 +47,13 @@ def render(
         "",
         f"==== Contrast local run: all checks passed in {elapsed:.1f} s ({platform}, INSECURE emulated "
         "hardware) ====",
-        f"Coordinator   policy {o.coordinator_policy_hash.hex()}",
+        *(
+            f"{'Coordinator' if i == 0 else '':<13} {role:<9} policy {h.hex()}"
+            for i, (role, h) in enumerate(o.coordinator_policies.items())
+        ),
         f"              manifest generation {o.generation}, transition {o.transition_hash[:16]}…",
-        f"              {', '.join(services)} (each attested; verifier and CA joined through the "
-        "manifest service)",
+        f"              {', '.join(services)} (each attested on its own policy; verifier and CA joined "
+        "through the manifest service as the role the manifest binds to their policy)",
         "verified      `contrast verify`: the Coordinator's evidence satisfies manifest.json; its history "
         f"({o.verify.get('manifests', '?')} manifest(s))",
         "              checks out; the active manifest is manifest.json",

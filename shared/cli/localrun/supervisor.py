@@ -28,7 +28,7 @@ from contrast import subjects
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED
 from contrast.cli.localrun import jaeger
 from contrast.cli.localrun.console import Console
-from contrast.cli.localrun.procs import Child, RunnableService, start_service, stop_children
+from contrast.cli.localrun.procs import Child, RunnableService, start_process, start_service, stop_children
 from contrast.coordinator.history import LATEST_KEY
 from contrast.runtime.natsserver import NatsServer, start_nats
 
@@ -163,12 +163,22 @@ class Supervisor:
         self, service: RunnableService, replicas: int, env: dict[str, str], logs: Path | None
     ) -> None:
         for replica in range(1, replicas + 1):
-            child = await start_service(service, replica, self.nats_url, extra_env=env, log_dir=logs)
-            self.children.append(child)
-            self.console.say(
-                f"{child.label:<11} pid {child.pid}, metrics http://127.0.0.1:{child.metrics_port}/metrics"
-                + (f", log {child.log_path}" if child.log_path else "")
-            )
+            self._started(await start_service(service, replica, self.nats_url, extra_env=env, log_dir=logs))
+
+    async def start_processes(
+        self, name: str, launch: tuple[list[str], dict[str, str]], replicas: int, logs: Path | None
+    ) -> None:
+        """``replicas`` processes ``<name>-<i>`` of one pod's service, each started with ``launch``."""
+        argv, env = launch
+        for replica in range(1, replicas + 1):
+            self._started(await start_process(f"{name}-{replica}", argv, env, logs))
+
+    def _started(self, child: Child) -> None:
+        self.children.append(child)
+        self.console.say(
+            f"{child.label:<11} pid {child.pid}, metrics http://127.0.0.1:{child.metrics_port}/metrics"
+            + (f", log {child.log_path}" if child.log_path else "")
+        )
 
     async def history_exists(self) -> bool:
         """A hint from the (untrusted) store only: it picks recover-then-update over a first set; the CLIs

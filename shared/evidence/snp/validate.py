@@ -66,8 +66,14 @@ def expected_policy(ref: reference.SnpGuestPolicy) -> int:
 
 def claims_of(v: VerifiedSnpReport) -> Claims:
     r = v.report
-    tcb = {f"reported.{k}": str(val) for k, val in v.reported_tcb.as_dict().items()}
-    tcb |= {f"current.{k}": str(val) for k, val in v.current_tcb.as_dict().items()}
+    tcb: dict[str, str] = {}
+    for label, version in (
+        ("reported", v.reported_tcb),
+        ("current", v.current_tcb),
+        ("committed", v.committed_tcb),
+        ("launch", v.launch_tcb),
+    ):
+        tcb |= {f"{label}.{k}": str(val) for k, val in version.as_dict().items()}
     details = {
         "product": v.product,
         "version": str(r.version),

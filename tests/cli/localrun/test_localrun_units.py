@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,19 @@ from contrast.cli.localrun.metrics import Figures, parse
 from contrast.cli.localrun.supervisor import StepFailed, Supervisor
 from contrast.errors import RequestError
 from contrast.generate import annotations as ann
+from contrast.generate.inject import SERVICE_PYTHON
 from tests.cli.localrun.localrun_fixtures import Deployment
 
 # ---- the emulated host --------------------------------------------------------------------------------
 
 
+PINS = {"name": "CONTRAST_COORDINATOR_POLICY_HASHES", "value": f"verifier:{'ab' * 32},ca:{'cd' * 32}"}
+
+
 def workload(
-    name: str, namespace: str, initdata: bytes, *, stated: str | None = None, **extra: Any
+    name: str, namespace: str, initdata: bytes, *, stated: str | None = None, service: str = "", **extra: Any
 ) -> dict[str, Any]:
+    """A generated workload; ``service`` makes it a Coordinator pod running that service."""
     annotations = {
         ann.KATA_INITDATA: base64.b64encode(gzip.compress(initdata)).decode(),
         ann.POLICY_HASH: stated if stated is not None else hashlib.sha256(initdata).hexdigest(),
@@ -45,8 +51,25 @@ def workload(
                 "metadata": {"annotations": annotations},
                 "spec": {
                     "runtimeClassName": "contrast-cc",
-                    "initContainers": [{"name": "contrast-initializer", "image": "x"}],
-                    "containers": [{"name": "c", "image": "y"}],
+                    "initContainers": []
+                    if service
+                    else [
+                        {
+                            "name": "contrast-initializer",
+                            "image": "x",
+                            "command": [SERVICE_PYTHON, "-m", "contrast.initializer"],
+                            "env": [{"name": "PATH", "value": "/opt/contrast/bin"}, PINS],
+                        }
+                    ],
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "y",
+                            "command": [SERVICE_PYTHON, "-m", f"contrast.{service}"]
+                            if service
+                            else ["/bin/c"],
+                        }
+                    ],
                 },
             }
         },
@@ -60,7 +83,9 @@ def write(path: Path, *docs: Any) -> Path:
 
 def test_host_derives_the_policy_hash_from_initdata(tmp_path: Path) -> None:
     plain = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
-    coord = workload("coordinator", "sys", b"coordinator policy", **{ann.POD_ROLE: "coordinator"})
+    coord = workload(
+        "coordinator", "sys", b"coordinator policy", service="verifier", **{ann.POD_ROLE: "coordinator"}
+    )
     write(tmp_path / "a.yaml", plain, workload("api", "shop", b"api policy"), coord)
     pods = host.discover_pods([tmp_path])
     assert [p.name for p in pods] == ["api", "coordinator"]
@@ -68,6 +93,42 @@ def test_host_derives_the_policy_hash_from_initdata(tmp_path: Path) -> None:
     assert pods[0].initializer
     assert not pods[0].is_coordinator
     assert pods[1].is_coordinator
+    assert pods[1].coordinator_role == "verifier"
+    assert pods[1].launch is not None
+    assert pods[1].launch.argv == (SERVICE_PYTHON, "-m", "contrast.verifier")
+
+
+def test_host_starts_a_container_as_its_yaml_says() -> None:
+    """The pod's own settings (its Coordinator pins) come from the YAML unchanged; the host sets only where
+    things are on this machine and its emulated hardware."""
+    container = {
+        "name": "contrast-initializer",
+        "command": [SERVICE_PYTHON, "-m", "contrast.initializer"],
+        "args": ["--deadline", "9"],
+        "env": [
+            {"name": "PATH", "value": "/opt/contrast/bin"},
+            {"name": "CONTRAST_NATS_URL", "value": "nats://nats.contrast-system.svc:4222"},
+            PINS,
+            {"name": "FROM_API", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+    }
+    launch = host.Launch.of(container, "Deployment shop/api")
+    assert launch.command() == [sys.executable, "-m", "contrast.initializer", "--deadline", "9"]
+    env = launch.environment(
+        {"PATH": "/usr/bin", "HOME": "/root", PINS["name"]: "the machine's own value"},
+        {"CONTRAST_NATS_URL": "nats://127.0.0.1:4222", "CONTRAST_EMULATED_POLICY_HASH": "00" * 32},
+    )
+    assert env[PINS["name"]] == PINS["value"]
+    assert env["CONTRAST_NATS_URL"] == "nats://127.0.0.1:4222"
+    assert env["PATH"] == "/usr/bin"  # the image's PATH is not this machine's
+    assert env["HOME"] == "/root"
+    assert "FROM_API" not in env  # no Kubernetes API on the emulated host
+    with pytest.raises(ValueError, match="does not own"):
+        launch.environment({}, {PINS["name"]: "the host may not choose the pins"})
+    other = host.Launch.of({"name": "x", "command": ["/usr/bin/python3", "-m", "evil"]}, "Pod x/y")
+    with pytest.raises(RequestError) as e:
+        other.command()
+    assert e.value.code == "request.workload_invalid"
 
 
 def test_host_reads_the_sidecar_and_the_ports(tmp_path: Path) -> None:
@@ -266,7 +327,9 @@ def test_summary_names_each_pod_with_its_policy_hash(tmp_path: Path, deployment:
     skipped = host.EmulatedPod(
         name="job", ref="Job shop/job", policy_hash=bytes(32), role="", initializer=False
     )
-    outcome = Outcome(coordinator_policy_hash=b"\x01" * 32, generation=1, pods=[PodOutcome(pod, 1.0, cert)])
+    outcome = Outcome(
+        coordinator_policies={"manifest": b"\x01" * 32}, generation=1, pods=[PodOutcome(pod, 1.0, cert)]
+    )
     outcome.skipped = [skipped]
     lines = render(
         outcome, "Emulated-SNP", ["manifest-1"], 3.0, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://j"}

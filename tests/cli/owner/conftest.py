@@ -14,7 +14,14 @@ import pytest
 
 from contrast.runtime.natsserver import NatsServer
 from tests.cli.owner.owner_cli import Cli
-from tests.services.manifest.mfs_helpers import POLICY_COORD, POLICY_DB, emulator, fresh_nats
+from tests.services.manifest.mfs_helpers import (
+    POLICY_CA,
+    POLICY_COORD,
+    POLICY_DB,
+    POLICY_VERIFIER,
+    emulator,
+    fresh_nats,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +60,8 @@ def workspace(tmp_path: Path, owner_keys: Path) -> Path:
     for f in ("workload-owner.pem", "seedshare-owner.pem"):
         shutil.copy(owner_keys / f, tmp_path / f)
     (tmp_path / "coordinator.rego").write_bytes(POLICY_COORD)
+    (tmp_path / "verifier.rego").write_bytes(POLICY_VERIFIER)
+    (tmp_path / "ca.rego").write_bytes(POLICY_CA)
     (tmp_path / "db.rego").write_bytes(POLICY_DB)
     return tmp_path
 

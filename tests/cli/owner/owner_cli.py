@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 # The manifest-service tests' helpers (emulator, manifests, replicas) are shared with these tests.
-from tests.services.manifest.mfs_helpers import H_COORD, H_DB, reference_values
+from tests.services.manifest.mfs_helpers import manifest_obj
+
+# The policy documents `set` sends, one per entry of write_manifest (written by the workspace fixture).
+POLICY_FILES = ("coordinator.rego", "verifier.rego", "ca.rego", "db.rego")
 
 
 @dataclass
@@ -31,15 +34,14 @@ class Cli:
 
 
 def write_manifest(workspace: Path, emulator_dir: Path, keys: dict[str, Any], **changes: Any) -> Path:
-    m: dict[str, Any] = {
-        "Policies": {
-            H_COORD: {"SANs": ["coordinator"], "WorkloadSecretID": "", "Role": "coordinator"},
-            H_DB: {"SANs": changes.get("db_sans", ["db"]), "WorkloadSecretID": "db", "Role": ""},
-        },
-        "ReferenceValues": changes.get("reference_values", reference_values(emulator_dir)),
-        "WorkloadOwnerPubKeys": changes.get("owners", keys["WorkloadOwnerPubKeys"]),
-        "SeedshareOwnerPubKeys": changes.get("shares", keys["SeedshareOwnerPubKeys"]),
-    }
+    m = manifest_obj(
+        emulator_dir,
+        owners=changes.get("owners", keys["WorkloadOwnerPubKeys"]),
+        shares=changes.get("shares", keys["SeedshareOwnerPubKeys"]),
+        db_sans=changes.get("db_sans"),
+    )
+    if "reference_values" in changes:
+        m["ReferenceValues"] = changes["reference_values"]
     path = workspace / changes.get("name", "manifest.json")
     path.write_text(json.dumps(m, indent=2) + "\n")
     return path

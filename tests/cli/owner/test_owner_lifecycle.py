@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 
 from contrast.runtime.natsserver import NatsServer
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import start_replica_process
 
 
@@ -33,7 +33,7 @@ def test_set_verify_update_verify(
         bad = json.loads(manifest.read_text())
         del bad["ReferenceValues"]["snp"][0]["MinimumTCB"]["BootloaderVersion"]
         (workspace / "bad.json").write_text(json.dumps(bad))
-        rc, out, _ = cli("set", "-m", "bad.json", "coordinator.rego", "db.rego")
+        rc, out, _ = cli("set", "-m", "bad.json", *POLICY_FILES)
         assert rc == 1
         assert out["code"] == "request.invalid_manifest"
         assert "ReferenceValues.snp[0].MinimumTCB.BootloaderVersion: must be set" in out["message"]
@@ -42,7 +42,7 @@ def test_set_verify_update_verify(
         rc, out, _ = cli("verify", "-m", "missing.json")
         assert (rc, out["code"]) == (2, "usage")
 
-        rc, out, err = cli("set", "-m", "manifest.json", "coordinator.rego", "db.rego")
+        rc, out, err = cli("set", "-m", "manifest.json", *POLICY_FILES)
         assert rc == 0, err
         assert out["generation"] == 1
         assert sorted(out["files"]) == ["coordinator-root-ca.pem", "mesh-ca.pem", "seed-shares.json"]
@@ -55,7 +55,7 @@ def test_set_verify_update_verify(
 
         # An update signed by the workload owner (the key in the workspace).
         write_manifest(workspace, emulator_dir, keys, db_sans=["db", "db.internal"])
-        rc, out, err = cli("set", "-m", "manifest.json", "coordinator.rego", "db.rego")
+        rc, out, err = cli("set", "-m", "manifest.json", *POLICY_FILES)
         assert rc == 0, err
         assert out["generation"] == 2
         assert "seed-shares.json" not in out["files"]
@@ -71,14 +71,18 @@ def test_set_verify_update_verify(
         assert (verify / "manifest.0.json").read_bytes() != manifest.read_bytes()
         assert _cert(verify / "coordinator-root-ca.pem") == root1
         assert _cert(verify / "mesh-ca.pem") == mesh2
-        assert len(list((verify / "policies").iterdir())) == 2
+        assert len(list((verify / "policies").iterdir())) == 4
         assert (verify / "latest-transition").stat().st_size == 116
 
-        # verify exits 1 when the local manifest is not the active one (here: the first one).
+        # verify exits 1 when the local manifest is not the active one (here: the first one), and writes
+        # nothing: no CA certificate that a caller could mistake for a verified one, no trusted state.
         (workspace / "old.json").write_bytes((verify / "manifest.0.json").read_bytes())
+        verify.rename(workspace / "verified-before")
         rc, out, _ = cli("verify", "-m", "old.json")
         assert rc == 1
         assert out["code"] == "verify.manifest_mismatch"
+        assert out["trusted_state"]["written"] is False
+        assert not verify.exists()
     finally:
         proc.terminate()
 
@@ -95,11 +99,11 @@ def test_update_refusals_and_detached_signatures(
     proc = start_replica_process(emulator_dir, private_nats.url, "manifest-1", tmp_path)
     try:
         write_manifest(workspace, emulator_dir, keys)
-        assert cli("set", "-m", "manifest.json", "coordinator.rego", "db.rego")[0] == 0
+        assert cli("set", "-m", "manifest.json", *POLICY_FILES)[0] == 0
         # Without the owner key: refused, and the CLI says what is missing.
         (workspace / "workload-owner.pem").rename(workspace / "owner.pem")
         write_manifest(workspace, emulator_dir, keys, db_sans=["db", "v2"])
-        rc, out, _ = cli("set", "-m", "manifest.json", "coordinator.rego", "db.rego")
+        rc, out, _ = cli("set", "-m", "manifest.json", *POLICY_FILES)
         assert (rc, out["code"]) == (1, "auth.signature_required")
         assert out["hint"]
         # HSM flow: prepare, sign outside (here: with the key file), import the DER signature, set --atomic.
@@ -125,8 +129,7 @@ def test_update_refusals_and_detached_signatures(
             "--signature",
             "transition-signature.json",
             "--atomic",
-            "coordinator.rego",
-            "db.rego",
+            *POLICY_FILES,
         )
         assert rc == 0, err
         assert out["generation"] == 2
@@ -137,8 +140,7 @@ def test_update_refusals_and_detached_signatures(
             "manifest.json",
             "--signature",
             "transition-signature.json",
-            "coordinator.rego",
-            "db.rego",
+            *POLICY_FILES,
         )
         assert (rc, out["code"]) == (1, "auth.not_authorized")
         # A signature prepared against generation 1, sent --atomic after the history moved: stale.
@@ -155,9 +157,7 @@ def test_update_refusals_and_detached_signatures(
             "v3.sig.json",
         )
         assert rc == 0, err
-        rc, out, _ = cli(
-            "set", "-m", "v3.json", "--signature", "v3.sig.json", "--atomic", "coordinator.rego", "db.rego"
-        )
+        rc, out, _ = cli("set", "-m", "v3.json", "--signature", "v3.sig.json", "--atomic", *POLICY_FILES)
         assert (rc, out["code"]) == (1, "state.stale")
     finally:
         proc.terminate()

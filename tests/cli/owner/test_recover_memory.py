@@ -32,7 +32,7 @@ from contrast.cli.trusted_state import (
 from contrast.coordinator.history import ZERO_HASH, Transition
 from contrast.runtime.natsserver import NatsServer
 from tests.cli.owner.history_store import rechained, replace_history, snapshot_history
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import StateWatch, start_replica_process
 
 
@@ -62,13 +62,13 @@ async def test_recover_refuses_a_restored_snapshot_and_seals_nothing(
     proc = start_replica_process(emulator_dir, url, "m1", tmp_path)
     try:
         write_manifest(workspace, emulator_dir, keys, name="v1.json")
-        assert (await run("set", "-m", "v1.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v1.json", *POLICY_FILES))[0] == 0
         rc, _, err = await run("verify", "-m", "v1.json")
         assert rc == 0, err
         at_generation_1 = state.read_bytes()
         generation_1 = await snapshot_history(url)
         write_manifest(workspace, emulator_dir, keys, name="v2.json", db_sans=["db", "v2"])
-        assert (await run("set", "-m", "v2.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
         rc, out, err = await run("verify", "-m", "v2.json")
         assert (rc, out["generation"]) == (0, 2), err
         at_generation_2 = state.read_bytes()

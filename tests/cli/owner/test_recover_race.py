@@ -21,7 +21,7 @@ from contrast.runtime.natsserver import NatsServer
 from contrast.wire.v1 import RecoveryChallenge, decoder, encode
 from tests.cli.owner.history_store import replace_history, snapshot_history
 from tests.cli.owner.nats_proxy import NatsProxy
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import StateWatch, start_replica_process
 
 
@@ -68,14 +68,14 @@ async def test_a_store_swapped_after_the_challenge_is_not_adopted(
     upstream = ("127.0.0.1", private_nats.port)
     try:
         write_manifest(workspace, emulator_dir, keys, name="v1.json")
-        assert (await run(cli, "set", "-m", "v1.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run(cli, "set", "-m", "v1.json", *POLICY_FILES))[0] == 0
         rc, _, err = await run(cli, "verify", "-m", "v1.json")
         assert rc == 0, err
         state = workspace / "verify" / "trusted-state.json"
         at_generation_1 = state.read_bytes()
         generation_1 = await snapshot_history(url)
         write_manifest(workspace, emulator_dir, keys, name="v2.json", db_sans=["db", "v2"])
-        assert (await run(cli, "set", "-m", "v2.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run(cli, "set", "-m", "v2.json", *POLICY_FILES))[0] == 0
         rc, out, err = await run(cli, "verify", "-m", "v2.json")
         assert (rc, out["generation"]) == (0, 2), err
         generation_2 = await snapshot_history(url)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from contrast.cli.trusted_state import TrustedState, decode_state
 from contrast.runtime.natsserver import NatsServer
 from tests.cli.owner.history_store import rechained, replace_history, snapshot_history
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import Proc, StateWatch, start_replica_process
 
 
@@ -45,7 +45,7 @@ def test_verify_records_extends_and_requires_approved_manifests(
     state = workspace / "verify" / "trusted-state.json"
     try:
         write_manifest(workspace, emulator_dir, keys, name="v1.json", db_sans=["db", "exfil.example"])
-        assert cli("set", "-m", "v1.json", "coordinator.rego", "db.rego")[0] == 0
+        assert cli("set", "-m", "v1.json", *POLICY_FILES)[0] == 0
         rc, out, err = cli("verify", "-m", "v1.json")
         assert rc == 0, err
         assert out["trusted_state"]["status"] == "first_use"
@@ -56,7 +56,7 @@ def test_verify_records_extends_and_requires_approved_manifests(
         assert first.root_ca_sha256 == hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest()
 
         write_manifest(workspace, emulator_dir, keys)
-        assert cli("set", "-m", "manifest.json", "coordinator.rego", "db.rego")[0] == 0
+        assert cli("set", "-m", "manifest.json", *POLICY_FILES)[0] == 0
         # The owner approves only their own manifest: the foreign generation 1 is named and refused.
         approved = workspace / "approved"
         approved.mkdir()
@@ -145,10 +145,10 @@ async def test_a_restored_snapshot_is_refused_as_a_rollback(
     proc = start_replica_process(emulator_dir, url, "m1", tmp_path)
     try:
         write_manifest(workspace, emulator_dir, keys, name="v1.json")
-        assert (await run("set", "-m", "v1.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v1.json", *POLICY_FILES))[0] == 0
         generation_1 = await snapshot_history(url)
         write_manifest(workspace, emulator_dir, keys, name="v2.json", db_sans=["db", "v2"])
-        assert (await run("set", "-m", "v2.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
         rc, out, err = await run("verify", "-m", "v2.json")
         assert (rc, out["generation"]) == (0, 2), err
         # First use of a two-manifest history without --approved: generation 1 is flagged for review.
@@ -195,7 +195,7 @@ async def test_a_wiped_store_is_refused_unless_the_new_root_is_accepted(
     proc = start_replica_process(emulator_dir, url, "m1", tmp_path)
     try:
         write_manifest(workspace, emulator_dir, keys, name="v2.json")
-        assert (await run("set", "-m", "v2.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
         rc, out, err = await run("verify", "-m", "v2.json")
         assert rc == 0, err
         good = state.read_bytes()
@@ -205,7 +205,7 @@ async def test_a_wiped_store_is_refused_unless_the_new_root_is_accepted(
         await replace_history(url, {})
         proc = start_replica_process(emulator_dir, url, "m1", tmp_path)
         await watch.wait("m1", "uninitialized")
-        assert (await run("set", "-m", "v2.json", "coordinator.rego", "db.rego"))[0] == 0
+        assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
         rc, out, _ = await run("verify", "-m", "v2.json")
         assert (rc, out["code"]) == (1, "verify.root_changed")
         assert state.read_bytes() == good

@@ -16,7 +16,7 @@ from contrast.runtime import request
 from contrast.runtime.natsserver import NatsServer
 from contrast.wire.v1 import AttestedReply, GetManifestRequest, SetManifestRequest, encode
 from tests.cli.owner.owner_cli import Cli, write_manifest
-from tests.services.manifest.mfs_helpers import H_DB, POLICIES, emulator, replica
+from tests.services.manifest.mfs_helpers import H_DB, H_VERIFIER, POLICIES, emulator, replica
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,19 @@ async def test_wrong_policy_hash(
         await _set(private_nats.url, manifest.read_bytes())
         rc, out, _ = await asyncio.to_thread(cli, "verify", "-m", "manifest.json")
     assert (rc, out["code"]) == (1, "policy.not_coordinator")
+    assert not (workspace / "verify").exists()
+
+
+async def test_a_verifier_policy_does_not_speak_for_the_coordinator(
+    cli: Cli, workspace: Path, emulator_dir: Path, keys: dict[str, Any], private_nats: NatsServer
+) -> None:
+    """A Coordinator policy of the manifest, but bound to the verifier role, answers `verify`: refused, and
+    nothing is written."""
+    manifest = write_manifest(workspace, emulator_dir, keys)
+    async with replica(private_nats.url, emulator_dir, "m1", policy_hash=H_VERIFIER):
+        await _set(private_nats.url, manifest.read_bytes())
+        rc, out, _ = await asyncio.to_thread(cli, "verify", "-m", "manifest.json")
+    assert (rc, out["code"]) == (1, "policy.wrong_coordinator_role")
     assert not (workspace / "verify").exists()
 
 

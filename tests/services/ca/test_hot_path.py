@@ -37,10 +37,12 @@ from contrast.pki.root import root_certificate
 from contrast.pki.service import ServiceRole, issue_service_cert
 from contrast.platform.emulated import EmulatedSnp
 from contrast.wire.v1 import SignedVerdict, Verdict
+from tests.pins import pins_for_every_role
 
 H_VERIFIER = b"\xc0" * 32
 ALLOWED = frozenset({H_VERIFIER})
 H_COORD = hashlib.sha256(b"coordinator policy (ca hot path test)").digest()
+H_MANIFEST = hashlib.sha256(b"manifest service policy (ca hot path test)").digest()
 H_POD = hashlib.sha256(b"pod policy (ca hot path test)").digest()
 DER = serialization.Encoding.DER
 
@@ -184,9 +186,16 @@ def _manifest(policies: dict[str, PolicyEntry]) -> Manifest:
 
 def test_signer_policies_follow_the_manifest_object() -> None:
     policies = SignerPolicies()
-    coord = PolicyEntry(SANs=["coordinator"], Role="coordinator")
-    m1 = _manifest({H_VERIFIER.hex(): coord, H_POD.hex(): PolicyEntry(SANs=["pod.svc"])})
-    assert policies.of(m1) == {H_VERIFIER}
+    coord = PolicyEntry(SANs=["coordinator"], Role="coordinator", CoordinatorRole="verifier")
+    manifest_service = PolicyEntry(SANs=[], Role="coordinator", CoordinatorRole="manifest")
+    m1 = _manifest(
+        {
+            H_VERIFIER.hex(): coord,
+            H_MANIFEST.hex(): manifest_service,
+            H_POD.hex(): PolicyEntry(SANs=["pod.svc"]),
+        }
+    )
+    assert policies.of(m1) == {H_VERIFIER}  # only a verifier policy signs verdicts
     assert policies.of(m1) is policies.of(m1)
     # An update that withdraws the verifier's policy: the next verdict is judged against the new set.
     m2 = _manifest({H_COORD.hex(): coord, H_POD.hex(): PolicyEntry(SANs=["pod.svc"])})
@@ -227,7 +236,7 @@ async def test_issue_from_template_is_accepted_and_follows_entry_edits(
             tls_public_key=tls.public_key(),
             hpke_key=hpke,
             own=pod.own,
-            coordinator_policy_hashes=frozenset({H_COORD}),
+            pins=pins_for_every_role(H_COORD),
         )
         return open_result(result, exp, verifier, now)
 

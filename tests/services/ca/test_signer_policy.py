@@ -21,7 +21,8 @@ from contrast.ca.service import HEAD_MAX_AGE
 from contrast.coordinator.statement import transcript
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.verifier import EvidenceVerifier, OwnIdentity
-from contrast.pki.service import ServiceRole, verify_service_cert
+from contrast.pki.root import root_certificate
+from contrast.pki.service import ServiceRole, issue_service_cert, verify_service_cert
 from contrast.replica.membership import Membership
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.natsserver import NatsServer
@@ -38,7 +39,18 @@ from contrast.wire.v1 import (
     encode_deterministic,
 )
 from tests.services.evil_bus import EvilBus, build_request, new_request_id
-from tests.services.pipeline import H_COORD, H_DB, Pipeline, history_kv, manifest_doc, pipeline, set_manifest
+from tests.services.pipeline import (
+    H_CA,
+    H_COORD,
+    H_DB,
+    H_VERIFIER,
+    INITIALIZER_PINS,
+    Pipeline,
+    history_kv,
+    manifest_doc,
+    pipeline,
+    set_manifest,
+)
 
 # A second Coordinator image (think: the previous release) that an update later withdraws.
 POLICY_OLD = b"package contrast.coordinator\n# the vulnerable release\ndefault allow := true\n"
@@ -49,7 +61,7 @@ async def _set_manifest(p: Pipeline, *, with_old: bool) -> None:
     raw, policies = manifest_doc(p.emulator)
     if with_old:
         obj = json.loads(raw)
-        obj["Policies"][H_OLD.hex()] = {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"}
+        obj["Policies"][H_OLD.hex()] = {"SANs": [], "Role": "coordinator", "CoordinatorRole": "verifier"}
         raw = json.dumps(obj, indent=2).encode()
         policies = {**policies, H_OLD.hex(): POLICY_OLD}
     await set_manifest(p.nc, p.state, raw, policies)
@@ -142,6 +154,34 @@ async def test_verifier_of_a_withdrawn_coordinator_policy_signs_nothing(
             await evil.close()
 
 
+async def test_only_a_verifier_policy_signs_verdicts(
+    private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform
+) -> None:
+    """A service certificate with role verifier counts only if the policy it certifies is bound to the
+    verifier role in the current manifest: the CA's or the manifest service's policy signs no verdict."""
+    async with pipeline(private_nats.url, snp_emulator) as p:
+        evil = await EvilBus.connect(p.url)
+        try:
+            req, _, _ = await build_request(p.nc, p.platform(H_DB))
+            root_key = p.state.engine.root_ca_key()
+            for policy in (H_CA, H_COORD):
+                key = ec.generate_private_key(ec.SECP256R1())
+                cert = issue_service_cert(
+                    root_key,
+                    root_certificate(root_key),
+                    key.public_key(),
+                    role=ServiceRole.VERIFIER,
+                    replica_id="misbound",
+                    policy_hash=policy,
+                    now=dt.datetime.now(dt.UTC),
+                )
+                rid = new_request_id()
+                signed = sign_verdict(await _verdict(p, req, rid), key, cert)
+                assert await _deliver(p, evil, signed, rid) == "auth.signer_revoked"
+        finally:
+            await evil.close()
+
+
 async def test_forged_results_entry_does_not_stop_a_genuine_issuance(
     private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform
 ) -> None:
@@ -149,7 +189,7 @@ async def test_forged_results_entry_does_not_stop_a_genuine_issuance(
         evil = await EvilBus.connect(p.url)
         try:
             v = await FixtureKeySource(p.state, None, "v").join(
-                p.nc, p.platform(H_COORD), ServiceRole.VERIFIER, EvidenceVerifier()
+                p.nc, p.platform(H_VERIFIER), ServiceRole.VERIFIER, EvidenceVerifier()
             )
             platform = p.platform(H_DB)
             req, tls, hpke = await build_request(p.nc, platform)
@@ -202,7 +242,7 @@ async def test_forged_results_entry_does_not_stop_a_genuine_issuance(
                     tls_public_key=tls.public_key(),
                     hpke_key=hpke,
                     own=own,
-                    coordinator_policy_hashes=frozenset({H_COORD}),
+                    pins=INITIALIZER_PINS,
                 )
                 opened = open_result(got, exp, EvidenceVerifier(), dt.datetime.now(dt.UTC))
                 assert opened.leaf.public_key() == tls.public_key()

@@ -24,18 +24,29 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.crypto.ownerkeys import generate_workload_owner_key, public_key_hex
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.manifest.service import make_service
+from contrast.pki.service import ServiceRole
 from contrast.platform.emulated import EmulatedSnp, load_snp_emulator
 from contrast.runtime import RunningService, RuntimeConfig, serve
 from contrast.runtime.natsserver import NatsServer, find_nats_server, start_nats
 
+# One policy per Coordinator service, as `contrast generate` makes them: the manifest service (H_COORD), the
+# verifier and the CA. Each is bound to its role in the manifest.
 POLICY_COORD = b"package coordinator\n# contrast coordinator policy (test)\ndefault allow := true\n"
+POLICY_VERIFIER = b"package coordinator\n# contrast verifier policy (test)\ndefault allow := true\n"
+POLICY_CA = b"package coordinator\n# contrast ca policy (test)\ndefault allow := true\n"
 POLICY_DB = b"package db\ndefault allow := true\n"
 H_COORD = hashlib.sha256(POLICY_COORD).hexdigest()
+H_VERIFIER = hashlib.sha256(POLICY_VERIFIER).hexdigest()
+H_CA = hashlib.sha256(POLICY_CA).hexdigest()
 H_DB = hashlib.sha256(POLICY_DB).hexdigest()
-POLICIES = {H_COORD: POLICY_COORD, H_DB: POLICY_DB}
+POLICIES = {H_COORD: POLICY_COORD, H_VERIFIER: POLICY_VERIFIER, H_CA: POLICY_CA, H_DB: POLICY_DB}
+ROLE_POLICY = {ServiceRole.MANIFEST: H_COORD, ServiceRole.VERIFIER: H_VERIFIER, ServiceRole.CA: H_CA}
+# What `generate` pins into a verifier or CA replica: the manifest service's policy.
+REPLICA_PINS = CoordinatorPins(policies={ServiceRole.MANIFEST: frozenset({bytes.fromhex(H_COORD)})})
 PYTHON = sys.executable
 
 
@@ -74,7 +85,14 @@ def manifest_obj(
 ) -> dict[str, Any]:
     return {
         "Policies": {
-            H_COORD: {"SANs": ["coordinator"], "WorkloadSecretID": "", "Role": "coordinator"},
+            H_COORD: {
+                "SANs": ["coordinator"],
+                "WorkloadSecretID": "",
+                "Role": "coordinator",
+                "CoordinatorRole": "manifest",
+            },
+            H_VERIFIER: {"SANs": [], "Role": "coordinator", "CoordinatorRole": "verifier"},
+            H_CA: {"SANs": [], "Role": "coordinator", "CoordinatorRole": "ca"},
             H_DB: {"SANs": db_sans or ["db"], "WorkloadSecretID": "db", "Role": ""},
         },
         "ReferenceValues": reference_values(emulator_dir),
@@ -97,10 +115,18 @@ def platform_factory(emulator_dir: Path, policy_hash: str = H_COORD):  # type: i
 
 @contextlib.asynccontextmanager
 async def replica(
-    nats_url: str, emulator_dir: Path, name: str, *, policy_hash: str = H_COORD, peer_interval: float = 0.3
+    nats_url: str,
+    emulator_dir: Path,
+    name: str,
+    *,
+    policy_hash: str = H_COORD,
+    peer_interval: float = 0.3,
+    pins: CoordinatorPins | None = None,
+    platform: Any = None,
 ) -> AsyncIterator[RunningService]:
-    """One in-process manifest replica."""
-    service = make_service(platform_factory(emulator_dir, policy_hash), peer_interval=peer_interval)
+    """One in-process manifest replica (``platform``: a factory instead of the emulated default)."""
+    factory = platform or platform_factory(emulator_dir, policy_hash)
+    service = make_service(factory, peer_interval=peer_interval, pins=pins or CoordinatorPins())
     config = RuntimeConfig(nats_urls=(nats_url,), replica=name, shutdown_timeout=2.0)
     async with serve(service, config) as running:
         yield running
@@ -146,12 +172,21 @@ class Proc:
             self.kill()
 
 
-def start_replica_process(emulator_dir: Path, nats_url: str, name: str, log_dir: Path) -> Proc:
-    """A manifest replica as its own process (``python -m contrast.manifest``), for kill/restart tests."""
+def start_replica_process(
+    emulator_dir: Path,
+    nats_url: str,
+    name: str,
+    log_dir: Path,
+    *,
+    policy_hash: str = H_COORD,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """A manifest replica as its own process (``python -m contrast.manifest``), for kill/restart tests;
+    launched with ``policy_hash`` and the extra environment ``env`` (its measured configuration)."""
     log = open(log_dir / f"{name}-{secrets.token_hex(3)}.log", "wb")  # noqa: SIM115 - owned by the process
     process = subprocess.Popen(
         [PYTHON, "-m", "contrast.manifest", "--replica", name],
-        env=service_env(emulator_dir, nats_url),
+        env=service_env(emulator_dir, nats_url, policy_hash) | (env or {}),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -28,8 +28,11 @@ from contrast.wire.v1 import (
     SetManifestRequest,
 )
 from tests.services.manifest.mfs_helpers import (
+    H_CA,
     H_DB,
+    H_VERIFIER,
     POLICIES,
+    REPLICA_PINS,
     encode,
     manifest_obj,
     platform_factory,
@@ -53,9 +56,16 @@ async def test_roles_get_exactly_their_keys(private_nats, emulator_dir: Path) ->
         nc = await nats.connect(private_nats.url)
         try:
             reply = await _set_first(nc, emulator_dir)
-            platform = await platform_factory(emulator_dir)()
             verifier = EvidenceVerifier()
-            ca = await join(nc, platform, ServiceRole.CA, replica="ca-1", verifier=verifier, timeout=20)
+            ca = await join(
+                nc,
+                await platform_factory(emulator_dir, H_CA)(),
+                ServiceRole.CA,
+                replica="ca-1",
+                verifier=verifier,
+                pins=REPLICA_PINS,
+                timeout=20,
+            )
             assert ca.root_cert.public_bytes(serialization.Encoding.DER) == reply.root_ca
             assert ca.mesh_ca.public_bytes(serialization.Encoding.DER) == reply.mesh_ca
             assert ca.generation == 1
@@ -65,7 +75,14 @@ async def test_roles_get_exactly_their_keys(private_nats, emulator_dir: Path) ->
             assert ca.keys.mesh_authority().mesh_ca.public_key() == ca.mesh_ca.public_key()
             assert not ca.keys.seed
             assert not ca.keys.nonce_mac_key
-            ver = await join(nc, platform, ServiceRole.VERIFIER, replica="verifier-1", verifier=verifier)
+            ver = await join(
+                nc,
+                await platform_factory(emulator_dir, H_VERIFIER)(),
+                ServiceRole.VERIFIER,
+                replica="verifier-1",
+                verifier=verifier,
+                pins=REPLICA_PINS,
+            )
             assert ver.keys.nonce_mac_key
             assert not ver.keys.root_key
             assert not ver.keys.seed
@@ -77,12 +94,35 @@ async def test_roles_get_exactly_their_keys(private_nats, emulator_dir: Path) ->
             await nc.close()
 
 
+async def test_a_verifier_asking_for_ca_or_manifest_is_refused(private_nats, emulator_dir: Path) -> None:
+    """Finding 1, through the service: the role comes from the manifest entry of the attested policy."""
+    async with replica(private_nats.url, emulator_dir, "m1"):
+        nc = await nats.connect(private_nats.url)
+        try:
+            await _set_first(nc, emulator_dir)
+            verifier = EvidenceVerifier()
+            rogue = await platform_factory(emulator_dir, H_VERIFIER)()
+            for asked in (ServiceRole.CA, ServiceRole.MANIFEST):
+                with pytest.raises(ContrastError) as e:
+                    await join_once(
+                        nc, rogue, asked, replica="v", verifier=verifier, pins=REPLICA_PINS, now=NOW
+                    )
+                assert e.value.code == "policy.wrong_coordinator_role"
+            ok = await join_once(
+                nc, rogue, ServiceRole.VERIFIER, replica="v", verifier=verifier, pins=REPLICA_PINS, now=NOW
+            )
+            assert not ok.keys.seed
+            assert not ok.keys.root_key
+        finally:
+            await nc.close()
+
+
 async def test_refusals(private_nats, emulator_dir: Path) -> None:
     async with replica(private_nats.url, emulator_dir, "m1"):
         nc = await nats.connect(private_nats.url)
         try:
             verifier = EvidenceVerifier()
-            platform = await platform_factory(emulator_dir)()
+            platform = await platform_factory(emulator_dir, H_CA)()
             # No manifest yet: no replica can hand out a nonce.
             with pytest.raises(ContrastError) as e:
                 await request(nc, subjects.COORDINATOR_JOIN_NONCE, JoinNonceRequest(), JoinNonceReply)
@@ -92,7 +132,15 @@ async def test_refusals(private_nats, emulator_dir: Path) -> None:
             # A workload policy (not Role coordinator) is refused, whatever role it asks for.
             workload = await platform_factory(emulator_dir, H_DB)()
             with pytest.raises(ContrastError) as e:
-                await join_once(nc, workload, ServiceRole.VERIFIER, replica="x", verifier=verifier, now=NOW)
+                await join_once(
+                    nc,
+                    workload,
+                    ServiceRole.VERIFIER,
+                    replica="x",
+                    verifier=verifier,
+                    pins=REPLICA_PINS,
+                    now=NOW,
+                )
             assert e.value.code == "policy.not_coordinator"
 
             # A replayed join request (same statement, same nonce) is refused: single use.
@@ -141,7 +189,7 @@ async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_
         try:
             await _set_first(nc, emulator_dir)
             verifier = EvidenceVerifier()
-            platform = await platform_factory(emulator_dir)()
+            platform = await platform_factory(emulator_dir, H_CA)()
             nonce = (
                 await request(nc, subjects.COORDINATOR_JOIN_NONCE, JoinNonceRequest(), JoinNonceReply)
             ).nonce
@@ -155,7 +203,7 @@ async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_
                 role=ServiceRole.CA,
                 client_nonce=client_nonce,
                 verifier=verifier,
-                allowed_policy_hashes={ident.own.policy_hash},
+                pins=REPLICA_PINS,
                 now=NOW,
             )
             assert ok.generation == 1
@@ -166,7 +214,7 @@ async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_
                     role=ServiceRole.CA,
                     client_nonce=secrets.token_bytes(32),
                     verifier=verifier,
-                    allowed_policy_hashes={ident.own.policy_hash},
+                    pins=REPLICA_PINS,
                     now=NOW,
                 )
             assert e.value.code == "auth.bad_signature"
@@ -179,7 +227,7 @@ async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_
                     role=ServiceRole.VERIFIER,
                     client_nonce=client_nonce,
                     verifier=verifier,
-                    allowed_policy_hashes={ident.own.policy_hash},
+                    pins=REPLICA_PINS,
                     now=NOW,
                 )
             assert e.value.code == "auth.bad_join_reply"
@@ -191,7 +239,7 @@ async def test_reply_for_another_client_nonce_is_refused(private_nats, emulator_
                     role=ServiceRole.CA,
                     client_nonce=client_nonce,
                     verifier=verifier,
-                    allowed_policy_hashes={ident.own.policy_hash},
+                    pins=REPLICA_PINS,
                     now=NOW,
                 )
             assert e.value.code.startswith("auth.")

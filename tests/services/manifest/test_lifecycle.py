@@ -36,9 +36,11 @@ from contrast.wire.v1 import (
     decoder,
 )
 from tests.services.manifest.mfs_helpers import (
+    H_CA,
     H_COORD,
     POLICIES,
     POLICY_COORD,
+    REPLICA_PINS,
     encode,
     manifest_obj,
     other_owner_key,
@@ -106,8 +108,10 @@ async def test_lifecycle_and_refusals(private_nats, emulator_dir: Path) -> None:
             assert e.value.code == "policy.report_data_mismatch"
 
             # A workload certified under generation 1, by a CA replica that joined at generation 1.
-            platform = await platform_factory(emulator_dir)()
-            ca1 = await join(nc, platform, ServiceRole.CA, replica="ca-1", verifier=verifier, timeout=20)
+            platform = await platform_factory(emulator_dir, H_CA)()
+            ca1 = await join(
+                nc, platform, ServiceRole.CA, replica="ca-1", verifier=verifier, pins=REPLICA_PINS, timeout=20
+            )
             leaf = ca1.keys.mesh_authority().issue_leaf(
                 ec.generate_private_key(ec.SECP256R1()).public_key(),
                 sans=["db"],

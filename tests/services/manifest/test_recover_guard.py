@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from contrast import subjects
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import recovery_report_data
 from contrast.errors import ContrastError
@@ -65,7 +66,14 @@ async def test_refused_while_a_peer_is_ready_unless_forced(emulator_dir: Path) -
 async def test_ready_peer_probe(private_nats, emulator_dir: Path) -> None:
     nc = await nats.connect(private_nats.url)
     try:
-        probe = PeerRecovery(nc, ManifestReplica(MemoryKeyValue()), platform=None, verifier=None, name="x")  # type: ignore[arg-type]
+        probe = PeerRecovery(
+            nc,
+            ManifestReplica(MemoryKeyValue()),
+            platform=None,  # type: ignore[arg-type]
+            verifier=None,  # type: ignore[arg-type]
+            name="x",
+            pins=CoordinatorPins(),
+        )
         assert not await probe.ready_peer_exists()  # nobody answers
         async with replica(private_nats.url, emulator_dir, "m1"):
             assert not await probe.ready_peer_exists()  # an uninitialized replica cannot issue join nonces
