@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.cli import generate as cli_generate
 from contrast.coordinator import manifest_format, pins
@@ -25,6 +27,7 @@ from contrast.generate.generator import Options, collect_policies, process, run
 from contrast.generate.platforms import EXPECTED_MISSING
 from contrast.generate.policy import decode_annotation
 from contrast.generate.yamldocs import Document, YamlFile
+from contrast.pki.root import root_certificate
 from tests.generate.generate_builders import coordinator, deployment, pod_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
@@ -506,6 +509,23 @@ def test_the_root_pin_after_the_first_set(tmp_path: Path, workspace: Path) -> No
     with pytest.raises(RequestError) as e:
         gen([path, layout], workspace)
     assert e.value.code == "request.pin_conflict"
+
+
+def test_cli_pins_the_root_certificate_file(tmp_path: Path, workspace: Path) -> None:
+    """`--coordinator-root` takes coordinator-root-ca.pem as `contrast set` writes it (PEM, or DER)."""
+    root = root_certificate(ec.generate_private_key(ec.SECP384R1()))
+    der = root.public_bytes(serialization.Encoding.DER)
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "root.der").write_bytes(der)
+    f = write_docs(tmp_path / "a.yaml", deployment(), coordinator())
+    common = [str(f), "--workspace", str(workspace), "--reference-values", "Metal-QEMU-TDX", "--offline"]
+    for cert in ("root.pem", "root.der"):
+        assert _cli(["generate", *common, "--coordinator-root", str(tmp_path / cert)]) == 0
+        web = next(iter(yaml.safe_load_all(f.read_text())))
+        assert _pins(web)[pins.ROOT_ENV] == hashlib.sha256(der).hexdigest()
+    (tmp_path / "junk.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n")
+    for bad in ("junk.pem", "missing.pem"):
+        assert _cli(["generate", *common, "--coordinator-root", str(tmp_path / bad)]) == 2
 
 
 def test_a_hand_set_root_pin_on_the_manifest_service_is_kept(tmp_path: Path, workspace: Path) -> None:
