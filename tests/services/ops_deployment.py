@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from contrast import subjects
 from contrast.ca.service import make_service as make_ca
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
@@ -24,12 +25,21 @@ from contrast.manifest.service import make_service as make_manifest
 from contrast.platform.base import Platform
 from contrast.platform.emulated import EmulatedSnp
 from contrast.replica.deps import ReplicaDeps
-from contrast.replica.membership import JoinKeySource, KeySource
+from contrast.replica.membership import JoinKeySource
 from contrast.runtime import RunningService, RuntimeConfig, serve
 from contrast.runtime.client import request
 from contrast.verifier.service import make_service as make_verifier
 from contrast.wire.v1 import AttestedReply, AttestRequest, SetManifestRequest, encode
-from tests.services.pipeline import H_COORD, H_DB, connect, manifest_doc, wait_ready
+from tests.services.pipeline import (
+    H_COORD,
+    H_DB,
+    INITIALIZER_PINS,
+    REPLICA_PINS,
+    ROLE_POLICY,
+    connect,
+    manifest_doc,
+    wait_ready,
+)
 
 
 @dataclass
@@ -42,14 +52,13 @@ class Deployment:
     running: dict[str, RunningService] = field(default_factory=dict)
     stacks: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
 
-    def deps(self) -> ReplicaDeps:
+    def deps(self, kind: str) -> ReplicaDeps:
+        """A verifier or CA replica on its own role's policy, pinning the manifest service's."""
+
         async def coordinator() -> Platform:
-            return EmulatedSnp(self.emulator, host_data=H_COORD)
+            return EmulatedSnp(self.emulator, host_data=ROLE_POLICY[kind])
 
-        def join(replica: str) -> KeySource:
-            return JoinKeySource(replica)
-
-        return ReplicaDeps(platform=coordinator, key_source=join)
+        return ReplicaDeps(platform=coordinator, key_source=JoinKeySource, pins=REPLICA_PINS)
 
     def config(self, replica: str) -> RuntimeConfig:
         return RuntimeConfig(nats_urls=(self.url,), replica=replica, shutdown_timeout=5.0, metrics_port=0)
@@ -60,9 +69,9 @@ class Deployment:
             async def coordinator() -> Platform:
                 return EmulatedSnp(self.emulator, host_data=H_COORD)
 
-            service = make_manifest(coordinator)
+            service = make_manifest(coordinator, pins=CoordinatorPins())
         else:
-            service = make_verifier(self.deps()) if kind == "verifier" else make_ca(self.deps())
+            service = make_verifier(self.deps(kind)) if kind == "verifier" else make_ca(self.deps(kind))
         own = contextlib.AsyncExitStack()
         self.running[replica] = await own.enter_async_context(
             serve(service, self.config(replica), tracer_provider=self.tracer_provider)
@@ -77,9 +86,7 @@ class Deployment:
         await self.stacks.pop(replica).aclose()
 
     def initializer(self, policy_hash: bytes = H_DB, *, deadline: float = 20.0) -> Initializer:
-        config = InitializerConfig(
-            coordinator_policy_hashes=frozenset({H_COORD}), deadline=deadline, attempt_timeout=5.0
-        )
+        config = InitializerConfig(pins=INITIALIZER_PINS, deadline=deadline, attempt_timeout=5.0)
         tracer = self.tracer_provider.get_tracer("test-initializer") if self.tracer_provider else None
         platform = EmulatedSnp(self.emulator, host_data=policy_hash)
         return Initializer(nc=self.nc, platform=platform, config=config, tracer=tracer)

@@ -12,7 +12,7 @@ import pytest
 
 from contrast import subjects
 from contrast.runtime.natsserver import NatsServer
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import start_replica_process
 from tests.traces import child_of, command_trace, has_error, one, root, started_jaeger
 
@@ -33,9 +33,7 @@ async def test_set_verify_and_recover_are_traced_into_the_manifest_service(
         proc = start_replica_process(emulator_dir, private_nats.url, "m1", tmp_path)
         try:
             write_manifest(workspace, emulator_dir, keys)
-            rc, _, err = await asyncio.to_thread(
-                cli, "set", "-m", "manifest.json", "coordinator.rego", "db.rego"
-            )
+            rc, _, err = await asyncio.to_thread(cli, "set", "-m", "manifest.json", *POLICY_FILES)
             assert rc == 0, err
             rc, _, err = await asyncio.to_thread(cli, "verify", "-m", "manifest.json")
             assert rc == 0, err
