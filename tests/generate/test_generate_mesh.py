@@ -27,7 +27,7 @@ from contrast.generate.inject import (
 from contrast.generate.policy import decode_annotation
 from contrast.generate.yamldocs import Document, YamlFile
 from contrast.mesh.config import parse
-from tests.generate.generate_builders import deployment
+from tests.generate.generate_builders import coordinator, deployment
 from tests.generate.policy_engines import rego_of
 
 INGRESS = "contrast.edgeless.systems/servicemesh-ingress"
@@ -183,9 +183,7 @@ def test_a_mesh_needs_the_initializer() -> None:
 def test_on_a_closing_guest_pods_without_a_mesh_get_the_opener() -> None:
     """With --guest-default-deny, every pod without the sidecar (the Coordinator too) opens itself; a meshed
     pod is opened by its sidecar only, once it is ready."""
-    coordinator = deployment("coordinator")
-    coordinator["metadata"]["annotations"] = {ann.POD_ROLE: "coordinator"}
-    docs = [deployment("db"), coordinator, annotated({EGRESS: "api#127.137.0.1:8080#api:8080"})]
+    docs = [deployment("db"), coordinator("manifest"), annotated({EGRESS: "api#127.137.0.1:8080#api:8080"})]
     files = [
         YamlFile(path=Path(f"{i}.yaml"), documents=[Document(text="", data=d)]) for i, d in enumerate(docs)
     ]
