@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
-from contrast.evidence.verifier import EvidenceVerifier
 from contrast.coordinator.pins import CoordinatorPins
+from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.replica.membership import JoinKeySource, KeySource

@@ -34,6 +34,7 @@ from contrast.cli.verify import verify
 from contrast.collateral.fetch import HttpsFetcher
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import CachedSource, Store, VendorSource
+from contrast.coordinator.pins import CoordinatorPins
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.evidence.tdx.emulator import EmulatedTdxPlatform
 from contrast.evidence.verifier import EvidenceVerifier, VendorRoots
@@ -48,11 +49,18 @@ from contrast.runtime.natsserver import NatsServer
 from contrast.testing.guest import FakeSevGuestIoctl, FakeTsmTree, SnpMachine
 from contrast.testing.vendor import EmulatedKds, FakeVendor, VendorServer, serve_vendor
 from contrast.verifier.service import make_service as make_verifier
-from tests.services.pipeline import connect, wait_ready
+from tests.services.pipeline import (
+    INITIALIZER_PINS,
+    POLICY_CA,
+    POLICY_COORD,
+    POLICY_VERIFIER,
+    REPLICA_PINS,
+    ROLE_POLICY,
+    connect,
+    wait_ready,
+)
 
-POLICY_COORD = b"package contrast.coordinator\ndefault allow := true\n"
 POLICY_DB = b"package db\ndefault allow := true\n"
-H_COORD = hashlib.sha256(POLICY_COORD).digest()
 H_DB = hashlib.sha256(POLICY_DB).digest()
 
 
@@ -91,7 +99,7 @@ class Deployment:
         ioctl = FakeSevGuestIoctl(SnpMachine(self.emulator, host_data=H_DB, host_certs=False))
         provider = provider_factory(self.vendor)(_Memory())
         platform = AttachingPlatform(SevGuestDevice(device, ioctl=ioctl), provider)
-        config = InitializerConfig(coordinator_policy_hashes=frozenset({H_COORD}), deadline=deadline)
+        config = InitializerConfig(pins=INITIALIZER_PINS, deadline=deadline)
         return Initializer(
             nc=nc,  # type: ignore[arg-type]
             platform=platform,
@@ -123,8 +131,10 @@ def reference_values(emu: EmulatedSnpPlatform) -> dict[str, object]:
     return {"snp": [ref], "tdx": []}
 
 
-async def configfs_platform(emu: EmulatedSnpPlatform) -> Platform:
-    tsm = ConfigfsTsm(files=FakeTsmTree(SnpMachine(emu, host_data=H_COORD, host_certs=False)))
+async def configfs_platform(emu: EmulatedSnpPlatform, role: str) -> Platform:
+    """A Coordinator service's machine, launched with that service's own policy."""
+    host_data = ROLE_POLICY[role]
+    tsm = ConfigfsTsm(files=FakeTsmTree(SnpMachine(emu, host_data=host_data, host_certs=False)))
     await tsm.probe()
     return tsm
 
@@ -156,7 +166,10 @@ async def deployment(
     )
     manifest = {
         "Policies": {
-            H_COORD.hex(): {"SANs": ["coordinator"], "WorkloadSecretID": "", "Role": "coordinator"},
+            **{
+                h.hex(): {"SANs": [], "Role": "coordinator", "CoordinatorRole": role}
+                for role, h in ROLE_POLICY.items()
+            },
             H_DB.hex(): {"SANs": ["db"], "WorkloadSecretID": "db", "Role": ""},
         },
         "ReferenceValues": reference_values(emu),
@@ -164,8 +177,9 @@ async def deployment(
         "SeedshareOwnerPubKeys": keys["SeedshareOwnerPubKeys"],
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (tmp_path / "coordinator.rego").write_bytes(POLICY_COORD)
-    (tmp_path / "db.rego").write_bytes(POLICY_DB)
+    documents = {"manifest": POLICY_COORD, "verifier": POLICY_VERIFIER, "ca": POLICY_CA, "db": POLICY_DB}
+    for name, document in documents.items():
+        (tmp_path / f"{name}.rego").write_bytes(document)
     verifier = standin(emu, tdx)
     with serve_vendor(FakeVendor(kds)) as vendor:
         collateral = provider_factory(vendor)
@@ -175,27 +189,35 @@ async def deployment(
                 return RuntimeConfig(nats_urls=(nats.url,), replica=replica, shutdown_timeout=5.0)
 
             manifest_service = make_manifest(
-                lambda: configfs_platform(emu), evidence_verifier=verifier, collateral=collateral
+                lambda: configfs_platform(emu, "manifest"),
+                pins=CoordinatorPins(),
+                evidence_verifier=verifier,
+                collateral=collateral,
             )
             await stack.enter_async_context(serve(manifest_service, config("manifest-1")))
-            deps = ReplicaDeps(
-                platform=lambda: configfs_platform(emu), evidence_verifier=verifier, collateral=collateral
-            )
+
+            def deps(role: str) -> ReplicaDeps:
+                return ReplicaDeps(
+                    platform=lambda: configfs_platform(emu, role),
+                    pins=REPLICA_PINS,
+                    evidence_verifier=verifier,
+                    collateral=collateral,
+                )
+
             d = Deployment(tmp_path, nats.url, vendor, emu, verifier)
             # The owner's first set (trust on first use), in-process: the CLI's verifier gets the stand-in.
             args = d.cli(
                 "set",
                 "-m",
                 str(tmp_path / "manifest.json"),
-                str(tmp_path / "coordinator.rego"),
-                str(tmp_path / "db.rego"),
+                *(str(tmp_path / f"{name}.rego") for name in documents),
             )
             code = await asyncio.to_thread(
                 set_manifest, args, verifier=verifier(), provider=collateral(_Memory())
             )
             assert code == 0
-            await stack.enter_async_context(serve(make_verifier(deps), config("verifier-1")))
-            await stack.enter_async_context(serve(make_ca(deps), config("ca-1")))
+            await stack.enter_async_context(serve(make_verifier(deps("verifier")), config("verifier-1")))
+            await stack.enter_async_context(serve(make_ca(deps("ca")), config("ca-1")))
             nc = await connect(nats.url)
             stack.push_async_callback(nc.close)
             await wait_ready(nc, "verifier", 1, timeout=60)
