@@ -21,11 +21,11 @@ from pathlib import Path
 
 import hobofan_regorus as regorus
 
-# The request model and the suite's subjects live with the tests that use them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "generate"))
+# The request model and the suite's subjects live with the tests that use them (the package tests.generate).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import policy_suite
-from policy_engines import allowed
+from tests.generate import policy_suite
+from tests.generate.policy_engines import allowed
 
 GOAL_MS = 5.0
 

@@ -139,7 +139,11 @@ rootfs_path(cid) := concat("", ["/run/kata-containers/", cid, "/rootfs"])
 local_path(sid, name) := concat("", [shared_dir, "/", sid, "/rootfs/local/", name])
 
 # ---- CreateSandboxRequest: host name, DNS, storages, no kernel modules, no guest hooks. ----
-CreateSandboxRequest if {
+# Once, before the sandbox container: kata-agent empties /run/kata-containers on every CreateSandbox,
+# which would delete files from the running containers' guest-private volumes.
+CreateSandboxRequest := {"allowed": true, "ops": [op]} if {
+	not data.pstate.create_sandbox
+	not data.pstate.sandbox
 	is_string(input.hostname)
 	regex.match(policy_data.sandbox.hostname, input.hostname)
 	hex_ok(input.sandbox_id, 64)
@@ -157,6 +161,7 @@ CreateSandboxRequest if {
 	every line in as_array(dns) {
 		dns_line_ok(line)
 	}
+	op := {"op": "add", "path": "/pstate/create_sandbox", "value": true}
 }
 
 empty_or_array(x) if {
@@ -235,13 +240,14 @@ CreateContainerRequest := {"allowed": true, "ops": [op]} if {
 }
 
 # A container of the pod, exactly as policy_data describes it.
-CreateContainerRequest := {"allowed": true, "ops": [op]} if {
+CreateContainerRequest := {"allowed": true, "ops": array.concat([op], device_ops)} if {
 	cid := input.container_id
 	create_input_ok(cid)
 	oci := input.OCI
 	oci.Annotations["io.kubernetes.cri.container-type"] == "container"
 	sandbox := data.pstate.sandbox
 	not data.pstate[cid]
+	cid != sandbox.id
 	some c in policy_data.containers
 	oci.Annotations["io.kubernetes.cri.container-name"] == c.name
 	exact := container_exact_annotations(c, sandbox)
@@ -258,7 +264,12 @@ CreateContainerRequest := {"allowed": true, "ops": [op]} if {
 	mounts_ok(oci.Mounts, c.mounts, cid, sandbox.id)
 	storages_ok(input.storages, oci.Mounts, c, cid, sandbox.id)
 	network_namespace(oci.Linux) == sandbox.netns
+	devices := device_bindings(oci.Mounts, c)
 	op := {"op": "add", "path": concat("/", ["/pstate", cid]), "value": {"container": c.name}}
+	device_ops := [{"op": "add", "path": concat("/", ["/pstate", k]), "value": v} |
+		some k, v in devices
+		not data.pstate[k]
+	]
 }
 
 # What no container of a confidential pod gets: OCI hooks, devices, shared mounts, a string user, user
@@ -301,6 +312,9 @@ linux_ok(linux) if {
 	every p in policy_data.runtime.readonly_paths {
 		readonly_kept(p, readonly, masked)
 	}
+	every p in array.concat(masked, readonly) {
+		kernel_path(p)
+	}
 	sysctls_ok(object.get(linux, "Sysctl", {}))
 }
 
@@ -314,6 +328,36 @@ resources_ok(r) if {
 	object.get(r, "BlockIO", null) == null
 	object.get(r, "Network", null) == null
 	object.get(r, "Pids", null) == null
+}
+
+# Masking bind-mounts /dev/null over a file: outside the kernel's own /proc and /sys it would empty a file
+# of the image. A process's entries in /proc (self, thread-self, a pid) lead back into the container.
+kernel_path(p) if {
+	is_string(p)
+	parts := split(p, "/")
+	count(parts) > 2
+	parts[0] == ""
+	parts[1] in {"proc", "sys"}
+	every part in array.slice(parts, 2, count(parts)) {
+		path_part(part)
+	}
+	not process_entry(parts)
+}
+
+path_part(part) if {
+	part != ""
+	not part in {".", ".."}
+	trim(part, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@+-") == ""
+}
+
+process_entry(parts) if {
+	parts[1] == "proc"
+	parts[2] in {"self", "thread-self"}
+}
+
+process_entry(parts) if {
+	parts[1] == "proc"
+	digits(parts[2])
 }
 
 readonly_kept(p, readonly, _) if {
@@ -579,6 +623,21 @@ mounts_ok(mounts, want, cid, sid) if {
 	every x in want {
 		mount_present(x, destinations)
 	}
+	parents_first(destinations)
+}
+
+# kata-agent mounts in the order given, and a mount hides whatever earlier mounts put below it. containerd
+# sorts a parent before its children; otherwise a host directory could be laid over a guest-private volume.
+parents_first(destinations) if {
+	position := {d: i | some i, d in destinations}
+	hidden := [d |
+		some i, d in destinations
+		parts := split(d, "/")
+		count(parts) > 2
+		some k in numbers.range(2, count(parts) - 1)
+		position[concat("/", array.slice(parts, 0, k))] > i
+	]
+	count(hidden) == 0
 }
 
 mount_present(x, _) if {
@@ -749,6 +808,24 @@ block_storage_ok(s, x) if {
 	fs_group_ok(object.get(s, "fs_group", null), x.fs_group)
 }
 
+# A block device serves one emptyDir for the sandbox's life: the first container to mount it binds it to
+# the volume's name in the policy state, and no mount of another volume may use it, in any container.
+device_bindings(mounts, c) := bindings if {
+	pairs := [[device_key(m.source), c.mounts[m.destination].name] |
+		some m in mounts
+		startswith(m.source, block_prefix)
+	]
+	count({p[0] | some p in pairs}) == count({p | some p in pairs})
+	bindings := {p[0]: p[1] | some p in pairs}
+	every k, name in bindings {
+		object.get(data.pstate, k, name) == name
+	}
+}
+
+device_key(source) := concat("", ["device-", trim_prefix(source, block_prefix)])
+
+block_prefix := concat("", [block_dir, "/"])
+
 block_source_ok("blk", source) if {
 	regex.match(`^[0-9a-f]{2}(/[0-9a-f]{2})*$`, source)
 }
@@ -817,6 +894,7 @@ CopyFileRequest if {
 	match := regex.find_all_string_submatch_n(copy_top_level_path, input.path, 1)
 	count(match) == 1
 	copy_top_level(match[0][1], input.file_type)
+	copy_mode_ok(input)
 }
 
 CopyFileRequest if {
@@ -826,6 +904,22 @@ CopyFileRequest if {
 	match[0][1] in policy_data.copy_file.directories
 	relative_path_ok(match[0][2])
 	copy_nested(input)
+	copy_mode_ok(input)
+}
+
+# kata-agent keeps the mode bits the host sends, and the volumes are not mounted nosuid: a set-user-ID
+# (or set-group-ID) program from the host would lift any process of the container to the file's owner,
+# whom the host picks too. Kubernetes never sets these bits on files (a directory may be set-group-ID
+# for fsGroup).
+copy_mode_ok(request) if {
+	mode := object.get(request, "file_mode", 0)
+	is_number(mode)
+	bits.and(mode, 2048) == 0
+	not setgid_file(request.file_type, mode)
+}
+
+setgid_file("Regular", mode) if {
+	bits.and(mode, 1024) != 0
 }
 
 copy_top_level_path := `^/run/kata-containers/shared/containers/[0-9a-f]{64}-[0-9a-f]{16}-([^/]+)$`
@@ -862,12 +956,16 @@ relative_path_ok(path) if {
 }
 
 # ---- Network updates, constrained as Kata's genpolicy does: never the loopback device or addresses. ----
+# kata-agent finds the interface to change by its hardware address, which it parses number by number, so
+# "0:0:0:0:0:0" is the loopback device as much as "00:00:00:00:00:00": only the canonical spelling passes.
 UpdateInterfaceRequest if {
 	i := input.interface
 	is_object(i)
 	is_number(i.raw_flags)
 	bits.and(i.raw_flags, bits.negate(128)) == 0
 	i.name != "lo"
+	is_string(i.hwAddr)
+	regex.match(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`, i.hwAddr)
 	i.hwAddr != "00:00:00:00:00:00"
 }
 
@@ -875,11 +973,29 @@ UpdateRoutesRequest if {
 	routes := input.routes.Routes
 	is_array(routes)
 	every r in routes {
-		is_string(r.source)
 		r.device != "lo"
-		not regex.match(`^(?:0{0,4}:){0,7}0{0,3}1$`, r.source)
-		not regex.match(`^127\.`, r.source)
+		route_source_ok(r.source)
 	}
+}
+
+# The runtime writes addresses as Go prints them: dotted IPv4, or IPv6 in hexadecimal groups, no prefix.
+# Other spellings the agent would also parse ("::1/128", "::0.0.0.1") could hide a loopback address.
+route_source_ok("")
+
+route_source_ok(address) if {
+	address_ok(address)
+}
+
+address_ok(address) if {
+	is_string(address)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}$`, address)
+	not startswith(address, "127.")
+}
+
+address_ok(address) if {
+	is_string(address)
+	regex.match(`^[0-9a-fA-F:]{2,39}$`, address)
+	not regex.match(`^(?:0{0,4}:){0,7}0{0,3}1$`, address)
 }
 
 AddARPNeighborsRequest if {
@@ -888,8 +1004,7 @@ AddARPNeighborsRequest if {
 	every n in neighbors {
 		n.device != "lo"
 		n.toIPAddress.mask == ""
-		is_string(n.toIPAddress.address)
-		not regex.match(`^127\.`, n.toIPAddress.address)
+		address_ok(n.toIPAddress.address)
 		n.state in {2, 128}
 		is_number(n.flags)
 		bits.or(n.flags, 136) == 136

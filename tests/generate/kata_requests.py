@@ -160,6 +160,26 @@ def storage(driver: str, source: str, fstype: str, mount_point: str, options: li
     }
 
 
+S_IFMT = {"Regular": 0o100000, "Directory": 0o040000, "Symlink": 0o120000}
+
+
+def copy_request(
+    file_type: str, path: str, *, mode: int = 0o755, target: str | None = None
+) -> dict[str, Any]:
+    """kata-agent's policy view of a CopyFileRequest (PolicyCopyFileRequest)."""
+    return {
+        "dir_mode": 0o750,
+        "file_mode": S_IFMT[file_type] | (0o777 if file_type == "Symlink" else mode),
+        "file_size": len(target) if target is not None else (0 if file_type == "Directory" else 37),
+        "file_type": file_type,
+        "gid": 0,
+        "offset": 0,
+        "path": path,
+        "symlink_target": target,
+        "uid": 0,
+    }
+
+
 def _expand(text: str, env: dict[str, str]) -> str:
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
@@ -415,6 +435,9 @@ class Pod:
                 caps.append(f"CAP_{a}")
         return self.caps(caps)
 
+    def volume_index(self, name: str) -> int:
+        return [v["name"] for v in self.spec.get("volumes") or []].index(name)
+
     def volume(self, name: str) -> dict[str, Any]:
         for v in self.spec.get("volumes") or []:
             if v["name"] == name:
@@ -429,7 +452,7 @@ class Pod:
         root = "ro" if sc.get("readOnlyRootFilesystem") else "rw"
         fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
         fsgid = [f"fsgid={fs_group}"] if fs_group else []
-        mounts = kernel_mounts(container=True)
+        mounts: list[dict[str, Any]] = []
         storages: list[dict[str, Any]] = []
         for m in c.get("volumeMounts") or []:
             vol = self.volume(m["name"])
@@ -441,7 +464,8 @@ class Pod:
                 point = f"{SHARED}/{self.sandbox_id}/rootfs/local/{m['name']}"
                 storages.append(storage("local", "local", "local", point, ["mode=0777", *fsgid]))
             elif "emptyDir" in vol:
-                source = f"{len(storages):02x}/{len(storages):02x}"
+                # One hot-plugged disk per volume, the same for every container that mounts it.
+                source = f"{self.volume_index(m['name']) + 1:02x}/00"
                 point = (
                     "/run/kata-containers/sandbox/storage/"
                     + base64.urlsafe_b64encode(source.encode()).decode()
@@ -469,6 +493,8 @@ class Pod:
         if self.spec.get("automountServiceAccountToken") is not False:
             sa = "/var/run/secrets/kubernetes.io/serviceaccount"
             mounts.append(bind(sa, self.shared(cid, "serviceaccount"), ["rbind", "rprivate", "ro"]))
+        # containerd: its default mounts, then the CRI mounts sorted by depth (a parent before its children).
+        mounts = kernel_mounts(container=True) + sorted(mounts, key=lambda m: m["destination"].count("/"))
         taken = {m["destination"] for m in mounts}
         for v in self.image(c).volumes:
             if v not in taken:
@@ -545,8 +571,12 @@ class Pod:
         }
 
     def copy_files(self) -> list[dict[str, Any]]:
-        """The CopyFileRequests that put the pod's host files and volume contents into the guest."""
-        out = [{"file_type": "Regular", "path": self.shared(self.sandbox_id, "resolv.conf")}]
+        """The CopyFileRequests that put the pod's host files and volume contents into the guest.
+
+        kata-agent's policy input for them (PolicyCopyFileRequest): the file type derived from the mode,
+        and the mode, owner and sizes the runtime copied from the host's file.
+        """
+        out = [copy_request("Regular", self.shared(self.sandbox_id, "resolv.conf"))]
         for c in self.containers():
             cid = self.cid(c["name"])
             for m in self.container(c["name"])["OCI"]["Mounts"]:
@@ -558,23 +588,15 @@ class Pod:
                     "/etc/resolv.conf",
                     c.get("terminationMessagePath", "/dev/termination-log"),
                 ):
-                    out.append({"file_type": "Regular", "path": m["source"]})
+                    out.append(copy_request("Regular", m["source"]))
                 else:
-                    out.append({"file_type": "Directory", "path": m["source"]})
-                    out.append({"file_type": "Directory", "path": m["source"] + "/..2024_05_01_10_00_00.123"})
-                    out.append(
-                        {"file_type": "Regular", "path": m["source"] + "/..2024_05_01_10_00_00.123/key"}
-                    )
-                    out.append(
-                        {
-                            "file_type": "Symlink",
-                            "path": m["source"] + "/..data",
-                            "symlink_target": "..2024_05_01_10_00_00.123",
-                        }
-                    )
-                    out.append(
-                        {"file_type": "Symlink", "path": m["source"] + "/key", "symlink_target": "..data/key"}
-                    )
+                    top, stamp = m["source"], m["source"] + "/..2024_05_01_10_00_00.123"
+                    # With fsGroup, the kubelet makes volume directories set-group-ID.
+                    out.append(copy_request("Directory", top, mode=0o2775))
+                    out.append(copy_request("Directory", stamp))
+                    out.append(copy_request("Regular", stamp + "/key", mode=0o644))
+                    out.append(copy_request("Symlink", top + "/..data", target="..2024_05_01_10_00_00.123"))
+                    out.append(copy_request("Symlink", top + "/key", target="..data/key"))
         return out
 
     # ---- The policy state kata-agent keeps after each allowed CreateContainerRequest ----

@@ -106,6 +106,8 @@ def rich_spec() -> dict[str, Any]:
                 "terminationMessagePath": "/tmp/app-termination",
                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/app"},
+                    # A guest-private volume inside a host-supplied one: the host's must stay below it.
+                    {"name": "keys", "mountPath": "/etc/app/keys"},
                     {"name": "cache", "mountPath": "/var/cache/app"},
                     {"name": "scratch", "mountPath": "/scratch"},
                     {"name": "podinfo", "mountPath": "/etc/podinfo", "readOnly": True},
@@ -121,12 +123,16 @@ def rich_spec() -> dict[str, Any]:
                 "image": PROXY_IMAGE,
                 "tty": True,
                 "securityContext": {"runAsUser": 2000, "runAsGroup": 3000},
-                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch", "readOnly": True}],
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "/scratch", "readOnly": True},
+                    {"name": "cache", "mountPath": "/var/cache/proxy", "readOnly": True},
+                ],
             },
         ],
         "volumes": [
             {"name": "config", "configMap": {"name": "app-config"}},
             {"name": "cache", "emptyDir": {}},
+            {"name": "keys", "emptyDir": {}},
             {"name": "scratch", "emptyDir": {"medium": "Memory"}},
             {
                 "name": "podinfo",
@@ -395,26 +401,37 @@ def remove_cases(s: Subject) -> list[Case]:
     ]
 
 
+# The pod's interface, its default route and the gateway's neighbour entry, in the shapes of Kata's test data.
+INTERFACE: dict[str, Any] = {
+    "IPAddresses": [{"address": "10.244.1.17", "family": 0, "mask": "24"}],
+    "device": "eth0",
+    "hwAddr": "66:74:9f:6a:96:01",
+    "mtu": 1500,
+    "name": "eth0",
+    "pciPath": "",
+    "raw_flags": 0,
+    "type_": "",
+}
+ROUTE: dict[str, Any] = {
+    "dest": "",
+    "device": "eth0",
+    "family": 0,
+    "gateway": "10.244.1.1",
+    "scope": 0,
+    "source": "",
+}
+NEIGHBOUR: dict[str, Any] = {
+    "device": "eth0",
+    "flags": 0,
+    "lladdr": "00:00:5e:00:53:01",
+    "state": 128,
+    "toIPAddress": {"address": "10.244.1.1", "family": 0, "mask": ""},
+}
+
+
 def network_cases(s: Subject) -> list[Case]:
     """UpdateInterface, UpdateRoutes and AddARPNeighbors in the shapes of Kata's own test data."""
-    iface = {
-        "IPAddresses": [{"address": "10.244.1.17", "family": 0, "mask": "24"}],
-        "device": "eth0",
-        "hwAddr": "66:74:9f:6a:96:01",
-        "mtu": 1500,
-        "name": "eth0",
-        "pciPath": "",
-        "raw_flags": 0,
-        "type_": "",
-    }
-    route = {"dest": "", "device": "eth0", "family": 0, "gateway": "10.244.1.1", "scope": 0, "source": ""}
-    neigh = {
-        "device": "eth0",
-        "flags": 0,
-        "lladdr": "00:00:5e:00:53:01",
-        "state": 128,
-        "toIPAddress": {"address": "10.244.1.1", "family": 0, "mask": ""},
-    }
+    iface, route, neigh = INTERFACE, ROUTE, NEIGHBOUR
     rows: list[tuple[str, str, dict[str, Any], bool]] = [
         ("UpdateInterfaceRequest", "plain", {"interface": iface}, True),
         ("UpdateInterfaceRequest", "NOARP", {"interface": {**iface, "raw_flags": 128}}, True),

@@ -11,6 +11,7 @@ evaluates every case in one batch and must give the same answer as regorus for e
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,17 @@ from contrast.generate.generator import pod_settings
 from contrast.generate.workloads import as_workload
 from tests.generate.kata_requests import hex_id
 from tests.generate.policy_engines import Case, Regorus, allowed, opa_evaluate
+from tests.generate.policy_review import (
+    block_device_cases,
+    create_sandbox_twice_cases,
+    device_bindings,
+    loopback_cases,
+    masked_path_cases,
+    mount_order_cases,
+    review_cases,
+    sandbox_id_reuse_cases,
+    setuid_copy_cases,
+)
 from tests.generate.policy_suite import (
     APP_EXEC,
     KATA_AGENT_REQUESTS,
@@ -39,6 +51,7 @@ from tests.generate.policy_suite import (
     field_cases,
     mesh_cases,
     meshed,
+    mount,
     network_cases,
     remove_cases,
     request_type_cases,
@@ -212,10 +225,8 @@ def test_read_stream_is_a_setting() -> None:
     )
 
 
-def test_policy_state_follows_the_pod_life() -> None:
-    """The agent applies each answer's ops to data.pstate: exec works only while its container exists."""
-    s = SUBJECTS["rich_local"]
-    pod = s.pod
+def pod_life(s: Subject) -> tuple[dict[str, Any], Callable[[str, dict[str, Any]], bool]]:
+    """The policy state as kata-agent keeps it, and a step that sends one request and applies its ops."""
     engine = Regorus()
     doc: dict[str, Any] = {"pstate": {}}
 
@@ -225,11 +236,21 @@ def test_policy_state_follows_the_pod_life() -> None:
             doc.update(jsonpatch.apply(doc, result["ops"]))
         return allowed(result)
 
+    return doc, step
+
+
+def test_policy_state_follows_the_pod_life() -> None:
+    """The agent applies each answer's ops to data.pstate: exec works only while its container exists."""
+    s = SUBJECTS["rich_local"]
+    pod = s.pod
+    doc, step = pod_life(s)
     exec_app = pod.exec_process("app", APP_EXEC)
     assert step("CreateSandboxRequest", pod.create_sandbox())
+    assert not step("CreateSandboxRequest", pod.create_sandbox()), "a second sandbox request"
     assert not step("CreateContainerRequest", pod.container("app")), "a container before its sandbox"
     assert step("CreateContainerRequest", pod.sandbox_container())
-    assert doc["pstate"] == {"sandbox": {"id": pod.sandbox_id, "name": pod.name, "netns": ""}}
+    sandbox = {"id": pod.sandbox_id, "name": pod.name, "netns": ""}
+    assert doc["pstate"] == {"create_sandbox": True, "sandbox": sandbox}
     assert not step("CreateContainerRequest", pod.sandbox_container()), "a second sandbox"
     assert not step("ExecProcessRequest", exec_app), "exec before the container exists"
     for name in container_names(s):
@@ -240,6 +261,70 @@ def test_policy_state_follows_the_pod_life() -> None:
     assert pod.cid("app") not in doc["pstate"]
     assert not step("ExecProcessRequest", exec_app), "exec after the container is gone"
     assert step("CreateContainerRequest", pod.container("app")), "a restart after removal"
+
+
+def test_block_devices_are_bound_to_their_volume_through_the_pod_life() -> None:
+    """Each block emptyDir's device is recorded with its volume's name when first mounted, and kept."""
+    s = SUBJECTS["rich_block"]
+    pod = s.pod
+    doc, step = pod_life(s)
+    assert step("CreateSandboxRequest", pod.create_sandbox())
+    assert step("CreateContainerRequest", pod.sandbox_container())
+    for name in container_names(s):
+        assert step("CreateContainerRequest", pod.container(name))
+    bindings = device_bindings(s, "app")
+    assert sorted(bindings.values()) == ["cache", "keys"]
+    assert {k: v for k, v in doc["pstate"].items() if k.startswith("device-")} == bindings
+    assert step("RemoveContainerRequest", {"container_id": pod.cid("app")})
+    assert step("CreateContainerRequest", pod.container("app")), "a restart mounts the same devices"
+    swapped = pod.container("app")
+    cache, keys = (mount(swapped, d) for d in ("/var/cache/app", "/etc/app/keys"))
+    cache["source"], keys["source"] = keys["source"], cache["source"]
+    assert step("RemoveContainerRequest", {"container_id": pod.cid("app")})
+    assert not step("CreateContainerRequest", swapped), "the devices of two volumes swapped on a restart"
+
+
+# ---- Findings of the adversarial review: each attack was allowed before its fix.
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_loopback_by_another_spelling_is_denied(key: str) -> None:
+    """UpdateInterface by a hardware address, routes and neighbours by addresses kata-agent parses alike."""
+    check(loopback_cases(SUBJECTS[key]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_mounts_keep_a_parent_before_its_children(key: str) -> None:
+    """A host directory listed after a guest volume below it would hide it (/etc/app over its keys)."""
+    check(mount_order_cases(SUBJECTS[key]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_masked_paths_stay_in_the_kernel_file_systems(key: str) -> None:
+    """Extra masked and read-only paths only in /proc and /sys, never through a process's root link."""
+    check(masked_path_cases(SUBJECTS[key]))
+
+
+def test_a_block_device_serves_one_volume() -> None:
+    """One device never backs two emptyDirs, within a request or across the pod's containers."""
+    check(block_device_cases(SUBJECTS["rich_block"]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_the_sandbox_is_created_once(key: str) -> None:
+    """A second CreateSandboxRequest would empty /run/kata-containers under the running containers."""
+    check(create_sandbox_twice_cases(SUBJECTS[key]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_no_container_takes_the_sandbox_id(key: str) -> None:
+    check(sandbox_id_reuse_cases(SUBJECTS[key]))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_copied_files_are_never_set_user_id(key: str) -> None:
+    """The host's mode bits stay on copied files: no set-user-ID or set-group-ID programs from the host."""
+    check(setuid_copy_cases(SUBJECTS[key]))
 
 
 def _rebuilt(workload: dict[str, Any]) -> Subject:
@@ -255,7 +340,7 @@ def _rebuilt(workload: dict[str, Any]) -> Subject:
 def test_opa_agrees_with_regorus_on_every_case(tmp_path: Path) -> None:
     """The same cases on OPA, in one `opa eval`: the same answer (ops included) as regorus, every time."""
     opa = require_tool("opa")
-    cases = [c for s in SUBJECTS.values() for c in all_cases(s)]
+    cases = [c for s in SUBJECTS.values() for c in all_cases(s) + review_cases(s)]
     results = opa_evaluate(opa, {k: s.text for k, s in SUBJECTS.items()}, cases, tmp_path)
     missing = [c.id for c in cases if c.id not in results]
     assert not missing, missing[:20]
