@@ -87,6 +87,25 @@ CGROUP_MOUNT = ("/sys/fs/cgroup", "cgroup", "cgroup", ("nosuid", "noexec", "node
 # Flags newer kernels report on the unified cgroup mount; they change nothing the container can do.
 CGROUP_EXTRA_OPTIONS = ("memory_recursiveprot", "nsdelegate")
 
+# Where the dynamic loader of a glibc or musl image finds what it loads into every process: its
+# configuration, its cache, and the default library directories (their multiarch subdirectories included).
+LOADER_PATHS = (
+    "/etc/ld.so.preload",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/ld-musl-x86_64.path",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libx32",
+    "/usr/local/lib",
+)
+
 SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 # Files every container gets from the host: base names of their copies in SHARED_DIR.

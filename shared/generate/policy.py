@@ -186,7 +186,8 @@ def _value_from(item: dict[str, Any], cname: str, ctx: _Ctx) -> tuple[str | None
             sa = ctx.spec.get("serviceAccountName") or ctx.spec.get("serviceAccount") or "default"
             return str(sa), None
         if path == "metadata.name":
-            return None, ctx.settings.pod_name_regex.strip("^$")
+            # Exactly one anchor off each end: strip("^$") would also eat an escaped "\$" of the name.
+            return None, ctx.settings.pod_name_regex.removeprefix("^").removesuffix("$")
         if path == "metadata.uid":
             return None, _UUID
         if path == "spec.nodeName":
@@ -535,6 +536,10 @@ def _mounts(
             name = _basename(dest, "image volume", ctx)
             mounts.append(_shared(dest, name, rw, directory=True, optional=True))
             taken.add(dest)
+            ctx.warnings.append(
+                f"{ctx.ref}: container {cname!r}: the image declares VOLUME {dest}, which the pod does not "
+                "mount: its content comes from the host (mount an emptyDir there to keep it in the guest)"
+            )
     return sorted(mounts, key=lambda m: m["destination"]), termination
 
 
@@ -542,23 +547,58 @@ def _under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def _code_paths(container: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(path, how code is taken from it, what it is) for every place outside the image code comes from.
+
+    ``file``: a program or library, taken from that very path. ``search``: a directory searched by name
+    (PATH, LD_LIBRARY_PATH; a relative or empty entry is the working directory). ``tree``: the dynamic
+    loader's configuration and library directories, with everything below them.
+    """
+    env, cwd = container["env"], container["cwd"]
+
+    def resolved(entry: str) -> str:
+        return posixpath.normpath(posixpath.join(cwd, entry))
+
+    out = [(container["args"][0], "file", "its program")]
+    out += [(cmd[0], "file", "an exec command") for cmd in container["exec"]]
+    out += [(resolved(e), "search", "a directory on its PATH") for e in env.get("PATH", "").split(":")]
+    if "LD_LIBRARY_PATH" in env:
+        out += [
+            (resolved(e), "search", "a directory on its LD_LIBRARY_PATH")
+            for e in env["LD_LIBRARY_PATH"].split(":")
+        ]
+    out += [
+        (resolved(e), "file", "in its LD_PRELOAD") for e in re.split(r"[: ]", env.get("LD_PRELOAD", "")) if e
+    ]
+    out += [(path, "tree", "where the dynamic loader looks") for path in kata.LOADER_PATHS]
+    return out
+
+
+def _takes_code_from(path: str, how: str, mount: dict[str, Any]) -> bool:
+    dest = mount["destination"]
+    if _under(path, dest):
+        return True  # the path lies in (or is) the host's copy
+    if how == "search":
+        return not mount["directory"] and posixpath.dirname(dest) == path  # a host file found by name
+    return how == "tree" and _under(dest, path)
+
+
 def _host_code_check(container: dict[str, Any], ctx: _Ctx) -> None:
-    """Refuse a launch whose executable or PATH lies in a directory whose content the host supplies."""
-    shared = [d for d, m in container["mounts"].items() if m["kind"] == "shared" and m["directory"]]
-    argv0 = container["args"][0]
-    path_dirs = [d for d in container["env"].get("PATH", "").split(":") if d]
-    for dest in shared:
-        if _under(argv0, dest):
-            raise ctx.fail(
-                f"container {container['name']!r} runs {argv0}, which lies in {dest}, a volume whose content "
-                "the host supplies; put the program into the image",
-                "host_code",
-            )
-        for d in path_dirs:
-            if _under(d, dest) or _under(dest, d):
+    """Refuse a container that would load code from a file or directory whose content the host supplies.
+
+    Such mounts are the host's copies: volumes from ConfigMaps, Secrets, the downward API, claims and image
+    VOLUMEs, and the files /etc/hosts, /etc/hostname, /etc/resolv.conf and the termination log. The host
+    writes them at will, so none may hold a program, lie on a path searched for programs or libraries, or
+    cover the dynamic loader's files.
+    """
+    shared = [m for m in container["mounts"].values() if m["kind"] == "shared"]
+    for path, how, what in _code_paths(container):
+        for mount in shared:
+            if _takes_code_from(path, how, mount):
                 raise ctx.fail(
-                    f"container {container['name']!r} has {d} on its PATH, and {dest} is a volume whose "
-                    "content the host supplies; mount it elsewhere",
+                    f"container {container['name']!r}: {mount['destination']} is a mount whose content the "
+                    f"host supplies, and {path} is {what}; put the code into the image, or mount the volume "
+                    "elsewhere",
                     "host_code",
                 )
 

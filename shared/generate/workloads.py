@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,7 @@ _RAND = "[bcdfghjklmnpqrstvwxz2456789]"
 _MAX_GENERATED_BASE = 58
 MAX_HOSTNAME = 63
 DNS_LABEL = "^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = "^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$"
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,19 @@ def as_workload(data: Any) -> Workload | None:
     api_version = data.get("apiVersion")
     if not isinstance(namespace, str) or not isinstance(api_version, str) or not api_version:
         raise RequestError("workload_invalid", f"{kind} {meta['name']}: apiVersion/namespace must be strings")
+    # The policy compares these with what the host reports and builds patterns from them: only the names
+    # Kubernetes itself accepts, so that no name can widen a pattern.
+    if not re.fullmatch(DNS_LABEL, namespace):
+        raise RequestError(
+            "workload_invalid", f"{kind} {meta['name']}: namespace {namespace!r} is not a DNS label"
+        )
+    if len(meta["name"]) > 253 or not re.fullmatch(DNS_SUBDOMAIN, meta["name"]):
+        raise RequestError("workload_invalid", f"{kind} name {meta['name']!r} is not a DNS subdomain")
+    hostname = spec.get("hostname")
+    if hostname is not None and (not isinstance(hostname, str) or not re.fullmatch(DNS_LABEL, hostname)):
+        raise RequestError(
+            "workload_invalid", f"{kind} {meta['name']}: hostname {hostname!r} is not a DNS label"
+        )
     return Workload(
         obj=data,
         kind=kind,

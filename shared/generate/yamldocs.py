@@ -61,6 +61,34 @@ def split_documents(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key twice in one mapping is an error, as kubectl makes it.
+
+    PyYAML keeps the last value; a reader of the file, or another tool, may take the first. generate must
+    pin the pod that everyone sees, so it refuses the ambiguity (merge keys, ``<<``, still override).
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base constructor refuses it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found key {key!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _is_blank(data: Any) -> bool:
     return data is None
 
@@ -68,7 +96,7 @@ def _is_blank(data: Any) -> bool:
 def parse_file(path: Path, text: str) -> YamlFile:
     """Parse one file into documents. Empty documents (comments only) are kept as pass-through text."""
     try:
-        expected = [d for d in yaml.safe_load_all(text) if not _is_blank(d)]
+        expected = [d for d in yaml.load_all(text, Loader=_Loader) if not _is_blank(d)]
     except yaml.YAMLError as exc:
         raise RequestError("yaml_invalid", f"{path}: not valid YAML: {exc}") from exc
     out = YamlFile(path=path)
@@ -80,7 +108,7 @@ def parse_file(path: Path, text: str) -> YamlFile:
             out.documents.append(Document(text=piece))
             continue
         try:
-            data = yaml.safe_load(body)
+            data = yaml.load(body, Loader=_Loader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             raise RequestError("yaml_invalid", f"{path}: not valid YAML: {exc}") from exc
         out.documents.append(Document(text=piece, data=data))

@@ -25,7 +25,7 @@ from contrast.generate.generator import pod_settings
 from contrast.generate.imageconfig import ImageConfig
 from contrast.generate.images import INITIALIZER_IMAGE, normalize
 from contrast.generate.workloads import DNS_LABEL, as_workload, pod_names
-from tests.generate.generate_builders import digest_image, pod_spec
+from tests.generate.generate_builders import deployment, digest_image, pod_spec
 
 APP = normalize(digest_image("app"))
 
@@ -93,6 +93,8 @@ def test_image_config_supplies_argv_env_working_directory_user_and_volumes() -> 
     assert data["optional"]
     assert data["kind"] == "shared"
     assert data["options"] == ["rbind", "rprivate", "rw"]
+    # Not in the pod spec, so said out loud: the host fills that directory.
+    assert any("VOLUME /data" in w for w in build(with_config(config), images={APP: config}.get).warnings)
 
 
 @pytest.mark.parametrize(
@@ -374,6 +376,117 @@ def test_host_supplied_code_is_refused(command: list[str], volume_path: str) -> 
     with pytest.raises(RequestError) as e:
         build(spec)
     assert e.value.code == "request.host_code"
+
+
+def _with_config_map(path: str, **container: Any) -> dict[str, Any]:
+    spec = pod_spec(
+        volumes=[{"name": "cache", "emptyDir": {}}, {"name": "cm", "configMap": {"name": "scripts"}}]
+    )
+    spec["containers"][0]["volumeMounts"].append({"name": "cm", "mountPath": path})
+    spec["containers"][0].update(container)
+    return spec
+
+
+def _env(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"name": "PATH", "value": "/usr/bin:/bin"}, *({"name": k, "value": v} for k, v in pairs)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "settings"),
+    [
+        # The termination log is a file the host writes: named like a command in a PATH directory, ...
+        (
+            pod_spec(containers=[{**pod_spec()["containers"][0], "terminationMessagePath": "/usr/bin/id"}]),
+            None,
+        ),
+        # ... or as the loader's preload list.
+        (
+            pod_spec(
+                containers=[{**pod_spec()["containers"][0], "terminationMessagePath": "/etc/ld.so.preload"}]
+            ),
+            None,
+        ),
+        (_with_config_map("/etc"), None),  # over the loader's configuration
+        (_with_config_map("/usr/lib/x86_64-linux-gnu"), None),  # inside a library directory
+        (_with_config_map("/opt/lib", env=_env(("LD_LIBRARY_PATH", "/opt/lib"))), None),
+        (_with_config_map("/opt/hooks", env=_env(("LD_PRELOAD", "/lib/libc.so.6 /opt/hooks/x.so"))), None),
+        # An empty PATH entry is the working directory, here the host's copy.
+        (
+            _with_config_map("/srv", env=[{"name": "PATH", "value": "/usr/bin::/bin"}], workingDir="/srv"),
+            None,
+        ),
+        # An exec command is a program too.
+        (_with_config_map("/scripts"), pol.PodSettings(exec_commands={"app": [["/scripts/ready.sh"]]})),
+    ],
+    ids=[
+        "termination log on PATH",
+        "termination log as ld.so.preload",
+        "ConfigMap over /etc",
+        "ConfigMap in a library directory",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "empty PATH entry",
+        "exec command",
+    ],
+)
+def test_host_supplied_files_never_hold_code(spec: dict[str, Any], settings: pol.PodSettings | None) -> None:
+    with pytest.raises(RequestError) as e:
+        build(spec, settings=settings)
+    assert e.value.code == "request.host_code"
+
+
+def test_an_image_volume_over_library_code_is_refused() -> None:
+    """An image VOLUME the pod does not mount is a directory of the host's: never where libraries are."""
+    config = ImageConfig(entrypoint=("/app",), env=("PATH=/usr/bin:/bin",), volumes=("/usr/local/lib",))
+    with pytest.raises(RequestError) as e:
+        build(with_config(config), images={APP: config}.get)
+    assert e.value.code == "request.host_code"
+    spec = with_config(config)
+    spec["containers"][0]["volumeMounts"].append({"name": "cache", "mountPath": "/usr/local/lib"})
+    assert build(spec, images={APP: config}.get)  # the pod covers it with its own emptyDir
+
+
+def test_host_supplied_data_beside_code_is_fine() -> None:
+    """Data volumes below a PATH directory or beside the program are not searched for programs."""
+    assert build(_with_config_map("/usr/bin/app-config"))
+    assert build(_with_config_map("/etc/app", command=["/bin/app"]))
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("metadata.namespace", "shop|.*"),  # the namespace goes into the log directory pattern
+        ("metadata.namespace", "Shop"),
+        ("metadata.name", "web$"),  # a name's escaped "$" once lost its anchor in the POD_NAME pattern
+        ("metadata.name", "web\nx"),
+        ("metadata.name", "a" * 254),
+        ("spec.template.spec.hostname", "web.example"),
+    ],
+)
+def test_names_that_kubernetes_refuses_are_refused(where: str, value: str) -> None:
+    """The policy builds patterns from the names; only names Kubernetes accepts can be pinned exactly."""
+    doc = deployment()
+    node: Any = doc
+    *parents, last = where.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    with pytest.raises(RequestError) as e:
+        as_workload(doc)
+    assert e.value.code == "request.workload_invalid"
+
+
+def test_pod_name_variable_keeps_its_anchors() -> None:
+    spec = pod_spec()
+    spec["containers"][0]["env"].append(
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
+    assert pod_names("Pod", "web").regex == "^web$"
+    p = build(spec, settings=pol.PodSettings(pod_name_regex="^web$"))
+    assert container(p)["host_env"]["POD"] == {"kind": "regex", "regex": "^web$"}
+    # A pattern that ends in an escaped "$" keeps it, and its own anchor after it.
+    p = build(spec, settings=pol.PodSettings(pod_name_regex="^web\\$$"))
+    assert container(p)["host_env"]["POD"] == {"kind": "regex", "regex": "^web\\$$"}
 
 
 def test_guest_private_volumes_may_sit_on_path() -> None:

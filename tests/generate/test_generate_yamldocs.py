@@ -54,6 +54,27 @@ def test_invalid_yaml_is_refused() -> None:
     assert e.value.code == "request.yaml_invalid"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: Pod\nkind: Deployment\n",
+        "spec:\n  containers:\n  - name: app\n    command: [/bin/app]\n    command: [/bin/sh]\n",
+        "a: {x: 1, x: 2}\n",
+        "---\na: 1\n---\nb: 1\nb: 2\n",
+    ],
+)
+def test_a_key_twice_is_refused(text: str) -> None:
+    """kubectl refuses a key twice; PyYAML would keep the last value, a reader the first."""
+    with pytest.raises(RequestError) as e:
+        parse_file(Path("x.yaml"), text)
+    assert e.value.code == "request.yaml_invalid"
+
+
+def test_merge_keys_still_override() -> None:
+    f = parse_file(Path("x.yaml"), "base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 3\n")
+    assert f.documents[0].data["use"] == {"x": 3, "y": 2}
+
+
 def test_dump_keeps_header_comments_and_literal_scripts() -> None:
     out = dump_document({"a": "line1\nline2\n"}, "--- # doc\n# about a\na: 1\n")
     assert out.startswith("--- # doc\n# about a\n")
