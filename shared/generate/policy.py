@@ -329,6 +329,12 @@ def _security_context(c: dict[str, Any], cname: str, ctx: _Ctx) -> tuple[dict[st
     return pod, own
 
 
+def _effective(sc: dict[str, Any], pod_sc: dict[str, Any], key: str) -> Any:
+    """A container's security setting, else the pod's: Kubernetes reads an explicit null as not set."""
+    value = sc.get(key)
+    return pod_sc.get(key) if value is None else value
+
+
 def _user(
     image: ImageConfig | None, pod_sc: dict[str, Any], sc: dict[str, Any], cname: str, ctx: _Ctx
 ) -> dict[str, Any]:
@@ -338,8 +344,8 @@ def _user(
     image user needs runAsUser (and a non-root group runAsGroup), as in Kata's genpolicy.
     """
     config_user = image.user if image else ""
-    run_as_user = _opt_int(sc.get("runAsUser", pod_sc.get("runAsUser")), "runAsUser", ctx)
-    run_as_group = _opt_int(sc.get("runAsGroup", pod_sc.get("runAsGroup")), "runAsGroup", ctx)
+    run_as_user = _opt_int(_effective(sc, pod_sc, "runAsUser"), "runAsUser", ctx)
+    run_as_group = _opt_int(_effective(sc, pod_sc, "runAsGroup"), "runAsGroup", ctx)
     if run_as_user is not None:
         uid, gid = run_as_user, run_as_group if run_as_group is not None else 0
     else:
@@ -353,7 +359,7 @@ def _user(
         if run_as_group is not None:
             raise ctx.fail(f"container {cname!r}: runAsGroup needs runAsUser (containerd refuses it alone)")
         uid, gid = int(user or 0), int(group or 0)
-    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True and uid == 0:
+    if _effective(sc, pod_sc, "runAsNonRoot") is True and uid == 0:
         raise ctx.fail(f"container {cname!r}: runAsNonRoot is set but the container runs as root")
     groups = {gid}
     for g in pod_sc.get("supplementalGroups") or []:

@@ -413,8 +413,9 @@ class Pod:
     def user(self, c: dict[str, Any]) -> dict[str, Any]:
         pod_sc = self.spec.get("securityContext") or {}
         sc = c.get("securityContext") or {}
-        run_as_user = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        run_as_group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+        # Kubernetes: the container's setting, else the pod's (an explicit null is no setting).
+        run_as_user = sc.get("runAsUser") if sc.get("runAsUser") is not None else pod_sc.get("runAsUser")
+        run_as_group = sc.get("runAsGroup") if sc.get("runAsGroup") is not None else pod_sc.get("runAsGroup")
         if run_as_user is not None:
             uid, gid = run_as_user, run_as_group or 0
         else:

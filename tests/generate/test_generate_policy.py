@@ -349,6 +349,18 @@ def test_refusals(mutate: Any, code: str | None) -> None:
     assert e.value.code == code
 
 
+@pytest.mark.parametrize("container_sc", [{}, {"runAsUser": None, "runAsNonRoot": None}])
+def test_pod_security_context_applies_where_the_container_sets_nothing(container_sc: dict[str, Any]) -> None:
+    """An explicit null is no setting: the pod's runAsUser holds, and with runAsNonRoot root is refused."""
+    spec = pod_spec(securityContext={"runAsUser": 1000})
+    spec["containers"][0]["securityContext"] = dict(container_sc)
+    assert container(build(spec))["user"]["uid"] == 1000
+    spec = pod_spec(securityContext={"runAsNonRoot": True})
+    spec["containers"][0]["securityContext"] = dict(container_sc)
+    with pytest.raises(RequestError, match="runAsNonRoot"):
+        build(spec)  # the image runs as root
+
+
 def test_image_user_by_name_needs_run_as_user() -> None:
     config = ImageConfig(entrypoint=("/app",), user="app")
     spec = with_config(config)
