@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contrast.errors import RequestError
-from contrast.generate import kata
+from contrast.generate import inject, kata
 from contrast.generate.imageconfig import ImageConfig
 from contrast.generate.images import is_pinned, normalize
 from contrast.generate.rules import RULES
@@ -609,6 +609,23 @@ def _host_code_check(container: dict[str, Any], ctx: _Ctx) -> None:
                 )
 
 
+def _secrets_check(container: dict[str, Any], ctx: _Ctx) -> None:
+    """Refuse a host-supplied mount inside the initializer's secrets directory.
+
+    kata-agent mounts it over the guest-memory volume there, so this container would read the host's files
+    where the initializer writes its key, certificates and workload secret.
+    """
+    secrets = container["mounts"].get(inject.SECRETS_MOUNT_PATH)
+    if secrets is None or secrets.get("name") != inject.SECRETS_VOLUME:
+        return
+    for dest, m in container["mounts"].items():
+        if m["kind"] == "shared" and _under(dest, inject.SECRETS_MOUNT_PATH):
+            raise ctx.fail(
+                f"container {container['name']!r} mounts {dest}, whose content the host supplies, inside "
+                f"{inject.SECRETS_MOUNT_PATH}, where the initializer writes the workload's keys and secrets"
+            )
+
+
 def _fully_specified(c: dict[str, Any]) -> bool:
     env = c.get("env") or []
     has_path = any(isinstance(e, dict) and e.get("name") == "PATH" and "value" in e for e in env)
@@ -683,6 +700,7 @@ def _container(c: Any, volumes: dict[str, dict[str, Any]], *, init: bool, ctx: _
         "user": _user(config, pod_sc, sc, cname, ctx),
     }
     _host_code_check(container, ctx)
+    _secrets_check(container, ctx)
     return container
 
 

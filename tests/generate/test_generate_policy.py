@@ -228,8 +228,8 @@ def test_security_context_and_kubernetes_defaults() -> None:
     assert mounts["/cache"]["fs_group"] == {"change_policy": "OnRootMismatch", "id": 9}
 
 
-def test_volumes_by_kind() -> None:
-    spec = pod_spec()
+def with_initializer(spec: dict[str, Any]) -> None:
+    """Inject the initializer as generate does for a workload (pinned to a verifier and a CA)."""
     inject.inject(
         spec,
         image=INITIALIZER_IMAGE,
@@ -237,6 +237,11 @@ def test_volumes_by_kind() -> None:
         pins={inject.COORDINATOR_HASHES_ENV: f"verifier:{'ab' * 32},ca:{'cd' * 32}"},
         ref="p",
     )
+
+
+def test_volumes_by_kind() -> None:
+    spec = pod_spec()
+    with_initializer(spec)
     spec["volumes"] += [
         {"name": "cfg", "configMap": {"name": "c"}},
         {"name": "claim", "persistentVolumeClaim": {"claimName": "x"}},
@@ -271,13 +276,7 @@ def test_volumes_by_kind() -> None:
 
 def test_secrets_volume_is_guest_memory_in_the_initializer_too() -> None:
     spec = pod_spec()
-    inject.inject(
-        spec,
-        image=INITIALIZER_IMAGE,
-        nats_url="nats://n:4222",
-        pins={inject.COORDINATOR_HASHES_ENV: f"verifier:{'ab' * 32},ca:{'cd' * 32}"},
-        ref="p",
-    )
+    with_initializer(spec)
     init = container(build(spec), inject.INITIALIZER_NAME)
     assert init["args"] == [inject.SERVICE_PYTHON, "-m", "contrast.initializer"]
     assert init["env"]["PATH"] == inject.SERVICE_PATH
@@ -499,6 +498,18 @@ def test_pod_name_variable_keeps_its_anchors() -> None:
     # A pattern that ends in an escaped "$" keeps it, and its own anchor after it.
     p = build(spec, settings=pol.PodSettings(pod_name_regex="^web\\$$"))
     assert container(p)["host_env"]["POD"] == {"kind": "regex", "regex": "^web\\$$"}
+
+
+@pytest.mark.parametrize("path", ["/contrast/tls-config", "/contrast/secrets/workload-secret-seed"])
+def test_no_host_files_inside_the_secrets_directory(path: str) -> None:
+    """A ConfigMap below /contrast would show the host's files where the initializer writes the keys."""
+    spec = _with_config_map(path)
+    with_initializer(spec)
+    with pytest.raises(RequestError, match="initializer writes"):
+        build(spec)
+    spec = _with_config_map("/etc/contrast")
+    with_initializer(spec)
+    assert build(spec)
 
 
 def test_guest_private_volumes_may_sit_on_path() -> None:
