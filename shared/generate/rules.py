@@ -980,7 +980,9 @@ UpdateRoutesRequest if {
 
 # The runtime writes addresses as Go prints them: dotted IPv4, or IPv6 in hexadecimal groups, no prefix.
 # Other spellings the agent would also parse ("::1/128", "::0.0.0.1") could hide a loopback address.
-route_source_ok("")
+route_source_ok(address) if {
+	address == ""
+}
 
 route_source_ok(address) if {
 	address_ok(address)

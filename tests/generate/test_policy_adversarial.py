@@ -21,6 +21,7 @@ from contrast.generate import annotations as ann
 from contrast.generate import jsonpatch
 from contrast.generate import policy as pol
 from contrast.generate.generator import pod_settings
+from contrast.generate.rules import RULES
 from contrast.generate.workloads import as_workload
 from tests.generate.kata_requests import hex_id
 from tests.generate.policy_engines import Case, Regorus, allowed, opa_evaluate
@@ -208,6 +209,21 @@ def test_every_request_type_has_a_default_deny() -> None:
     for rule in KATA_AGENT_REQUESTS:
         assert f"default {rule} := false\n" in text, rule
     assert set(LIFECYCLE) < set(KATA_AGENT_REQUESTS)
+
+
+def test_every_rule_has_a_body() -> None:
+    """kata-agent's regorus (0.9, built without OPA extras) refuses a rule head alone, such as ``f("")``;
+    the engines here accept it, so a policy with one would pass the suite and fail to load in the guest.
+    """
+    heads = [
+        line
+        for line in RULES.splitlines()
+        if line[:1].isalpha()
+        and not line.startswith(("default ", "package ", "import "))
+        and " if {" not in line
+        and ":=" not in line
+    ]
+    assert heads == []
 
 
 def test_read_stream_is_a_setting() -> None:
