@@ -312,7 +312,9 @@ linux_ok(linux) if {
 	every p in policy_data.runtime.readonly_paths {
 		readonly_kept(p, readonly, masked)
 	}
-	every p in array.concat(masked, readonly) {
+	runtime := policy_data.runtime
+	required := {p | some p in array.concat(runtime.masked_paths, runtime.readonly_paths)}
+	every p in {p | some p in array.concat(masked, readonly)} - required {
 		kernel_path(p)
 	}
 	sysctls_ok(object.get(linux, "Sysctl", {}))
