@@ -557,8 +557,9 @@ def _code_paths(container: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(path, how code is taken from it, what it is) for every place outside the image code comes from.
 
     ``file``: a program or library, taken from that very path. ``search``: a directory searched by name
-    (PATH, LD_LIBRARY_PATH; a relative or empty entry is the working directory). ``tree``: the dynamic
-    loader's configuration and library directories, with everything below them.
+    (PATH, LD_LIBRARY_PATH; a relative or empty entry is the working directory). ``modules``: a directory
+    Python imports from, where a file is a module and a directory a package. ``tree``: the dynamic loader's
+    configuration and library directories, with everything below them.
     """
     env, cwd = container["env"], container["cwd"]
 
@@ -577,15 +578,58 @@ def _code_paths(container: dict[str, Any]) -> list[tuple[str, str, str]]:
         (resolved(e), "file", "in its LD_PRELOAD") for e in re.split(r"[: ]", env.get("LD_PRELOAD", "")) if e
     ]
     out += [(path, "tree", "where the dynamic loader looks") for path in kata.LOADER_PATHS]
+    out += _python_paths(container, resolved)
+    return out
+
+
+_PYTHON = re.compile(r"python[0-9.]*")
+# Interpreter options that take the next argument as their value.
+_PYTHON_VALUE_OPTIONS = frozenset({"-W", "-X", "--check-hash-based-pycs"})
+
+
+def _python_paths(container: dict[str, Any], resolved: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """Where a Python interpreter imports modules from before its own library: the first entry of
+    ``sys.path`` (the working directory, or a script's own directory) and ``PYTHONPATH``; ``PYTHONHOME`` and
+    ``PYTHONUSERBASE`` hold its library and site-packages, whose ``.pth`` files run at start.
+
+    The working directory counts for every interpreter, whatever its options (``-I`` or ``-P`` would drop
+    it, ``-m`` or ``-c`` may be combined with other flags): an extra refusal is cheaper than a misread option.
+    """
+    args, env = container["args"], container["env"]
+    if not _PYTHON.fullmatch(posixpath.basename(args[0])):
+        return []
+    firsts = [resolved("")]
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in _PYTHON_VALUE_OPTIONS:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            firsts.append(posixpath.dirname(resolved(arg)))  # a script: its own directory
+            break
+        elif arg[:2] in ("-m", "-c") or arg == "-":
+            break
+    out = [(first, "modules", "where its Python interpreter imports modules first") for first in firsts]
+    if "PYTHONPATH" in env:
+        out += [
+            (resolved(e), "modules", "a directory on its PYTHONPATH") for e in env["PYTHONPATH"].split(":")
+        ]
+    out += [
+        (resolved(e), "tree", f"in its {name}")
+        for name in ("PYTHONHOME", "PYTHONUSERBASE")
+        for e in env.get(name, "").split(":")
+        if e
+    ]
     return out
 
 
 def _takes_code_from(path: str, how: str, mount: dict[str, Any]) -> bool:
-    dest = mount["destination"]
+    dest = str(mount["destination"])
     if _under(path, dest):
         return True  # the path lies in (or is) the host's copy
     if how == "search":
         return not mount["directory"] and posixpath.dirname(dest) == path  # a host file found by name
+    if how == "modules":
+        return posixpath.dirname(dest) == path  # a module (file) or a package (directory) found by name
     return how == "tree" and _under(dest, path)
 
 

@@ -457,6 +457,62 @@ def test_an_image_volume_over_library_code_is_refused() -> None:
     assert build(spec, images={APP: config}.get)  # the pod covers it with its own emptyDir
 
 
+def _python(path: str, argv: list[str], cwd: str = "/tmp", **container: Any) -> dict[str, Any]:
+    """A container that runs Python (as the Coordinator's services do), with a ConfigMap at ``path``."""
+    return _with_config_map(path, command=argv, args=[], workingDir=cwd, **container)
+
+
+_SERVICE = [inject.SERVICE_PYTHON, "-m", "contrast.verifier"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # python -m puts the working directory first on sys.path: the host's "contrast" package wins.
+        _python("/tmp/contrast", _SERVICE),
+        _python("/srv/contrast", [inject.SERVICE_PYTHON, "-Bm", "contrast.ca"], cwd="/srv"),
+        # A host file named like a module the service imports.
+        _python(
+            "/etc/app",
+            _SERVICE,
+            terminationMessagePath="/tmp/asyncio.py",
+        ),
+        # A script's own directory comes first.
+        _python("/app/lib", ["/usr/local/bin/python3.11", "-u", "/app/main.py"], cwd="/"),
+        _python("/opt/plugins", _SERVICE, env=_env(("PYTHONPATH", "/opt/plugins"))),
+        _python("/opt/py/extra", _SERVICE, env=_env(("PYTHONPATH", "/usr/lib/app:/opt/py"))),
+        # site-packages: its .pth files run when the interpreter starts.
+        _python(
+            "/opt/app/.local/lib/python3.11/site-packages",
+            _SERVICE,
+            env=_env(("PYTHONUSERBASE", "/opt/app/.local")),
+        ),
+    ],
+    ids=[
+        "package in the working directory",
+        "combined flags",
+        "termination log as a module",
+        "package beside the script",
+        "PYTHONPATH",
+        "package on PYTHONPATH",
+        "user site-packages",
+    ],
+)
+def test_python_never_imports_from_the_host(spec: dict[str, Any]) -> None:
+    """For a Python program, the directories it imports from are code paths too (the Coordinator's services
+    run ``python -m`` in /tmp, the initializer and the mesh sidecar as well)."""
+    with pytest.raises(RequestError) as e:
+        build(spec)
+    assert e.value.code == "request.host_code"
+
+
+def test_python_takes_host_data_where_it_imports_nothing() -> None:
+    """Deeper than a module's name, or beside the import path, a host directory is data."""
+    assert build(_python("/tmp/config/app", _SERVICE))
+    assert build(_python("/etc/app", _SERVICE))
+    assert build(_python("/app/lib", ["/usr/local/bin/python3.11", "/app/bin/main.py"], cwd="/"))
+
+
 def test_host_supplied_data_beside_code_is_fine() -> None:
     """Data volumes below a PATH directory or beside the program are not searched for programs."""
     assert build(_with_config_map("/usr/bin/app-config"))
