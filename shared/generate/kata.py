@@ -106,6 +106,36 @@ LOADER_PATHS = (
     "/usr/local/lib",
 )
 
+# Variables whose value makes a program load code from where it names (beyond LD_*, which are all the dynamic
+# loader's): glibc's iconv modules, and the interpreters' module paths, startup files and options that load
+# modules or agents (Python's -W filters import a warning's module).
+CODE_ENV = frozenset(
+    {
+        "PATH",
+        "GCONV_PATH",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONBREAKPOINT",
+        "PYTHONWARNINGS",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "_JAVA_OPTIONS",
+        "BASH_ENV",
+        "ENV",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYLIB",
+        "RUBYOPT",
+    }
+)
+CODE_ENV_PREFIX = "LD_"
+
 SA_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 # Files every container gets from the host: base names of their copies in SHARED_DIR.

@@ -249,10 +249,10 @@ def _environment(c: dict[str, Any], cname: str, image: ImageConfig | None, ctx: 
         pinned.pop(name, None)
         host.pop(name, None)
         if "valueFrom" in item:
-            if name == "PATH" or name.startswith("LD_"):
+            if name in kata.CODE_ENV or name.startswith(kata.CODE_ENV_PREFIX):
                 raise ctx.fail(
-                    f"container {cname!r} takes {name} from valueFrom: the host would choose which programs "
-                    "or libraries run; set its value in the pod spec"
+                    f"container {cname!r} takes {name} from valueFrom: the host would choose which programs, "
+                    "libraries or modules run; set its value in the pod spec"
                 )
             exact, pattern = _value_from(item, cname, ctx)
             if exact is not None:

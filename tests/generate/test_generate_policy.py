@@ -151,7 +151,12 @@ def test_host_provided_values_get_the_narrowest_shape() -> None:
     assert any("SECRET" in w and "host chooses" in w for w in p.warnings)
 
 
-@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH"])
+@pytest.mark.parametrize(
+    "name",
+    # The host would point PYTHONPATH at a volume it fills (a Secret, or the service-account directory, into
+    # which it may copy any file) and run its module in a Python program, a Coordinator service's included.
+    ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "GCONV_PATH", "PYTHONPATH", "PYTHONWARNINGS", "NODE_OPTIONS"],
+)
 def test_loader_variables_never_come_from_the_host(name: str) -> None:
     spec = pod_spec()
     env = [e for e in spec["containers"][0]["env"] if e["name"] != name]
