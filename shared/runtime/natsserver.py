@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,12 +46,41 @@ def find_nats_server() -> str:
     )
 
 
+# Ports handed out below the kernel's ephemeral range: a port the kernel picks for bind(0) is one it may
+# give the next outgoing connection (a NATS client, say) before our server binds it.
+_FREE_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()  # never the same port twice from one process: two calls in a row must differ
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FREE_PORT_RANGE[1] + 1
+
+
 def free_port() -> int:
-    """Ask the kernel for a free loopback TCP port (racy by nature; the server start is retried once)."""
+    """A loopback TCP port that is free now (racy by nature; callers that bind it later retry).
+
+    Chosen at random below the ephemeral range, which outgoing connections draw from, so the window between
+    this call and the bind is lost only to another caller of this function picking the same port.
+    """
+    low, high = _FREE_PORT_RANGE[0], min(_FREE_PORT_RANGE[1], _ephemeral_floor() - 1)
+    for _ in range(64) if high > low else ():
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def _answers(port: int) -> bool:

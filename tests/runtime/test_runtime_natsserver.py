@@ -93,3 +93,13 @@ def test_testcontainers_nats_only_with_a_docker_engine() -> None:
 
     with NatsContainer() as container:  # pragma: no cover
         assert container.nats_uri().startswith("nats://")
+
+
+def test_free_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    # Outgoing connections draw local ports from the ephemeral range; a port handed out from there can be
+    # taken by the next client connection before the server that was meant to have it binds it.
+    floor = natsserver._ephemeral_floor()
+    ports = [natsserver.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    if floor > natsserver._FREE_PORT_RANGE[0] + 1000:
+        assert all(natsserver._FREE_PORT_RANGE[0] <= p < floor for p in ports)
