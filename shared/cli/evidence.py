@@ -119,15 +119,22 @@ def result_json(result: ValidationResult) -> dict[str, Any]:
     }
 
 
-def load_reference_values(blob: bytes) -> ReferenceValues:
+def load_reference_values(blob: bytes, what: str = "the reference values") -> ReferenceValues:
     """A ``--reference-values`` file: a ``ReferenceValues`` object, or a whole manifest that contains one."""
     try:
         doc = msgspec.json.decode(blob)
-        if isinstance(doc, dict) and "ReferenceValues" in doc:  # a whole manifest
-            doc = doc["ReferenceValues"]
+    except msgspec.DecodeError as e:
+        cut = " (the file ends before the JSON document does)" if "truncated" in str(e) else ""
+        raise UsageError(f"{what} is not valid JSON{cut}: {e}") from e
+    if isinstance(doc, dict) and "ReferenceValues" in doc:  # a whole manifest
+        doc = doc["ReferenceValues"]
+    try:
         return msgspec.convert(doc, ReferenceValues)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise UsageError(f"reference values: {e}") from e
+    except msgspec.ValidationError as e:
+        raise UsageError(
+            f'{what} holds no valid reference values (a {{"snp": [...], "tdx": [...]}} object, or a manifest '
+            f"with ReferenceValues): {e}"
+        ) from e
 
 
 def unverified(error: ContrastError, key: str, decoded: dict[str, Any] | None) -> Outcome:
@@ -167,7 +174,9 @@ class SnpFormat:
     name = "sev-snp"
 
     def detect(self, data: bytes) -> bool:
-        if len(data) < abi.REPORT_SIZE:
+        # A report cut short is still recognised by its header, so that its length is what gets reported
+        # (``evidence.bad_length``, as for a report that is too long), not an unknown format.
+        if len(data) < abi.OFF_SIGNATURE_ALGO + 4:
             return False
         version = int.from_bytes(data[0:4], "little")
         algo = int.from_bytes(data[abi.OFF_SIGNATURE_ALGO : abi.OFF_SIGNATURE_ALGO + 4], "little")
@@ -326,6 +335,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _finding_text(f: dict[str, str]) -> str:
+    """What a finding says: expected and got where it has them, else its message."""
+    if f["expected"] or f["got"]:
+        return f"expected {f['expected']!r}, got {f['got']!r}"
+    return f["message"]
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         data = _read(args.file, "evidence")
@@ -340,6 +356,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             now=_parse_at(args.at),
             trailing_ok=args.trailing == "ok",
         )
+        if inputs.reference_values is not None:  # a bad file is named before any evidence is looked at
+            load_reference_values(inputs.reference_values, f"--reference-values {args.reference_values}")
         try:
             registered = _detect(data)
             fmt = registered.fmt
@@ -369,7 +387,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     )
     lines = [head]
     for f in outcome.data.get("findings", []):
-        lines.append(f"  finding {f['code']} {f['field']}: expected {f['expected']!r}, got {f['got']!r}")
+        text = _finding_text(f)
+        lines.append(f"  finding {f['code']} {f['field']}" + (f": {text}" if text else ""))
     if "claims" in outcome.data:
         lines += ["claims:", *("  " + x for x in _flatten("", outcome.data["claims"]))]
     _emit(args, payload, lines)

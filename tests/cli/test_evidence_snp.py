@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +232,46 @@ def test_missing_subcommand_is_usage(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as e:
         main(["evidence"])
     assert e.value.code == 2
+
+
+def contrast(*argv: str) -> tuple[int, str, str]:
+    """The command as a user runs it: exit code, stdout, stderr."""
+    r = subprocess.run(
+        [sys.executable, "-m", "contrast.cli.main", *argv], capture_output=True, text=True, timeout=120
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_a_cut_report_is_named_by_its_length_as_a_long_one_is(tmp_path: Path) -> None:
+    report = (VIRTEE / "report.bin").read_bytes()
+    f = tmp_path / "report.bin"
+    for data in (report[:-1], report[:600], report[: abi.OFF_SIGNATURE_ALGO + 4], report + b"\x00"):
+        f.write_bytes(data)
+        for command in ("verify", "show"):
+            rc, out, err = contrast("evidence", command, str(f), "--json")
+            assert (rc, json.loads(out)["reason"]) == (1, "evidence.bad_length"), (len(data), command, err)
+    # Text: a finding without expected and got values says its message, never "expected '', got ''".
+    f.write_bytes(report[:600])
+    rc, out, _ = contrast("evidence", "verify", str(f))
+    assert rc == 1
+    assert out.startswith("REJECTED evidence.bad_length: ")
+    assert "finding evidence.bad_length evidence: an SNP report is 1184 bytes, got 600" in out
+    assert "expected ''" not in out
+
+
+def test_a_bad_reference_values_file_says_what_is_wrong(tmp_path: Path) -> None:
+    report = str(VIRTEE / "report.bin")
+    for content, says in [
+        (b'{"snp": [', "is not valid JSON (the file ends before the JSON document does)"),
+        (b"\xff\xfe", "is not valid JSON"),
+        (b'{"snp": 5}', "holds no valid reference values"),
+        (b"[1]", "Expected `object`, got `array`"),
+        (b'{"ReferenceValues": {"snp": [{"MinimumTCB": "x"}]}}', "at `$.snp[0]"),
+    ]:
+        f = tmp_path / "refs.json"
+        f.write_bytes(content)
+        rc, out, err = contrast("evidence", "verify", report, "--reference-values", str(f))
+        assert rc == 2
+        assert out == ""
+        assert err.startswith(f"contrast evidence verify: --reference-values {f} ")
+        assert says in err, err
