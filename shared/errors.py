@@ -15,10 +15,12 @@ Families:
 - ``auth.*`` (:class:`AuthError`): a signature or credential on a cross-service message is missing or wrong.
 - ``state.*`` (:class:`StateError`): the service is in the wrong state for the request (not ready, stale).
 - ``internal.*`` (:class:`InternalError`): a fault of our own; its details stay in the replica's log.
+- ``verify.*`` (``contrast.cli.trusted_state.VerifyError``): the owner CLI refuses what the Coordinator
+  serves given what the owner verified before (the trusted state) or approved.
 
 Misuse of an API by our own code stays ``RuntimeError``/``TypeError``/``ValueError``. Raise ``from`` the
-cause. :data:`REASONS` is the registry of every ``collateral.*``, ``evidence.*``, ``policy.*`` and ``state.*``
-code.
+cause. :data:`REASONS` is the registry of every ``collateral.*``, ``evidence.*``, ``policy.*``, ``state.*``
+and ``verify.*`` code.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ class InternalError(ContrastError):
     family = "internal"
 
 
-# Every collateral.*, evidence.*, policy.* and state.* reason code the Coordinator uses, and what it means. A
-# test checks that the code base raises exactly these; docs/reason-codes.md lists them.
+# Every collateral.*, evidence.*, policy.* and state.* reason code the Coordinator and the CLI use, and the
+# owner CLI's verify.* codes, with what each means. A test checks that the code base raises exactly these;
+# docs/reason-codes.md lists them.
 REASONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "collateral.missing": "a TDX quote came without collateral where verification needs it",
@@ -213,6 +216,9 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "state.not_stale": "recovery is only for a stale Coordinator",
         "state.peer_ready": "a ready manifest replica exists; the stale one recovers from it",
         "state.recovery_head_changed": "the store changed during recovery; nothing was adopted",
+        "state.recovery_needed": (
+            "a manifest replica is stale and no ready one answers: a seed-share owner must recover it"
+        ),
         "state.replica_stale": "this manifest replica is stale (no seed, or behind the stored history)",
         "state.result_conflict": "the results entry keeps changing under the CA; retried",
         "state.rollback": "the stored history is older than the replica's membership",
@@ -220,6 +226,20 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "state.timeout": "no authenticated answer before the deadline",
         "state.unavailable": "no (ready) replica answered; retry later",
         "state.uninitialized": "no manifest has been set yet",
+        "state.unreachable": "the CLI cannot reach the NATS server (or lost its connection)",
+        "verify.history_forked": "the Coordinator serves another history than the trusted state records",
+        "verify.history_lost": (
+            "the Coordinator has no history, but the trusted state (or a seed share in the workspace) has one"
+        ),
+        "verify.history_moved": "the recovered Coordinator is at another head than the one checked",
+        "verify.manifest_mismatch": "the Coordinator's active manifest is not the local manifest",
+        "verify.rollback": "the Coordinator serves an older generation than the trusted state records",
+        "verify.root_changed": "the root CA (served, or the seed's) is not the one the trusted state records",
+        "verify.state_corrupt": "the trusted state file does not decode or is inconsistent",
+        "verify.state_locked": "another run holds the trusted state's lock",
+        "verify.state_unreadable": "the trusted state file (or its lock) cannot be read",
+        "verify.state_write_failed": "verified, but the trusted state could not be written",
+        "verify.unapproved_history": "a manifest of the history is neither among --approved nor recorded",
     }
 )
 

@@ -29,6 +29,7 @@ ATTEST_RESULT_PREFIX: Final = "$KV.results"  # .<request-id>; must match RESULTS
 USER_MANIFEST_SET: Final = f"{PREFIX}.user.manifest.set"
 USER_MANIFEST_GET: Final = f"{PREFIX}.user.manifest.get"
 USER_RECOVER: Final = f"{PREFIX}.user.recover"
+USER_STATUS: Final = f"{PREFIX}.user.status"  # attested state of one replica (asked before a first set)
 
 # --- coordinator join ---
 COORDINATOR_JOIN: Final = f"{PREFIX}.coordinator.join"

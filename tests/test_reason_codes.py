@@ -9,14 +9,17 @@ from contrast.errors import REASONS
 from contrast.evidence.result import Finding
 
 ROOT = Path(__file__).resolve().parents[1]
-_RAISED = re.compile(r"\b(CollateralError|EvidenceError|PolicyError|StateError)\(\s*\"([a-z0-9_]+)\"")
-_LITERAL = re.compile(r"\"((?:collateral|evidence|policy|state)\.[a-z0-9_]+)\"")
+_RAISED = re.compile(
+    r"\b(CollateralError|EvidenceError|PolicyError|StateError|VerifyError)\(\s*\"([a-z0-9_]+)\""
+)
+_LITERAL = re.compile(r"\"((?:collateral|evidence|policy|state|verify)\.[a-z0-9_]+)\"")
 _FINDING = re.compile(r"\b(?:add|eq)\(\s*\"([a-z0-9_]+)\"")  # a validator's policy.* findings
 _FAMILY = {
     "CollateralError": "collateral",
     "EvidenceError": "evidence",
     "PolicyError": "policy",
     "StateError": "state",
+    "VerifyError": "verify",
 }
 # The manifest service reports a replica that is not ready by its state's name (ReplicaState values).
 _BY_STATE = {"state.uninitialized", "state.stale"}
@@ -51,4 +54,4 @@ def test_the_docs_list_exactly_the_registry() -> None:
 def test_registered_codes_are_well_formed() -> None:
     for code in REASONS:
         Finding(code=code, field="x")  # the wire form of a finding's code accepts it
-        assert re.fullmatch(r"(collateral|evidence|policy|state)\.[a-z][a-z0-9_]*", code)
+        assert re.fullmatch(r"(collateral|evidence|policy|state|verify)\.[a-z][a-z0-9_]*", code)

@@ -35,6 +35,7 @@ from contrast.wire.v1 import (
     RecoverRequest,
     RecoveryChallengeRequest,
     SetManifestRequest,
+    StatusRequest,
 )
 
 VERSION = "0.1.0"
@@ -115,8 +116,16 @@ async def _run_peer_recovery(rt: Runtime, peer: PeerRecovery) -> None:
 
 
 def _endpoints(users: UserApi, joins: JoinApi, name: str) -> tuple[Endpoint[Any], ...]:
-    """The user API (set, get, recovery) and the join endpoints, each with its size and time bounds."""
+    """The user API (status, set, get, recovery) and the join endpoints, each with its size and time bound."""
     return (
+        Endpoint(
+            name="status",
+            subject=subjects.USER_STATUS,
+            request_type=StatusRequest,
+            handler=users.status,
+            max_bytes=256,
+            timeout=10.0,
+        ),
         Endpoint(
             name="set",
             subject=subjects.USER_MANIFEST_SET,

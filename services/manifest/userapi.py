@@ -1,9 +1,13 @@
-"""The user API handlers: ``set``, ``get`` and the two steps of ``recover``.
+"""The user API handlers: ``status``, ``set``, ``get`` and the two steps of ``recover``.
 
-Every reply that a relying party depends on is an :class:`~contrast.wire.v1.AttestedReply` with fresh
-evidence (see :mod:`contrast.coordinator.user_protocol`). Handlers never trust a request field for
-identity; the owners' authority comes from signatures checked in :mod:`contrast.coordinator.authorize` and
-:mod:`contrast.crypto.seedshare`.
+Every reply that a relying party depends on is an :class:`~contrast.wire.v1.AttestedReply` (``status``: an
+:class:`~contrast.wire.v1.AttestedStatus`) with fresh evidence (:mod:`contrast.coordinator.user_protocol`).
+Handlers never trust a request field for identity; the owners' authority comes from signatures checked in
+:mod:`contrast.coordinator.authorize` and :mod:`contrast.crypto.seedshare`.
+
+A stale replica refuses ``get`` and ``set`` with ``state.replica_stale`` while a ready peer answers (it will
+recover from that peer; the caller retries and may reach the peer), and with ``state.recovery_needed`` when
+none does, so that an owner learns at once that only ``contrast recover`` helps.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -21,6 +25,7 @@ from contrast.coordinator.statement import CoordinatorIdentity
 from contrast.coordinator.user_protocol import (
     open_recovery_secret,
     recovery_report_data,
+    status_report_data,
     user_api_report_data,
 )
 from contrast.errors import PolicyError, StateError
@@ -29,6 +34,8 @@ from contrast.platform.base import Platform
 from contrast.runtime import RequestContext
 from contrast.wire.v1 import (
     AttestedReply,
+    AttestedStatus,
+    CoordinatorStatus,
     GetManifestRequest,
     HistoryExport,
     RecoverRequest,
@@ -37,6 +44,7 @@ from contrast.wire.v1 import (
     RecoveryChallengeRequest,
     SetManifestRequest,
     SetManifestResult,
+    StatusRequest,
     encode_deterministic,
 )
 
@@ -44,6 +52,7 @@ RECOVERY_NONCE_LIFETIME: Final = 120.0
 MAX_OPEN_CHALLENGES: Final = 16
 
 PeerProbe = Callable[[], Awaitable[bool]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -106,9 +115,32 @@ class UserApi:
             evidence=evidence,
         )
 
+    async def _serving(self, step: Awaitable[T]) -> T:
+        """``await step``; a stale refusal becomes ``state.recovery_needed`` when no ready peer answers."""
+        try:
+            return await step
+        except StateError as e:
+            if e.code != "state.replica_stale" or await self._ready_peer_exists():
+                raise
+            raise StateError(
+                "recovery_needed",
+                "this manifest replica is stale and no ready replica answers: the Coordinator waits for a "
+                "seed-share owner's `contrast recover`",
+            ) from e
+
+    async def status(self, req: StatusRequest, ctx: RequestContext) -> AttestedStatus:
+        state = await self._replica.refresh()
+        payload = encode_deterministic(
+            CoordinatorStatus(replica=self._name, state=state.value, generation=self._replica.generation)
+        )
+        evidence = await self._platform.evidence(status_report_data(req.nonce, payload))
+        return AttestedStatus(payload=payload, evidence=evidence)
+
     async def set(self, req: SetManifestRequest, ctx: RequestContext) -> AttestedReply:
-        outcome = await self._replica.set_manifest(
-            req.manifest, req.policies, signature=req.signature, expected_previous=req.expected_previous
+        outcome = await self._serving(
+            self._replica.set_manifest(
+                req.manifest, req.policies, signature=req.signature, expected_previous=req.expected_previous
+            )
         )
         view = outcome.view
         result = SetManifestResult(
@@ -120,7 +152,7 @@ class UserApi:
         return await self._attest(req.nonce, view, encode_deterministic(result))
 
     async def get(self, req: GetManifestRequest, ctx: RequestContext) -> AttestedReply:
-        view = await self._replica.ready_view()
+        view = await self._serving(self._replica.ready_view())
         chain = await view.history.read_chain(view.latest)
         transitions = [e.transition.encode() for e in chain]
         manifests: list[bytes] = []

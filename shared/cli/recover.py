@@ -9,7 +9,8 @@
 3. Seed and salt go HPKE-sealed to that key, with the head in the HPKE context, and an RSA-PSS signature
    over (hash of the secret, the key, the replica's nonce), to ``contrast.v1.user.recover.<replica>``.
 4. The attested reply must show the same root CA as the seed derives (the root survives recovery) and the
-   bound head; the new mesh CA and the root are written to the workspace.
+   bound head; the new mesh CA and the root are written to the workspace, unless ``--state`` names another
+   trusted state than the workspace's own (its CA files stay those its own state vouches for).
 
 Threat DK6: the operator can restore a consistent earlier snapshot of the store once every replica
 restarted, and a stale replica cannot tell it from the past. Recovering it would hand the seed to a
@@ -38,6 +39,7 @@ the stored history is no older than that. The owner's next ``verify`` extends th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import secrets
 import sys
 from dataclasses import dataclass
@@ -230,6 +232,9 @@ def recover(args: argparse.Namespace) -> int:
     key_path = Path(args.seedshare_owner_key or workspace / SEEDSHARE_OWNER_KEY_FILE)
     shares_path = Path(args.seed_shares or workspace / SEED_SHARES_FILE)
     state_path = verify_state_path(args)
+    # The workspace's CA files belong with its own trusted state: a recovery checked against another one
+    # (--state) must not replace them with those of a Coordinator that state never vouched for.
+    own_state = state_path.resolve() == (workspace / VERIFY_DIR / STATE_FILE).resolve()
 
     async def body() -> int:
         doc = load_manifest(args.manifest)
@@ -266,8 +271,17 @@ def recover(args: argparse.Namespace) -> int:
             recorded, checked, generation=result.generation, transition_hash=reply.transition_hash
         )
         root, mesh = load_cert(reply.root_ca, "root CA"), load_cert(reply.mesh_ca, "mesh CA")
-        write_file(workspace / ROOT_CA_FILE, pem(root))
-        write_file(workspace / MESH_CA_FILE, pem(mesh))
+        files: list[str] = []
+        if own_state:
+            write_file(workspace / ROOT_CA_FILE, pem(root))
+            write_file(workspace / MESH_CA_FILE, pem(mesh))
+            files = [ROOT_CA_FILE, MESH_CA_FILE]
+            wrote = f"wrote {ROOT_CA_FILE}, {MESH_CA_FILE}"
+        else:
+            wrote = (
+                f"wrote nothing to {workspace}: its CA files stay those of its own trusted state, and this "
+                f"recovery was checked against {state_path}"
+            )
         emit(
             args,
             {
@@ -275,11 +289,11 @@ def recover(args: argparse.Namespace) -> int:
                 "replica": challenge.replica,
                 "generation": result.generation,
                 "transition_hash": result.transition_hash.hex(),
-                "files": [ROOT_CA_FILE, MESH_CA_FILE],
+                "files": files,
+                "mesh_ca_sha256": hashlib.sha256(reply.mesh_ca).hexdigest(),
                 "trusted_state": state_info,
             },
-            f"replica {challenge.replica} recovered at generation {result.generation}; "
-            f"wrote {ROOT_CA_FILE}, {MESH_CA_FILE}"
+            f"replica {challenge.replica} recovered at generation {result.generation}; {wrote}"
             + (
                 f"; the history extends the trusted state {state_path} (not rewritten: run `contrast verify`)"
                 if recorded is not None
@@ -309,7 +323,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PATH",
         help=f"the trusted state of `contrast verify` (default: WORKSPACE/{VERIFY_DIR}/{STATE_FILE}); the "
         "attested history must extend it before the seed is sent; no file is first use, a corrupt one is an "
-        "error",
+        "error; with another state than the workspace's own, no CA file is written to the workspace",
     )
     add_common(p)
     p.set_defaults(func=recover)

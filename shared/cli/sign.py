@@ -4,17 +4,16 @@ The signature covers (new manifest hash ‖ the transition it builds on). That t
 Coordinator (attested, checked against the manifest) unless ``--previous HEX`` names it, which lets an owner
 sign offline. ``--prepare`` writes ``transition-request.json`` (what to sign, for an HSM) instead of signing;
 ``--der-signature FILE --request transition-request.json`` turns an HSM's DER signature into
-``transition-signature.json``, which ``contrast set --signature`` sends.
+``transition-signature.json``, which ``contrast set --signature`` sends, but only once the signature verifies
+over the request's message under a workload-owner key: that of ``-w``, or else one of the
+``WorkloadOwnerPubKeys`` of the ``-m`` manifest (``auth.bad_signature`` otherwise, and nothing is written).
+What exactly an external signer signs: docs/protocol.md, §6.1.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast.cli.attested_history import fetch_history, load_manifest
 from contrast.cli.common import add_common, connect, emit, read_file, run, write_file
@@ -23,8 +22,9 @@ from contrast.cli.signature import REQUEST_FILE, SIGNATURE_FILE, TransitionSigna
 from contrast.crypto.ownerkeys import (
     WORKLOAD_OWNER_KEY_FILE,
     load_workload_owner_key,
+    public_key_hex,
     sign_transition,
-    transition_signing_message,
+    verify_transition_signature,
 )
 from contrast.errors import AuthError
 from contrast.evidence.verifier import EvidenceVerifier
@@ -80,24 +80,43 @@ def sign(args: argparse.Namespace) -> int:
     return run(args, "sign", body)
 
 
+def _owner_keys(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The workload-owner public keys a DER signature must verify under, and where they come from."""
+    if args.workload_owner_key:
+        key = load_workload_owner_key(Path(args.workload_owner_key))
+        return [public_key_hex(key)], f"the key of {args.workload_owner_key}"
+    try:
+        doc = load_manifest(args.manifest)
+    except UsageError as e:
+        raise UsageError(
+            f"cannot check the DER signature: {e}; pass the manifest whose workload owners sign (-m) or the "
+            "owner's key (-w)"
+        ) from e
+    return list(doc.manifest.WorkloadOwnerPubKeys), f"the WorkloadOwnerPubKeys of {args.manifest}"
+
+
 def _import_der(args: argparse.Namespace, workspace: Path) -> int:
+    """Wrap an external signer's DER signature, but only one that signs this request as a workload owner."""
     if not args.request:
         raise UsageError("--der-signature needs --request transition-request.json")
     req = decode(read_file(args.request, "request file", 64 * 1024), args.request)
     der = read_file(args.der_signature, "DER signature", 1024)
-    if args.workload_owner_key:  # optional self-check before anything is written
-        key = load_workload_owner_key(Path(args.workload_owner_key)).public_key()
-        try:
-            key.verify(
-                der,
-                transition_signing_message(req.manifest_hash, req.previous_transition),
-                ec.ECDSA(hashes.SHA384()),
-            )
-        except InvalidSignature as e:
-            raise AuthError("bad_signature", "the DER signature does not verify under that key") from e
+    owners, source = _owner_keys(args)
+    try:
+        signer = verify_transition_signature(owners, der, req.manifest_hash, req.previous_transition)
+    except AuthError as e:
+        raise AuthError(
+            "bad_signature",
+            f"{args.der_signature} does not verify over the Message of {args.request} under {source}: it "
+            "signs another request, or another key made it; nothing was written",
+        ) from e
     out = Path(args.output) if args.output else workspace / SIGNATURE_FILE
     write_file(out, encode(TransitionSignature(req.manifest_hash, req.previous_transition, der)))
-    emit(args, {"ok": True, "file": str(out)}, f"wrote {out}")
+    emit(
+        args,
+        {"ok": True, "file": str(out), "signer": signer},
+        f"the signature verifies under workload-owner key {signer[-16:]}; wrote {out}",
+    )
     return EXIT_OK
 
 
@@ -110,7 +129,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "-m", "--manifest", default="manifest.json", help="the new manifest (default: %(default)s)"
     )
-    p.add_argument("-w", "--workload-owner-key", help="workload-owner key (default: workload-owner.pem)")
+    p.add_argument(
+        "-w",
+        "--workload-owner-key",
+        help="workload-owner key (default: workload-owner.pem); with --der-signature, the key the signature "
+        "must verify under (default: any WorkloadOwnerPubKeys entry of the -m manifest)",
+    )
     p.add_argument(
         "--previous", help="the transition to build on (hex); default: read it from the Coordinator"
     )

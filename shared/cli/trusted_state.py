@@ -9,7 +9,9 @@ hash of the history; the next history it is served must *extend* that record:
 1. the same root CA (a different one is a fresh deployment, e.g. a wiped store: ``verify.root_changed``,
    unless the owner accepts the new root explicitly);
 2. the same transition and manifest hash at every recorded generation (``verify.history_forked``);
-3. a generation no lower than the recorded one (``verify.rollback``): the head is the recorded one or newer.
+3. a generation no lower than the recorded one (``verify.rollback``): the head is the recorded one or newer;
+4. a history at all: a Coordinator that says it has none lost the recorded one (``verify.history_lost``,
+   :func:`check_history_kept`; ``contrast set`` refuses a first set then too).
 
 Separately (threat CP12), the owner may name the manifests they approved: then every manifest in the history
 must be one of them or one the trusted state already records (``verify.unapproved_history``, naming the
@@ -172,6 +174,21 @@ def check_continuity(
             "was rolled back",
         )
     return Continuity.UNCHANGED if served.generation == recorded.generation else Continuity.EXTENDED
+
+
+def check_history_kept(recorded: TrustedState | None, *, path: object) -> None:
+    """The Coordinator says it has no history: ``verify.history_lost`` if the trusted state records one.
+
+    That answer is an unauthenticated error reply, but true or forged, the history the owner verified is not
+    served any more: a wiped (or replaced) store, never a first use.
+    """
+    if recorded is not None:
+        raise VerifyError(
+            "history_lost",
+            f"the Coordinator has no manifest history, but the trusted state {path} records generation "
+            f"{recorded.generation} (head {_short(recorded.head)}, root CA "
+            f"{_short(recorded.root_ca_sha256)}): its store was wiped or replaced",
+        )
 
 
 def check_recovery_root(recorded: TrustedState, root_ca_der: bytes) -> None:

@@ -11,18 +11,20 @@
    (``verify.root_changed`` unless ``--accept-new-root``), the same hashes at every recorded generation
    (``verify.history_forked``) and no lower generation (``verify.rollback``). This catches a store restored
    to a consistent earlier snapshot after every replica restarted, which no replica can tell from the past.
+   A Coordinator without any history while the state records one lost it (``verify.history_lost``).
    No file is first use (reported as such); an unreadable or corrupt file is an error, never first use.
 4. With ``--approved DIR``, every manifest of the history must be byte for byte a file of DIR, the local
    manifest, or one the trusted state records (``verify.unapproved_history`` names the generation): an
    operator who won the first ``set`` with its own manifest cannot hide it behind a later update.
-5. Only if the active manifest equals the local file byte for byte (else ``verify.manifest_mismatch``) is the
-   trusted state rewritten to the history just verified: under a lock, re-read and re-checked (a concurrent
-   run may have recorded a newer head), written to a temporary file, fsynced and renamed into place.
+5. The active manifest must equal the local file byte for byte (``verify.manifest_mismatch``).
 
-``verify/`` receives ``coordinator-root-ca.pem``, ``mesh-ca.pem``, ``manifest.<i>.json`` (``0`` is the first),
-``policies/<sha256>`` and ``latest-transition`` (the signed pointer as served) only once every step passed,
-the match of step 5 included: a refused Coordinator (any reason, a manifest mismatch too) writes nothing.
-Exit 0 only if every step passed; 1 otherwise (the reason code is printed); 2 for unusable input.
+Only when every step passed does :func:`record_verified`, the one writer of ``verify/``, write anything: under
+the trusted state's lock it re-reads the state and re-checks the history against it (a concurrent run may have
+recorded a newer head), writes ``coordinator-root-ca.pem``, ``mesh-ca.pem``, ``manifest.<i>.json`` (``0`` is
+the first), ``policies/<sha256>`` and ``latest-transition`` (the signed pointer as served), and then the
+trusted state (a temporary file, fsynced and renamed into place). A rejection of any kind leaves ``verify/``
+and the state as they were. Exit 0 only if every step passed; 1 otherwise (the reason code is printed, in
+text too); 2 for unusable input; 3 if no ready Coordinator answered.
 """
 
 from __future__ import annotations
@@ -31,15 +33,24 @@ import argparse
 import asyncio
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from contrast.cli.attested_history import CheckedHistory, fetch_history, load_manifest, pem
 from contrast.cli.common import add_common, connect, emit, now, read_file, run, write_file
 from contrast.cli.exitcodes import EXIT_OK, EXIT_REJECTED, UsageError
-from contrast.cli.trusted_state import Assessment, Continuity, TrustedState, assess, observed_state
+from contrast.cli.trusted_state import (
+    Assessment,
+    Continuity,
+    TrustedState,
+    assess,
+    check_history_kept,
+    observed_state,
+)
 from contrast.cli.trusted_state_file import load_state, locked, save_state
 from contrast.collateral.provider import CollateralProvider
+from contrast.errors import StateError
 from contrast.evidence.verifier import EvidenceVerifier
 
 VERIFY_DIR = "verify"
@@ -85,6 +96,29 @@ def write_outputs(out: Path, checked: CheckedHistory) -> None:
     write_file(out / "latest-transition", checked.export.latest_pointer)
 
 
+async def record_verified(
+    out: Path,
+    path: Path,
+    checked: CheckedHistory,
+    served: TrustedState,
+    judge: Callable[[TrustedState | None], Assessment],
+    *,
+    timeout: float,
+) -> tuple[TrustedState | None, Assessment]:
+    """The one writer of ``verify/`` and the trusted state, called only once every check has passed.
+
+    Under the state's lock, the state is read again and ``judge`` (the checks against it) runs again: another
+    run may have recorded a newer history meanwhile, and a refusal now still writes nothing. Then the outputs
+    and the state are written. Returns the state judged against and its assessment.
+    """
+    async with locked(path, timeout):
+        recorded = await load_state(path)
+        assessment = judge(recorded)
+        await asyncio.to_thread(write_outputs, out, checked)
+        await save_state(path, served)
+    return recorded, assessment
+
+
 def describe_state(
     path: Path, recorded: TrustedState | None, served: TrustedState, assessment: Assessment
 ) -> tuple[dict[str, Any], str]:
@@ -103,7 +137,7 @@ def describe_state(
         assert recorded is not None
         info["previous_root_ca_sha256"] = recorded.root_ca_sha256
         text = (
-            f"trusted state: WARNING: NEW ROOT CA ACCEPTED (--accept-new-root): root {served.root_ca_sha256} "
+            f"WARNING: NEW ROOT CA ACCEPTED (--accept-new-root): root {served.root_ca_sha256} "
             f"replaces {recorded.root_ca_sha256}, whose history reached generation {recorded.generation}; "
             "its record is replaced once this verification succeeds"
         )
@@ -139,34 +173,38 @@ def verify(
         nc = await connect(args)
         try:
             checked = await fetch_history(args, nc, doc, verifier or EvidenceVerifier(), provider)
+        except StateError as e:
+            if e.code == "state.uninitialized":
+                check_history_kept(recorded, path=path)
+            raise
         finally:
             await nc.close()
         served = served_state(checked)
         approved_hashes = set(approved) if approved is not None else None
-        assessment = assess(recorded, served, accept_new_root=args.accept_new_root, approved=approved_hashes)
+
+        def judge(state: TrustedState | None) -> Assessment:
+            return assess(state, served, accept_new_root=args.accept_new_root, approved=approved_hashes)
+
+        assessment = judge(recorded)
         matches = checked.active.raw == doc.raw
         if matches:
-            # Only now, with every check passed: a refused Coordinator leaves no CA file to be trusted.
-            write_outputs(out, checked)
-            async with locked(path, args.timeout):
-                current = await load_state(path)
-                if current != recorded:  # another run recorded a history meanwhile: check against that one
-                    recorded = current
-                    assessment = assess(
-                        recorded, served, accept_new_root=args.accept_new_root, approved=approved_hashes
-                    )
-                await save_state(path, served)
+            recorded, assessment = await record_verified(
+                out, path, checked, served, judge, timeout=args.timeout
+            )
         state_info, state_text = describe_state(path, recorded, served, assessment)
+        warnings: list[str] = []
         if assessment.continuity is Continuity.NEW_ROOT_ACCEPTED:
-            print(f"contrast verify: {state_text}", file=sys.stderr, flush=True)
+            warnings.append(state_text)
+            state_text = "trusted state: a new root CA was accepted (--accept-new-root)"
         if assessment.unreviewed:
             gens = ", ".join(str(g) for g in assessment.unreviewed)
-            warning = (
+            review = f"review {out}/manifest.<generation - 1>.json, or " if matches else ""
+            warnings.append(
                 f"WARNING: generation(s) {gens} of this history were not compared with approved manifests "
-                f"(review {out}/manifest.<generation - 1>.json, or pass --approved DIR)"
+                f"({review}pass --approved DIR)"
             )
+        for warning in warnings:  # once, on stderr; the report on stdout does not repeat them
             print(f"contrast verify: {warning}", file=sys.stderr, flush=True)
-            state_text += "\n" + warning
         state_info["written"] = matches
         result: dict[str, Any] = {
             "ok": matches,
@@ -178,28 +216,33 @@ def verify(
             "local_manifest_hash": doc.hash.hex(),
             "root_ca_sha256": served.root_ca_sha256,
             "directory": str(out),
+            "written": matches,
             "trusted_state": state_info,
             "unreviewed_generations": list(assessment.unreviewed),
         }
         if approved is not None:
             result["approved"] = [approved.get(h, "recorded") for h in served.manifests]
+        mismatch = (
+            f"the active manifest {checked.active.hash.hex()[:16]}… differs from {args.manifest} "
+            f"({doc.hash.hex()[:16]}…)"
+        )
         if not matches:
             result["code"] = "verify.manifest_mismatch"
+            result["message"] = mismatch
         text = (
             f"the Coordinator is attested (policy {checked.claims.policy_hash.hex()[:16]}…) at generation "
-            f"{checked.export.generation}; {len(checked.entries)} manifest(s) in a verified history; "
-            + (f"wrote {out}" if matches else "wrote nothing")
-            + f"\n{state_text}\n"
+            f"{checked.export.generation}; {len(checked.entries)} manifest(s) in a verified history\n"
+            f"{state_text}\n"
             + (
                 f"every manifest of the history is approved (--approved {args.approved})\n"
                 if approved is not None
                 else ""
             )
             + (
-                f"the active manifest equals the local manifest; recorded {path}"
+                f"the active manifest equals the local manifest; wrote {out} and recorded {path}"
                 if matches
-                else f"REJECTED: the active manifest {checked.active.hash.hex()[:16]}… differs from "
-                f"{args.manifest} ({doc.hash.hex()[:16]}…); the trusted state is left as it was"
+                else f"REJECTED: verify.manifest_mismatch: {mismatch}; nothing was written ({out} and the "
+                "trusted state are as they were)"
             )
         )
         emit(args, result, text)

@@ -14,6 +14,12 @@ stands at that transition with those two CA certificates, and said exactly this 
 manifest service speaks for the Coordinator, and only it may receive the seed), and the binding. A reply
 captured for another nonce fails the binding.
 
+**Status** (asked by ``set`` before a first set). A replica in any state answers
+:class:`~contrast.wire.v1.AttestedStatus`: its state as a deterministic payload, with
+``REPORT_DATA = report_data(Label.USER_STATUS, client nonce, SHA-256(payload))``. No manifest is set yet, so
+this is the only attested word of an uninitialized Coordinator; the CLI judges it by its *local* manifest
+before it sends that manifest (:func:`verify_attested_status`).
+
 **Recovery.** A stale replica shows an HPKE key in evidence bound with ``Label.RECOVERY`` to the client's
 nonce, a one-time recovery nonce of its own and the stored head it will adopt::
 
@@ -34,17 +40,19 @@ import hashlib
 from collections.abc import Sequence
 from typing import Final
 
+import msgspec
+
 from contrast import subjects
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.recovery_head import head_transcript, recovery_context
 from contrast.crypto.hpke import HpkePrivateKey, HpkePublicKey, Protocol
 from contrast.crypto.kdf import SALT_SIZE, SEED_SIZE
-from contrast.errors import AuthError, PolicyError, RequestError
+from contrast.errors import AuthError, InternalError, PolicyError, RequestError
 from contrast.evidence.binding import Label, report_data
 from contrast.evidence.result import Claims
 from contrast.evidence.verifier import Evidence, EvidenceVerifier
 from contrast.pki.service import ServiceRole
-from contrast.wire.v1 import AttestedReply
+from contrast.wire.v1 import AttestedReply, AttestedStatus, CoordinatorStatus, decoder
 
 _TRANSCRIPT_LABEL: Final = b"contrast user api transcript v1\x00"
 
@@ -148,6 +156,30 @@ def verify_attested_reply(
     what the attested replica said."""
     expected = user_api_report_data(nonce, reply.transition_hash, reply.root_ca, reply.mesh_ca, reply.payload)
     return check_coordinator_evidence(reply.evidence, manifest, expected, verifier=verifier, now=now)
+
+
+def status_report_data(nonce: bytes, payload: bytes) -> bytes:
+    """REPORT_DATA of a status reply: the client's nonce and the status payload."""
+    return report_data(Label.USER_STATUS, nonce, _sha256(payload))
+
+
+def verify_attested_status(
+    reply: AttestedStatus,
+    nonce: bytes,
+    manifest: Manifest,
+    *,
+    verifier: EvidenceVerifier,
+    now: dt.datetime,
+) -> tuple[Claims, CoordinatorStatus]:
+    """Check a status reply for our ``nonce`` against ``manifest``; then decode what the replica said."""
+    claims = check_coordinator_evidence(
+        reply.evidence, manifest, status_report_data(nonce, reply.payload), verifier=verifier, now=now
+    )
+    try:
+        status = decoder(CoordinatorStatus).decode(reply.payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:  # attested, but malformed
+        raise InternalError("bad_reply", "the attested status does not decode") from e
+    return claims, status
 
 
 def seal_recovery_secret(

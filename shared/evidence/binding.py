@@ -18,6 +18,7 @@ class Label(enum.Enum):
     COORDINATOR_STATEMENT = b"contrast coordinator statement v1"  # replica: nonce, service SPKI, HPKE key
     USER_API = b"contrast user api v1"  # manifest service reply: client nonce, transcript hash
     RECOVERY = b"contrast recovery v1"  # manifest replica asking for the seed: nonce, HPKE key
+    USER_STATUS = b"contrast user status v1"  # manifest service status reply: client nonce, payload hash
 
 
 def report_data(label: Label, nonce: bytes, *public_keys: bytes) -> bytes:

@@ -303,6 +303,31 @@ class HistoryExport(WireStruct, frozen=True, kw_only=True):
     policies: Annotated[list[DocumentBytes], msgspec.Meta(max_length=MAX_HISTORY_RECORDS)]
 
 
+class StatusRequest(WireStruct, frozen=True, kw_only=True):
+    """``contrast.v1.user.status``: the answering replica's state, attested (``contrast set`` asks before a
+    first set, so that it sends its manifest only to a Coordinator that its manifest accepts)."""
+
+    nonce: Nonce
+
+
+class CoordinatorStatus(WireStruct, frozen=True, kw_only=True):
+    """Payload of the status reply: one replica's state and, when ready, its generation (else 0)."""
+
+    replica: Name
+    state: Literal["uninitialized", "ready", "stale"]
+    generation: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class AttestedStatus(WireStruct, frozen=True, kw_only=True):
+    """The status reply: ``payload`` is a :class:`CoordinatorStatus` encoded deterministically, and
+    ``REPORT_DATA = report_data(Label.USER_STATUS, client nonce, SHA-256(payload))``
+    (``contrast.coordinator.user_protocol.status_report_data``); the payload is decoded only after the
+    evidence and the binding were checked."""
+
+    payload: Annotated[bytes, msgspec.Meta(max_length=512)]
+    evidence: Evidence
+
+
 class RecoveryChallengeRequest(WireStruct, frozen=True, kw_only=True):
     """Step 1 of ``contrast recover`` (``contrast.v1.user.recover``, any stale replica answers)."""
 

@@ -411,27 +411,38 @@ def test_ctrl_c_while_pods_attest_leaves_nothing_running(tmp_path: Path, seed: P
     assert leftovers(wd) == []
 
 
-@pytest.mark.slow  # two full runs
-def test_a_second_run_on_kept_state_recovers_and_updates(tmp_path: Path, seed: Path) -> None:
+@pytest.mark.slow  # three full runs
+def test_a_second_run_on_kept_state_recovers_and_a_fresh_store_keeps_the_old_share(
+    tmp_path: Path, seed: Path
+) -> None:
     from contrast.runtime.natsserver import embedded_nats
+
+    def run(url: str) -> str:
+        proc = subprocess.run(
+            [str(CONTRAST), "run", "--headless", "--workdir", str(wd), "--nats", url],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        return proc.stdout
 
     wd = workdir(tmp_path, seed)
     with embedded_nats() as server:
-        outs = []
-        for _ in range(2):
-            proc = subprocess.run(
-                [str(CONTRAST), "run", "--headless", "--workdir", str(wd), "--nats", server.url],
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            assert proc.returncode == 0, proc.stdout[-4000:]
-            outs.append(proc.stdout)
+        outs = [run(server.url), run(server.url)]
     assert "trust on first use" in outs[0]
     assert "recover" not in outs[0]
-    # The Coordinator restarted on the kept state: stale until the seed-share owner recovers it; then the
-    # owner's update makes generation 2, and verify sees both manifests in one history.
+    # The Coordinator restarted on the kept state: stale until the seed-share owner recovers it; the same
+    # deployment's manifest is active already, so the set changes nothing, and verify sees that one history.
     assert re.search(r"recover\s+replica \S+ recovered generation 1", outs[1]), outs[1]
-    assert "generation 2 (update, owner-signed)" in outs[1]
-    assert (wd / "verify" / "manifest.1.json").read_bytes() == (wd / "manifest.json").read_bytes()
+    assert "generation 1 (unchanged" in outs[1]
+    assert (wd / "verify" / "manifest.0.json").read_bytes() == (wd / "manifest.json").read_bytes()
+    # A fresh store: a new first set, and the earlier deployment's seed share is moved aside, not lost.
+    share = (wd / "seed-shares.json").read_bytes()
+    with embedded_nats() as server:
+        out = run(server.url)
+    assert "trust on first use" in out
+    assert "the seed shares of the earlier run moved to" in out
+    assert [p.read_bytes() for p in (wd / "replaced").glob("*/seed-shares.json")] == [share]
+    assert (wd / "seed-shares.json").read_bytes() != share

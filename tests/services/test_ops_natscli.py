@@ -16,6 +16,7 @@ from tests.tooling import require_tool
 
 ENDPOINTS = {
     "manifest": {
+        "status": subjects.USER_STATUS,
         "set": subjects.USER_MANIFEST_SET,
         "get": subjects.USER_MANIFEST_GET,
         "recover-challenge": subjects.USER_RECOVER,

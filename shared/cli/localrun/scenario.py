@@ -10,9 +10,11 @@ Steps (each one fails the run with a message that names it):
    the environment its YAML gives (so with the Coordinator pins that ``generate`` wrote), launched with its
    own policy hash (:mod:`contrast.cli.localrun.host`); verifier and CA join through the manifest service
    once a manifest exists, each as the role its policy is bound to;
-4. ``contrast set`` as the data owner (trust on first use: writes ``seed-shares.json`` to the workdir). If
-   NATS kept the history of an earlier run, the new manifest replica is stale: ``contrast recover`` with
-   the seed share first, then ``set`` is an update signed with the workload-owner key;
+4. ``contrast set`` as the data owner (trust on first use: writes ``seed-shares.json`` to the workdir; the
+   seed shares of an earlier run, whose store is gone, are moved to ``<workdir>/replaced/<time>/`` first,
+   since ``set`` never starts a deployment over them). If NATS kept the history of an earlier run, the new
+   manifest replica is stale: ``contrast recover`` with the seed share first, then ``set`` is an update
+   signed with the workload-owner key (or changes nothing if the manifest is the same);
 5. one emulated pod per workload (booting while verifier and CA join): its initializer, started as its
    YAML says, attests it and writes ``<workdir>/pods/<pod>/contrast/``;
 6. ``contrast verify`` as the data owner; every pod's credentials must chain to the CAs it attested;
@@ -55,6 +57,7 @@ from contrast.cli.localrun.metrics import Figures, scrape_all
 from contrast.cli.localrun.procs import RunnableService, spawn, wait_until
 from contrast.cli.localrun.summary import Outcome, PodOutcome
 from contrast.cli.localrun.supervisor import Interrupted, StepFailed, Supervisor
+from contrast.cli.set_manifest import seed_share_files
 from contrast.crypto.ownerkeys import ensure_owner_keys
 from contrast.errors import ContrastError
 from contrast.generate import generator
@@ -213,6 +216,8 @@ class Scenario:
             # NATS kept the state of an earlier run (--nats, --store-dir): the new manifest replica starts
             # stale and, as in a real restart, the seed-share owner brings it back before anything else.
             await self.recover()
+        else:
+            self.retire_seed_shares()
         await self.set_manifest()
         # The pods boot (interpreter start) while verifier and CA join; their initializers retry until then.
         await self.sup.together(self.await_coordinator(), self.run_pods(pods))
@@ -380,6 +385,18 @@ class Scenario:
             "with the seed share of the first set",
         )
 
+    def retire_seed_shares(self) -> None:
+        """A fresh store: the seed shares of an earlier run's deployment move out of the way of the first set
+        (which refuses to start a deployment while a seed-shares file is in the workspace)."""
+        earlier = seed_share_files(self.workdir)
+        if not earlier:
+            return
+        to = self.workdir / "replaced" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        to.mkdir(parents=True)
+        for f in earlier:
+            f.rename(to / f.name)
+        self.console.say(f"{'':19}note: a fresh store; the seed shares of the earlier run moved to {to}")
+
     async def set_manifest(self) -> None:
         policy_files = sorted(str(p) for p in (self.workdir / generator.POLICIES_DIR).glob("*.toml"))
         # No wait for the manifest service: `set` retries until a replica answers, and starting the CLI now
@@ -392,11 +409,16 @@ class Scenario:
         self.outcome.generation = int(answer["generation"])
         self.outcome.transition_hash = str(answer["transition_hash"])
         self.outcome.set_files = [str(f) for f in answer.get("files", [])]
+        if answer.get("changed") is False:
+            how = "(unchanged: the recovered Coordinator already runs this manifest); "
+        elif self.outcome.generation == 1:
+            how = "(trust on first use); "
+        else:
+            how = "(update, owner-signed); "
         self.console.step(
             "set",
-            f"manifest set, generation {self.outcome.generation} "
-            + ("(trust on first use); " if self.outcome.generation == 1 else "(update, owner-signed); ")
-            + f"wrote {', '.join(self.outcome.set_files)}",
+            f"manifest set, generation {self.outcome.generation} {how}"
+            f"wrote {', '.join(self.outcome.set_files)}",
         )
 
     async def await_coordinator(self) -> None:

@@ -22,15 +22,24 @@ class Cli:
     nats_url: str
 
     def __call__(self, *args: str, timeout: float = 20) -> tuple[int, dict[str, Any], str]:
-        cmd = [sys.executable, "-m", "contrast.cli.main", *args, "--json", "--workspace", str(self.workspace)]
-        if args[0] != "keygen":
-            cmd += ["--nats", self.nats_url, "--timeout", str(timeout)]
-        r = subprocess.run(cmd, cwd=self.workspace, capture_output=True, text=True, timeout=timeout + 30)
+        """``contrast ARGS --json``: the exit code, the JSON object on stdout, and stderr."""
+        r = self.run(*args, "--json", timeout=timeout)
         try:
             out = json.loads(r.stdout) if r.stdout.strip() else {}
         except json.JSONDecodeError:
             out = {"raw": r.stdout}
         return r.returncode, out, r.stderr
+
+    def text(self, *args: str, timeout: float = 20) -> tuple[int, str, str]:
+        """``contrast ARGS`` as a person reads it: the exit code, stdout and stderr."""
+        r = self.run(*args, timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+    def run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "contrast.cli.main", *args, "--workspace", str(self.workspace)]
+        if args[0] != "keygen":
+            cmd += ["--nats", self.nats_url, "--timeout", str(timeout)]
+        return subprocess.run(cmd, cwd=self.workspace, capture_output=True, text=True, timeout=timeout + 30)
 
 
 def write_manifest(workspace: Path, emulator_dir: Path, keys: dict[str, Any], **changes: Any) -> Path:

@@ -96,6 +96,7 @@ async def test_recover_refuses_a_restored_snapshot_and_seals_nothing(
             state.write_bytes(content)
             rc, out, _ = await run("recover", "-m", "v1.json")
             assert (rc, out["code"]) == (1, code)
+            assert "--accept-new-root" not in out["hint"]  # a flag that recover does not have
             assert state.read_bytes() == content
         await nc.flush()
         assert sealed == []

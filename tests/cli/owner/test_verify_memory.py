@@ -29,6 +29,15 @@ def state_of(path: Path) -> TrustedState:
     return decode_state(path.read_bytes())
 
 
+def files_of(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below ``directory`` with its bytes and modification time: a rewrite changes the time."""
+    return {
+        str(f.relative_to(directory)): (f.read_bytes(), f.stat().st_mtime_ns)
+        for f in sorted(directory.rglob("*"))
+        if f.is_file()
+    }
+
+
 def test_verify_records_extends_and_requires_approved_manifests(
     cli: Cli,
     workspace: Path,
@@ -84,10 +93,17 @@ def test_verify_records_extends_and_requires_approved_manifests(
         assert out["trusted_state"]["status"] == "unchanged"
         good = state.read_bytes()
 
-        # A local manifest that is not the active one: rejected, and the memory is not touched.
+        # A local manifest that is not the active one: rejected, and nothing in verify/ is written, the
+        # memory included; the text names the code too.
+        before = files_of(workspace / "verify")
         rc, out, _ = cli("verify", "-m", "v1.json")
         assert (rc, out["code"]) == (1, "verify.manifest_mismatch")
-        assert state.read_bytes() == good
+        assert out["written"] is False
+        rc, stdout, _ = cli.text("verify", "-m", "v1.json")
+        assert rc == 1
+        assert "REJECTED: verify.manifest_mismatch: " in stdout
+        assert "nothing was written" in stdout
+        assert files_of(workspace / "verify") == before
 
         for content, code in [
             # The memory knows a newer generation than the Coordinator serves: a rollback.
@@ -97,9 +113,10 @@ def test_verify_records_extends_and_requires_approved_manifests(
             (good[: len(good) // 2], "verify.state_corrupt"),
         ]:
             state.write_bytes(content)
+            before = files_of(workspace / "verify")
             rc, out, _ = cli("verify", "-m", "manifest.json")
             assert (rc, out["code"]) == (1, code)
-            assert state.read_bytes() == content
+            assert files_of(workspace / "verify") == before
 
         # The memory names another root CA (the real wipe is in the slow test below): refused unless the
         # owner accepts the new root, which is loud, and then the memory starts over from this history.
@@ -112,9 +129,14 @@ def test_verify_records_extends_and_requires_approved_manifests(
         assert rc == 0, err
         assert out["trusted_state"]["status"] == "new_root_accepted"
         assert out["trusted_state"]["previous_root_ca_sha256"] == "ef" * 32
-        assert "NEW ROOT CA ACCEPTED" in err
+        assert err.count("NEW ROOT CA ACCEPTED") == 1
         assert state_of(state).transitions == second.transitions
         assert state_of(state).root_ca_sha256 == second.root_ca_sha256
+        # The warning is printed once in text too (on stderr), not repeated in the report.
+        state.write_bytes(json.dumps(other_root).encode())
+        rc, stdout, stderr = cli.text("verify", "-m", "manifest.json", "--accept-new-root")
+        assert rc == 0, stderr
+        assert (stdout + stderr).count("NEW ROOT CA ACCEPTED") == 1
     finally:
         proc.terminate()
 
@@ -149,12 +171,16 @@ async def test_a_restored_snapshot_is_refused_as_a_rollback(
         generation_1 = await snapshot_history(url)
         write_manifest(workspace, emulator_dir, keys, name="v2.json", db_sans=["db", "v2"])
         assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
+        # First use of a two-manifest history without --approved: generation 1 is flagged for review, once.
+        rc, stdout, stderr = await asyncio.to_thread(cli.text, "verify", "-m", "v2.json", "--state", "x.json")
+        assert rc == 0, stderr
+        assert (stdout + stderr).count("WARNING: generation(s) 1 ") == 1
         rc, out, err = await run("verify", "-m", "v2.json")
         assert (rc, out["generation"]) == (0, 2), err
-        # First use of a two-manifest history without --approved: generation 1 is flagged for review.
         assert out["unreviewed_generations"] == [1]
-        assert "WARNING: generation(s) 1 " in err
+        assert err.count("WARNING: generation(s) 1 ") == 1
         good = state.read_bytes()
+        cas = {f: (workspace / f).read_bytes() for f in ("coordinator-root-ca.pem", "mesh-ca.pem")}
 
         # Every replica restarts on a consistent earlier snapshot; the seed-share owner recovers it, and the
         # Coordinator serves generation 1, genuinely signed and attested.
@@ -162,9 +188,12 @@ async def test_a_restored_snapshot_is_refused_as_a_rollback(
         await replace_history(url, generation_1)
         proc = await restart(proc, "stale")
         # A seed-share owner without memory recovers it (with memory, recover refuses: test_recover_memory).
+        # Checked against another state than the workspace's own, it leaves the workspace's CA files alone.
         rc, out, err = await run("recover", "-m", "v1.json", "--state", "no-memory.json")
         assert rc == 0, err
         assert out["trusted_state"]["status"] == "first_use"
+        assert out["files"] == []
+        assert {f: (workspace / f).read_bytes() for f in cas} == cas
         rc, out, err = await run("verify", "-m", "v1.json", "--state", "fresh.json")
         assert (rc, out["generation"]) == (0, 1), err  # without memory it would pass
         rc, out, _ = await run("verify", "-m", "v1.json")
@@ -205,7 +234,12 @@ async def test_a_wiped_store_is_refused_unless_the_new_root_is_accepted(
         await replace_history(url, {})
         proc = start_replica_process(emulator_dir, url, "m1", tmp_path)
         await watch.wait("m1", "uninitialized")
-        assert (await run("set", "-m", "v2.json", *POLICY_FILES))[0] == 0
+        rc, out, _ = await run("set", "-m", "v2.json", *POLICY_FILES)
+        assert (rc, out["code"]) == (1, "verify.history_lost")
+        rc, out, _ = await run("verify", "-m", "v2.json")
+        assert (rc, out["code"]) == (1, "verify.history_lost")
+        rc, _, err = await run("set", "-m", "v2.json", *POLICY_FILES, "--accept-new-root")
+        assert rc == 0, err
         rc, out, _ = await run("verify", "-m", "v2.json")
         assert (rc, out["code"]) == (1, "verify.root_changed")
         assert state.read_bytes() == good

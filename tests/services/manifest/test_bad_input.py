@@ -20,6 +20,7 @@ SUBJECTS = [
     subjects.USER_MANIFEST_SET,
     subjects.USER_MANIFEST_GET,
     subjects.USER_RECOVER,
+    subjects.USER_STATUS,
     subjects.COORDINATOR_JOIN,
     subjects.COORDINATOR_JOIN_NONCE,
     f"{subjects.USER_RECOVER}.m1",
