@@ -84,7 +84,8 @@ async def test_restart_of_every_replica_leaves_them_stale(
                 GetManifestRequest(nonce=secrets.token_bytes(32)),
                 AttestedReply,
             )
-        assert e.value.code == "state.replica_stale"
+        # No ready peer to recover from: the replica says that only a recovery helps.
+        assert e.value.code == "state.recovery_needed"
     finally:
         proc.kill()
         await nc.close()

@@ -21,7 +21,7 @@ from contrast.manifest.state import ManifestReplica
 from contrast.manifest.userapi import UserApi
 from contrast.runtime import request
 from contrast.testing.kv import MemoryKeyValue
-from contrast.wire.v1 import AttestedReply, RecoveryChallengeRequest, SetManifestRequest
+from contrast.wire.v1 import AttestedReply, GetManifestRequest, RecoveryChallengeRequest, SetManifestRequest
 from tests.services.manifest.mfs_helpers import POLICIES, encode, manifest_obj, platform_factory, replica
 
 
@@ -86,3 +86,20 @@ async def test_ready_peer_probe(private_nats, emulator_dir: Path) -> None:
             assert await probe.ready_peer_exists()
     finally:
         await nc.close()
+
+
+async def test_a_stale_replica_says_recovery_is_needed_only_when_no_peer_is_ready(emulator_dir: Path) -> None:
+    """``get`` and ``set`` on a stale replica: ``state.replica_stale`` (retry: the ready peer answers, or this
+    replica recovers from it) while a peer is ready; ``state.recovery_needed`` (stop waiting) when none is."""
+    get = GetManifestRequest(nonce=secrets.token_bytes(32))
+    put = SetManifestRequest(
+        nonce=secrets.token_bytes(32),
+        manifest=encode(manifest_obj(emulator_dir)),
+        policies=list(POLICIES.values()),
+    )
+    for peer_ready, code in [(True, "state.replica_stale"), (False, "state.recovery_needed")]:
+        api, _ = await _stale_api(emulator_dir, peer_ready=peer_ready)
+        for call in (api.get(get, None), api.set(put, None)):  # type: ignore[arg-type]
+            with pytest.raises(ContrastError) as e:
+                await call
+            assert e.value.code == code, peer_ready
