@@ -5,8 +5,10 @@ Coordinator (attested, checked against the manifest) unless ``--previous HEX`` n
 sign offline. ``--prepare`` writes ``transition-request.json`` (what to sign, for an HSM) instead of signing;
 ``--der-signature FILE --request transition-request.json`` turns an HSM's DER signature into
 ``transition-signature.json``, which ``contrast set --signature`` sends, but only once the signature verifies
-over the request's message under a workload-owner key: that of ``-w``, or else one of the
-``WorkloadOwnerPubKeys`` of the ``-m`` manifest (``auth.bad_signature`` otherwise, and nothing is written).
+over the request's message under a workload-owner key: that of ``-w`` (a PEM public key will do), or else one
+of the ``WorkloadOwnerPubKeys`` of the ``-m`` manifest (``auth.bad_signature`` otherwise, and nothing is
+written). The Coordinator accepts the keys of the *active* manifest: for an update that changes the owners,
+pass that manifest with ``-m``, or the signer's key with ``-w``.
 What exactly an external signer signs: docs/protocol.md, §6.1.
 """
 
@@ -22,6 +24,7 @@ from contrast.cli.signature import REQUEST_FILE, SIGNATURE_FILE, TransitionSigna
 from contrast.crypto.ownerkeys import (
     WORKLOAD_OWNER_KEY_FILE,
     load_workload_owner_key,
+    load_workload_owner_public_key,
     public_key_hex,
     sign_transition,
     verify_transition_signature,
@@ -83,7 +86,7 @@ def sign(args: argparse.Namespace) -> int:
 def _owner_keys(args: argparse.Namespace) -> tuple[list[str], str]:
     """The workload-owner public keys a DER signature must verify under, and where they come from."""
     if args.workload_owner_key:
-        key = load_workload_owner_key(Path(args.workload_owner_key))
+        key = load_workload_owner_public_key(Path(args.workload_owner_key))
         return [public_key_hex(key)], f"the key of {args.workload_owner_key}"
     try:
         doc = load_manifest(args.manifest)
@@ -133,7 +136,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-w",
         "--workload-owner-key",
         help="workload-owner key (default: workload-owner.pem); with --der-signature, the key the signature "
-        "must verify under (default: any WorkloadOwnerPubKeys entry of the -m manifest)",
+        "must verify under, as a PEM public key (an HSM owner's) or private key (default: any "
+        "WorkloadOwnerPubKeys entry of the -m manifest)",
     )
     p.add_argument(
         "--previous", help="the transition to build on (hex); default: read it from the Coordinator"

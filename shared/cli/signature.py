@@ -5,7 +5,8 @@ signs ``Message`` with SHA-384 and returns a DER signature. ``transition-signatu
 
     {"ManifestHash": "<hex>", "PreviousTransition": "<hex>", "Message": "<hex>", "Signature": "<hex DER>"}
 
-``Message`` is always recomputed from the two hashes (:func:`transition_signing_message`), never trusted.
+``Message`` must be the one :func:`transition_signing_message` computes from the two hashes: a file whose
+``Message`` says something else is refused, since a signer signs what ``Message`` says.
 """
 
 from __future__ import annotations
@@ -66,11 +67,18 @@ def decode(data: bytes, what: str) -> TransitionSignature:
         raise UsageError(f"{what} is not a transition signature file: {e}") from e
     if doc.algorithm != ALGORITHM:
         raise UsageError(f"{what}: unsupported algorithm {doc.algorithm!r}")
-    return TransitionSignature(
+    sig = TransitionSignature(
         manifest_hash=_hex32(doc.manifest_hash, f"{what}: ManifestHash"),
         previous_transition=_hex32(doc.previous_transition, f"{what}: PreviousTransition"),
         signature=signature,
     )
+    # An external signer signs the Message it reads: one that says another thing than the two hashes would
+    # have it sign another transition than the one this file names.
+    if doc.message.lower() != transition_signing_message(sig.manifest_hash, sig.previous_transition).hex():
+        raise UsageError(
+            f"{what}: Message is not the signing message of its ManifestHash and PreviousTransition"
+        )
+    return sig
 
 
 def load_signature(path: str) -> TransitionSignature:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -68,9 +68,16 @@ def save_private_key(
         f.write(data)
 
 
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise RequestError("invalid_owner_key", f"cannot read the key file {path}: {e.strerror}") from e
+
+
 def _load_private(path: Path, password: bytes | None) -> object:
     try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=password)
+        return serialization.load_pem_private_key(_read_key_file(path), password=password)
     except (ValueError, TypeError) as e:
         raise RequestError("invalid_owner_key", f"{path}: not a readable PEM private key ({e})") from e
 
@@ -79,6 +86,20 @@ def load_workload_owner_key(path: Path, *, password: bytes | None = None) -> ec.
     """Load a workload-owner key; it must be ECDSA P-384."""
     key = _load_private(path, password)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
+        raise RequestError("invalid_owner_key", f"{path}: workload-owner key must be ECDSA P-384")
+    return key
+
+
+def load_workload_owner_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """A workload owner's public key from a PEM public key (all an owner whose key is in an HSM has) or from
+    the PEM private key; it must be ECDSA P-384."""
+    try:
+        key: object = serialization.load_pem_public_key(_read_key_file(path))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = _load_private(path, None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        key = key.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise RequestError("invalid_owner_key", f"{path}: workload-owner key must be ECDSA P-384")
     return key
 

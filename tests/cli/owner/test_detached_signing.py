@@ -22,7 +22,7 @@ from contrast.crypto.ownerkeys import (
     generate_workload_owner_key,
     transition_signing_message,
 )
-from tests.cli.owner.owner_cli import Cli, write_manifest
+from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.tooling import require_tool
 
 OFFLINE = "nats://127.0.0.1:9"  # nothing here needs NATS
@@ -76,6 +76,50 @@ def test_an_imported_signature_must_sign_the_request_as_a_workload_owner(
     written = json.loads((workspace / "transition-signature.json").read_text())
     assert written["Message"] == request["Message"]
     assert written["Signature"] == (workspace / "good.der").read_bytes().hex()
+
+    # An owner whose key is in an HSM holds only its public key: -w takes that too; another key's is refused.
+    for name, key, code in [
+        ("owner.pub", owner, 0),
+        ("other.pub", generate_workload_owner_key(), 1),
+    ]:
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        (workspace / name).write_bytes(pem)
+        rc, out, err = cli(
+            "sign",
+            "--der-signature",
+            "good.der",
+            "--request",
+            "transition-request.json",
+            "-w",
+            name,
+            "-o",
+            f"{name}.json",
+        )
+        assert rc == code, (name, out, err)
+        assert (workspace / f"{name}.json").exists() == (code == 0), name
+        assert code == 0 or out["code"] == "auth.bad_signature"
+    rc, out, err = cli(
+        "sign", "--der-signature", "good.der", "--request", "transition-request.json", "-w", "gone.pem"
+    )
+    assert (rc, out["code"]) == (1, "request.invalid_owner_key"), err
+    assert "gone.pem" in out["message"]
+    assert "Traceback" not in err
+
+    # A request whose Message names another transition than its hashes: the signer would sign that one.
+    forged = dict(request, Message=transition_signing_message(manifest_hash, bytes(32)).hex())
+    (workspace / "forged-request.json").write_text(json.dumps(forged))
+    rc, out, _ = cli(
+        "sign", "--der-signature", "good.der", "--request", "forged-request.json", "-o", "f.json"
+    )
+    assert (rc, out["code"]) == (2, "usage")
+    assert "Message is not the signing message" in out["message"]
+    assert not (workspace / "f.json").exists()
+    (workspace / "forged-signature.json").write_text(json.dumps(dict(written, Message=forged["Message"])))
+    rc, out, _ = cli("set", "-m", "manifest.json", "--signature", "forged-signature.json", *POLICY_FILES)
+    assert (rc, out["code"]) == (2, "usage")
+    assert "Message is not the signing message" in out["message"]
 
 
 @pytest.mark.parametrize("command", ["set", "verify", "recover", "sign"])
