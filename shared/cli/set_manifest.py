@@ -12,7 +12,9 @@
      ``--workload-owner-key`` (default ``workload-owner.pem`` in the workspace, if present) or taken from a
      detached ``--signature`` file written by ``contrast sign``, which must name the current transition
      (``state.stale`` otherwise: the history moved on since it was signed). ``--atomic`` makes the
-     Coordinator refuse the set if its history moves past that transition before the set arrives.
+     Coordinator refuse the set if its history moves past that transition before the set arrives
+     (``state.stale``); without it the Coordinator says ``auth.not_authorized`` (the signature fits no
+     longer), and the CLI reads the attested history again to say ``state.stale`` if that is why.
    - No history: this is the first set (trust on first use). It creates a new seed and root CA, so it is
      refused (``verify.history_lost``) while the workspace knows of a history that the Coordinator lost: the
      trusted state of ``contrast verify`` (``--state``) records one, or a seed-shares file lies in the
@@ -188,6 +190,29 @@ def update_signature(
     return b""  # the Coordinator answers auth.signature_required (or auth.immutable)
 
 
+async def refusal_of_signed_update(
+    args: argparse.Namespace,
+    nc: Client,
+    doc: ManifestDocument,
+    verifier: EvidenceVerifier,
+    collateral: CollateralProvider,
+    signed_on: CheckedHistory,
+    refusal: ContrastError,
+) -> ContrastError:
+    """What an ``auth.not_authorized`` answer to a signed update means. The signature names the transition
+    it builds on; if the attested history moved past that one while the set was on its way (a set of someone
+    else's came first), the signature was stale, not unauthorized: ``state.stale`` says so."""
+    now_at = await fetch_history(args, nc, doc, verifier, collateral)
+    if now_at.reply.transition_hash == signed_on.reply.transition_hash:
+        return refusal
+    return StateError(
+        "stale",
+        f"the signature builds on generation {signed_on.export.generation}, but the Coordinator's history "
+        f"moved on to generation {now_at.export.generation} ({now_at.reply.transition_hash.hex()[:16]}…) "
+        "while the request was on its way: run `contrast verify`, then sign again",
+    )
+
+
 def write_seed_shares(workspace: Path, data: bytes, root_ca_der: bytes) -> Path:
     """The new deployment's seed shares under a name that no file has yet: never over an existing share."""
     prefix = hashlib.sha256(root_ca_der).hexdigest()[:16]
@@ -255,9 +280,14 @@ def set_manifest(
                 signature=signature,
                 expected_previous=previous if args.atomic else b"",
             )
-            sent, reply = await patient_request(
-                args, nc, subjects.USER_MANIFEST_SET, request_factory, AttestedReply, unanswered=NO_ANSWER
-            )
+            try:
+                sent, reply = await patient_request(
+                    args, nc, subjects.USER_MANIFEST_SET, request_factory, AttestedReply, unanswered=NO_ANSWER
+                )
+            except ContrastError as e:
+                if current is None or e.code != "auth.not_authorized":
+                    raise
+                raise await refusal_of_signed_update(args, nc, doc, checker, collateral, current, e) from e
         finally:
             await nc.close()
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import nats
 from nats.aio.msg import Msg
 
 from contrast import subjects
+from contrast.crypto.ownerkeys import generate_workload_owner_key, private_key_pem
 from contrast.errors import ContrastError
 from contrast.runtime import request
 from contrast.runtime.endpoint import ERROR_CODE_HEADER
@@ -36,6 +37,7 @@ from contrast.wire.v1 import (
 from tests.cli.owner.history_store import replace_history
 from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import H_DB, fresh_nats, replica
+
 
 async def coordinator_state(url: str) -> str:
     """What a plain ``get`` says: ``ready``, or the code of the refusal (e.g. ``state.uninitialized``)."""
@@ -73,15 +75,21 @@ Answer = tuple[bytes, dict[str, str] | None]  # data and headers
 
 @contextlib.asynccontextmanager
 async def relay(
-    front_url: str, back_url: str, tamper: Callable[[str, Answer], Answer | None]
+    front_url: str,
+    back_url: str,
+    tamper: Callable[[str, Answer], Answer | None],
+    before: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[list[str]]:
     """The bus as its operator runs it: user requests on ``front_url`` go to the Coordinator on ``back_url``,
-    and ``tamper(subject, answer)`` decides what comes back (None: nothing). Yields the subjects relayed."""
+    and ``tamper(subject, answer)`` decides what comes back (None: nothing); ``before(subject)`` runs before a
+    request is passed on. Yields the subjects relayed."""
     front, back = await nats.connect(front_url), await nats.connect(back_url)
     relayed: list[str] = []
 
     async def forward(msg: Msg) -> None:
         relayed.append(msg.subject)
+        if before is not None:
+            await before(msg.subject)
         answer = await back.request(msg.subject, msg.data, timeout=30, headers=msg.headers)
         out = tamper(msg.subject, (answer.data, answer.headers))
         if out is not None:
@@ -256,7 +264,9 @@ async def test_a_refusal_after_the_set_was_sent_says_what_may_have_changed(
             assert (rc, out["generation"]) == (0, 1), err
 
             async with relay(front.url, private_nats.url, dropped) as relayed:
-                rc, out, _ = await asyncio.to_thread(via_bus, "set", "-m", "v2.json", *POLICY_FILES, timeout=5)
+                rc, out, _ = await asyncio.to_thread(
+                    via_bus, "set", "-m", "v2.json", *POLICY_FILES, timeout=5
+                )
             assert (rc, out["code"]) == (3, "state.unavailable")
             assert "no answer came" in out["changed"]
             assert relayed.count(subjects.USER_MANIFEST_SET) == 1  # not sent again after no answer
@@ -303,3 +313,41 @@ async def test_stray_files_a_repeated_manifest_and_a_stale_signature(
         assert (rc, out["code"]) == (1, "state.stale")
         assert "moved on to generation 2" in out["message"]
         assert sets == []
+
+
+async def test_a_signature_overtaken_in_transit_is_named_stale(
+    cli: Cli, workspace: Path, emulator_dir: Path, keys: dict[str, Any], private_nats: NatsServer
+) -> None:
+    """Another owner's update lands between this set's read of the head and its arrival (no --atomic): the
+    Coordinator says the signature does not authorize the transition; the CLI reads the attested history
+    again and says that the history moved on, instead of "not signed by a workload owner"."""
+    for name, sans in [("v1.json", None), ("v2.json", ["db", "v2"]), ("v3.json", ["db", "v3"])]:
+        write_manifest(workspace, emulator_dir, keys, name=name, db_sans=sans)
+    overtaken: list[int] = []
+
+    async def another_owner_first(subject: str) -> None:
+        if subject == subjects.USER_MANIFEST_SET and not overtaken:
+            rc, out, err = await asyncio.to_thread(cli, "set", "-m", "v3.json", *POLICY_FILES)
+            assert rc == 0, err
+            overtaken.append(out["generation"])
+
+    with fresh_nats() as front:
+        via_bus = Cli(workspace, front.url)
+        async with replica(private_nats.url, emulator_dir, "m1"):
+            assert (await asyncio.to_thread(cli, "set", "-m", "v1.json", *POLICY_FILES))[0] == 0
+            async with relay(front.url, private_nats.url, lambda _, answer: answer, another_owner_first):
+                rc, out, _ = await asyncio.to_thread(via_bus, "set", "-m", "v2.json", *POLICY_FILES)
+            assert overtaken == [2]
+            assert (rc, out["code"]) == (1, "state.stale"), out
+            assert "moved on to generation 2" in out["message"]
+            assert "sign" in out["hint"]
+            # The refusal was true: v3 is active, v2 was not stored.
+            rc, out, err = await asyncio.to_thread(cli, "verify", "-m", "v3.json")
+            assert (rc, out["generation"]) == (0, 2), err
+
+            # A signature refused while the head stayed where it was keeps its own code.
+            (workspace / "other-owner.pem").write_bytes(private_key_pem(generate_workload_owner_key()))
+            rc, out, _ = await asyncio.to_thread(
+                cli, "set", "-m", "v2.json", *POLICY_FILES, "-w", "other-owner.pem"
+            )
+            assert (rc, out["code"]) == (1, "auth.not_authorized")
