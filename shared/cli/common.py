@@ -23,6 +23,7 @@ import secrets
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ from contrast.runtime.client import request
 from contrast.runtime.tracing import build_tracer_provider, current_tracer, use_tracer
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
+NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 MAX_INPUT_FILE = 4 << 20
 ROOT_CA_FILE = "coordinator-root-ca.pem"
 MESH_CA_FILE = "mesh-ca.pem"
@@ -275,14 +277,29 @@ def run(args: argparse.Namespace, what: str, body: Callable[[], Coroutine[Any, A
 def _describe(e: BaseException) -> str:
     if isinstance(e, TimeoutError):
         return "timed out"
+    if isinstance(e, socket.gaierror):  # its errno is a resolver code (EAI_*), not one os.strerror knows
+        return f"cannot resolve the host name ({e.strerror})"
     if isinstance(e, OSError) and e.errno is not None:
         return os.strerror(e.errno).lower()
     text = str(e)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def check_nats_url(url: str) -> None:
+    """A ``--nats`` value that cannot name a server is a usage error, not an unreachable server."""
+    for server in url.split(","):
+        try:
+            parsed = urllib.parse.urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+            parsed.port  # noqa: B018 - raises for a port out of range or not a number
+        except ValueError as e:
+            raise UsageError(f"--nats {url!r} is not a NATS URL: {e}") from e
+        if parsed.scheme not in NATS_SCHEMES or not parsed.hostname:
+            raise UsageError(f"--nats {url!r} is not a NATS URL (nats://HOST:PORT, or tls, ws, wss)")
+
+
 async def connect(args: argparse.Namespace) -> Client:
     """A NATS connection, or ``state.unreachable`` naming why there is none."""
+    check_nats_url(args.nats)
     errors: list[Exception] = []
 
     async def quiet(e: Exception) -> None:

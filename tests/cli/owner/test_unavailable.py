@@ -53,6 +53,26 @@ def test_an_unreachable_nats_is_named_without_a_traceback(
     assert "Traceback" not in stdout + stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "rc", "code", "says"),
+    [
+        ("nats://coordinator.invalid:4222", 3, "state.unreachable", "cannot resolve the host name"),
+        ("nats://127.0.0.1:99999", 2, "usage", "is not a NATS URL"),
+        ("http://127.0.0.1:4222", 2, "usage", "is not a NATS URL"),
+    ],
+)
+def test_a_url_that_names_no_server_is_said_so(
+    url: str, rc: int, code: str, says: str, workspace: Path, emulator_dir: Path, keys: dict[str, Any]
+) -> None:
+    """A host that does not resolve is unreachable (exit 3); a URL that cannot name a server is the owner's
+    typo (exit 2), not a missing server."""
+    write_manifest(workspace, emulator_dir, keys)
+    got_rc, out, err = Cli(workspace, url)("verify", timeout=5)
+    assert (got_rc, out["code"]) == (rc, code), (out, err)
+    assert says in out["message"]
+    assert "Traceback" not in err
+
+
 async def test_a_coordinator_that_needs_recovery_says_so_at_once(
     cli: Cli, workspace: Path, emulator_dir: Path, keys: dict[str, Any], private_nats: NatsServer
 ) -> None:
