@@ -25,6 +25,8 @@
 3. The reply is attested: its evidence must satisfy this manifest and bind our nonce, the new transition,
    both CA certificates and the result. Once the manifest was sent, a refused reply, or none, is reported
    with what may have changed (the Coordinator may have stored the manifest), and the set is not repeated.
+   So is an error reply to a first set: it is not attested, and it may hide a first set that was stored
+   with seed shares the owner never got.
 4. ``coordinator-root-ca.pem`` and ``mesh-ca.pem`` are written to the workspace and, on the first set, the
    seed shares: to ``seed-shares.json``, or if that exists, to ``seed-shares-<root CA SHA-256 prefix>.json``.
    An existing seed-shares file is never overwritten.
@@ -87,6 +89,13 @@ SEED_SHARES_PATTERN = "seed-shares*.json"
 NO_ANSWER = (
     "the manifest was sent, but no answer came: the Coordinator may have stored it as a new generation; run "
     "`contrast verify` before you set it again"
+)
+# An error reply is not attested: after a first set it may hide one that was stored, whose seed shares were in
+# the answer the owner did not get (an update's refusal hides nothing the owner did not sign and can repeat).
+FIRST_SET_REFUSED = (
+    "the refusal is not attested: the Coordinator may have stored the manifest as generation 1 all the same, "
+    "with seed shares that did not reach you; run `contrast verify`: if it shows this manifest, this "
+    "deployment's seed shares are lost"
 )
 REFUSED_ANSWER = (
     "the Coordinator answered that it stored the manifest, but the answer is refused: it may have stored it "
@@ -285,7 +294,9 @@ def set_manifest(
                     args, nc, subjects.USER_MANIFEST_SET, request_factory, AttestedReply, unanswered=NO_ANSWER
                 )
             except ContrastError as e:
-                if current is None or e.code != "auth.not_authorized":
+                if current is None:
+                    raise MaybeApplied(e, FIRST_SET_REFUSED) from e
+                if e.code != "auth.not_authorized":
                     raise
                 raise await refusal_of_signed_update(args, nc, doc, checker, collateral, current, e) from e
         finally:

@@ -274,6 +274,37 @@ async def test_a_refusal_after_the_set_was_sent_says_what_may_have_changed(
             assert (rc, out["generation"]) == (0, 2), err
 
 
+async def test_an_error_reply_to_a_first_set_may_hide_a_stored_one(
+    cli: Cli, workspace: Path, emulator_dir: Path, keys: dict[str, Any], private_nats: NatsServer
+) -> None:
+    """The operator's bus passes the first set on and answers with a forged refusal: the Coordinator stored
+    the manifest, and the seed shares in its answer never reached the owner. The CLI must not say a plain
+    "refused"."""
+    write_manifest(workspace, emulator_dir, keys)
+    forged = encode(ErrorReply(code="internal.error", message="the store is not available"))
+
+    def refused(subject: str, answer: Answer) -> Answer | None:
+        if subject == subjects.USER_MANIFEST_SET:
+            return forged, {ERROR_CODE_HEADER: "internal.error"}
+        return answer
+
+    with fresh_nats() as front:
+        via_bus = Cli(workspace, front.url)
+        async with replica(private_nats.url, emulator_dir, "m1"):
+            async with relay(front.url, private_nats.url, refused):
+                rc, _, stderr = await asyncio.to_thread(
+                    via_bus.text, "set", "-m", "manifest.json", *POLICY_FILES
+                )
+            assert rc == 1
+            assert "contrast set: refused: internal.error: the store is not available" in stderr
+            assert "CHANGED: the refusal is not attested" in stderr
+            assert "seed shares that did not reach you" in stderr
+            # It had stored it.
+            rc, out, err = await asyncio.to_thread(cli, "verify", "-m", "manifest.json")
+            assert (rc, out["generation"]) == (0, 1), err
+    assert not (workspace / "seed-shares.json").exists()
+
+
 async def test_stray_files_a_repeated_manifest_and_a_stale_signature(
     cli: Cli, workspace: Path, emulator_dir: Path, keys: dict[str, Any], private_nats: NatsServer
 ) -> None:
