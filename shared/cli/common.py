@@ -93,6 +93,11 @@ COMMAND_HINTS: dict[tuple[str, str], str] = {
     ("set", "verify.history_lost"): "the Coordinator lost the history you know of: its store was wiped or "
     "replaced. Restore the store and let a seed-share owner run `contrast recover`; to start another "
     "deployment knowingly, pass --accept-new-root (no existing file is overwritten)",
+    (
+        "sign",
+        "state.uninitialized",
+    ): "the Coordinator has no manifest history, so there is no update to sign; "
+    "if it had one, its store was wiped or replaced: `contrast verify` names that",
     ("sign", "auth.bad_signature"): "sign the Message of the --request file (ECDSA P-384 with SHA-384, DER) "
     "with a workload-owner key of the active manifest",
     ("recover", "state.peer_ready"): "a ready Coordinator replica exists; the stale one recovers from it "

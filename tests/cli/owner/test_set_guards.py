@@ -135,6 +135,9 @@ async def test_a_wiped_store_is_named_and_no_seed_share_is_overwritten(
         assert rc == 1
         assert "refused: verify.history_lost" in stderr
         assert "run `contrast set`" not in stdout + stderr
+        rc, out, _ = await run("sign", "-m", "v2.json", "-o", "v2.sig.json")
+        assert (rc, out["code"]) == (1, "state.uninitialized")
+        assert "run `contrast set`" not in out["hint"]
 
         # A first set now would make a new root CA: refused, because of the trusted state, or without it
         # because of the seed share in the workspace. Nothing is sent, nothing written.
