@@ -24,8 +24,10 @@ machine's cores before any messaging, queueing or parsing is paid for. For each 
   both ATTEST and VERDICTS are empty again.
 
 Usage: ``python bench/attest_throughput.py [--replicas 1,2,4] [--count 1200] [--concurrency 64] [--cas 1]
-[--drivers 2] [--skip-stage | --stage-only] [--profile DIR]``. ``--profile`` writes a CPU-time cProfile
-per service replica.
+[--drivers 2] [--skip-stage | --stage-only] [--profile DIR] [--coordinator-cpus 0 --driver-cpus 1]``.
+``--profile`` writes a CPU-time cProfile per service replica; the ``--*-cpus`` options pin the Coordinator's
+processes (nats-server, verifiers, CAs) and the load generator (drivers and this process) to CPU sets, as
+``taskset`` would, for the capacity model's "attestations per Coordinator core".
 The machine is shared and has 2 cores: drivers, NATS, verifiers and CA all compete for them.
 """
 
@@ -96,6 +98,8 @@ ROLE_HASHES = {role: hashlib.sha256(doc).digest() for role, doc in ROLE_POLICIES
 POLICY_POD = b"package bench.pod\n"
 H_POD = hashlib.sha256(POLICY_POD).digest()
 # What generate writes into a pod's initializer: the verifier's and the CA's policies.
+# The public-key operations that run in the Coordinator (the keys of crypto_floor's result that start so).
+COORDINATOR_STAGES = ("verifier:", "CA:")
 INITIALIZER_PINS = CoordinatorPins(policies={ServiceRole(r): frozenset({h}) for r, h in ROLE_HASHES.items()})
 
 
@@ -173,6 +177,24 @@ def crypto_floor(seconds: float = 0.3) -> dict[str, float]:
     }
 
 
+def pin(pid: int, cpus: frozenset[int] | None) -> None:
+    """Restrict every thread of ``pid`` to ``cpus`` (threads it starts later inherit the mask)."""
+    if cpus is None:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def cpu_set(text: str) -> frozenset[int]:
+    """``"0"``, ``"0,1"`` or ``"0-1"`` as a set of CPU numbers (taskset's list syntax)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return frozenset(cpus)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -219,9 +241,16 @@ finally:
 
 
 class Cluster:
-    def __init__(self, url: str, env: dict[str, str], profile_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        env: dict[str, str],
+        profile_dir: Path | None = None,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
         self.url, self.env = url, env
         self.profile_dir = profile_dir
+        self.cpus = cpus
         self.procs: list[subprocess.Popen[bytes]] = []
         self.names: dict[str, int] = {}
 
@@ -253,6 +282,7 @@ class Cluster:
             )
         )
         self.names[replica] = self.procs[-1].pid
+        pin(self.procs[-1].pid, self.cpus)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -341,6 +371,7 @@ class DriverJob:
     rate: float = 0.0
     seconds: float = 0.0
     warmup: int = 20
+    cpus: frozenset[int] | None = None  # pin this driver process to these CPUs
 
 
 @dataclass(frozen=True)
@@ -354,6 +385,7 @@ class DriverResult:
 def run_driver(job: DriverJob, ready: Any, go: Any) -> DriverResult:
     """Entry point of one driver process (uvloop if it happens to be installed; never a dependency)."""
     configure_logging("bench", "driver", level="ERROR")
+    pin(os.getpid(), job.cpus)
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
 
@@ -498,6 +530,8 @@ async def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="contrast-bench-"))
     (work / "js").mkdir()
     server = start_nats(store_dir=work / "js")
+    pin(server.pid, args.coordinator_cpus)
+    pin(os.getpid(), args.driver_cpus)
     emu_dir = work / "emulator"
     emulator = await asyncio.to_thread(emulated.load_snp_emulator, emu_dir)
     raw = raw_p384_rate()
@@ -511,6 +545,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     for what, cost in floor.items():
         print(f"      {cost:6.0f} us  {what}")
+    coordinator_floor_ms = sum(v for k, v in floor.items() if k.startswith(COORDINATOR_STAGES)) / 1000
+    print(f"Coordinator floor (the verifier's and the CA's operations): {coordinator_floor_ms:.2f} ms CPU")
     try:
         nc = await nats.connect(server.url, max_reconnect_attempts=-1)
         state = FixtureState.generate(work / "fixture")
@@ -539,7 +575,7 @@ async def run(args: argparse.Namespace) -> None:
         platform = EmulatedSnp(emulator, host_data=H_POD)
         rows = []
         for n in args.replicas:
-            cluster = Cluster(server.url, env, args.profile)
+            cluster = Cluster(server.url, env, args.profile, args.coordinator_cpus)
             for i in range(args.cas):
                 cluster.spawn("ca", f"ca-{i + 1}")
             for i in range(n):
@@ -547,7 +583,9 @@ async def run(args: argparse.Namespace) -> None:
             try:
                 await wait_ready(nc, "verifier", n)
                 await wait_ready(nc, "ca", args.cas)
-                base = DriverJob(url=server.url, emulator_dir=str(emu_dir), mode="closed")
+                base = DriverJob(
+                    url=server.url, emulator_dir=str(emu_dir), mode="closed", cpus=args.driver_cpus
+                )
                 k = args.drivers
                 await drive(  # warm-up of the services
                     [replace(base, count=50, concurrency=max(1, args.concurrency // k))] * k, {}
@@ -587,6 +625,8 @@ async def run(args: argparse.Namespace) -> None:
                     "burst": args.burst,
                     "burst_peak_depth": peak,
                     "burst_drain_s": round(drain, 2),
+                    # The machine may be shared: the 1/5/15-minute load average when this row ended.
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
                 }
                 rows.append(row)
                 print(
@@ -596,7 +636,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"({row['stage_per_replica_vs_raw']:.2f}x raw per replica; "
                     f"CPU {stage_cpu:.2f} ms/verification = {row['stage_cpu_efficiency']:.2f}x raw) | "
                     f"burst {args.burst}: "
-                    f"peak ATTEST depth {peak}, drained in {drain:.1f} s",
+                    f"peak ATTEST depth {peak}, drained in {drain:.1f} s | load {row['load_average']}",
                     flush=True,
                 )
                 print(f"      CPU ms per attestation (closed loop): {cpu}", flush=True)
@@ -604,15 +644,33 @@ async def run(args: argparse.Namespace) -> None:
                     # The Coordinator's own share (NATS, verifiers, CA): what the rate would be if the
                     # initializers ran in their own CVMs, as they do in a cluster, instead of on these cores.
                     own = sum(v for k, v in cpu.items() if k not in ("drivers", "bench"))
+                    ratio = own / coordinator_floor_ms
                     row["coordinator_cpu_ms_per_attestation"] = round(own, 2)
+                    row["coordinator_floor_ms"] = round(coordinator_floor_ms, 2)
+                    row["coordinator_floor_ratio"] = round(ratio, 2)
                     print(
                         f"      Coordinator (NATS, verifiers, CA): {own:.2f} ms CPU per attestation -> "
                         f"{cores * 1000 / own:,.0f}/s on {cores} cores without the load generator",
                         flush=True,
                     )
+                    print(
+                        f"      Coordinator floor {coordinator_floor_ms:.2f} ms; CPU / floor = {ratio:.2f}x "
+                        f"(goal <= 2x)",
+                        flush=True,
+                    )
             finally:
                 cluster.stop()
-        print(json.dumps({"raw_p384_per_s": round(raw), "crypto_floor_ms": round(floor_ms, 2), "rows": rows}))
+        print(
+            json.dumps(
+                {
+                    "raw_p384_per_s": round(raw),
+                    "crypto_floor_ms": round(floor_ms, 2),
+                    "coordinator_floor_ms": round(coordinator_floor_ms, 2),
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                    "rows": rows,
+                }
+            )
+        )
         await nc.close()
     finally:
         server.cleanup()
@@ -631,6 +689,15 @@ def main() -> None:
     p.add_argument("--burst", type=int, default=3000)
     p.add_argument("--drivers", type=int, default=2, help="driver processes (emulated initializers)")
     p.add_argument("--profile", type=Path, default=None, help="cProfile each service replica into DIR")
+    p.add_argument(
+        "--coordinator-cpus",
+        type=cpu_set,
+        default=None,
+        help="pin nats-server, verifiers and CAs to these CPUs (e.g. 0)",
+    )
+    p.add_argument(
+        "--driver-cpus", type=cpu_set, default=None, help="pin the load generator to these CPUs (e.g. 1)"
+    )
     p.add_argument("--skip-stage", action="store_true", help="closed and open loop only")
     p.add_argument("--stage-only", action="store_true", help="the verifier stage only")
     asyncio.run(run(p.parse_args()))
