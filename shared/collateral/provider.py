@@ -22,9 +22,11 @@ verifier without network access needs.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ssl
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -32,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from contrast.cache import BoundedCache
 from contrast.collateral.fetch import Endpoints, Fetcher, HttpsFetcher, fetcher_from_env
 from contrast.collateral.source import (
     CachedSource,
@@ -61,6 +64,7 @@ TCB_INFO_CHAIN_HEADERS: Final = ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-C
 QE_IDENTITY_CHAIN_HEADERS: Final = ("SGX-Enclave-Identity-Issuer-Chain",)
 PCK_CRL_CHAIN_HEADERS: Final = ("SGX-PCK-CRL-Issuer-Chain",)
 _LEAF_CN: Final = {"VCEK": "SEV-VCEK", "VLEK": "SEV-VLEK"}
+SUPPLIED_CACHE_SIZE: Final = 1024  # distinct certificate sets (platforms) whose summary is kept
 
 
 # ---- what to fetch ----------------------------------------------------------------------------------
@@ -141,6 +145,35 @@ def _product_of(certs: list[x509.Certificate]) -> kds.Product | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Supplied:
+    """What an SNP evidence's own certificates say, for deciding what to fetch: a pure function of their
+    bytes (nothing here is trusted; the verifier checks the chain)."""
+
+    names: frozenset[str]  # the subjects' common names
+    product: kds.Product | None  # as the certificates name it (:func:`_product_of`)
+    has_root: bool  # a self-issued certificate (an ARK) is among them
+
+
+def _digest(certs: Collection[bytes]) -> bytes:
+    """SHA-256 over the certificates, each prefixed with its length: equal exactly for equal lists."""
+    h = hashlib.sha256()
+    for c in certs:
+        h.update(len(c).to_bytes(4, "big"))
+        h.update(c)
+    return h.digest()
+
+
+def _supplied(certs: Collection[bytes]) -> _Supplied:
+    """Raises ``evidence.*`` if a certificate does not load."""
+    loaded = [load_certificate(c) for c in certs]
+    return _Supplied(
+        names=frozenset(_cn(c.subject) for c in loaded),
+        product=_product_of(loaded),
+        has_root=any(c.subject == c.issuer for c in loaded),
+    )
+
+
 def _current_crl(crl: bytes | None, now: dt.datetime) -> bool:
     if crl is None:
         return False
@@ -188,6 +221,9 @@ class CollateralProvider:
     def __init__(self, source: Source, endpoints: Endpoints | None = None) -> None:
         self._source = source
         self.endpoints = endpoints or Endpoints()
+        # Every request of a platform carries the same certificates: parse them once per exact bytes (keyed
+        # by their digest, so that a full cache holds no certificate bytes).
+        self._supplied: BoundedCache[bytes, _Supplied] = BoundedCache(SUPPLIED_CACHE_SIZE)
 
     @classmethod
     def build(
@@ -251,25 +287,26 @@ class CollateralProvider:
         try:
             report = snp_abi.parse_report(evidence.report)
             signing = snp_abi.signing_key_of(report.signer_info)
-            loaded = [load_certificate(c) for c in evidence.certs]
+            supplied = self._supplied.get_or_compute(
+                _digest(evidence.certs), lambda: _supplied(evidence.certs)
+            )
         except ContrastError:
             return evidence
         if signing not in _LEAF_CN:
             return evidence
         certs = list(evidence.certs)
-        names = {_cn(c.subject) for c in loaded}
         cpuid = None
         if report.cpuid_fam_id is not None and report.cpuid_mod_id is not None:
             cpuid = kds.product_from_cpuid(report.cpuid_fam_id, report.cpuid_mod_id)
-        product = cpuid or _product_of(loaded)
-        if _LEAF_CN[signing] not in names:
+        product = cpuid or supplied.product
+        if _LEAF_CN[signing] not in supplied.names:
             if signing == "VLEK":
                 raise CollateralError("unavailable", "a VLEK is never fetched: the host must supply it")
             product, vcek = await self._vcek(report, [product] if product else list(products or kds.PRODUCTS))
             certs.insert(0, vcek)
         if product is None:
             raise CollateralError("unavailable", "the evidence names no SNP product to fetch collateral for")
-        if not any(c.subject == c.issuer for c in loaded):
+        if not supplied.has_root:
             chain = await self.get(snp_chain_item(self.endpoints, product, signing))
             try:
                 ders = [

@@ -84,6 +84,23 @@ async def test_snp_evidence_gets_vcek_chain_and_crl_from_kds(
     assert len(vendor.vendor.requests) == before
 
 
+async def test_what_the_certificates_say_is_reused_only_for_the_same_bytes(
+    vendor: VendorServer, snp_emulator: EmulatedSnpPlatform
+) -> None:
+    """The summary of an evidence's certificates is cached per exact certificate bytes: after a complete
+    chain was seen, evidence carrying only its VCEK must still get the chain fetched (were the summary keyed
+    by anything less, "has a root" would carry over and the chain would be missing)."""
+    p = provider(vendor)
+    full = await p.complete(bare_snp(snp_emulator, secrets.token_bytes(64)), now=_now(), crl=False)
+    assert await p.complete(full, now=_now(), crl=False) is full  # the cached summary: nothing to fetch
+    only_vcek = msgspec.structs.replace(
+        bare_snp(snp_emulator, secrets.token_bytes(64)), certs=[snp_emulator.vcek_der("Milan")]
+    )
+    completed = await p.complete(only_vcek, now=_now(), crl=False)
+    assert len(completed.certs) == 3  # the ASK and ARK were added (from the source's cache)
+    assert set(completed.certs) == set(full.certs)
+
+
 async def test_a_revoked_vcek_is_rejected(
     vendor: VendorServer, snp_emulator: EmulatedSnpPlatform, tdx_emulator: EmulatedTdxPlatform
 ) -> None:
