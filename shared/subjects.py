@@ -18,8 +18,16 @@ from typing import Final, Literal
 PREFIX: Final = "contrast.v1"
 
 # --- attestation flow ---
-ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # request/reply, verifier queue group
-ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # JetStream ATTEST (work queue)
+# Nonce requests and attestation requests carry their *source* as the last subject token: the NATS user the
+# initializer connects as (one per namespace where the deployment has them, DEFAULT_SOURCE otherwise). The
+# server's per-user permissions let an initializer publish on its own source's subjects only, so the verifier
+# can ration nonces per source and ATTEST can bound each source's backlog (max_msgs_per_subject). The bare
+# names below name the spans (one name per operation, whatever the source).
+ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: request/reply, verifier queue group
+ATTEST_NONCE_ANY: Final = f"{ATTEST_NONCE}.*"
+ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST (work queue)
+ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"
+DEFAULT_SOURCE: Final = "initializer"  # the source of an initializer without NATS credentials of its own
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
 # The result for a request is announced by storing it: KV `results` key <request-id> lives on the subject
 # below, so the one write that stores an answer also delivers it to the initializer subscribed there.
@@ -55,6 +63,21 @@ def _token(value: str, what: str) -> str:
     if not _TOKEN.match(value):
         raise ValueError(f"invalid {what} for a subject token: {value!r}")
     return value
+
+
+def attest_nonce(source: str) -> str:
+    """Subject on which an initializer of ``source`` asks for a nonce."""
+    return f"{ATTEST_NONCE}.{_token(source, 'source')}"
+
+
+def attest_requested(source: str) -> str:
+    """Subject on which an initializer of ``source`` publishes its attestation request (stream ``ATTEST``)."""
+    return f"{ATTEST_REQUESTED}.{_token(source, 'source')}"
+
+
+def source_of(subject: str) -> str:
+    """The source token of a nonce or attestation request subject (its last token)."""
+    return subject.rsplit(".", 1)[-1]
 
 
 def attest_result(request_id: str) -> str:
@@ -95,6 +118,9 @@ class StreamSpec:
     duplicate_window: float  # seconds; Nats-Msg-Id dedup horizon
     replicas: int = 1
     discard: Literal["old", "new"] = "new"  # refuse new work when full rather than drop accepted work
+    # Per subject (for ATTEST: per source): at most this many messages; with discard "new", a full source is
+    # refused on its own subject while every other source still gets in. 0: no per-subject bound.
+    max_msgs_per_subject: int = 0
 
     def __post_init__(self) -> None:
         if not _TOKEN.match(self.name):
@@ -105,6 +131,10 @@ class StreamSpec:
             raise ValueError(f"stream {self.name}: every bound must be positive")
         if self.duplicate_window > self.max_age:
             raise ValueError(f"stream {self.name}: duplicate window exceeds max age")
+        if not 0 <= self.max_msgs_per_subject <= self.max_msgs:
+            raise ValueError(f"stream {self.name}: max_msgs_per_subject out of range")
+        if self.max_msgs_per_subject and self.discard != "new":
+            raise ValueError(f"stream {self.name}: a per-subject bound refuses new messages (discard new)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,16 +179,21 @@ class KVSpec:
 # Evidence bundles (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room
 # for collateral carried in the bundle. A burst of 100k pending requests (25 GiB worst case) is refused at
 # 1 GiB instead: backpressure is better than a full disk. Ten minutes is far beyond any nonce lifetime, so an
-# older request could never be answered anyway. Dedup covers client retries of the same request id.
+# older request could never be answered anyway. Dedup covers client retries of the same request id, and turns
+# a replay of a captured request (same id) into a no-op on the server.
+# One source (an initializer user: a namespace) holds at most 2,000 requests: a flooding namespace is refused
+# on its own subject and delays everybody else's work by at most that many cheap rejections, while a rollout
+# of 2,000 pods in one namespace still queues at once.
 ATTEST: Final = StreamSpec(
     name="ATTEST",
-    subjects=(ATTEST_REQUESTED,),
+    subjects=(ATTEST_REQUESTED_ANY,),
     retention="workqueue",
     max_age=10 * MINUTE,
     max_bytes=1 * GiB,
     max_msgs=100_000,
     max_msg_size=256 * KiB,
     duplicate_window=2 * MINUTE,
+    max_msgs_per_subject=2_000,
 )
 
 # Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST.
@@ -200,7 +235,7 @@ EVENTS: Final = StreamSpec(
 VERIFIER_CONSUMER: Final = ConsumerSpec(
     stream=ATTEST,
     durable="verifier",
-    filter_subject=ATTEST_REQUESTED,
+    filter_subject=ATTEST_REQUESTED_ANY,
     ack_wait=5 * SECOND,
     max_deliver=5,
     max_ack_pending=256,

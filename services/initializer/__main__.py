@@ -2,7 +2,8 @@
 
 Configuration (flags, each defaulting to an environment variable):
 
-- ``--nats`` / ``CONTRAST_NATS_URL``;
+- ``--nats`` / ``CONTRAST_NATS_URL``; ``CONTRAST_NATS_USER`` / ``CONTRAST_NATS_PASSWORD``: the NATS user of
+  the pod's namespace, whose name is the pod's source (without them the server's default initializer user);
 - ``--coordinator-policy-hashes`` / ``CONTRAST_COORDINATOR_POLICY_HASHES`` (required): the Coordinator policy
   hashes per role (``ca:<hash>,verifier:<hash>``) whose signed answers are believed: a bundle only from a
   ``ca`` policy, a rejection only from a ``verifier`` policy;
@@ -37,7 +38,7 @@ from contrast.initializer.client import AttestationFailed, Initializer, Initiali
 from contrast.initializer.files import DEFAULT_ROOT, write_credentials
 from contrast.platform.select import PlatformConfigError, platform_from_env
 from contrast.runtime import configure_logging, get_logger
-from contrast.runtime.connection import connect
+from contrast.runtime.connection import NatsCredentials, connect
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.tracing import build_tracer_provider, use_tracer
 
@@ -62,21 +63,27 @@ async def run(args: argparse.Namespace) -> int:
             args.coordinator_policy_hashes, args.coordinator_root, os.environ.get(TDX_STATUSES_ENV, "")
         )
         config = InitializerConfig(pins=pins, deadline=args.deadline)
+        credentials = NatsCredentials.from_env()
         platform = await platform_from_env()
     except (ValueError, PlatformConfigError) as e:
         print(f"initializer: configuration error: {e}", file=sys.stderr)
         return 2
     urls = [u.strip() for u in str(args.nats).split(",") if u.strip()]
+    source = credentials.user if credentials is not None else subjects.DEFAULT_SOURCE
     try:
         async with asyncio.timeout(args.deadline):
-            nc = await connect(urls, name=f"initializer/{args.replica}")
+            nc = await connect(
+                urls, name=f"initializer/{args.replica}", credentials=credentials, identity=source
+            )
     except (TimeoutError, OSError) as e:
         print(f"initializer: cannot reach NATS: {type(e).__name__}", file=sys.stderr)
         return 1
     try:
         collateral = CollateralProvider.build(await _collateral_cache(nc))
         attaching = AttachingPlatform(platform, collateral)
-        creds = await Initializer(nc=nc, platform=attaching, config=config, collateral=collateral).attest()
+        creds = await Initializer(
+            nc=nc, platform=attaching, config=config, collateral=collateral, source=source
+        ).attest()
         paths = await asyncio.to_thread(write_credentials, Path(args.root), creds.tls_key, creds.bundle)
     except AttestationFailed as e:
         print(f"initializer: {e}", file=sys.stderr)

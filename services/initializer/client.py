@@ -4,7 +4,7 @@
 (:meth:`Initializer.attempt`):
 
 1. makes a fresh P-256 TLS key and a fresh HPKE key;
-2. asks the verifier queue group for a nonce;
+2. asks the verifier queue group for a nonce, on its source's subject (its NATS user, or the default);
 3. gets evidence with REPORT_DATA = SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key);
 4. subscribes to ``contrast.v1.attest.result.<request_id>``, then publishes the request to stream ``ATTEST``
    with ``Nats-Msg-Id = request_id`` (a re-publish after a lost PubAck is deduplicated);
@@ -122,6 +122,7 @@ class Initializer:
     clock: Callable[[], float] = time.time
     tracer: Tracer | None = None  # default: the current tracer (the initializer process's own)
     collateral: CollateralProvider | None = None
+    source: str = subjects.DEFAULT_SOURCE  # the NATS user this initializer connects as (its namespace's)
     _own: OwnIdentity | None = None
     _results: NatsKv | None = None
     _js: JetStreamContext | None = None
@@ -189,11 +190,12 @@ class Initializer:
         nonce = (
             await request(
                 self.nc,
-                subjects.ATTEST_NONCE,
+                subjects.attest_nonce(self.source),
                 NonceRequest(),
                 NonceReply,
                 timeout=cfg.request_timeout,
                 tracer=tracer,
+                span_name=subjects.ATTEST_NONCE,
             )
         ).nonce
         evidence = await self.platform.evidence(report_data(Label.MESH_CERT, nonce, tls_spki, hpke_pub))
@@ -244,7 +246,10 @@ class Initializer:
         for attempt in range(3):
             try:
                 await self._js.publish(
-                    subjects.ATTEST_REQUESTED, data, timeout=self.config.request_timeout, headers=headers
+                    subjects.attest_requested(self.source),
+                    data,
+                    timeout=self.config.request_timeout,
+                    headers=headers,
                 )
                 return
             except Exception:

@@ -1,9 +1,15 @@
-"""The verifier service: nonces on ``contrast.v1.attest.nonce`` and signed verdicts on stream ``ATTEST``.
+"""The verifier service: nonces on ``contrast.v1.attest.nonce.<source>`` and signed verdicts on stream
+``ATTEST``.
 
 Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
-step 3 (:meth:`_Verifier._check`); an acceptance goes to stream ``VERDICTS``, a rejection is a signed negative
-verdict in KV ``results``. A transient fault (collateral, not ready) naks the request for a retry; a
-request still waiting for collateral at its last delivery gets a signed negative verdict with the
+step 3 (:meth:`_Verifier._check`): everything that costs no public-key operation first (request id, nonce
+MAC and expiry, a look at the nonce's single-use mark, key shapes), so that garbage, forged or expired nonces
+and replays are turned away for the price of a decode, an HMAC and one KV read. An acceptance goes to stream
+``VERDICTS``; a rejection is a signed negative verdict in KV ``results``, within a budget of signed answers
+per second (``ReplicaDeps.rejection_answers``): past it, a rejection is counted but not answered, so a flood
+cannot spend the replica's signatures or fill the results bucket. Nonces are rationed per source
+(``ReplicaDeps.nonces_per_source``). A transient fault (collateral, not ready) naks the request for a retry;
+a request still waiting for collateral at its last delivery gets a signed negative verdict with the
 ``collateral.*`` code, so that it fails closed with a named reason. Nothing a client sends can crash the
 replica.
 """
@@ -20,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from contrast import subjects
 from contrast.attestation.bundle import rejection
-from contrast.attestation.nonce import NonceAuthority, consume
+from contrast.attestation.nonce import NonceAuthority, check_unused, consume
 from contrast.attestation.verdict import sign_verdict
 from contrast.collateral.provider import CollateralProvider
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, ManifestDocument
@@ -44,6 +50,7 @@ from contrast.runtime import (
     StreamWorker,
     get_logger,
 )
+from contrast.runtime.admission import TokenBucket
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.tracing import annotate_attestation
 from contrast.wire.v1 import (
@@ -82,6 +89,7 @@ class _Verifier:
         self.nonces, self.results, self.collateral = nonces, results, collateral
         self.evidence = evidence  # one per process: its chain cache is shared with the replica's own checks
         self._authority: tuple[Membership, NonceAuthority] | None = None
+        self._answers = TokenBucket(deps.rejection_answers)
 
     def authority(self, membership: Membership) -> NonceAuthority:
         if self._authority is None or self._authority[0] is not membership:
@@ -144,18 +152,21 @@ class _Verifier:
     ) -> bytes:
         tee = req.evidence.tee
         try:
-            # (1) shape
+            # (1) shape, (2) nonce MAC and expiry, and a look at its single-use mark: no public-key
+            # operation so far, so a flood of garbage, forged or old nonces and replays stays cheap.
             if msg_id != req.request_id:
                 raise RequestError("msg_id_mismatch", "the Nats-Msg-Id must be the request id")
+            token = self.authority(membership).check(req.nonce, now_ms)
+            await check_unused(self.nonces, token, digest)
             key = serialization.load_der_public_key(req.tls_public_key)
             if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
                 raise RequestError("bad_tls_key", "the TLS key is not a P-256 key")
             HpkePublicKey(req.hpke_public_key)
-            # (2) nonce MAC and expiry
-            token = self.authority(membership).check(req.nonce, now_ms)
         except ValueError as e:
             raise _Rejected(RequestError("bad_tls_key", "the TLS key does not parse"), tee) from e
         except ContrastError as e:
+            if e.code == "policy.nonce_reused":
+                self.rt.metrics.nonce_replays.inc()
             raise _Rejected(e, tee) from e
         # (3) evidence, reference values and REPORT_DATA
         expected = report_data(Label.MESH_CERT, req.nonce, req.tls_public_key, req.hpke_public_key)
@@ -216,6 +227,12 @@ class _Verifier:
         annotate_attestation(
             tee=tee, policy_hash=r.policy_hash, verdict="rejected", reason=code, request_id=req.request_id
         )
+        if not self._answers.take():
+            # Over the answer budget (a flood): no signature, no stored result, no event. A genuine requester
+            # times out and asks again with a fresh nonce.
+            self.rt.metrics.rejections_unanswered.labels(code).inc()
+            _log.debug("attestation_rejected_unanswered", request_id=req.request_id, code=code)
+            return
         verdict = Verdict(
             request_id=req.request_id,
             request_digest=digest,
@@ -286,11 +303,12 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
             endpoints=(
                 Endpoint(
                     name="nonce",
-                    subject=subjects.ATTEST_NONCE,
+                    subject=subjects.ATTEST_NONCE_ANY,
                     request_type=NonceRequest,
                     handler=v.nonce,
                     max_bytes=64,
                     timeout=2.0,
+                    per_source=deps.nonces_per_source,
                 ),
             ),
             workers=(

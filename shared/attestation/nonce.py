@@ -12,6 +12,10 @@ of the token's mark key in bucket ``nonces`` (TTL > lifetime); ``create`` fails 
 attestation nonces the mark's value is the SHA-256 digest of the request that used it, so a *redelivery of the
 same request* (a verifier died between marking and acking) is recognised and not mistaken for a replay; a join
 nonce is used once, full stop.
+
+A verifier marks the nonce last, so that a forged request cannot burn a genuine one's nonce; before any
+public-key work it only *looks* (:func:`check_unused`), so that a replayed request under a new id costs one KV
+read, not an evidence verification.
 """
 
 from __future__ import annotations
@@ -93,6 +97,17 @@ class NonceAuthority:
             # Only a holder of the key can mint this; refuse it anyway rather than honour a far future.
             raise PolicyError("nonce_unknown", "the nonce's expiry lies beyond its lifetime")
         return NonceToken(expiry_ms=expiry, random=rnd, mark_key=self.kind.mark_prefix + rnd.hex())
+
+
+async def check_unused(marks: KeyValue, token: NonceToken, request_digest: bytes) -> None:
+    """``policy.nonce_reused`` if ``token``'s mark already names another request; it marks nothing.
+
+    A cheap first look (one KV read): a request that passes may still lose to another one at
+    :func:`consume`, which alone decides.
+    """
+    entry = await marks.get(token.mark_key)
+    if entry is not None and not hmac.compare_digest(entry.value, request_digest):
+        raise PolicyError("nonce_reused", "this nonce was already used by another request")
 
 
 async def consume(marks: KeyValue, token: NonceToken, request_digest: bytes | None = None) -> None:

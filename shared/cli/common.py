@@ -1,6 +1,7 @@
 """Helpers shared by the owners' commands (``set``, ``verify``, ``recover``, ``sign``, ``keygen``).
 
-Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``), ``--json`` (one JSON object on stdout),
+Every command has ``--nats URL`` (env ``CONTRAST_NATS_URL``; as the NATS user ``CONTRAST_NATS_USER`` with
+``CONTRAST_NATS_PASSWORD`` when set), ``--json`` (one JSON object on stdout),
 ``--offline`` (the Coordinator's evidence is checked with the collateral it carries; nothing is fetched from
 AMD KDS or Intel PCS, which the CLI otherwise does for a part that is missing or past its validity) and the
 exit codes of :mod:`contrast.cli.exitcodes`: 0 done/accepted, 1 refused or rejected (the reason code and an
@@ -41,6 +42,7 @@ from contrast.coordinator.manifest_format import Manifest
 from contrast.errors import ContrastError, StateError
 from contrast.evidence.verifier import Evidence
 from contrast.runtime.client import request
+from contrast.runtime.connection import NatsCredentials, client_options
 from contrast.runtime.tracing import build_tracer_provider, current_tracer, use_tracer
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -312,6 +314,10 @@ async def connect(args: argparse.Namespace) -> Client:
         errors.append(e)
 
     try:
+        credentials = NatsCredentials.from_env()
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    try:
         return await nats.connect(
             args.nats,
             connect_timeout=5,
@@ -320,6 +326,7 @@ async def connect(args: argparse.Namespace) -> Client:
             allow_reconnect=True,
             name="contrast-cli",
             error_cb=quiet,
+            **client_options(credentials),
         )
     except Exception as e:  # nats-py raises several unrelated types for "cannot connect"
         cause = errors[-1] if errors else e

@@ -21,11 +21,18 @@ from contrast.evidence.verifier import EvidenceVerifier
 from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.replica.membership import JoinKeySource, KeySource
+from contrast.runtime.admission import Rate
 
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     return int(raw) if raw else default
+
+
+def _env_rate(name: str, default: int) -> Rate:
+    # A sustained rate per second; bursts of four seconds' worth.
+    per_second = _env_int(name, default)
+    return Rate(per_second=per_second, burst=max(1, 4 * per_second))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +52,12 @@ class ReplicaDeps:
     )
     max_in_flight: int = field(default_factory=lambda: _env_int("CONTRAST_MAX_IN_FLIGHT", 64))
     verdict_max_age_s: int = field(default_factory=lambda: _env_int("CONTRAST_VERDICT_MAX_AGE_S", 120))
+    # Verifier: nonces one replica hands to one source (an initializer user) per second; a pod needs one per
+    # attempt, and only a holder of a fresh nonce can make the verifier check evidence.
+    nonces_per_source: Rate = field(default_factory=lambda: _env_rate("CONTRAST_NONCE_RATE", 100))
+    # Verifier: signed answers to rejected requests per second (each one a signature and a stored result);
+    # beyond it a rejection is counted but not answered, so a flood cannot fill the results bucket.
+    rejection_answers: Rate = field(default_factory=lambda: _env_rate("CONTRAST_REJECTION_ANSWER_RATE", 20))
 
     def attached_platform(self, provider: CollateralProvider) -> Callable[[], Awaitable[Platform]]:
         """The platform factory whose evidence carries its collateral (:class:`AttachingPlatform`)."""

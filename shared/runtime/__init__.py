@@ -15,7 +15,7 @@ Define a service (``services/<svc>/__main__.py``)::
         async def verify(msg: AttestRequest, ctx: DeliveryContext) -> None:
             await ctx.publish(subjects.ATTEST_VERIFIED, verdict, msg_id=msg.request_id)  # durable, dedup'd
         return Handlers(
-            endpoints=(Endpoint(name="nonce", subject=subjects.ATTEST_NONCE, request_type=NonceRequest,
+            endpoints=(Endpoint(name="nonce", subject=subjects.ATTEST_NONCE_ANY, request_type=NonceRequest,
                                 handler=nonce, max_bytes=1024, timeout=2.0),),
             workers=(StreamWorker(name="verify", consumer=subjects.VERIFIER_CONSUMER,
                                   message_type=AttestRequest, handler=verify, max_in_flight=16,

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from contrast.runtime.process import ProcessConfig, add_process_arguments
+from contrast.runtime.connection import PASSWORD_ENV, USER_ENV, NatsCredentials
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -25,6 +26,9 @@ class RuntimeConfig:
     shutdown_timeout: float = 30.0  # drain budget on SIGTERM; Kubernetes' default grace period is 30 s
     log_level: str = "INFO"
     js_replicas: int = 1  # JetStream replicas for streams/buckets this service creates (3 in production)
+    credentials: NatsCredentials | None = (
+        None  # the NATS user of this service's role, if the server has users
+    )
 
     def __post_init__(self) -> None:
         if not self.nats_urls:
@@ -80,6 +84,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str
         choices=[1, 3, 5],
         help="JetStream replicas of created streams (env CONTRAST_JS_REPLICAS)",
     )
+    g.add_argument(
+        "--nats-user",
+        default=env.get(USER_ENV, ""),
+        help=f"NATS user of this service's role (env {USER_ENV}; its password only from env {PASSWORD_ENV})",
+    )
+    # The password never comes from a flag: the command line is readable by every process on the node.
+    parser.set_defaults(nats_password=env.get(PASSWORD_ENV, ""))
 
 
 def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
@@ -93,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
         shutdown_timeout=args.shutdown_timeout,
         log_level=args.log_level,
         js_replicas=args.js_replicas,
+        credentials=NatsCredentials.from_env({USER_ENV: args.nats_user, PASSWORD_ENV: args.nats_password}),
     )
 
 

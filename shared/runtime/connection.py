@@ -1,10 +1,22 @@
-"""NATS connection with jittered exponential reconnect backoff and logged connection events."""
+"""NATS connection with jittered exponential reconnect backoff and logged connection events, and the
+credentials it authenticates with.
+
+A process connects as one NATS user when ``CONTRAST_NATS_USER`` / ``CONTRAST_NATS_PASSWORD`` name one
+(:class:`NatsCredentials`); the server then allows it exactly its role's subjects
+(:mod:`contrast.runtime.natsauth`). Its reply inboxes live under ``_INBOX.<user>``, the only inboxes that
+user may subscribe to, so no workload reads another's replies (nonces, for one). The URLs are tried in the
+order given (the local runner hands each replica its own node first); a server that stops answering is
+noticed within about ``PING_INTERVAL`` × (``MAX_OUTSTANDING_PINGS`` + 1) seconds and left for another.
+"""
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import nats
 from nats.aio.client import Client, Server
@@ -15,6 +27,64 @@ _log = get_logger(__name__)
 
 RECONNECT_BASE = 0.1
 RECONNECT_CAP = 5.0
+PING_INTERVAL: Final = (
+    5  # seconds; nats-py's default (2 min) would keep a replica on a frozen server for 4 min
+)
+MAX_OUTSTANDING_PINGS: Final = 2
+USER_ENV: Final = "CONTRAST_NATS_USER"
+PASSWORD_ENV: Final = "CONTRAST_NATS_PASSWORD"  # noqa: S105 - the variable's name, not a password
+_USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # also a subject token: the user's inbox prefix and source
+
+
+def inbox_prefix(identity: str) -> str:
+    """The reply-inbox prefix of a client that connects as ``identity`` (a user name, or the default source
+    an initializer without credentials is mapped to)."""
+    if not _USER.match(identity):
+        raise ValueError(f"invalid NATS identity {identity!r}")
+    return f"_INBOX.{identity}"
+
+
+@dataclass(frozen=True)
+class NatsCredentials:
+    """A NATS user and its password (never printed)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not _USER.match(self.user):
+            raise ValueError(f"invalid NATS user name {self.user!r}: letters, digits, '_' and '-' only")
+        if not self.password:
+            raise ValueError(f"NATS user {self.user}: empty password")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NatsCredentials | None:
+        """``CONTRAST_NATS_USER`` and ``CONTRAST_NATS_PASSWORD``; None when no user is set (ValueError when
+        only one of them is)."""
+        env = os.environ if env is None else env
+        user, password = env.get(USER_ENV, ""), env.get(PASSWORD_ENV, "")
+        if not user and not password:
+            return None
+        if not user:
+            raise ValueError(f"{PASSWORD_ENV} is set but {USER_ENV} is not")
+        return cls(user, password)
+
+    def env(self) -> dict[str, str]:
+        """The environment that makes a child process connect as this user."""
+        return {USER_ENV: self.user, PASSWORD_ENV: self.password}
+
+
+def client_options(credentials: NatsCredentials | None, *, identity: str | None = None) -> dict[str, Any]:
+    """``nats.connect`` options for ``credentials``: user, password and the user's own inbox prefix.
+    ``identity`` sets the inbox prefix of a client without credentials (an initializer that the server maps
+    to its default user)."""
+    options: dict[str, Any] = {}
+    if credentials is not None:
+        options.update(user=credentials.user, password=credentials.password)
+        identity = credentials.user
+    if identity is not None:
+        options["inbox_prefix"] = inbox_prefix(identity)
+    return options
 
 
 def reconnect_delay(attempt: int, *, base: float = RECONNECT_BASE, cap: float = RECONNECT_CAP) -> float:
@@ -30,8 +100,16 @@ def _choose_server(servers: list[Server], _info: dict[str, Any]) -> tuple[Server
     return server, reconnect_delay(server.reconnects)
 
 
-async def connect(urls: Sequence[str], *, name: str, connect_timeout: float = 5.0) -> Client:
-    """Connect with unlimited reconnects (a replica outlives NATS restarts) and jittered backoff."""
+async def connect(
+    urls: Sequence[str],
+    *,
+    name: str,
+    connect_timeout: float = 5.0,
+    credentials: NatsCredentials | None = None,
+    identity: str | None = None,
+) -> Client:
+    """Connect with unlimited reconnects (a replica outlives NATS restarts) and jittered backoff, as the user
+    of ``credentials`` if given (see :func:`client_options` for ``identity``)."""
 
     async def on_error(e: Exception) -> None:
         _log.warning("nats_error", error=type(e).__name__, detail=str(e)[:200])
@@ -51,10 +129,14 @@ async def connect(urls: Sequence[str], *, name: str, connect_timeout: float = 5.
         connect_timeout=int(max(1, connect_timeout)),
         allow_reconnect=True,
         max_reconnect_attempts=-1,
+        dont_randomize=True,  # the caller's order: each replica starts on its own node of a cluster
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         reconnect_to_server_handler=_choose_server,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
         closed_cb=on_closed,
+        **client_options(credentials, identity=identity),
     )
     return nc

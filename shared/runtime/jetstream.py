@@ -2,12 +2,24 @@
 
 Every replica calls these at start; they are idempotent, so the first replica creates and the others find the
 same configuration. A changed bound in ``subjects.py`` is applied with an update on the next start.
+
+In a cluster, JetStream can be briefly unable to answer: while it forms, while a new meta leader is elected
+(the old one died), or while a stream's peers catch up. Each call is retried on a timeout, on "no responders"
+and on 503 ("JetStream temporarily unavailable") for up to ``SETUP_DEADLINE`` seconds, with growing pauses,
+so that a replica started during such a moment waits for it instead of exiting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Final, TypeVar
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -19,10 +31,30 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from contrast.runtime.logs import get_logger
 from contrast.subjects import ConsumerSpec, KVSpec, StreamSpec
+
+SETUP_DEADLINE: Final = 60.0
+T = TypeVar("T")
+_log = get_logger(__name__)
+
+
+async def _patiently(what: str, call: Callable[[], Awaitable[T]], deadline: float = SETUP_DEADLINE) -> T:
+    end = time.monotonic() + deadline
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as e:
+            attempt += 1
+            if time.monotonic() >= end:
+                raise
+            _log.info("jetstream_setup_retry", what=what, error=type(e).__name__, attempt=attempt)
+            await asyncio.sleep(random.uniform(0.1, min(2.0, 0.1 * 2**attempt)))
+
 
 _RETENTION = {
     "workqueue": RetentionPolicy.WORK_QUEUE,
@@ -44,6 +76,8 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         num_replicas=spec.replicas,
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD,
+        max_msgs_per_subject=spec.max_msgs_per_subject or -1,
+        discard_new_per_subject=spec.max_msgs_per_subject > 0,
     )
 
 
@@ -65,17 +99,22 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
     if replicas is not None:
         spec = replace(spec, replicas=replicas)
     config = stream_config(spec)
-    try:
-        await js.stream_info(spec.name)
-    except NotFoundError:
-        await js.add_stream(config)
-        return
-    await js.update_stream(config)
+
+    async def create_or_update() -> None:
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            return
+        await js.update_stream(config)
+
+    await _patiently(f"stream {spec.name}", create_or_update)
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     # add_consumer with a durable name is create-or-update on the server side (same config is a no-op).
-    await js.add_consumer(spec.stream.name, consumer_config(spec))
+    config = consumer_config(spec)
+    await _patiently(f"consumer {spec.durable}", lambda: js.add_consumer(spec.stream.name, config))
 
 
 async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None = None) -> KeyValue:
@@ -88,4 +127,4 @@ async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None 
         replicas=replicas or spec.replicas,
         storage=StorageType.FILE,
     )
-    return await js.create_key_value(config)
+    return await _patiently(f"bucket {spec.bucket}", lambda: js.create_key_value(config))

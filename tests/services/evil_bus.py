@@ -83,7 +83,9 @@ class EvilBus:
 
     async def publish_request(self, req: AttestRequest, *, msg_id: str | None = None) -> None:
         await self.nc.jetstream().publish(
-            subjects.ATTEST_REQUESTED, encode(req), headers={"Nats-Msg-Id": msg_id or req.request_id}
+            subjects.attest_requested(subjects.DEFAULT_SOURCE),
+            encode(req),
+            headers={"Nats-Msg-Id": msg_id or req.request_id},
         )
 
     async def result_waiter(self, request_id: str, timeout: float = 10.0) -> asyncio.Task[AttestResult]:
@@ -134,7 +136,11 @@ async def build_request(
     tls = ec.generate_private_key(ec.SECP256R1())
     hpke = HpkePrivateKey.generate()
     if nonce is None:
-        nonce = (await request(nc, subjects.ATTEST_NONCE, NonceRequest(), NonceReply, timeout=5)).nonce
+        nonce = (
+            await request(
+                nc, subjects.attest_nonce(subjects.DEFAULT_SOURCE), NonceRequest(), NonceReply, timeout=5
+            )
+        ).nonce
     tls_spki, hpke_pub = spki(tls.public_key()), hpke.public_bytes()
     evidence = await platform.evidence(
         report_data(Label.MESH_CERT, nonce, bind_tls or tls_spki, bind_hpke or hpke_pub)

@@ -108,7 +108,11 @@ class Deployment:
         js = self.nc.jetstream()
         for _ in range(count):
             req = await self.unverified_request()
-            await js.publish(subjects.ATTEST_REQUESTED, encode(req), headers={"Nats-Msg-Id": req.request_id})
+            await js.publish(
+                subjects.attest_requested(subjects.DEFAULT_SOURCE),
+                encode(req),
+                headers={"Nats-Msg-Id": req.request_id},
+            )
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ ENDPOINTS = {
         "join": subjects.COORDINATOR_JOIN,
         "ready": subjects.health("manifest"),
     },
-    "verifier": {"nonce": subjects.ATTEST_NONCE, "ready": subjects.health("verifier")},
+    "verifier": {"nonce": subjects.ATTEST_NONCE_ANY, "ready": subjects.health("verifier")},
     "ca": {"ready": subjects.health("ca")},
 }
 REPLICAS = {"manifest": {"manifest-1"}, "verifier": {"verifier-1", "verifier-2"}, "ca": {"ca-1"}}
@@ -104,7 +104,7 @@ async def test_verifier_consumer_pending_moves_under_a_burst(
     burst = 40
     async with deployment(private_nats.url, snp_emulator, verifiers=1) as d:
         idle = await nats(d, "consumer", "info", stream, durable)
-        assert idle["config"]["filter_subject"] == subjects.ATTEST_REQUESTED
+        assert idle["config"]["filter_subject"] == subjects.ATTEST_REQUESTED_ANY
         assert (idle["num_pending"], idle["num_ack_pending"]) == (0, 0)
         # No verifier pulls while the burst arrives (all replicas busy elsewhere, or scaled to zero).
         await d.stop("verifier-1")

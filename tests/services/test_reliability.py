@@ -74,7 +74,10 @@ def assert_no_nonce_accepted_twice(evil: EvilBus) -> int:
     """Every accepted verdict on the bus answers a distinct nonce (each nonce backs at most one request)."""
     nonce_of = {
         r.request_id: r.nonce
-        for r in (decoder(AttestRequest).decode(c.data) for c in evil.on(subjects.ATTEST_REQUESTED))
+        for r in (
+            decoder(AttestRequest).decode(c.data)
+            for c in evil.on(subjects.attest_requested(subjects.DEFAULT_SOURCE))
+        )
     }
     accepted: dict[bytes, set[str]] = {}
     for c in evil.on(subjects.ATTEST_VERIFIED):

@@ -88,7 +88,9 @@ async def test_replayed_request_is_rejected_as_nonce_reuse(
         evil = await EvilBus.connect(p.url)
         try:
             await p.initializer(H_DB).attest()
-            captured = decoder(AttestRequest).decode(evil.on(subjects.ATTEST_REQUESTED)[0].data)
+            captured = decoder(AttestRequest).decode(
+                evil.on(subjects.attest_requested(subjects.DEFAULT_SOURCE))[0].data
+            )
             replay = msgspec.structs.replace(captured, request_id=new_request_id())
             waiter = await evil.result_waiter(replay.request_id)
             await evil.publish_request(replay)
@@ -347,17 +349,21 @@ async def test_malformed_client_input_gets_typed_errors(
                 (b"\x80" * 100, "request.too_large"),
                 (msgspec.msgpack.encode({"nonce": 1}), "request.decode"),
             ]:
-                reply = await evil.nc.request(subjects.ATTEST_NONCE, payload, timeout=2)
+                reply = await evil.nc.request(
+                    subjects.attest_nonce(subjects.DEFAULT_SOURCE), payload, timeout=2
+                )
                 assert decoder(ErrorReply).decode(reply.data).code == code
             # The stream: garbage and wrong types are dead-lettered with a code, never crash the replica.
             for payload in (b"\x00garbage", msgspec.msgpack.encode({"request_id": 5, "nonce": "x"})):
                 await evil.nc.jetstream().publish(
-                    subjects.ATTEST_REQUESTED, payload, headers={"Nats-Msg-Id": new_request_id()}
+                    subjects.attest_requested(subjects.DEFAULT_SOURCE),
+                    payload,
+                    headers={"Nats-Msg-Id": new_request_id()},
                 )
             # Oversized: the stream itself refuses it (bounded by subjects.ATTEST.max_msg_size).
             with pytest.raises(BadRequestError) as big:
                 await evil.nc.jetstream().publish(
-                    subjects.ATTEST_REQUESTED,
+                    subjects.attest_requested(subjects.DEFAULT_SOURCE),
                     b"\x00" * (subjects.ATTEST.max_msg_size + 1),
                     headers={"Nats-Msg-Id": new_request_id()},
                 )
@@ -420,7 +426,7 @@ async def test_forged_answers_are_ignored_by_the_initializer(
             )
             await evil.nc.publish(subjects.attest_result(req.request_id), encode(result))
 
-        await evil.nc.subscribe(subjects.ATTEST_REQUESTED, cb=forge)
+        await evil.nc.subscribe(subjects.ATTEST_REQUESTED_ANY, cb=forge)
         init = p.initializer(H_DB, attempt_timeout=2.5)
         with pytest.raises(ContrastError) as e:
             await init.attempt()

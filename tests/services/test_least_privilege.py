@@ -1,0 +1,238 @@
+"""Least-privilege NATS users on a real server: what an initializer's credentials cannot do, and that every
+role can still do its whole job with only its own.
+
+Each forbidden operation is tried twice: as the initializer on a server with the users of
+:mod:`contrast.runtime.natsauth`, where it must leave the store as it was, and on the same kind of server
+without users, where it must take effect. So each case is also the request that would get through if the
+permission were missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from contrast import subjects
+from contrast.runtime.connection import NatsCredentials, client_options
+from contrast.runtime.jetstream import ensure_consumer, ensure_kv, ensure_stream
+from contrast.runtime.natsauth import role_users, server_config
+from contrast.runtime.natsserver import NatsServer, embedded_nats
+from contrast.testing.cluster import CoordinatorCluster, Layout
+
+SOURCE = "tenant-a"
+OTHER = "tenant-b"
+NAMES = ["verifier", "ca", "manifest", "owner", "monitor", subjects.DEFAULT_SOURCE, SOURCE, OTHER]
+
+
+@dataclass
+class Bus:
+    """A server with (or without) users, holding what a running Coordinator holds."""
+
+    server: NatsServer
+    passwords: dict[str, str]
+    users: bool
+    errors: list[str] = field(default_factory=list)
+    clients: list[Client] = field(default_factory=list)
+
+    async def connect(self, user: str) -> Client:
+        creds = NatsCredentials(user, self.passwords[user]) if self.users else None
+
+        async def on_error(e: Exception) -> None:
+            self.errors.append(str(e))
+
+        nc = await nats.connect(self.server.url, error_cb=on_error, **client_options(creds, identity=user))
+        self.clients.append(nc)
+        return nc
+
+
+@contextlib.asynccontextmanager
+async def bus(users: bool) -> AsyncIterator[Bus]:
+    passwords = {n: secrets.token_urlsafe(12) for n in NAMES}
+    authorization = server_config(role_users(passwords, sources=[SOURCE, OTHER])) if users else None
+    with embedded_nats(authorization=authorization) as server:
+        b = Bus(server, passwords, users)
+        try:
+            # What the services create at start, each as its own role.
+            verifier = (await b.connect("verifier")).jetstream()
+            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS):
+                await ensure_stream(verifier, stream)
+            await ensure_consumer(verifier, subjects.VERIFIER_CONSUMER)
+            results = await ensure_kv(verifier, subjects.RESULTS)
+            await results.put("rid", b"sealed answer")
+            history = await ensure_kv((await b.connect("manifest")).jetstream(), subjects.HISTORY)
+            await history.put("latest", b"signed pointer")
+            await (
+                (await b.connect(SOURCE))
+                .jetstream()
+                .publish(subjects.attest_requested(SOURCE), b"request", headers={"Nats-Msg-Id": "r1"})
+            )
+            yield b
+        finally:
+            for nc in b.clients:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+
+
+async def counts(b: Bus) -> dict[str, tuple[int, int]]:
+    """Messages and history depth of the streams an attacker would go for, read by the monitor."""
+    js = (await b.connect("monitor")).jetstream()
+    out = {}
+    for stream in ("ATTEST", "VERDICTS", "KV_results", "KV_history"):
+        try:
+            info = await js.stream_info(stream)
+            out[stream] = (info.state.messages, info.config.max_msgs_per_subject)
+        except Exception:
+            out[stream] = (-1, -1)  # deleted
+    return out
+
+
+async def _quietly(aw: Awaitable[object]) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await aw
+
+
+async def delete_attest(nc: Client) -> None:
+    await _quietly(nc.jetstream().delete_stream("ATTEST"))
+
+
+async def purge_attest(nc: Client) -> None:
+    await _quietly(nc.jetstream().purge_stream("ATTEST"))
+
+
+async def delete_results_bucket(nc: Client) -> None:
+    await _quietly(nc.jetstream().delete_stream("KV_results"))
+
+
+async def purge_history_bucket(nc: Client) -> None:
+    await _quietly(nc.jetstream().purge_stream("KV_history"))
+
+
+async def shrink_history_bucket(nc: Client) -> None:
+    # History 1 instead of 64: the next write erases the revision an audit would compare against.
+    async def shrink() -> None:
+        config = (await nc.jetstream().stream_info("KV_history")).config
+        config.max_msgs_per_subject = 1
+        await nc.jetstream().update_stream(config)
+
+    await _quietly(shrink())
+
+
+async def write_history(nc: Client) -> None:
+    await _quietly(nc.jetstream().publish("$KV.history.latest", b"forged pointer"))
+
+
+async def write_result(nc: Client) -> None:
+    await _quietly(nc.jetstream().publish(subjects.attest_result("another-rid"), b"forged answer"))
+
+
+async def publish_verdict(nc: Client) -> None:
+    await _quietly(nc.jetstream().publish(subjects.ATTEST_VERIFIED, b"forged verdict"))
+
+
+async def publish_as_other_source(nc: Client) -> None:
+    await _quietly(
+        nc.jetstream().publish(subjects.attest_requested(OTHER), b"x", headers={"Nats-Msg-Id": "o"})
+    )
+
+
+async def consume_attest(nc: Client) -> None:
+    # Pull from the verifiers' own consumer and ack: the request is gone from the work queue.
+    async def pull() -> None:
+        sub = await nc.jetstream().pull_subscribe_bind("verifier", stream="ATTEST")
+        for msg in await sub.fetch(1, timeout=1):
+            await msg.ack_sync()
+
+    await _quietly(pull())
+
+
+FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
+    # case: (operation, the stream whose message count it would change)
+    "delete the ATTEST stream": (delete_attest, "ATTEST"),
+    "purge the ATTEST stream": (purge_attest, "ATTEST"),
+    "delete the results bucket": (delete_results_bucket, "KV_results"),
+    "purge the history bucket": (purge_history_bucket, "KV_history"),
+    "shrink the history bucket": (shrink_history_bucket, "KV_history"),
+    "write the history": (write_history, "KV_history"),
+    "write a result": (write_result, "KV_results"),
+    "publish a verdict": (publish_verdict, "VERDICTS"),
+    "publish as another source": (publish_as_other_source, "ATTEST"),
+    "consume the ATTEST queue": (consume_attest, "ATTEST"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORBIDDEN))
+async def test_an_initializer_cannot(case: str) -> None:
+    operation, stream = FORBIDDEN[case]
+    async with bus(users=True) as b:
+        before = await counts(b)
+        await operation(await b.connect(SOURCE))
+        assert await counts(b) == before
+        assert any("permissions violation" in e for e in b.errors), b.errors
+    # Without the users the same request takes effect: the permission is what stops it.
+    async with bus(users=False) as b:
+        before = await counts(b)
+        await operation(await b.connect(SOURCE))
+        assert (await counts(b))[stream] != before[stream]
+
+
+async def test_an_initializer_reads_no_other_inbox_and_answers_no_nonce_request() -> None:
+    async with bus(users=True) as b:
+        attacker = await b.connect(SOURCE)
+        seen: list[Msg] = []
+
+        async def record(msg: Msg) -> None:
+            seen.append(msg)
+
+        for subject in (
+            "_INBOX.>",
+            f"_INBOX.{OTHER}.>",
+            subjects.ATTEST_NONCE_ANY,
+            subjects.ATTEST_REQUESTED_ANY,
+        ):
+            await attacker.subscribe(subject, cb=record)
+        await attacker.flush()
+        victim = await b.connect(OTHER)
+        with contextlib.suppress(Exception):
+            await victim.request(subjects.attest_nonce(OTHER), b"", timeout=0.5)
+        await victim.jetstream().publish(subjects.attest_requested(OTHER), b"r", headers={"Nats-Msg-Id": "v"})
+        await asyncio.sleep(0.2)
+        assert seen == []
+        assert sum("permissions violation for subscription" in e for e in b.errors) == 4, b.errors
+
+
+async def test_the_monitor_reads_state_and_changes_nothing() -> None:
+    async with bus(users=True) as b:
+        before = await counts(b)
+        assert before["ATTEST"][0] == 1
+        assert before["KV_history"][0] == 1
+        monitor = await b.connect("monitor")
+        info = await monitor.jetstream().consumer_info("ATTEST", "verifier")
+        assert info.num_pending == 1
+        for operation, _ in FORBIDDEN.values():
+            await operation(monitor)
+        assert await counts(b) == before
+
+
+async def test_every_role_does_its_job_with_its_own_user_only(tmp_path: Path, emulator_dir: Path) -> None:
+    """The whole flow with per-role users: the first set (owner), joins (verifier, CA through the manifest
+    service), attestations of a namespace's initializer and of the default one, and not one permission
+    violation in the server's log."""
+    layout = Layout(nats=1, manifests=1, verifiers=1, cas=1, sources=(SOURCE,))
+    async with CoordinatorCluster(tmp_path / "cluster", emulator_dir, layout) as cluster:
+        tenant = cluster.initializer(await cluster.connect(SOURCE), SOURCE)
+        default = cluster.initializer(await cluster.connect(subjects.DEFAULT_SOURCE), subjects.DEFAULT_SOURCE)
+        results = await asyncio.gather(tenant.attest(), tenant.attest(), default.attest())
+        assert all(r.bundle.leaf is not None for r in results)
+        monitor = await cluster.connect("monitor")
+        assert (await monitor.jetstream().consumer_info("ATTEST", "verifier")).num_pending == 0
+        assert cluster.violations() == []
