@@ -24,6 +24,7 @@ from contrast.wire.v1 import (
     DeadLetter,
     NonceReply,
     NonceRequest,
+    Verdict,
     decoder,
     encode,
 )
@@ -118,6 +119,12 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+def rejection_code(result: AttestResult) -> str:
+    """The reason code of a rejection as stored (read, not authenticated: the test inspects it)."""
+    assert result.outcome == "rejected"
+    return decoder(Verdict).decode(result.envelope.payload).reason
 
 
 def new_request_id() -> str:

@@ -33,7 +33,6 @@ from contrast.testing.fixture import FixtureKeySource
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,
-    AttestResult,
     DeadLetter,
     ErrorReply,
     SignedVerdict,
@@ -41,7 +40,7 @@ from contrast.wire.v1 import (
     decoder,
     encode,
 )
-from tests.services.evil_bus import EvilBus, build_request, eventually, new_request_id
+from tests.services.evil_bus import EvilBus, build_request, eventually, new_request_id, rejection_code
 from tests.services.pipeline import (
     H_CA,
     H_DB,
@@ -54,11 +53,6 @@ from tests.services.pipeline import (
     set_manifest,
     wait_ready,
 )
-
-
-def rejection_code(result: AttestResult) -> str:
-    assert result.outcome == "rejected"
-    return decoder(Verdict).decode(result.envelope.payload).reason
 
 
 @pytest.fixture(scope="module")
