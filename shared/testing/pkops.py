@@ -52,7 +52,7 @@ def _counted(module: str, name: str) -> bool:
 
 
 class PublicKeyOps:
-    """``with PublicKeyOps() as ops: ...``; then ``ops.total`` and ``ops.by_name`` (``ECPublicKey.verify``, ...).
+    """Use ``with PublicKeyOps() as ops:``, then read ``ops.total`` and ``ops.by_name`` (by method name).
 
     Counts only on the thread that entered it (an asyncio service under test runs there).
     """
