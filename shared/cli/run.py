@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.verifiers < 1:
         print("contrast run: --verifiers must be at least 1")
         return EXIT_USAGE
+    if args.nats_cluster < 1 or (args.nats_cluster > 1 and args.nats):
+        print("contrast run: --nats-cluster needs at least 1 node and no --nats")
+        return EXIT_USAGE
     opts = RunOptions(
         workdir=Path(args.workdir),
         examples=Path(args.examples),
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         headless=args.headless,
         pod_deadline=args.pod_deadline,
         jaeger=args.jaeger,
+        nats_cluster=args.nats_cluster,
     )
     # SERVICES is read at call time, so a test (or a fork of this runner) can swap the table.
     return asyncio.run(LocalRun(opts, SERVICES).main())
@@ -79,6 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--verifiers", type=int, default=2, metavar="N", help="verifier replicas (default 2)")
     p.add_argument("--nats", help="use this NATS server instead of starting an embedded one")
+    p.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N embedded NATS servers as one JetStream cluster (3: streams and buckets at R3)",
+    )
     p.add_argument("--workdir", default=".run", help="state and outputs of the run (default: .run)")
     p.add_argument(
         "--platform",

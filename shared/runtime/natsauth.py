@@ -272,8 +272,8 @@ def server_config(users: Sequence[NatsUser], *, default_user: str | None = subje
             f"      user: {json.dumps(u.name)}",
             f"      password: {password}",
             "      permissions: {",
-            f"        publish: {{ allow: {_list(p.publish)} }}",
-            f"        subscribe: {{ allow: {_list(p.subscribe)} }}",
+            *_allow("publish", p.publish),
+            *_allow("subscribe", p.subscribe),
         ]
         if p.allow_responses:
             lines.append("        allow_responses: true")
@@ -284,8 +284,11 @@ def server_config(users: Sequence[NatsUser], *, default_user: str | None = subje
     return "\n".join(lines) + "\n"
 
 
-def _list(items: Sequence[str]) -> str:
-    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+def _allow(verb: str, subjects_: Sequence[str]) -> list[str]:
+    items = [
+        f"            {json.dumps(s)}{',' if i < len(subjects_) - 1 else ''}" for i, s in enumerate(subjects_)
+    ]
+    return [f"        {verb}: {{", "          allow: [", *items, "          ]", "        }"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -249,6 +249,7 @@ async def serve(
             log.info(
                 "service_started",
                 version=service.version,
+                nats_server=nc.connected_url.netloc if nc.connected_url else "",
                 metrics_port=metrics_port,
                 endpoints=[e.subject for e in running.endpoints.endpoints],
                 workers=[w.name for w in running.handlers.workers],

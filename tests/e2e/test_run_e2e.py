@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import json
 import http.server
 import json
 import os
@@ -320,6 +321,37 @@ def test_pod_files_alone_give_mtls_and_refuse_an_intruder(headless: tuple[Path, 
         thread.join(10)
     assert outcomes[0] == "accepted"
     assert outcomes[1].startswith("refused")
+
+
+def test_headless_run_on_a_three_node_cluster_with_per_role_users(tmp_path: Path, seed: Path) -> None:
+    """``--nats-cluster 3``: the run passes on three nodes with every stream and bucket at R3, the replicas
+    spread over the nodes, and the servers never refused a request of the least-privilege users."""
+    wd = workdir(tmp_path, seed)
+    proc = subprocess.run(
+        command(wd, "--headless", "--nats-cluster", "3"),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "all checks passed" in proc.stdout
+    streams = {"ATTEST", "VERDICTS", "EVENTS", "KV_nonces", "KV_results", "KV_history", "KV_collateral"}
+    for node in ("n0", "n1", "n2"):
+        # Each node stores its own copy of every stream (R3 on three nodes), as the server configured it.
+        stored = wd / "nats" / node / "jetstream" / "$G" / "streams"
+        assert {p.name for p in stored.iterdir()} == streams, node
+        for stream in streams:
+            assert json.loads((stored / stream / "meta.inf").read_text())["num_replicas"] == 3
+        log = (wd / "nats" / node / "nats-server.log").read_text()
+        assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
+    # The services connected to different nodes (each was given every URL, its own node first).
+    servers = {
+        m.group(1)
+        for log in (wd / "logs").glob("*-[0-9].log")
+        for m in re.finditer(r'"nats_server": "([^"]+)"', log.read_text())
+    }
+    assert len(servers) == 3, servers
 
 
 def test_a_foreign_non_empty_workdir_is_refused(tmp_path: Path) -> None:

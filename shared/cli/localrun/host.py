@@ -9,8 +9,8 @@ label next to it.
 It starts a Coordinator pod's service container and a workload's initializer with the command and the
 environment the YAML gives (:class:`Launch`), so the per-role pins that ``generate`` wrote are the ones the
 processes run with. Only what names a place on this machine instead of the cluster is the host's own
-(:data:`HOST_SETTINGS`: addresses, ports, paths, the JetStream replica count of one local server), and the
-service image's interpreter is this machine's.
+(:data:`HOST_SETTINGS`: addresses, ports, paths, the NATS user and password the deployment hands the pod,
+the JetStream replica count), and the service image's interpreter is this machine's.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ HOST_SETTINGS: Final = frozenset(
         "CONTRAST_EMULATED_POLICY_HASH",
         "PATH",
         "CONTRAST_NATS_URL",
+        "CONTRAST_NATS_USER",
+        "CONTRAST_NATS_PASSWORD",
         "CONTRAST_REPLICA",
         "CONTRAST_METRICS_PORT",
         "CONTRAST_METRICS_ADDR",
@@ -101,6 +103,7 @@ class EmulatedPod:
 
     name: str  # directory name under .run/pods/
     ref: str  # "Deployment emojishop/api"
+    namespace: str  # its initializer connects as this namespace's NATS user
     policy_hash: bytes  # SHA-256 of the initdata document: the pod's HOST_DATA / MR_CONFIG_ID[0:32]
     role: str  # "" or "coordinator"
     initializer: bool  # the Contrast initializer is the first init container
@@ -156,6 +159,7 @@ def _pod(w: Workload, name: str) -> EmulatedPod:
     return EmulatedPod(
         name=name,
         ref=w.ref,
+        namespace=w.namespace,
         policy_hash=launch_policy_hash(w),
         role=role,
         initializer=init is not None,
@@ -184,14 +188,24 @@ def _ports(w: Workload) -> tuple[int, ...]:
     return tuple(sorted({p for p in found if isinstance(p, int)}))
 
 
-def discover_pods(paths: list[Path]) -> list[EmulatedPod]:
-    """Every confidential workload in the YAML under ``paths``, one emulated pod each, sorted by name."""
+def _workloads(paths: list[Path]) -> list[Workload]:
     workloads: list[Workload] = []
     for path in iter_yaml_paths(paths):
         for doc in read_file(path).documents:
             w = as_workload(doc.data)
             if w is not None:
                 workloads.append(w)
+    return workloads
+
+
+def namespaces(paths: list[Path]) -> list[str]:
+    """The namespaces of the workloads under ``paths`` (generated or not), sorted: each gets a NATS user."""
+    return sorted({w.namespace for w in _workloads(paths)})
+
+
+def discover_pods(paths: list[Path]) -> list[EmulatedPod]:
+    """Every confidential workload in the YAML under ``paths``, one emulated pod each, sorted by name."""
+    workloads = _workloads(paths)
     names = [w.name for w in workloads]
     pods: list[EmulatedPod] = []
     for w in workloads:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import shutil
 import signal
@@ -91,6 +92,7 @@ class RunOptions:
     pod_deadline: float = 45.0
     status_interval: float = 1.0
     jaeger: bool = False
+    nats_cluster: int = 1  # embedded NATS nodes: 1, or a cluster (3: every stream and bucket at R3)
 
 
 class LocalRun:
@@ -144,7 +146,7 @@ class LocalRun:
 
     async def services_only(self, services: list[RunnableService]) -> int:
         """A custom table without the Coordinator: start its services and stay up."""
-        await self.sup.start_nats(self.opts.nats_url, self.opts.store_dir)
+        await self.sup.start_nats(self.opts.nats_url, self.opts.store_dir, nodes=self.opts.nats_cluster)
         for s in services:
             await self.sup.start(s, s.replicas, {}, None)
         for c in await self.sup.guard(wait_until(self.sup.children, "ready", READY_TIMEOUT)):
@@ -211,7 +213,8 @@ class Scenario:
         for pod in coordinator:  # manifest service first: verifier and CA join through it
             row = table[pod.coordinator_role]
             replicas = opts.verifiers if pod.coordinator_role == "verifier" else row.replicas
-            await self.sup.start_processes(pod.coordinator_role, self.launch(pod, row), replicas, self.logs)
+            launch = functools.partial(self.launch, pod, row)
+            await self.sup.start_processes(pod.coordinator_role, launch, replicas, self.logs)
         if await self.sup.history_exists():
             # NATS kept the state of an earlier run (--nats, --store-dir): the new manifest replica starts
             # stale and, as in a real restart, the seed-share owner brings it back before anything else.
@@ -255,8 +258,15 @@ class Scenario:
 
         # Key generation (emulator RSA-4096, owner keys) overlaps the NATS start. Every task runs to its end
         # even if another fails, so a started nats-server is always known (and stopped) afterwards.
+        try:
+            sources = await asyncio.to_thread(host.namespaces, [self.opts.examples])
+        except ContrastError as e:
+            raise StepFailed("prepare", f"{e.code}: {e.message}") from e
+        start = self.sup.start_nats(
+            self.opts.nats_url, self.opts.store_dir, nodes=self.opts.nats_cluster, sources=sources
+        )
         results = await asyncio.gather(
-            self.sup.start_nats(self.opts.nats_url, self.opts.store_dir),
+            start,
             asyncio.to_thread(emulator),
             asyncio.to_thread(ensure_owner_keys, self.workdir),
             self.start_jaeger(),
@@ -301,20 +311,24 @@ class Scenario:
                 return
             await asyncio.sleep(0.2)
 
-    def host_settings(self, pod: host.EmulatedPod) -> dict[str, str]:
+    def host_settings(self, pod: host.EmulatedPod, node: int = 0) -> dict[str, str]:
         """What the emulated host sets for a pod: its emulated hardware, launched with the pod's policy hash,
-        and where NATS is (one local server: one JetStream replica)."""
+        where NATS is (node ``node`` first; one JetStream replica per node, up to three) and the NATS user
+        it connects as: its service's role for a Coordinator pod, else its namespace's initializer user."""
+        user = pod.coordinator_role if pod.is_coordinator else pod.namespace
         return {
             "CONTRAST_PLATFORM": PLATFORMS[self.opts.platform],
             "CONTRAST_EMULATOR_DIR": str(self.workdir / "emulator"),
             "CONTRAST_EMULATED_POLICY_HASH": pod.policy_hash.hex(),
-            "CONTRAST_NATS_URL": self.sup.nats_url,
             "CONTRAST_JS_REPLICAS": "1",
+            **self.sup.nats_env(user, node),
         }
 
-    def launch(self, pod: host.EmulatedPod, row: RunnableService) -> tuple[list[str], dict[str, str]]:
+    def launch(
+        self, pod: host.EmulatedPod, row: RunnableService, node: int = 0
+    ) -> tuple[list[str], dict[str, str]]:
         """A Coordinator pod's service as its YAML starts it (plus the runner table's extra arguments and
-        environment, which tests use), on the emulated host."""
+        environment, which tests use), on the emulated host, connecting to NATS node ``node`` first."""
         if pod.launch is None:
             raise StepFailed("generate", f"{pod.ref}: no service container")
         try:
@@ -322,7 +336,7 @@ class Scenario:
         except ContrastError as e:
             raise StepFailed("generate", f"{pod.ref}: {e.message}") from e
         base = {**os.environ, **self.sup.telemetry, **row.env}
-        return argv, pod.launch.environment(base, self.host_settings(pod))
+        return argv, pod.launch.environment(base, self.host_settings(pod, node))
 
     async def generate(self) -> tuple[list[host.EmulatedPod], list[host.EmulatedPod]]:
         """Copy the Coordinator layout and the app, generate, and discover the pods: the Coordinator's (one
@@ -433,7 +447,7 @@ class Scenario:
         )
 
     async def run_pods(self, pods: list[host.EmulatedPod]) -> None:
-        async def one(pod: host.EmulatedPod) -> PodOutcome:
+        async def one(index: int, pod: host.EmulatedPod) -> PodOutcome:
             began = time.monotonic()
             if pod.launch is None:
                 raise StepFailed("pods", f"{pod.ref}: no initializer")
@@ -442,7 +456,7 @@ class Scenario:
             # The emulated host launches the pod with its own policy hash, as Kata does from the initdata.
             pod_env = pod.launch.environment(
                 {**os.environ, **self.sup.telemetry},
-                self.host_settings(pod)
+                self.host_settings(pod, index)  # its namespace's NATS user, its node first
                 | {
                     "CONTRAST_INITIALIZER_ROOT": str(self.workdir / "pods" / pod.name / "contrast"),
                     "CONTRAST_INITIALIZER_DEADLINE": str(self.opts.pod_deadline),
@@ -462,7 +476,9 @@ class Scenario:
                 )
             return PodOutcome(pod, seconds=time.monotonic() - began)
 
-        self.outcome.pods = list(await self.sup.guard(asyncio.gather(*(one(p) for p in pods))))
+        self.outcome.pods = list(
+            await self.sup.guard(asyncio.gather(*(one(i, p) for i, p in enumerate(pods))))
+        )
         for o in self.outcome.pods:
             self.console.step(
                 "pods",

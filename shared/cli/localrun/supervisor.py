@@ -1,6 +1,12 @@
 """Process supervision for the local runner: NATS, the services, the short-lived pods and CLI calls, and
 with ``--jaeger`` a local Jaeger that every one of them exports its spans to.
 
+The embedded NATS (one server, or with ``--nats-cluster N`` a cluster of N with every stream and bucket at
+R3) has the least-privilege users of :mod:`contrast.runtime.natsauth`: each child connects as its role's
+user (:meth:`Supervisor.nats_env`), a pod as its namespace's initializer user, the owner's CLI calls as the
+owner, the runner's own status connection as the monitor. Replicas are spread over the nodes: each gets every
+URL, its own node first.
+
 Every wait of the run goes through :meth:`Supervisor.guard`, so that Ctrl-C (:class:`Interrupted`) or a
 service that dies (:class:`StepFailed`) ends it at once instead of after a timeout.
 :meth:`Supervisor.shutdown` stops whatever this run started: pods and CLI calls first, then the services in
@@ -14,9 +20,12 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +39,9 @@ from contrast.cli.localrun import jaeger
 from contrast.cli.localrun.console import Console
 from contrast.cli.localrun.procs import Child, RunnableService, start_process, start_service, stop_children
 from contrast.coordinator.history import LATEST_KEY
-from contrast.runtime.natsserver import NatsServer, start_nats
+from contrast.runtime.connection import NatsCredentials, client_options
+from contrast.runtime.natsauth import ROLES, role_users, server_config
+from contrast.runtime.natsserver import NatsServer, start_cluster, start_nats, stop_cluster
 
 T = TypeVar("T")
 
@@ -57,8 +68,12 @@ class Supervisor:
         self.stop = asyncio.Event()
         self.children: list[Child] = []  # long-running services, in start order
         self.transient: set[Child] = set()  # pods and CLI calls in flight
-        self.nats: NatsServer | None = None
-        self.nats_url = ""
+        self.nats: NatsServer | None = None  # the embedded server, or the first node of the cluster
+        self.nats_nodes: list[NatsServer] = []
+        self.nats_url = ""  # one URL (the CLI's), every node's comes from nats_env
+        self.credentials: dict[str, NatsCredentials] = {}  # by NATS user; empty for an external NATS
+        self.js_replicas = 1
+        self._cluster_root: Path | None = None
         self.nc: Client | None = None
         self.jaeger: jaeger.Jaeger | None = None
         self.telemetry: dict[str, str] = {}  # OTEL_* for every child while this run has its own Jaeger
@@ -113,22 +128,62 @@ class Supervisor:
 
     # ---- NATS and the services ----------------------------------------------------------------------------
 
-    async def start_nats(self, url: str | None, store_dir: Path | None) -> None:
-        """Use the NATS at ``url``, or start an embedded one (JetStream in ``store_dir`` if given)."""
+    async def start_nats(
+        self, url: str | None, store_dir: Path | None, *, nodes: int = 1, sources: Sequence[str] = ()
+    ) -> None:
+        """Use the NATS at ``url``, or start an embedded one (JetStream in ``store_dir`` if given): one
+        server, or a cluster of ``nodes``, with one user per role and an initializer user per source."""
         say = self.console.say
         if url:
             self.nats_url = url
             say(f"NATS        {self.nats_url} (external)")
             return
+        names = [r for r in ROLES if r != "initializer"] + [subjects.DEFAULT_SOURCE, *sources]
+        passwords = {n: secrets.token_urlsafe(18) for n in names}
+        authorization = server_config(role_users(passwords, sources=sources))
+        self.credentials = {n: NatsCredentials(n, p) for n, p in passwords.items()}
         if store_dir is not None:
             await asyncio.to_thread(store_dir.mkdir, parents=True, exist_ok=True)
-        server = await asyncio.to_thread(start_nats, store_dir=store_dir)
-        self.nats = server
-        self.nats_url = server.url
-        say(
-            f"NATS        {server.url}  (JetStream store {server.store_dir}, "
-            f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})"
-        )
+        if nodes > 1:
+            self._cluster_root = None if store_dir else Path(tempfile.mkdtemp(prefix="contrast-run-nats-"))
+            root = store_dir or self._cluster_root
+            self.nats_nodes = await asyncio.to_thread(
+                start_cluster, nodes, root=root, authorization=authorization
+            )
+            self.js_replicas = 3 if nodes >= 3 else 1
+        else:
+            self.nats_nodes = [
+                await asyncio.to_thread(start_nats, store_dir=store_dir, authorization=authorization)
+            ]
+        self.nats = self.nats_nodes[0]
+        self.nats_url = self.nats.url
+        for n in self.nats_nodes:
+            say(
+                f"NATS        {n.url}  (JetStream store {n.store_dir}, "
+                f"monitoring http://127.0.0.1:{n.monitor_port}, pid {n.pid})"
+            )
+        if nodes > 1:
+            say(f"{'':12}one cluster of {nodes} nodes; streams and buckets have {self.js_replicas} replicas")
+        say(f"{'':12}users: one per role, initializers per namespace ({', '.join(sources) or 'none'})")
+
+    def nats_urls(self, index: int = 0) -> list[str]:
+        """Every node's URL, node ``index`` mod N first (an external NATS: its URL)."""
+        urls = [n.url for n in self.nats_nodes] or [self.nats_url]
+        k = index % len(urls)
+        return urls[k:] + urls[:k]
+
+    def nats_env(self, user: str, index: int = 0) -> dict[str, str]:
+        """The environment of a child that connects as ``user`` (a role or an initializer's namespace), on
+        node ``index`` first."""
+        env = {"CONTRAST_NATS_URL": ",".join(self.nats_urls(index))}
+        creds = self.credentials.get(user)
+        if creds is None and self.credentials:  # a namespace without a user of its own
+            creds = self.credentials[subjects.DEFAULT_SOURCE]
+        if creds is not None:
+            env.update(creds.env())
+        if self.js_replicas > 1:
+            env["CONTRAST_JS_REPLICAS"] = str(self.js_replicas)
+        return env
 
     async def start_jaeger(self, workdir: Path) -> jaeger.Jaeger:
         """Start the Jaeger of ``make tools`` on loopback (config and log in ``workdir``); from now on every
@@ -153,7 +208,13 @@ class Supervisor:
         """The runner's own client (status line: queue depth); also fails fast on an unreachable --nats."""
         try:
             self.nc = await self.guard(
-                nats.connect(self.nats_url, name="contrast-run", connect_timeout=5, allow_reconnect=True),
+                nats.connect(
+                    self.nats_urls(),
+                    name="contrast-run",
+                    connect_timeout=5,
+                    allow_reconnect=True,
+                    **client_options(self.credentials.get("monitor")),
+                ),
                 timeout=20,
             )
         except (TimeoutError, OSError, nats.errors.Error) as e:
@@ -163,14 +224,27 @@ class Supervisor:
         self, service: RunnableService, replicas: int, env: dict[str, str], logs: Path | None
     ) -> None:
         for replica in range(1, replicas + 1):
-            self._started(await start_service(service, replica, self.nats_url, extra_env=env, log_dir=logs))
+            nats_env = self.nats_env(service.name, len(self.children))  # spread over the nodes
+            child = await start_service(
+                service,
+                replica,
+                nats_env["CONTRAST_NATS_URL"],
+                extra_env={**env, **nats_env},
+                log_dir=logs,
+            )
+            self._started(child)
 
     async def start_processes(
-        self, name: str, launch: tuple[list[str], dict[str, str]], replicas: int, logs: Path | None
+        self,
+        name: str,
+        launch: Callable[[int], tuple[list[str], dict[str, str]]],
+        replicas: int,
+        logs: Path | None,
     ) -> None:
-        """``replicas`` processes ``<name>-<i>`` of one pod's service, each started with ``launch``."""
-        argv, env = launch
+        """``replicas`` processes ``<name>-<i>`` of one pod's service, each started with ``launch(node)``:
+        ``node`` is the NATS node it connects to first, so that replicas spread over the nodes."""
         for replica in range(1, replicas + 1):
+            argv, env = launch(len(self.children))
             self._started(await start_process(f"{name}-{replica}", argv, env, logs))
 
     def _started(self, child: Child) -> None:
@@ -218,10 +292,11 @@ class Supervisor:
         argv = [sys.executable, "-m", "contrast.cli.main", *args, "--json"]
         await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
         log = logs / f"{label}.log"
+        owner = self.credentials["owner"].env() if self.credentials else {}
         with log.open("ab") as err:
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                env={**os.environ, **self.telemetry},
+                env={**os.environ, **self.telemetry, **owner},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
@@ -261,7 +336,7 @@ class Supervisor:
                     if c.log_path:
                         console.say(c.log_tail())
                 return EXIT_REJECTED
-            if self.nats is not None and not self.nats.running():
+            if self.nats_nodes and not any(n.running() for n in self.nats_nodes):
                 console.say("\ncontrast run: nats-server exited; stopping")
                 return EXIT_REJECTED
             if status is not None:
@@ -290,7 +365,12 @@ class Supervisor:
             await stop_children(self.children)
         for close in reversed(self.closers):
             await close()
-        if self.nats is not None:
+        if len(self.nats_nodes) > 1:
+            await asyncio.to_thread(stop_cluster, self.nats_nodes)
+            if self._cluster_root is not None:
+                await asyncio.to_thread(shutil.rmtree, self._cluster_root, True)
+            self.console.say("contrast run: NATS cluster stopped")
+        elif self.nats is not None:
             await asyncio.to_thread(self.nats.cleanup)
             self.console.say("contrast run: NATS stopped")
         if self.jaeger is not None:

@@ -323,9 +323,11 @@ def test_summary_names_each_pod_with_its_policy_hash(tmp_path: Path, deployment:
 
     ph = deployment.pod(tmp_path, "api", secret_id="apps/v1/Deployment/shop/api")
     cert = check(tmp_path, deployment, ph)
-    pod = host.EmulatedPod(name="api", ref="Deployment shop/api", policy_hash=ph, role="", initializer=True)
+    pod = host.EmulatedPod(
+        name="api", ref="Deployment shop/api", namespace="shop", policy_hash=ph, role="", initializer=True
+    )
     skipped = host.EmulatedPod(
-        name="job", ref="Job shop/job", policy_hash=bytes(32), role="", initializer=False
+        name="job", ref="Job shop/job", namespace="shop", policy_hash=bytes(32), role="", initializer=False
     )
     outcome = Outcome(
         coordinator_policies={"manifest": b"\x01" * 32}, generation=1, pods=[PodOutcome(pod, 1.0, cert)]
