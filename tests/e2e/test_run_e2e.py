@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
-import json
 import http.server
 import json
 import os
@@ -158,15 +157,11 @@ def otlp() -> Iterator[tuple[str, list[tuple[str, int]]]]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def headless(
-    tmp_path_factory: pytest.TempPathFactory, seed: Path, otlp: tuple[str, list[tuple[str, int]]]
-) -> tuple[Path, str]:
-    wd = workdir(tmp_path_factory.mktemp("headless"), seed)
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp[0]}
+def run_headless(wd: Path, *extra: str, env: dict[str, str] | None = None) -> str:
+    """A headless run that must pass; returns its output."""
     began = time.monotonic()
     proc = subprocess.run(
-        command(wd, "--headless", "--verifiers", "2"),
+        command(wd, "--headless", *extra),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -175,7 +170,16 @@ def headless(
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     print(f"headless run took {time.monotonic() - began:.1f} s")
-    return wd, proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def headless(
+    tmp_path_factory: pytest.TempPathFactory, seed: Path, otlp: tuple[str, list[tuple[str, int]]]
+) -> tuple[Path, str]:
+    wd = workdir(tmp_path_factory.mktemp("headless"), seed)
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp[0]}
+    return wd, run_headless(wd, "--verifiers", "2", env=env)
 
 
 def test_otel_endpoint_passes_through_to_the_services(
@@ -327,15 +331,7 @@ def test_headless_run_on_a_three_node_cluster_with_per_role_users(tmp_path: Path
     """``--nats-cluster 3``: the run passes on three nodes with every stream and bucket at R3, the replicas
     spread over the nodes, and the servers never refused a request of the least-privilege users."""
     wd = workdir(tmp_path, seed)
-    proc = subprocess.run(
-        command(wd, "--headless", "--nats-cluster", "3"),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "all checks passed" in proc.stdout
+    assert "all checks passed" in run_headless(wd, "--nats-cluster", "3")
     streams = {"ATTEST", "VERDICTS", "EVENTS", "KV_nonces", "KV_results", "KV_history", "KV_collateral"}
     for node in ("n0", "n1", "n2"):
         # Each node stores its own copy of every stream (R3 on three nodes), as the server configured it.
