@@ -1,0 +1,278 @@
+"""Faults under steady attestation load, one at a time, and what each cost: for ``bench/chaos.py`` (long) and
+the short version that runs in the test suite.
+
+A :class:`Load` is an open loop of emulated pods (in this process) that start attesting at a fixed rate, each
+with its own deadline; a :class:`ResultWatch` records every answer stored in KV ``results``. For each
+:class:`Fault` (:data:`FAULTS`), :func:`run_fault` starts the load, injects the fault after a quiet
+``before``, repairs it after the fault's ``hold`` (a node or replica is restarted, a paused node resumed),
+stops starting pods at the end of ``window`` and waits for every pod to finish. The :class:`FaultReport`
+counts the pods started (requested), completed, rejected and **lost** (neither by its deadline), the
+requests that got two different bundles (**conflicting**), the time until throughput was back (a 3-second
+sliding rate of completions at 80 % of the offered rate) and the latency (p50, p99) of pods that started
+during the fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contrast import subjects
+from contrast.initializer.client import AttestationFailed, Initializer
+from contrast.testing.cluster import CoordinatorCluster
+from contrast.wire.v1 import AttestResult, decoder
+
+RECOVERED: float = 0.8  # share of the offered rate that counts as recovered throughput
+SLIDE: float = 3.0  # seconds of the sliding window the throughput is measured over
+
+
+@dataclass
+class Pod:
+    started: float  # time.monotonic()
+    ended: float = 0.0
+    outcome: str = ""  # completed | rejected | lost
+
+    @property
+    def latency(self) -> float:
+        return self.ended - self.started
+
+
+class Load:
+    """Pods that start attesting at ``rate`` per second, spread over ``sources`` (one NATS user each)."""
+
+    def __init__(self, initializers: list[Initializer], rate: float) -> None:
+        self.initializers, self.rate = initializers, rate
+        self.pods: list[Pod] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+
+    async def _one(self, init: Initializer, pod: Pod) -> None:
+        try:
+            await init.attest()
+            pod.outcome = "completed"
+        except AttestationFailed as e:
+            pod.outcome = "rejected" if e.last.code.startswith(("evidence.", "policy.")) else "lost"
+        except Exception:
+            pod.outcome = "lost"
+        pod.ended = time.monotonic()
+
+    async def run(self) -> None:
+        """Start pods until :meth:`stop`; each runs to its deadline at most."""
+        start = time.monotonic()
+        i = 0
+        while not self._stop.is_set():
+            delay = start + i / self.rate - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                continue
+            pod = Pod(started=time.monotonic())
+            self.pods.append(pod)
+            task = asyncio.create_task(self._one(self.initializers[i % len(self.initializers)], pod))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            i += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def finish(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass
+class ResultWatch:
+    """Every value stored under each request id in KV ``results`` (the subject the answers travel on)."""
+
+    values: dict[str, set[tuple[str, bytes]]] = field(default_factory=dict)
+    _sub: Subscription | None = None
+
+    async def start(self, nc: Client) -> None:
+        async def on_result(msg: Msg) -> None:
+            rid = msg.subject.rsplit(".", 1)[-1]
+            try:
+                outcome = decoder(AttestResult).decode(msg.data).outcome
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                outcome = "garbage"
+            self.values.setdefault(rid, set()).add((outcome, bytes(msg.data)))
+
+        self._sub = await nc.subscribe(f"{subjects.ATTEST_RESULT_PREFIX}.*", cb=on_result)
+        await nc.flush()
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    def conflicting(self) -> int:
+        """Request ids answered with two different bundles."""
+        return sum(1 for v in self.values.values() if len([o for o, _ in v if o == "issued"]) > 1)
+
+    def rejected_then_issued(self) -> int:
+        """Request ids that got a signed rejection and, later, a bundle (the pod believed the first)."""
+        return sum(1 for v in self.values.values() if {o for o, _ in v} >= {"issued", "rejected"})
+
+
+Repair = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    inject: Callable[[CoordinatorCluster, Client], Awaitable[Repair]]
+    hold: float  # seconds from the fault to its repair
+
+
+async def _kill_node(cluster: CoordinatorCluster, pick: Awaitable[str]) -> Repair:
+    node = cluster.node(await pick)
+    await asyncio.to_thread(node.kill)
+
+    async def repair() -> None:
+        await asyncio.to_thread(node.restart)
+
+    return repair
+
+
+async def kill_meta_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
+    async def pick() -> str:
+        return cluster.meta_leader().name
+
+    return await _kill_node(cluster, pick())
+
+
+async def kill_stream_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
+    async def pick() -> str:
+        return (await cluster.stream_leader(nc, subjects.ATTEST.name)).name
+
+    return await _kill_node(cluster, pick())
+
+
+async def pause_stream_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
+    node = await cluster.stream_leader(nc, subjects.ATTEST.name)
+    node.pause()
+
+    async def repair() -> None:
+        node.resume()
+
+    return repair
+
+
+def kill_replica(name: str) -> Callable[[CoordinatorCluster, Client], Awaitable[Repair]]:
+    async def inject(cluster: CoordinatorCluster, nc: Client) -> Repair:
+        await asyncio.to_thread(cluster.kill, name)
+
+        async def repair() -> None:
+            cluster.restart(name)
+            await cluster.wait_ready([name])
+
+        return repair
+
+    return inject
+
+
+FAULTS: tuple[Fault, ...] = (
+    Fault("SIGKILL the JetStream meta leader", kill_meta_leader, hold=5.0),
+    Fault("SIGKILL the ATTEST stream leader", kill_stream_leader, hold=5.0),
+    Fault("SIGSTOP the ATTEST leader's node 10 s", pause_stream_leader, hold=10.0),
+    Fault("SIGKILL a verifier, restart it", kill_replica("verifier-1"), hold=0.0),
+    Fault("SIGKILL the CA, restart it", kill_replica("ca-1"), hold=0.0),
+    Fault("SIGKILL a manifest replica, restart it", kill_replica("manifest-1"), hold=0.0),
+)
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    fault: str
+    requested: int
+    completed: int
+    rejected: int
+    lost: int
+    conflicting: int
+    rejected_then_issued: int
+    recovery_s: float | None  # None: not back within the window
+    p50_ms: float
+    p99_ms: float
+    baseline_p99_ms: float
+    repaired_after_s: float  # from the fault until its repair had finished (a restarted replica ready)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def recovery(pods: list[Pod], fault_at: float, until: float, rate: float) -> float | None:
+    """Seconds from the fault until the sliding completion rate stays at ``RECOVERED`` of ``rate`` up to
+    ``until`` (0 when it never fell below); None when it is still below at the end."""
+    done = sorted(p.ended for p in pods if p.outcome == "completed")
+    last_low: float | None = None
+    t = fault_at
+    while t + SLIDE <= until:
+        n = sum(1 for e in done if t <= e < t + SLIDE)
+        if n / SLIDE < RECOVERED * rate:
+            last_low = t
+        t += 0.25
+    if last_low is None:
+        return 0.0
+    if last_low + 0.25 + SLIDE > until:
+        return None
+    return last_low + 0.25 + SLIDE - fault_at
+
+
+async def run_fault(
+    cluster: CoordinatorCluster,
+    fault: Fault,
+    initializers: list[Initializer],
+    watch_nc: Client,
+    monitor_nc: Client,
+    *,
+    rate: float,
+    before: float,
+    window: float,
+) -> FaultReport:
+    watch = ResultWatch()
+    await watch.start(watch_nc)
+    load = Load(initializers, rate)
+    runner = asyncio.create_task(load.run())
+    await asyncio.sleep(before)
+    fault_at = time.monotonic()
+    repair = await fault.inject(cluster, monitor_nc)
+    await asyncio.sleep(fault.hold)
+    await repair()
+    repaired = time.monotonic() - fault_at
+    await asyncio.sleep(max(0.0, fault_at + window - time.monotonic()))
+    load.stop()
+    await runner
+    until = time.monotonic()
+    await load.finish()
+    await watch_nc.flush()
+    await watch.stop()
+    pods = load.pods
+    back = recovery(pods, fault_at, until, rate)
+    during_end = fault_at + max(repaired, back if back is not None else window, 1.0)
+    during = [p.latency for p in pods if fault_at <= p.started < during_end and p.outcome == "completed"]
+    baseline = [p.latency for p in pods if p.started < fault_at and p.outcome == "completed"]
+    return FaultReport(
+        fault=fault.name,
+        requested=len(pods),
+        completed=sum(p.outcome == "completed" for p in pods),
+        rejected=sum(p.outcome == "rejected" for p in pods),
+        lost=sum(p.outcome == "lost" for p in pods),
+        conflicting=watch.conflicting(),
+        rejected_then_issued=watch.rejected_then_issued(),
+        recovery_s=back,
+        p50_ms=1000 * percentile(during, 0.5),
+        p99_ms=1000 * percentile(during, 0.99),
+        baseline_p99_ms=1000 * percentile(baseline, 0.99),
+        repaired_after_s=repaired,
+    )

@@ -1,0 +1,43 @@
+"""The short chaos run: every fault of ``bench/chaos.py`` (``contrast.testing.chaos.FAULTS``), one at a time,
+on a 3-node NATS cluster with per-role users, under a light steady load. Every pod must attest within its
+deadline (none lost or rejected), no request may get two different bundles, throughput must come back
+within the window, and the servers must have refused nothing to the least-privilege users. The figures of
+the long run are in docs/performance.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contrast.testing.chaos import FAULTS, run_fault
+from contrast.testing.cluster import CoordinatorCluster, Layout
+
+SOURCES = ("tenant-a", "tenant-b")
+RATE = 3.0  # pods starting per second
+DEADLINE = 45.0
+
+
+async def test_every_fault_loses_nothing_and_conflicts_nowhere(tmp_path: Path, emulator_dir: Path) -> None:
+    layout = Layout(nats=3, manifests=2, verifiers=2, cas=1, sources=SOURCES)
+    async with CoordinatorCluster(tmp_path / "cluster", emulator_dir, layout) as cluster:
+        inits = [
+            cluster.initializer(await cluster.connect(s, index=i), s, deadline=DEADLINE)
+            for i, s in enumerate(SOURCES)
+        ]
+        watch = await cluster.connect(SOURCES[0])
+        monitor = await cluster.connect("monitor")
+        for fault in FAULTS:
+            r = await run_fault(
+                cluster,
+                fault,
+                inits,
+                watch,
+                monitor,
+                rate=RATE,
+                before=2.0,
+                window=max(8.0, fault.hold + 4.0),
+            )
+            assert r.requested > 0, r
+            assert (r.lost, r.rejected, r.conflicting) == (0, 0, 0), r
+            assert r.completed == r.requested, r
+            assert r.recovery_s is not None, r
+        assert cluster.violations() == []
