@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from contrast.runtime import configure_logging
-from contrast.testing.chaos import FAULTS, FaultReport, run_fault
+from contrast.testing.chaos import FAULTS, FaultReport, Participants, run_fault
 from contrast.testing.cluster import CoordinatorCluster, Layout
 
 SOURCES = ("tenant-a", "tenant-b")
@@ -55,29 +55,16 @@ async def run(args: argparse.Namespace) -> int:
                 f"{os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-            inits = [
-                cluster.initializer(await cluster.connect(s, index=i), s, deadline=args.deadline)
-                for i, s in enumerate(SOURCES)
-            ]
-            watch = await cluster.connect(SOURCES[0])
-            monitor = await cluster.connect("monitor")
+            who = await Participants.of(cluster, SOURCES, deadline=args.deadline)
             counts = f"{'req':>4} {'done':>4} {'rej':>4} {'lost':>4} {'conf':>4}"
-            print(
-                f"{'fault':<42} {counts}   {'recovery':>8}   {'p50 ms':>7} {'p99 ms':>7}   p99 before   repaired"
-            )
+            latency = f"{'p50 ms':>7} {'p99 ms':>7}   p99 before"
+            print(f"{'fault':<42} {counts}   {'recovery':>8}   {latency}   repaired")
             reports = []
             for i, fault in enumerate(FAULTS, 1):
                 if args.only and i not in args.only:
                     continue
                 r = await run_fault(
-                    cluster,
-                    fault,
-                    inits,
-                    watch,
-                    monitor,
-                    rate=args.rate,
-                    before=args.before,
-                    window=args.window,
+                    cluster, fault, who, rate=args.rate, before=args.before, window=args.window
                 )
                 reports.append(r)
                 print(row(r), flush=True)

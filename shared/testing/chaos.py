@@ -99,6 +99,7 @@ class ResultWatch:
     async def start(self, nc: Client) -> None:
         async def on_result(msg: Msg) -> None:
             rid = msg.subject.rsplit(".", 1)[-1]
+            outcome: str
             try:
                 outcome = decoder(AttestResult).decode(msg.data).outcome
             except (msgspec.ValidationError, msgspec.DecodeError):
@@ -229,20 +230,39 @@ def recovery(pods: list[Pod], fault_at: float, until: float, rate: float) -> flo
     return last_low + 0.25 + SLIDE - fault_at
 
 
+@dataclass(frozen=True)
+class Participants:
+    """Who takes part besides the cluster: one pod initializer per source (each on its own connection, as
+    that source's user), a connection that watches the answers, and the monitor."""
+
+    initializers: list[Initializer]
+    watch: Client
+    monitor: Client
+
+    @classmethod
+    async def of(
+        cls, cluster: CoordinatorCluster, sources: tuple[str, ...], *, deadline: float
+    ) -> Participants:
+        inits = [
+            cluster.initializer(await cluster.connect(s, index=i), s, deadline=deadline)
+            for i, s in enumerate(sources)
+        ]
+        return cls(inits, await cluster.connect(sources[0]), await cluster.connect("monitor"))
+
+
 async def run_fault(
     cluster: CoordinatorCluster,
     fault: Fault,
-    initializers: list[Initializer],
-    watch_nc: Client,
-    monitor_nc: Client,
+    who: Participants,
     *,
     rate: float,
     before: float,
     window: float,
 ) -> FaultReport:
     watch = ResultWatch()
+    watch_nc, monitor_nc = who.watch, who.monitor
     await watch.start(watch_nc)
-    load = Load(initializers, rate)
+    load = Load(who.initializers, rate)
     runner = asyncio.create_task(load.run())
     await asyncio.sleep(before)
     fault_at = time.monotonic()

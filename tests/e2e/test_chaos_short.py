@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contrast.testing.chaos import FAULTS, run_fault
+from contrast.testing.chaos import FAULTS, Participants, run_fault
 from contrast.testing.cluster import CoordinatorCluster, Layout
 
 SOURCES = ("tenant-a", "tenant-b")
@@ -19,23 +19,10 @@ DEADLINE = 45.0
 async def test_every_fault_loses_nothing_and_conflicts_nowhere(tmp_path: Path, emulator_dir: Path) -> None:
     layout = Layout(nats=3, manifests=2, verifiers=2, cas=1, sources=SOURCES)
     async with CoordinatorCluster(tmp_path / "cluster", emulator_dir, layout) as cluster:
-        inits = [
-            cluster.initializer(await cluster.connect(s, index=i), s, deadline=DEADLINE)
-            for i, s in enumerate(SOURCES)
-        ]
-        watch = await cluster.connect(SOURCES[0])
-        monitor = await cluster.connect("monitor")
+        who = await Participants.of(cluster, SOURCES, deadline=DEADLINE)
         for fault in FAULTS:
-            r = await run_fault(
-                cluster,
-                fault,
-                inits,
-                watch,
-                monitor,
-                rate=RATE,
-                before=2.0,
-                window=max(8.0, fault.hold + 4.0),
-            )
+            window = max(8.0, fault.hold + 4.0)
+            r = await run_fault(cluster, fault, who, rate=RATE, before=2.0, window=window)
             assert r.requested > 0, r
             assert (r.lost, r.rejected, r.conflicting) == (0, 0, 0), r
             assert r.completed == r.requested, r
