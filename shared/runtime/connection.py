@@ -11,15 +11,18 @@ noticed within about ``PING_INTERVAL`` × (``MAX_OUTSTANDING_PINGS`` + 1) second
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import nats
 from nats.aio.client import Client, Server
+from nats.errors import SlowConsumerError
 
 from contrast.runtime.logs import get_logger
 
@@ -31,6 +34,7 @@ PING_INTERVAL: Final = (
     5  # seconds; nats-py's default (2 min) would keep a replica on a frozen server for 4 min
 )
 MAX_OUTSTANDING_PINGS: Final = 2
+DROP_LOG_INTERVAL: Final = 5.0  # seconds between two log lines about dropped messages
 USER_ENV: Final = "CONTRAST_NATS_USER"
 PASSWORD_ENV: Final = "CONTRAST_NATS_PASSWORD"  # noqa: S105 - the variable's name, not a password
 _USER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # also a subject token: the user's inbox prefix and source
@@ -87,6 +91,33 @@ def client_options(credentials: NatsCredentials | None, *, identity: str | None 
     return options
 
 
+class DropLog:
+    """Counts messages the client dropped from a full subscription queue; :meth:`record` returns the count
+    to log at most once per ``every`` seconds, else None.
+
+    nats-py reports each drop from its read loop, before it reads the next message: a log line per drop
+    would make a flood's every message cost a write, the read loop would fall behind the socket, and the
+    requests behind the flood, other sources' included, would wait in the server's buffer for it.
+    """
+
+    __slots__ = ("_clock", "_last", "_pending", "every")
+
+    def __init__(self, every: float = DROP_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self._clock = clock
+        self._pending = 0
+        self._last = -math.inf
+
+    def record(self) -> int | None:
+        self._pending += 1
+        now = self._clock()
+        if now - self._last < self.every:
+            return None
+        self._last = now
+        dropped, self._pending = self._pending, 0
+        return dropped
+
+
 def reconnect_delay(attempt: int, *, base: float = RECONNECT_BASE, cap: float = RECONNECT_CAP) -> float:
     """ "Full jitter" backoff: uniform in [0, min(cap, base·2^attempt)], so that replicas that lost the same
     server do not reconnect in lock-step (thundering herd)."""
@@ -111,7 +142,13 @@ async def connect(
     """Connect with unlimited reconnects (a replica outlives NATS restarts) and jittered backoff, as the user
     of ``credentials`` if given (see :func:`client_options` for ``identity``)."""
 
+    drops = DropLog()
+
     async def on_error(e: Exception) -> None:
+        if isinstance(e, SlowConsumerError):
+            if (dropped := drops.record()) is not None:
+                _log.warning("nats_slow_consumer", dropped=dropped, subject=e.subject[:200])
+            return
         _log.warning("nats_error", error=type(e).__name__, detail=str(e)[:200])
 
     async def on_disconnected() -> None:
