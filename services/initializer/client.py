@@ -75,7 +75,10 @@ class InitializerConfig:
     pins: CoordinatorPins  # from the pod's measured environment (contrast.coordinator.pins)
     deadline: float = 300.0  # seconds for the whole flow, retries included
     attempt_timeout: float = 15.0  # seconds to wait for one request's answer
-    request_timeout: float = 5.0  # nonce request and publish
+    request_timeout: float = 5.0  # publish
+    # A nonce answer takes milliseconds; one lost (a flood filled a verifier's queue, a node froze) is asked
+    # again after this, not after request_timeout: it is cheap and rationed per source.
+    nonce_timeout: float = 1.0
     poll_interval: float = 2.0  # KV fallback
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
@@ -86,7 +89,8 @@ class InitializerConfig:
                 raise ValueError(
                     f"no {role.value} policy hash is pinned: Coordinator answers cannot be authenticated"
                 )
-        if min(self.deadline, self.attempt_timeout, self.request_timeout, self.poll_interval) <= 0:
+        timeouts = (self.deadline, self.attempt_timeout, self.request_timeout, self.nonce_timeout)
+        if min(*timeouts, self.poll_interval) <= 0:
             raise ValueError("timeouts must be positive")
 
 
@@ -193,7 +197,7 @@ class Initializer:
                 subjects.attest_nonce(self.source),
                 NonceRequest(),
                 NonceReply,
-                timeout=cfg.request_timeout,
+                timeout=cfg.nonce_timeout,
                 tracer=tracer,
                 span_name=subjects.ATTEST_NONCE,
             )
