@@ -1,0 +1,156 @@
+"""Bounded streams on a real server: a flood cannot exhaust storage or starve other sources' work.
+
+Every stream and bucket declared in :mod:`contrast.subjects` reaches the server with all its bounds (messages,
+bytes, age, message size, discard policy, and ATTEST's per-source bound). Then a copy of ATTEST with small
+bounds shows what the bounds do: a full stream refuses new requests and keeps the accepted ones (discard
+"new"), oversize and over-budget messages are refused, old ones age out, and a source that floods its own
+subject is refused there while another source still gets in. The control without the per-source bound is
+the flood that would starve the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import pytest
+from nats.aio.client import Client
+from nats.js.api import DiscardPolicy
+from nats.js.errors import APIError
+
+from contrast import subjects
+from contrast.runtime.jetstream import ensure_kv, ensure_stream
+from contrast.subjects import StreamSpec
+
+
+def private(spec: StreamSpec, **bounds: object) -> StreamSpec:
+    """``spec`` under a fresh name and subject space (the session's server holds the real ones)."""
+    token = uuid.uuid4().hex[:12]
+    return replace(spec, name=f"B{token}", subjects=(f"bounds.{token}.*",), **bounds)  # type: ignore[arg-type]
+
+
+def subject_of(spec: StreamSpec, source: str) -> str:
+    return spec.subjects[0].replace("*", source)
+
+
+async def publish(nc: Client, spec: StreamSpec, source: str, data: bytes = b"request") -> str | None:
+    """None when the server stored the message, else its refusal."""
+    try:
+        await nc.jetstream().publish(
+            subject_of(spec, source), data, headers={"Nats-Msg-Id": uuid.uuid4().hex}
+        )
+    except APIError as e:
+        return str(e.description)
+    return None
+
+
+async def stored(nc: Client, spec: StreamSpec) -> tuple[int, int, int]:
+    """Messages, bytes and first sequence number held by the stream."""
+    state = (await nc.jetstream().stream_info(spec.name)).state
+    return state.messages, state.bytes, state.first_seq
+
+
+@pytest.mark.parametrize("spec", subjects.STREAMS, ids=lambda s: s.name)
+async def test_every_stream_reaches_the_server_with_all_its_bounds(nc: Client, spec: StreamSpec) -> None:
+    copy = private(spec)
+    await ensure_stream(nc.jetstream(), copy)
+    config = (await nc.jetstream().stream_info(copy.name)).config
+    assert (config.max_msgs, config.max_bytes, config.max_msg_size) == (
+        spec.max_msgs,
+        spec.max_bytes,
+        spec.max_msg_size,
+    )
+    assert config.max_age == pytest.approx(spec.max_age)
+    assert config.duplicate_window == pytest.approx(spec.duplicate_window)
+    assert config.discard == (DiscardPolicy.NEW if spec.discard == "new" else DiscardPolicy.OLD)
+    if spec.max_msgs_per_subject:
+        assert config.max_msgs_per_subject == spec.max_msgs_per_subject
+        assert config.discard_new_per_subject is True
+    else:
+        assert config.max_msgs_per_subject == -1
+    await nc.jetstream().delete_stream(copy.name)
+
+
+@pytest.mark.parametrize("spec", subjects.BUCKETS, ids=lambda s: s.bucket)
+async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subjects.KVSpec) -> None:
+    copy = replace(spec, bucket=f"b{uuid.uuid4().hex[:12]}")
+    await ensure_kv(nc.jetstream(), copy)
+    config = (await nc.jetstream().stream_info(f"KV_{copy.bucket}")).config
+    assert (config.max_bytes, config.max_msg_size, config.max_msgs_per_subject) == (
+        spec.max_bytes,
+        spec.max_value_size,
+        spec.history,
+    )
+    assert config.max_age == pytest.approx(spec.ttl)
+    await nc.jetstream().delete_stream(f"KV_{copy.bucket}")
+
+
+def test_attest_bounds_each_source_below_the_whole() -> None:
+    a = subjects.ATTEST
+    assert a.discard == "new"
+    assert 0 < a.max_msgs_per_subject < a.max_msgs
+    assert a.max_msgs_per_subject * a.max_msg_size <= a.max_bytes  # one source cannot fill the bytes alone
+    assert a.subjects == (subjects.ATTEST_REQUESTED_ANY,)
+    assert subjects.attest_requested("tenant-a") != subjects.attest_requested("tenant-b")
+
+
+async def test_a_full_stream_refuses_new_requests_and_keeps_the_accepted_ones(nc: Client) -> None:
+    spec = private(subjects.ATTEST, max_msgs=5, max_msgs_per_subject=5)
+    await ensure_stream(nc.jetstream(), spec)
+    for i in range(5):
+        assert await publish(nc, spec, f"s{i}") is None
+    assert await publish(nc, spec, "late") is not None
+    messages, _, first = await stored(nc, spec)
+    assert (messages, first) == (5, 1)  # the first accepted request is still there
+    # Control: discard "old" would have made room by dropping accepted work.
+    old = private(subjects.EVENTS, max_msgs=5)
+    await ensure_stream(nc.jetstream(), old)
+    for i in range(6):
+        assert await publish(nc, old, f"s{i}") is None
+    assert (await stored(nc, old))[0::2] == (5, 2)
+    for s in (spec, old):
+        await nc.jetstream().delete_stream(s.name)
+
+
+async def test_oversize_and_over_budget_messages_are_refused(nc: Client) -> None:
+    spec = private(subjects.ATTEST, max_msg_size=1024, max_bytes=8 * 1024)
+    await ensure_stream(nc.jetstream(), spec)
+    assert await publish(nc, spec, "a", b"x" * 2048) is not None
+    assert (await stored(nc, spec))[0] == 0
+    refused = [await publish(nc, spec, f"s{i}", b"x" * 800) for i in range(12)]  # with subject and headers
+    assert refused[0] is None
+    assert refused[-1] is not None
+    assert (await stored(nc, spec))[1] <= 8 * 1024
+    await nc.jetstream().delete_stream(spec.name)
+
+
+async def test_requests_older_than_max_age_are_gone(nc: Client) -> None:
+    spec = private(subjects.ATTEST, max_age=1.0, duplicate_window=0.5)
+    await ensure_stream(nc.jetstream(), spec)
+    assert await publish(nc, spec, "a") is None
+    assert (await stored(nc, spec))[0] == 1
+    for _ in range(60):  # the server expires on its own timer: wait for the event, bounded
+        if (await stored(nc, spec))[0] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert (await stored(nc, spec))[0] == 0
+    await nc.jetstream().delete_stream(spec.name)
+
+
+@pytest.mark.parametrize(
+    "per_source", [True, False], ids=["per-source bound", "control: no per-source bound"]
+)
+async def test_a_flooding_source_is_refused_on_its_own_subject_only(nc: Client, per_source: bool) -> None:
+    spec = private(subjects.ATTEST, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
+    await ensure_stream(nc.jetstream(), spec)
+    flood = [await publish(nc, spec, "mallory") for _ in range(10)]
+    tenant = await publish(nc, spec, "tenant-a")
+    if per_source:
+        assert flood[:4] == [None] * 4
+        assert all(r is not None for r in flood[4:])
+        assert tenant is None  # the other source still gets in
+    else:
+        assert flood == [None] * 10
+        assert tenant is not None  # the flood filled the stream: the tenant is starved
+    await nc.jetstream().delete_stream(spec.name)
