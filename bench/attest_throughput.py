@@ -77,6 +77,7 @@ from contrast.runtime.client import request
 from contrast.runtime.jetstream import ensure_kv
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.natsserver import start_nats
+from contrast.testing.cluster import cpu_seconds
 from contrast.testing.fixture import FixtureState
 from contrast.wire.v1 import (
     AttestationEvent,
@@ -216,12 +217,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
