@@ -110,6 +110,7 @@ class CoordinatorCluster:
     nodes: list[NatsServer] = field(default_factory=list)
     replicas: dict[str, Replica] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
+    client_errors: list[str] = field(default_factory=list)
     _clients: list[Client] = field(default_factory=list)
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -180,7 +181,13 @@ class CoordinatorCluster:
         return NatsCredentials(user, self.passwords[user]) if self.users else None
 
     async def connect(self, user: str, *, index: int = 0, **options: Any) -> Client:
-        """A client connection as ``user`` (closed with the cluster)."""
+        """A client connection as ``user`` (closed with the cluster). Its connection errors (a node killed
+        under it) are kept in :attr:`client_errors` instead of logged: they are what the faults are for."""
+
+        async def keep(e: Exception) -> None:
+            self.client_errors.append(f"{user}: {type(e).__name__}: {e}")
+
+        options.setdefault("error_cb", keep)
         nc = await nats.connect(
             self.urls(index),
             dont_randomize=True,
