@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from contrast.runtime.process import ProcessConfig, add_process_arguments
 from contrast.runtime.connection import PASSWORD_ENV, USER_ENV, NatsCredentials
+from contrast.runtime.process import ProcessConfig, add_process_arguments
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 

@@ -131,7 +131,7 @@ _JOIN: Final = (subjects.COORDINATOR_JOIN_NONCE, subjects.COORDINATOR_JOIN)
 def permissions(role: Role, user: str) -> Permissions:
     """The permissions of ``user`` in ``role`` (for an initializer, ``user`` is also its source token)."""
     if role == "initializer":
-        results = _kv_stream(subjects.RESULTS)
+        results, collateral = _kv_stream(subjects.RESULTS), _kv_stream(subjects.COLLATERAL)
         return Permissions(
             publish=(
                 subjects.attest_nonce(user),
@@ -139,6 +139,10 @@ def permissions(role: Role, user: str) -> Permissions:
                 # The fallback poll of its own result (a reconnect loses the subject's core message).
                 f"{JS_API}.STREAM.INFO.{results}",
                 f"{JS_API}.STREAM.MSG.GET.{results}",
+                # The Coordinator's collateral cache, read-only: public data, re-verified on use; a pod that
+                # fetched collateral itself keeps it (a write is refused, and the cache tolerates that).
+                f"{JS_API}.STREAM.INFO.{collateral}",
+                f"{JS_API}.STREAM.MSG.GET.{collateral}",
             ),
             subscribe=(f"{inbox_prefix(user)}.>", f"$KV.{subjects.RESULTS.bucket}.*"),
         )
@@ -170,6 +174,7 @@ def permissions(role: Role, user: str) -> Permissions:
                 subjects.EVENT_ATTESTATION,
                 *_kv(subjects.RESULTS, write=True),
                 *_kv(subjects.HISTORY, write=False),
+                *_kv(subjects.COLLATERAL, write=True),
                 *_JOIN,
             ),
             subscribe=_unique(*_service(user, "ca"), *sub, subjects.EVENT_MANIFEST_UPDATED),
@@ -184,6 +189,7 @@ def permissions(role: Role, user: str) -> Permissions:
                 *_kv(subjects.HISTORY, write=True),
                 *_kv_watch(subjects.HISTORY),
                 *_kv(subjects.NONCES, write=True),
+                *_kv(subjects.COLLATERAL, write=True),
                 *_JOIN,  # a stale replica's probe for, and recovery from, a ready peer
             ),
             subscribe=_unique(

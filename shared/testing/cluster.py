@@ -6,9 +6,10 @@
   several, with the least-privilege users of :mod:`contrast.runtime.natsauth` (one per role, one initializer
   user per ``Layout.sources`` entry; ``users=False`` runs without any);
 - the Coordinator's services as real processes of their production entry points (``python -m
-  contrast.manifest|verifier|ca``, emulated SNP with the Coordinator's policy hash): each connects as its
-  role's user, with every NATS URL but its own node first (replica *i* starts on node *i* mod N), and
-  creates every stream and bucket with ``CONTRAST_JS_REPLICAS`` = the number of nodes (3: R3);
+  contrast.manifest|verifier|ca``, emulated SNP, each service on its own role's policy, verifier and CA
+  pinning the manifest service's): each connects as its role's user, with every NATS URL but its own node
+  first (replica *i* starts on node *i* mod N), and creates every stream and bucket with
+  ``CONTRAST_JS_REPLICAS`` = the number of nodes (3: R3);
 - the manifest, set as its first owner (trust on first use) through the user API; verifier and CA replicas
   then join through the manifest service like in production.
 
@@ -41,7 +42,9 @@ import nats
 from nats.aio.client import Client
 
 from contrast import subjects
+from contrast.coordinator.pins import POLICY_HASHES_ENV, CoordinatorPins
 from contrast.initializer.client import Initializer, InitializerConfig
+from contrast.pki.service import ServiceRole
 from contrast.platform import emulated
 from contrast.platform.emulated import EmulatedSnp
 from contrast.runtime.client import request
@@ -50,29 +53,40 @@ from contrast.runtime.natsauth import role_users, server_config
 from contrast.runtime.natsserver import NatsServer, free_port, start_cluster, start_nats, stop_cluster
 from contrast.wire.v1 import AttestedReply, SetManifestRequest
 
-POLICY_COORDINATOR: Final = b"package contrast.coordinator # cluster harness\n"
-POLICY_POD: Final = b"package harness.pod\n"
-H_COORDINATOR: Final = hashlib.sha256(POLICY_COORDINATOR).digest()
-H_POD: Final = hashlib.sha256(POLICY_POD).digest()
-
 Kind = Literal["manifest", "verifier", "ca"]
 KINDS: Final[tuple[Kind, ...]] = ("manifest", "verifier", "ca")
+# One policy per Coordinator service, each bound to its role in the manifest.
+ROLE_POLICIES: Final[dict[Kind, bytes]] = {
+    kind: f"package contrast.coordinator # cluster harness {kind}\n".encode() for kind in KINDS
+}
+ROLE_HASHES: Final[dict[Kind, bytes]] = {k: hashlib.sha256(doc).digest() for k, doc in ROLE_POLICIES.items()}
+POLICY_POD: Final = b"package harness.pod\n"
+H_POD: Final = hashlib.sha256(POLICY_POD).digest()
+# What generate pins: a pod's initializer trusts the verifier and the CA; they trust the manifest service.
+INITIALIZER_PINS: Final = CoordinatorPins(
+    policies={ServiceRole(k): frozenset({ROLE_HASHES[k]}) for k in ("verifier", "ca")}
+)
+REPLICA_PINS: Final = f"manifest:{ROLE_HASHES['manifest'].hex()}"
 READY_TIMEOUT: Final = 60.0
 
 
 def manifest_document(emulator_dir: Path) -> tuple[bytes, list[bytes]]:
-    """A manifest with the Coordinator's policy and one workload policy (``H_POD``) on the emulator."""
+    """A manifest with the Coordinator services' policies and one workload policy (``H_POD``) on the
+    emulator."""
     emulator = emulated.load_snp_emulator(emulator_dir)
+    coordinator: dict[str, Any] = {
+        h.hex(): {"SANs": [], "Role": "coordinator", "CoordinatorRole": k} for k, h in ROLE_HASHES.items()
+    }
     obj = {
         "Policies": {
-            H_COORDINATOR.hex(): {"SANs": [], "WorkloadSecretID": "", "Role": "coordinator"},
+            **coordinator,
             H_POD.hex(): {"SANs": ["pod.harness.svc"], "WorkloadSecretID": "harness", "Role": ""},
         },
         "ReferenceValues": {"snp": [msgspec.to_builtins(emulator.reference_values())], "tdx": []},
         "WorkloadOwnerPubKeys": [],
         "SeedshareOwnerPubKeys": [],
     }
-    return json.dumps(obj).encode(), [POLICY_COORDINATOR, POLICY_POD]
+    return json.dumps(obj).encode(), [*ROLE_POLICIES.values(), POLICY_POD]
 
 
 @dataclass(frozen=True)
@@ -239,7 +253,8 @@ class CoordinatorCluster:
             "CONTRAST_JS_REPLICAS": str(3 if len(self.nodes) >= 3 else 1),
             "CONTRAST_PLATFORM": "emulated-snp",
             "CONTRAST_EMULATOR_DIR": str(self.emulator_dir),
-            "CONTRAST_EMULATED_POLICY_HASH": H_COORDINATOR.hex(),
+            "CONTRAST_EMULATED_POLICY_HASH": ROLE_HASHES[kind].hex(),
+            **({} if kind == "manifest" else {POLICY_HASHES_ENV: REPLICA_PINS}),
             "CONTRAST_LOG_LEVEL": "WARNING",
             **(creds.env() if creds else {}),
             **self.extra_env,
@@ -321,7 +336,7 @@ class CoordinatorCluster:
         """An emulated pod's initializer (policy ``H_POD``) of ``source``, on ``nc`` (connected as it)."""
         emulator = emulated.load_snp_emulator(self.emulator_dir)
         config = InitializerConfig(
-            coordinator_policy_hashes=frozenset({H_COORDINATOR}),
+            pins=INITIALIZER_PINS,
             deadline=deadline,
             attempt_timeout=attempt_timeout,
         )

@@ -70,6 +70,8 @@ async def bus(users: bool) -> AsyncIterator[Bus]:
             await results.put("rid", b"sealed answer")
             history = await ensure_kv((await b.connect("manifest")).jetstream(), subjects.HISTORY)
             await history.put("latest", b"signed pointer")
+            collateral = await ensure_kv(verifier, subjects.COLLATERAL)
+            await collateral.put("vcek", b"vendor-signed certificate")
             await (
                 (await b.connect(SOURCE))
                 .jetstream()
@@ -86,7 +88,7 @@ async def counts(b: Bus) -> dict[str, tuple[int, int]]:
     """Messages and history depth of the streams an attacker would go for, read by the monitor."""
     js = (await b.connect("monitor")).jetstream()
     out = {}
-    for stream in ("ATTEST", "VERDICTS", "KV_results", "KV_history"):
+    for stream in ("ATTEST", "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
         try:
             info = await js.stream_info(stream)
             out[stream] = (info.state.messages, info.config.max_msgs_per_subject)
@@ -117,18 +119,31 @@ async def purge_history_bucket(nc: Client) -> None:
     await _quietly(nc.jetstream().purge_stream("KV_history"))
 
 
-async def shrink_history_bucket(nc: Client) -> None:
-    # History 1 instead of 64: the next write erases the revision an audit would compare against.
-    async def shrink() -> None:
-        config = (await nc.jetstream().stream_info("KV_history")).config
-        config.max_msgs_per_subject = 1
+async def _reconfigure(nc: Client, stream: str, per_subject: int) -> None:
+    async def update() -> None:
+        config = (await nc.jetstream().stream_info(stream)).config
+        config.max_msgs_per_subject = per_subject
         await nc.jetstream().update_stream(config)
 
-    await _quietly(shrink())
+    await _quietly(update())
+
+
+async def shrink_history_bucket(nc: Client) -> None:
+    # History 1 instead of 64: the next write erases the revision an audit would compare against.
+    await _reconfigure(nc, "KV_history", 1)
 
 
 async def write_history(nc: Client) -> None:
     await _quietly(nc.jetstream().publish("$KV.history.latest", b"forged pointer"))
+
+
+async def write_collateral(nc: Client) -> None:
+    # Re-verified on use, but a cache full of junk would send every replica to the vendor again.
+    await _quietly(nc.jetstream().publish("$KV.collateral.other", b"junk"))
+
+
+async def reconfigure_collateral_bucket(nc: Client) -> None:
+    await _reconfigure(nc, "KV_collateral", 2)
 
 
 async def write_result(nc: Client) -> None:
@@ -164,6 +179,8 @@ FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
     "shrink the history bucket": (shrink_history_bucket, "KV_history"),
     "write the history": (write_history, "KV_history"),
     "write a result": (write_result, "KV_results"),
+    "write the collateral cache": (write_collateral, "KV_collateral"),
+    "reconfigure the collateral bucket": (reconfigure_collateral_bucket, "KV_collateral"),
     "publish a verdict": (publish_verdict, "VERDICTS"),
     "publish as another source": (publish_as_other_source, "ATTEST"),
     "consume the ATTEST queue": (consume_attest, "ATTEST"),
