@@ -3,6 +3,7 @@ only where a Docker engine answers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sysconfig
@@ -66,6 +67,11 @@ async def test_three_node_cluster_replicates_and_survives_a_node_kill() -> None:
         nc = await nats.connect([s.url for s in servers], max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         js = nc.jetstream()
         kv = await js.create_key_value(bucket="r3test", replicas=3, history=1)
+        for _ in range(100):  # the bucket's stream answers writes once its replicas elected a leader
+            info = await js.stream_info("KV_r3test")
+            if info.cluster is not None and info.cluster.leader:
+                break
+            await asyncio.sleep(0.1)
         await kv.put("k", b"v1")
         servers[0].kill()
         # R3 keeps serving with 2 of 3 nodes (a new leader may need a moment)
@@ -74,8 +80,6 @@ async def test_three_node_cluster_replicates_and_survives_a_node_kill() -> None:
                 await kv.put("k", b"v2")
                 break
             except Exception:
-                import asyncio
-
                 await asyncio.sleep(0.2)
         assert (await kv.get("k")).value == b"v2"
         await nc.close()
