@@ -71,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
             violations = cluster.violations()
         ok = all(r.lost == 0 and r.conflicting == 0 and r.rejected == 0 for r in reports)
         print(f"permission violations logged by the servers: {len(violations)}")
+        for line in violations:
+            print(f"  {line}")
         print(f"goal (0 lost, 0 conflicting, every pod within its deadline): {'met' if ok else 'MISSED'}")
         print(
             json.dumps({"rate": args.rate, "window_s": args.window, "faults": [asdict(r) for r in reports]})

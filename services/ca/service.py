@@ -18,6 +18,7 @@ import msgspec
 from contrast import subjects
 from contrast.attestation.bundle import PURPOSE_ISSUED, issue
 from contrast.attestation.verdict import VerdictChecker
+from contrast.cache import BoundedCache
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import AuthError, ContrastError, StateError
@@ -44,6 +45,7 @@ from contrast.wire.v1 import (
 _log = get_logger(__name__)
 VERSION = "0.1.0"
 HEAD_MAX_AGE = 1.0  # seconds
+ATTEMPTS_KEPT = 4096  # answers kept for redeliveries: more than the consumer's max_ack_pending in flight
 
 
 class SignerPolicies:
@@ -86,6 +88,8 @@ class _Ca:
         self.verifier = verifier
         self._signing: _Signing | None = None
         self.signer_policies = SignerPolicies()
+        # (request id, request digest, manifest transition) -> the answer last attempted for it.
+        self._attempted: BoundedCache[tuple[str, bytes, bytes], bytes] = BoundedCache(ATTEMPTS_KEPT)
 
     def signing(self, m: Membership) -> _Signing:
         if self._signing is None or self._signing.membership is not m:
@@ -139,19 +143,25 @@ class _Ca:
         entry = manifest.document.manifest.policy(verdict.policy_hash)
         if entry is None or entry.Role == ROLE_COORDINATOR:
             raise AuthError("policy_not_issuable", "the verdict's policy hash has no workload entry")
-        # Idempotency per request id is the compare-and-set in _store: a redelivered verdict issues again
-        # (cheap), loses the race to the stored answer and publishes that one, so nobody sees two answers.
-        # Checking first would cost every attestation a KV round trip to save work only on redeliveries.
-        result = issue(
-            verdict=verdict,
-            entry=entry,
-            mesh=s.mesh,
-            root_cert=view.membership.root_cert,
-            pod_state_secret=s.pod_state_secret,
-            identity=view.identity,
-            now=now,
-        )
-        result_bytes = encode(result)
+        # Idempotency per request id is the compare-and-set in _store: a redelivered verdict loses the race
+        # to the stored answer and publishes that one. Checking first would cost every attestation a KV round
+        # trip to save work only on redeliveries. But an answer is on the wire as soon as its write is sent,
+        # stored or not (a stream leader can die with it): when a delivery's write timed out, the redelivery
+        # must write the same answer again, not a second one, so this replica keeps what it last attempted.
+        attempt = (request_id, verdict.request_digest, view.membership.transition_hash)
+        result_bytes = self._attempted.get(attempt)
+        if result_bytes is None:
+            result = issue(
+                verdict=verdict,
+                entry=entry,
+                mesh=s.mesh,
+                root_cert=view.membership.root_cert,
+                pod_state_secret=s.pod_state_secret,
+                identity=view.identity,
+                now=now,
+            )
+            result_bytes = encode(result)
+            self._attempted.put(attempt, result_bytes)
         stored = _StoredCheck(
             verdict=verdict,
             identity=view.identity,
