@@ -126,6 +126,14 @@ def _service(user: str, service: str) -> list[str]:
 
 
 _JOIN: Final = (subjects.COORDINATOR_JOIN_NONCE, subjects.COORDINATOR_JOIN)
+# The data owner's requests, which the manifest service answers.
+_USER_API: Final = (
+    subjects.USER_MANIFEST_SET,
+    subjects.USER_MANIFEST_GET,
+    subjects.USER_STATUS,
+    subjects.USER_RECOVER,
+    f"{subjects.USER_RECOVER}.*",
+)
 
 
 def permissions(role: Role, user: str) -> Permissions:
@@ -194,10 +202,7 @@ def permissions(role: Role, user: str) -> Permissions:
             ),
             subscribe=_unique(
                 *_service(user, "manifest"),
-                subjects.USER_MANIFEST_SET,
-                subjects.USER_MANIFEST_GET,
-                subjects.USER_RECOVER,
-                f"{subjects.USER_RECOVER}.*",
+                *_USER_API,
                 *_JOIN,
                 subjects.EVENT_MANIFEST_UPDATED,
             ),
@@ -205,12 +210,7 @@ def permissions(role: Role, user: str) -> Permissions:
         )
     if role == "owner":
         return Permissions(
-            publish=(
-                subjects.USER_MANIFEST_SET,
-                subjects.USER_MANIFEST_GET,
-                subjects.USER_RECOVER,
-                f"{subjects.USER_RECOVER}.*",
-            ),
+            publish=(*_USER_API,),
             subscribe=(f"{inbox_prefix(user)}.>",),
         )
     if role == "monitor":
