@@ -162,8 +162,10 @@ class ManifestReplica:
     async def _refresh_locked(self) -> ReplicaState:
         try:
             if self._history is None:
-                # Without the seed we cannot check signatures; an empty bucket is all we can tell apart.
-                state = ReplicaState.STALE if await self._kv.keys() else ReplicaState.UNINITIALIZED
+                # Without the seed we cannot check signatures; an empty bucket is all we can tell apart. The
+                # pointer is read directly first: a key listing is a consumer that can come back short.
+                stored = await self._kv.get(LATEST_KEY) is not None or bool(await self._kv.keys())
+                state = ReplicaState.STALE if stored else ReplicaState.UNINITIALIZED
             else:
                 state, _ = await self._history.replica_state(self._latest)
                 if state is ReplicaState.UNINITIALIZED:  # pragma: no cover - replica_state raises instead
