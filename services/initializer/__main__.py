@@ -32,7 +32,7 @@ from nats.aio.client import Client
 
 from contrast import subjects
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
-from contrast.collateral.source import Store
+from contrast.collateral.source import ReadOnly, Store
 from contrast.coordinator.pins import POLICY_HASHES_ENV, ROOT_ENV, TDX_STATUSES_ENV, CoordinatorPins
 from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig
 from contrast.initializer.files import DEFAULT_ROOT, write_credentials
@@ -96,9 +96,10 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _collateral_cache(nc: Client) -> Store | None:
-    """The Coordinator's shared collateral cache (public data, re-verified on use), if it can be bound."""
+    """The Coordinator's shared collateral cache (public data, re-verified on use), read-only, if it can be
+    bound; what this pod fetches itself stays in its own memory."""
     try:
-        return NatsKeyValue(await nc.jetstream().key_value(subjects.COLLATERAL.bucket))
+        return ReadOnly(NatsKeyValue(await nc.jetstream().key_value(subjects.COLLATERAL.bucket)))
     except Exception:  # no bucket yet, or no permission: this pod fetches for itself
         return None
 

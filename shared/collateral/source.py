@@ -87,6 +87,23 @@ class Store(Protocol):
     async def put(self, key: str, value: bytes) -> int: ...
 
 
+class ReadOnly:
+    """A shared store this process reads but never writes: an initializer's view of the Coordinator's cache.
+
+    Initializers run in workloads, which must not fill the Coordinator's cache (their NATS users may only read
+    it). Writing anyway would cost each refused JetStream publish its whole timeout, so nothing is sent.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, key: str) -> KvEntry | None:
+        return await self._store.get(key)
+
+    async def put(self, key: str, value: bytes) -> int:
+        return 0
+
+
 @dataclass(frozen=True, slots=True)
 class Validity:
     """The vendor's own dates for an answer, in seconds since the epoch."""

@@ -13,7 +13,7 @@ import pytest
 
 from contrast.collateral.fetch import Endpoints, HttpsFetcher, OfflineFetcher, fetcher_from_env
 from contrast.collateral.provider import CollateralProvider, snp_chain_item, snp_crl_item, tdx_items
-from contrast.collateral.source import DEFAULT_REFRESH, CachedSource, VendorSource
+from contrast.collateral.source import DEFAULT_REFRESH, CachedSource, ReadOnly, VendorSource
 from contrast.errors import CollateralError
 from contrast.evidence.refvalues import ReferenceValues
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
@@ -167,6 +167,29 @@ async def test_vendor_outage_is_survived_from_the_shared_cache(
     assert again.certs == first.certs
     assert again.crl == first.crl
     assert vendor.vendor.hits("/crl") >= 2  # it did ask
+
+
+async def test_an_initializer_reads_the_shared_cache_and_never_writes_it(
+    vendor: VendorServer, snp_emulator: EmulatedSnpPlatform
+) -> None:
+    """Workloads may not fill the Coordinator's cache: what an initializer fetches stays its own, and what the
+    Coordinator cached is used without asking the vendor."""
+    shared, clock = MemoryKeyValue(), Clock()
+
+    def initializer() -> CollateralProvider:
+        source = VendorSource(HttpsFetcher(vendor.client_context), budget=2.0)
+        return CollateralProvider(CachedSource(source, ReadOnly(shared), clock=clock), vendor.endpoints)
+
+    rd = secrets.token_bytes(64)
+    await initializer().complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
+    assert await shared.keys() == []
+    await provider(vendor, shared, clock).complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
+    cached = await shared.keys()
+    assert cached
+    before = len(vendor.vendor.requests)
+    await initializer().complete(bare_snp(snp_emulator, rd), now=_now(), crl=True)
+    assert len(vendor.vendor.requests) == before
+    assert await shared.keys() == cached
 
 
 async def test_stale_past_the_maximum_age_fails_closed_with_a_named_code(
