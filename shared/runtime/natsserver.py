@@ -13,6 +13,7 @@ scripts directory (found even when the venv is not activated), ``$NATS_SERVER_BI
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -58,6 +59,7 @@ _FREE_PORT_RANGE = (20000, 32767)
 _handed_out: set[int] = set()  # never the same port twice from one process: two calls in a row must differ
 
 
+@functools.cache
 def _ephemeral_floor() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

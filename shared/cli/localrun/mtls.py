@@ -10,6 +10,7 @@ Blocking sockets on 127.0.0.1, as the example app's servers use; call :func:`pro
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import socket
@@ -68,7 +69,7 @@ class ServerEvent:
 
 
 @dataclass
-class LoopbackServer:
+class LoopbackServer(abc.ABC):
     """Accepts connections until its listening socket is closed; :meth:`handle` serves each one."""
 
     sock: socket.socket
@@ -86,8 +87,9 @@ class LoopbackServer:
                 return  # closed
             self.handle(conn)
 
+    @abc.abstractmethod
     def handle(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+        """Serve one accepted connection (and close it)."""
 
 
 @dataclass

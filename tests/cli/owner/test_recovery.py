@@ -16,19 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from contrast import subjects
 from contrast.coordinator.pins import ROOT_ENV, root_ca_sha256
 from contrast.crypto.ownerkeys import load_seedshare_owner_key, public_key_hex, save_private_key
-from contrast.crypto.seedshare import SeedShare, SeedShareDocument, decode_seed_shares, decrypt_share
+from contrast.crypto.seedshare import decode_seed_shares, decrypt_share, make_seed_shares
 from contrast.runtime.natsserver import NatsServer
 from tests.cli.owner.owner_cli import POLICY_FILES, Cli, write_manifest
 from tests.services.manifest.mfs_helpers import H_VERIFIER, StateWatch, start_replica_process
 
 
 def _share_doc(seed: bytes, salt: bytes, key: rsa.RSAPublicKey) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=b"seedshare")
-    share = SeedShare(public_key=public_key_hex(key), encrypted_seed=key.encrypt(seed, oaep).hex())
-    return SeedShareDocument(salt=salt.hex(), seed_shares=(share,)).encode()
+    return make_seed_shares(seed, salt, [public_key_hex(key)]).encode()
 
 
 async def test_restart_then_recover_with_the_share(
