@@ -1,19 +1,20 @@
 """The distributed Coordinator under faults: a 3-node NATS cluster (R3, per-role users), two manifest
-replicas, two verifiers and one CA as processes, and emulated pods attesting at a steady rate, while one fault
-at a time hits it:
+replicas, two verifiers and ``--cas`` CA replicas (2 by default, as deployed) as processes, and emulated pods
+attesting at a steady rate, while one fault at a time hits it:
 
 1. SIGKILL the JetStream meta leader (restarted after 5 s);
 2. SIGKILL the ATTEST stream's leader (restarted after 5 s);
 3. SIGSTOP the node that leads ATTEST for 10 s, then SIGCONT;
-4. SIGKILL a verifier, the CA, a manifest replica, each restarted at once (as Kubernetes would).
+4. SIGKILL a verifier, a CA, a manifest replica, each restarted at once (as Kubernetes would); with two CAs,
+   the killed one's verdicts are redelivered to the other.
 
 For each fault it prints the pods that started attesting (requested), completed, rejected and lost (neither
-by their deadline), the requests that got two different bundles (conflicting), the time until throughput
-was back at 80 % of the offered rate, and p50/p99 of the pods that started during the fault (with the p99
-before it). The goal: 0 lost, 0 conflicting, every pod attested within its deadline.
+by their deadline), the requests that were delivered two different bundles (conflicting), the time until
+throughput was back at 80 % of the offered rate, and p50/p99 of the pods that started during the fault (with
+the p99 before it). The goal: 0 lost, 0 conflicting, every pod attested within its deadline.
 
-Usage: ``python bench/chaos.py [--rate 8] [--before 5] [--window 30] [--deadline 60] [--only N,...]``. The
-machine is shared: every process of the cluster, and the pods, compete for its cores.
+Usage: ``python bench/chaos.py [--rate 8] [--before 5] [--window 30] [--deadline 60] [--cas 2]
+[--only N,...]``. The machine is shared: every process of the cluster, and the pods, compete for its cores.
 """
 
 from __future__ import annotations
@@ -44,13 +45,13 @@ def row(r: FaultReport) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="contrast-chaos-"))
-    layout = Layout(nats=3, manifests=2, verifiers=2, cas=1, sources=SOURCES)
+    layout = Layout(nats=3, manifests=2, verifiers=2, cas=args.cas, sources=SOURCES)
     began = time.monotonic()
     try:
         async with CoordinatorCluster(work, work / "emulator", layout) as cluster:
             print(
                 f"cluster up in {time.monotonic() - began:.0f} s: 3 NATS nodes (R3, per-role users), "
-                f"2 manifest, 2 verifier, 1 CA; load {args.rate}/s over {len(SOURCES)} namespaces, "
+                f"2 manifest, 2 verifier, {args.cas} CA; load {args.rate}/s over {len(SOURCES)} namespaces, "
                 f"pod deadline {args.deadline:.0f} s; cores {os.cpu_count()}, load average "
                 f"{os.getloadavg()[0]:.1f}",
                 flush=True,
@@ -75,7 +76,15 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
         print(f"goal (0 lost, 0 conflicting, every pod within its deadline): {'met' if ok else 'MISSED'}")
         print(
-            json.dumps({"rate": args.rate, "window_s": args.window, "faults": [asdict(r) for r in reports]})
+            json.dumps(
+                {
+                    "rate": args.rate,
+                    "window_s": args.window,
+                    "cas": args.cas,
+                    "load_average": os.getloadavg(),
+                    "faults": [asdict(r) for r in reports],
+                }
+            )
         )
         return 0 if ok else 1
     finally:
@@ -89,6 +98,7 @@ def main() -> None:
     p.add_argument("--before", type=float, default=5.0, help="seconds of steady load before the fault")
     p.add_argument("--window", type=float, default=30.0, help="seconds of load from the fault on")
     p.add_argument("--deadline", type=float, default=60.0, help="each pod's deadline, seconds")
+    p.add_argument("--cas", type=int, default=2, help="CA replicas")
     p.add_argument("--only", type=lambda s: {int(x) for x in s.split(",")}, default=None)
     raise SystemExit(asyncio.run(run(p.parse_args())))
 

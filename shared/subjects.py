@@ -29,9 +29,13 @@ ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream A
 ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"
 DEFAULT_SOURCE: Final = "initializer"  # the source of an initializer without NATS credentials of its own
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
-# The result for a request is announced by storing it: KV `results` key <request-id> lives on the subject
-# below, so the one write that stores an answer also delivers it to the initializer subscribed there.
-ATTEST_RESULT_PREFIX: Final = "$KV.results"  # .<request-id>; must match RESULTS.bucket (checked below)
+# The answer for a request is KV `results` key <request-id>, written on RESULTS_KV_PREFIX.<request-id>. The
+# server republishes an entry on ATTEST_RESULT.<request-id> once it is stored (in a cluster: committed by a
+# quorum), and only then: storing is delivering, and a write that is refused (a lost `create` race) or never
+# stored is never delivered. Initializers listen there; only the server publishes there.
+RESULTS_KV_PREFIX: Final = "$KV.results"  # .<request-id>; must match RESULTS.bucket (checked below)
+ATTEST_RESULT: Final = f"{PREFIX}.attest.result"  # .<request-id>: RESULTS' republish destination
+ATTEST_RESULT_ANY: Final = f"{ATTEST_RESULT}.*"
 
 # --- user API (manifest service) ---
 USER_MANIFEST_SET: Final = f"{PREFIX}.user.manifest.set"
@@ -55,6 +59,7 @@ EVENT_ATTESTATION: Final = f"{EVENTS_PREFIX}.attestation"  # accepted/rejected
 HEALTH_PREFIX: Final = f"{PREFIX}.health"  # .<service>: readiness endpoint of every service
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SUBJECT = re.compile(r"^[A-Za-z0-9_-]{1,128}(\.[A-Za-z0-9_-]{1,128})*$")  # literal tokens only
 
 
 def _token(value: str, what: str) -> str:
@@ -81,8 +86,8 @@ def source_of(subject: str) -> str:
 
 
 def attest_result(request_id: str) -> str:
-    """Subject on which the result for ``request_id`` is announced: that of its KV ``results`` entry."""
-    return f"{ATTEST_RESULT_PREFIX}.{_token(request_id, 'request id')}"
+    """Subject on which the stored result for ``request_id`` is delivered (republished from its KV entry)."""
+    return f"{ATTEST_RESULT}.{_token(request_id, 'request id')}"
 
 
 def user_recover(replica: str) -> str:
@@ -160,7 +165,8 @@ class ConsumerSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class KVSpec:
-    """A JetStream key-value bucket."""
+    """A JetStream key-value bucket. With ``republish`` (a subject prefix), the server republishes every
+    stored entry, key ``k``, on ``<republish>.k`` after storing it."""
 
     bucket: str
     history: int
@@ -168,12 +174,20 @@ class KVSpec:
     max_value_size: int
     max_bytes: int
     replicas: int = 1
+    republish: str = ""
 
     def __post_init__(self) -> None:
         if not _TOKEN.match(self.bucket):
             raise ValueError(f"invalid bucket name {self.bucket!r}")
         if not 1 <= self.history <= 64 or self.ttl < 0 or self.max_value_size <= 0 or self.max_bytes <= 0:
             raise ValueError(f"bucket {self.bucket}: invalid bounds")
+        if self.republish and (self.republish.startswith("$") or not _SUBJECT.match(self.republish)):
+            raise ValueError(f"bucket {self.bucket}: invalid republish subject {self.republish!r}")
+
+    @property
+    def subject_prefix(self) -> str:
+        """The prefix of the subjects the bucket's entries are written on (``$KV.<bucket>``)."""
+        return f"$KV.{self.bucket}"
 
 
 # Evidence bundles (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room
@@ -261,9 +275,15 @@ NONCES: Final = KVSpec(
 
 # Results are sealed to the requester and signed (safe to store); an initializer that reconnects within 10 min
 # finds its answer. The TTL also exceeds the CA's verdict max age (2 min), so idempotency per request id
-# covers every verdict the CA would still accept. A result is ~8 KiB (statement, sealed bundle).
+# covers every verdict the CA would still accept. A result is ~8 KiB (statement, sealed bundle). Every stored
+# entry is republished on ATTEST_RESULT.<request-id>, where the initializer waits for it.
 RESULTS: Final = KVSpec(
-    bucket="results", history=1, ttl=10 * MINUTE, max_value_size=128 * KiB, max_bytes=1 * GiB
+    bucket="results",
+    history=1,
+    ttl=10 * MINUTE,
+    max_value_size=128 * KiB,
+    max_bytes=1 * GiB,
+    republish=ATTEST_RESULT,
 )
 
 # Content-addressed manifest history (manifests/<sha256>, policies/<sha256>, transitions/<sha256>, latest):
@@ -279,5 +299,5 @@ STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
 CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
 BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)
 
-if f"$KV.{RESULTS.bucket}" != ATTEST_RESULT_PREFIX:  # pragma: no cover - a definition error, caught on import
-    raise RuntimeError("ATTEST_RESULT_PREFIX must be the subject prefix of KV `results`")
+if RESULTS.subject_prefix != RESULTS_KV_PREFIX:  # pragma: no cover - a definition error, caught on import
+    raise RuntimeError("RESULTS_KV_PREFIX must be the subject prefix of KV `results`")

@@ -4,6 +4,11 @@ Each verdict is checked and answered as docs/protocol.md §3 step 4 says (:meth:
 unsigned or old verdict is an ``auth.*`` error and dead-lettered, never issued; a verdict for a newer
 generation makes the replica re-join and is retried. Answers are stored idempotently per request id
 (:meth:`_Ca._store`): an authentic earlier answer stands, anything else in the store is overwritten.
+
+Storing is delivering: the server republishes an entry of KV ``results`` to the initializer only once it is
+stored (``contrast.subjects.RESULTS``), so a write that loses the race to another replica's, or that a dying
+stream leader never stored, reaches nobody. However many CA replicas answer one request, and however often
+its verdict is redelivered, the pod receives one bundle: the stored one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import msgspec
 from contrast import subjects
 from contrast.attestation.bundle import PURPOSE_ISSUED, issue
 from contrast.attestation.verdict import VerdictChecker
-from contrast.cache import BoundedCache
 from contrast.coordinator.manifest_format import ROLE_COORDINATOR, Manifest
 from contrast.coordinator.statement import CoordinatorIdentity, open_envelope
 from contrast.errors import AuthError, ContrastError, StateError
@@ -45,7 +49,6 @@ from contrast.wire.v1 import (
 _log = get_logger(__name__)
 VERSION = "0.1.0"
 HEAD_MAX_AGE = 1.0  # seconds
-ATTEMPTS_KEPT = 4096  # answers kept for redeliveries: more than the consumer's max_ack_pending in flight
 
 
 class SignerPolicies:
@@ -88,8 +91,6 @@ class _Ca:
         self.verifier = verifier
         self._signing: _Signing | None = None
         self.signer_policies = SignerPolicies()
-        # (request id, request digest, manifest transition) -> the answer last attempted for it.
-        self._attempted: BoundedCache[tuple[str, bytes, bytes], bytes] = BoundedCache(ATTEMPTS_KEPT)
 
     def signing(self, m: Membership) -> _Signing:
         if self._signing is None or self._signing.membership is not m:
@@ -143,15 +144,12 @@ class _Ca:
         entry = manifest.document.manifest.policy(verdict.policy_hash)
         if entry is None or entry.Role == ROLE_COORDINATOR:
             raise AuthError("policy_not_issuable", "the verdict's policy hash has no workload entry")
-        # Idempotency per request id is the compare-and-set in _store: a redelivered verdict loses the race
-        # to the stored answer and publishes that one. Checking first would cost every attestation a KV round
-        # trip to save work only on redeliveries. But an answer is on the wire as soon as its write is sent,
-        # stored or not (a stream leader can die with it): when a delivery's write timed out, the redelivery
-        # must write the same answer again, not a second one, so this replica keeps what it last attempted.
-        attempt = (request_id, verdict.request_digest, view.membership.transition_hash)
-        result_bytes = self._attempted.get(attempt)
-        if result_bytes is None:
-            result = issue(
+        # Idempotency per request id is the compare-and-set in _store: a redelivered verdict (to this replica
+        # or another) issues anew, loses the race to the stored answer and leaves it standing. Only a stored
+        # answer is delivered, so the new one never leaves the server. Checking first would cost every
+        # attestation a KV round trip to save work only on redeliveries.
+        result_bytes = encode(
+            issue(
                 verdict=verdict,
                 entry=entry,
                 mesh=s.mesh,
@@ -160,8 +158,7 @@ class _Ca:
                 identity=view.identity,
                 now=now,
             )
-            result_bytes = encode(result)
-            self._attempted.put(attempt, result_bytes)
+        )
         stored = _StoredCheck(
             verdict=verdict,
             identity=view.identity,
@@ -169,7 +166,6 @@ class _Ca:
             now=now,
             tdx_statuses=self.deps.pins.tdx_statuses,
         )
-        # Storing is delivering: the initializer listens on the subject of its `results` key.
         data = await self._store(request_id, result_bytes, stored)
         self.rt.metrics.issuance_seconds.observe(time.perf_counter() - started)
         annotate_attestation(verdict="issued")
@@ -200,7 +196,7 @@ class _Ca:
         return None
 
     async def _store(self, request_id: str, data: bytes, check: _StoredCheck) -> bytes:
-        """Store our result unless another replica won the race; return what is stored (and must be sent)."""
+        """Store our result unless another replica won the race; return what is stored (and so delivered)."""
         try:
             await self.results.create(request_id, data)
             return data

@@ -6,10 +6,11 @@
 1. makes a fresh P-256 TLS key and a fresh HPKE key;
 2. asks the verifier queue group for a nonce, on its source's subject (its NATS user, or the default);
 3. gets evidence with REPORT_DATA = SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key);
-4. subscribes to ``contrast.v1.attest.result.<request_id>``, then publishes the request to stream ``ATTEST``
+4. subscribes to ``contrast.v1.attest.result.<request_id>``, where the server republishes the KV ``results``
+   entry of the request once it is stored (and only then), then publishes the request to stream ``ATTEST``
    with ``Nats-Msg-Id = request_id`` (a re-publish after a lost PubAck is deduplicated);
 5. waits for the result on the subject, and polls KV ``results`` as a fallback (a reconnect loses core
-   messages);
+   messages, and so does a stream leader that dies between storing and republishing);
 6. believes only an answer that authenticates (:mod:`contrast.attestation.bundle`: a bundle from a pinned
    ``ca`` policy, a rejection from a pinned ``verifier`` policy): a forged answer is ignored and the wait
    goes on; an authenticated rejection of *this* request ends the attempt, and so does an authentic bundle

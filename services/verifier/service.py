@@ -251,7 +251,8 @@ class _Verifier:
         result = rejection(verdict, view.identity)
         data = encode(result)
         # An answer may exist (perhaps an issued bundle): never overwrite it with a rejection. Storing is
-        # delivering: the initializer listens on the subject of its `results` key.
+        # delivering: the server republishes the entry to the initializer once stored, and a refused
+        # `create` reaches nobody.
         with contextlib.suppress(KvConflict):
             await self.results.create(req.request_id, data)
         _log.info("attestation_rejected", request_id=req.request_id, code=code)

@@ -27,17 +27,19 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from contrast.runtime.logs import get_logger
 from contrast.subjects import ConsumerSpec, KVSpec, StreamSpec
 
 SETUP_DEADLINE: Final = 60.0
+STREAM_NAME_IN_USE: Final = 10058  # JetStream: a stream of that name exists with another configuration
 T = TypeVar("T")
 _log = get_logger(__name__)
 
@@ -117,7 +119,16 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await _patiently(f"consumer {spec.durable}", lambda: js.add_consumer(spec.stream.name, config))
 
 
+def republish_config(spec: KVSpec) -> RePublish | None:
+    """The server-side republish of every stored entry of ``spec`` (key ``k`` on ``<spec.republish>.k``)."""
+    if not spec.republish:
+        return None
+    return RePublish(src=f"{spec.subject_prefix}.>", dest=f"{spec.republish}.>", headers_only=False)
+
+
 async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None = None) -> KeyValue:
+    """Create the bucket, or bring an existing one (say, created by an older version without the
+    republish) to ``spec``'s bounds and republish with an update of its stream."""
     config = KeyValueConfig(
         bucket=spec.bucket,
         history=spec.history,
@@ -126,5 +137,28 @@ async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None 
         max_bytes=spec.max_bytes,
         replicas=replicas or spec.replicas,
         storage=StorageType.FILE,
+        republish=republish_config(spec),
     )
-    return await _patiently(f"bucket {spec.bucket}", lambda: js.create_key_value(config))
+
+    async def create_or_update() -> KeyValue:
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError as e:
+            if e.err_code != STREAM_NAME_IN_USE:
+                raise
+        stream = (await js.stream_info(_kv_stream(spec))).config
+        stream.max_msgs_per_subject = config.history
+        stream.max_age = config.ttl or 0.0
+        stream.max_msg_size = config.max_value_size
+        stream.max_bytes = config.max_bytes
+        stream.num_replicas = config.replicas
+        stream.republish = config.republish
+        await js.update_stream(stream)
+        _log.info("bucket_updated", bucket=spec.bucket)
+        return await js.key_value(spec.bucket)
+
+    return await _patiently(f"bucket {spec.bucket}", create_or_update)
+
+
+def _kv_stream(spec: KVSpec) -> str:
+    return f"KV_{spec.bucket}"

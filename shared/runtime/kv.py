@@ -70,6 +70,10 @@ class NatsKeyValue:
             return int(await self._kv.create(key, value))
         except KeyWrongLastSequenceError as e:
             raise KvConflict(key) from e
+        except KeyNotFoundError as e:
+            # Refused for another write to the key that a cluster has not applied yet: nats-py then looks for
+            # a deleted entry to write over, finds none yet, and says so. The key is taken all the same.
+            raise KvConflict(key) from e
 
     async def update(self, key: str, value: bytes, last: int) -> int:
         try:

@@ -144,7 +144,7 @@ def permissions(role: Role, user: str) -> Permissions:
             publish=(
                 subjects.attest_nonce(user),
                 subjects.attest_requested(user),
-                # The fallback poll of its own result (a reconnect loses the subject's core message).
+                # The fallback poll of its own result (a reconnect loses the republished core message).
                 f"{JS_API}.STREAM.INFO.{results}",
                 f"{JS_API}.STREAM.MSG.GET.{results}",
                 # The Coordinator's collateral cache, read-only: public data, re-verified on use; a pod that
@@ -152,7 +152,9 @@ def permissions(role: Role, user: str) -> Permissions:
                 f"{JS_API}.STREAM.INFO.{collateral}",
                 f"{JS_API}.STREAM.MSG.GET.{collateral}",
             ),
-            subscribe=(f"{inbox_prefix(user)}.>", f"$KV.{subjects.RESULTS.bucket}.*"),
+            # Stored answers, as the server republishes them. Not per source: request ids are fresh per
+            # attempt, and an answer is sealed to its requester and signed, so another's tells nothing secret.
+            subscribe=(f"{inbox_prefix(user)}.>", subjects.ATTEST_RESULT_ANY),
         )
     if role == "verifier":
         pub, sub = _consumer(subjects.VERIFIER_CONSUMER)

@@ -2,14 +2,15 @@
 the short version that runs in the test suite.
 
 A :class:`Load` is an open loop of emulated pods (in this process) that start attesting at a fixed rate, each
-with its own deadline; a :class:`ResultWatch` records every answer stored in KV ``results``. For each
+with its own deadline; a :class:`ResultWatch` records every answer a pod can receive (what the server
+republishes from KV ``results``, which is every answer stored there). For each
 :class:`Fault` (:data:`FAULTS`), :func:`run_fault` starts the load, injects the fault after a quiet
 ``before``, repairs it after the fault's ``hold`` (a node or replica is restarted, a paused node resumed),
 stops starting pods at the end of ``window`` and waits for every pod to finish. The :class:`FaultReport`
 counts the pods started (requested), completed, rejected and **lost** (neither by its deadline), the
-requests that got two different bundles (**conflicting**), the time until throughput was back (a 3-second
-sliding rate of completions at 80 % of the offered rate) and the latency (p50, p99) of pods that started
-during the fault.
+requests that were delivered two different bundles (**conflicting**), the time until throughput was back (a
+3-second sliding rate of completions at 80 % of the offered rate) and the latency (p50, p99) of pods that
+started during the fault.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class Load:
 
 @dataclass
 class ResultWatch:
-    """Every value stored under each request id in KV ``results`` (the subject the answers travel on)."""
+    """Every answer delivered for each request id on the subjects the pods listen on (each value stored in
+    KV ``results``, as the server republishes it)."""
 
     values: dict[str, set[tuple[str, bytes]]] = field(default_factory=dict)
     _sub: Subscription | None = None
@@ -106,7 +108,7 @@ class ResultWatch:
                 outcome = "garbage"
             self.values.setdefault(rid, set()).add((outcome, bytes(msg.data)))
 
-        self._sub = await nc.subscribe(f"{subjects.ATTEST_RESULT_PREFIX}.*", cb=on_result)
+        self._sub = await nc.subscribe(subjects.ATTEST_RESULT_ANY, cb=on_result)
         await nc.flush()
 
     async def stop(self) -> None:
@@ -114,7 +116,7 @@ class ResultWatch:
             await self._sub.unsubscribe()
 
     def conflicting(self) -> int:
-        """Request ids answered with two different bundles."""
+        """Request ids delivered two different bundles."""
         return sum(1 for v in self.values.values() if len([o for o, _ in v if o == "issued"]) > 1)
 
     def rejected_then_issued(self) -> int:
@@ -184,7 +186,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("SIGKILL the ATTEST stream leader", kill_stream_leader, hold=5.0),
     Fault("SIGSTOP the ATTEST leader's node 10 s", pause_stream_leader, hold=10.0),
     Fault("SIGKILL a verifier, restart it", kill_replica("verifier-1"), hold=0.0),
-    Fault("SIGKILL the CA, restart it", kill_replica("ca-1"), hold=0.0),
+    Fault("SIGKILL a CA, restart it", kill_replica("ca-1"), hold=0.0),
     Fault("SIGKILL a manifest replica, restart it", kill_replica("manifest-1"), hold=0.0),
 )
 

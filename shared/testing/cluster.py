@@ -94,7 +94,7 @@ class Layout:
     nats: int = 3
     manifests: int = 2
     verifiers: int = 2
-    cas: int = 1
+    cas: int = 2
     sources: tuple[str, ...] = ("tenant-a",)  # namespaces with an initializer user of their own
 
     def count(self, kind: Kind) -> int:

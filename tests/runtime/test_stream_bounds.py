@@ -74,7 +74,8 @@ async def test_every_stream_reaches_the_server_with_all_its_bounds(nc: Client, s
 
 @pytest.mark.parametrize("spec", subjects.BUCKETS, ids=lambda s: s.bucket)
 async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subjects.KVSpec) -> None:
-    copy = replace(spec, bucket=f"b{uuid.uuid4().hex[:12]}")
+    token = uuid.uuid4().hex[:12]
+    copy = replace(spec, bucket=f"b{token}", republish=f"bounds.{token}" if spec.republish else "")
     await ensure_kv(nc.jetstream(), copy)
     config = (await nc.jetstream().stream_info(f"KV_{copy.bucket}")).config
     assert (config.max_bytes, config.max_msg_size, config.max_msgs_per_subject) == (
@@ -83,6 +84,11 @@ async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subject
         spec.history,
     )
     assert config.max_age == pytest.approx(spec.ttl)
+    if spec.republish:
+        assert config.republish is not None
+        assert (config.republish.src, config.republish.dest) == (f"$KV.b{token}.>", f"bounds.{token}.>")
+    else:
+        assert config.republish is None
     await nc.jetstream().delete_stream(f"KV_{copy.bucket}")
 
 

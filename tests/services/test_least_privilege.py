@@ -147,7 +147,7 @@ async def reconfigure_collateral_bucket(nc: Client) -> None:
 
 
 async def write_result(nc: Client) -> None:
-    await _quietly(nc.jetstream().publish(subjects.attest_result("another-rid"), b"forged answer"))
+    await _quietly(nc.jetstream().publish(f"{subjects.RESULTS_KV_PREFIX}.another-rid", b"forged answer"))
 
 
 async def publish_verdict(nc: Client) -> None:
@@ -215,6 +215,8 @@ async def test_an_initializer_reads_no_other_inbox_and_answers_no_nonce_request(
             f"_INBOX.{OTHER}.>",
             subjects.ATTEST_NONCE_ANY,
             subjects.ATTEST_REQUESTED_ANY,
+            # Writes to the results bucket, stored or not: pods receive answers only once stored.
+            f"{subjects.RESULTS_KV_PREFIX}.*",
         ):
             await attacker.subscribe(subject, cb=record)
         await attacker.flush()
@@ -222,9 +224,45 @@ async def test_an_initializer_reads_no_other_inbox_and_answers_no_nonce_request(
         with contextlib.suppress(Exception):
             await victim.request(subjects.attest_nonce(OTHER), b"", timeout=0.5)
         await victim.jetstream().publish(subjects.attest_requested(OTHER), b"r", headers={"Nats-Msg-Id": "v"})
+        ca = await b.connect("ca")
+        await ca.publish(
+            f"{subjects.RESULTS_KV_PREFIX}.refused",
+            b"a",
+            headers={"Nats-Expected-Last-Subject-Sequence": "9"},
+        )
         await asyncio.sleep(0.2)
         assert seen == []
-        assert sum("permissions violation for subscription" in e for e in b.errors) == 4, b.errors
+        assert sum("permissions violation for subscription" in e for e in b.errors) == 5, b.errors
+
+
+@pytest.mark.parametrize("users", [True, False], ids=["with users", "control: without users"])
+async def test_an_initializer_cannot_publish_an_answer_for_another(users: bool) -> None:
+    """Only the server publishes on the result subjects (republishing what it stored). An initializer that
+    could would answer another pod first; the pod would reject the forgery, but wait on."""
+    async with bus(users=users) as b:
+        victim = await b.connect(OTHER)
+        got: list[bytes] = []
+
+        async def record(msg: Msg) -> None:
+            got.append(bytes(msg.data))
+
+        await victim.subscribe(subjects.attest_result("victims-rid"), cb=record)
+        await victim.flush()
+        attacker = await b.connect(SOURCE)
+        await attacker.publish(subjects.attest_result("victims-rid"), b"forged answer")
+        await attacker.flush()
+        # The genuine answer, stored by a CA, comes after the forgery on the same path to the victim.
+        results = await ensure_kv((await b.connect("ca")).jetstream(), subjects.RESULTS)
+        await results.create("victims-rid", b"stored answer")
+        for _ in range(100):
+            if b"stored answer" in got:
+                break
+            await asyncio.sleep(0.02)
+        if users:
+            assert got == [b"stored answer"]
+            assert any("permissions violation for publish" in e for e in b.errors), b.errors
+        else:
+            assert got == [b"forged answer", b"stored answer"]
 
 
 async def test_the_monitor_reads_state_and_changes_nothing() -> None:

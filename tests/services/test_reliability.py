@@ -7,19 +7,23 @@ import contextlib
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from contrast import subjects
+from contrast.attestation.bundle import Expectation, OpenedBundle
+from contrast.errors import ContrastError
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
-from contrast.initializer.client import Credentials
+from contrast.initializer.client import Credentials, Initializer, InitializerConfig
 from contrast.runtime.natsserver import find_nats_server, free_port
 from contrast.testing.fixture import FixtureState
 from contrast.wire.v1 import AttestRequest, SignedVerdict, Verdict, decoder
 from tests.services.evil_bus import EvilBus, eventually
 from tests.services.pipeline import (
     H_DB,
+    INITIALIZER_PINS,
     Pipeline,
     connect,
     gather_bounded,
@@ -139,6 +143,88 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         # The killed replicas held unacked work that another replica finished.
         assert redelivered[0] > 0, redelivered
         assert redelivered[1] > 0, redelivered
+
+
+@dataclass
+class RecordingInitializer(Initializer):
+    """An initializer that keeps the raw answer it accepted, per request id."""
+
+    accepted: dict[str, bytes] = field(default_factory=dict)
+
+    async def _judge(self, raw: bytes, exp: Expectation) -> OpenedBundle | ContrastError | None:
+        outcome = await super()._judge(raw, exp)
+        if isinstance(outcome, OpenedBundle):
+            self.accepted[exp.request_id] = bytes(raw)
+        return outcome
+
+
+def answers(evil: EvilBus, prefix: str) -> dict[str, list[bytes]]:
+    """Every message captured on ``<prefix>.<request id>``, by request id."""
+    out: dict[str, list[bytes]] = {}
+    for c in evil.captured:
+        if c.subject.startswith(prefix + "."):
+            out.setdefault(c.subject[len(prefix) + 1 :], []).append(c.data)
+    return out
+
+
+async def test_a_verdict_redelivered_to_the_other_ca_is_answered_once(
+    private_nats_url: str, snp_emulator: EmulatedSnpPlatform, emulator_dir: Path, tmp_path: Path
+) -> None:
+    """Two CA replicas; one is frozen (SIGSTOP) while it holds verdicts, which the other then answers after
+    ``ack_wait``. Resumed, the frozen one answers them as well: each CA signs with its own identity, so its
+    answer is another bundle, and its write loses the ``create`` race. That write is on the bus (the control:
+    on the bucket's own subject, where pods listened before, the request has two different answers), but
+    only stored answers reach the result subject: each pod receives exactly one, and it accepted the stored
+    one."""
+    layout = {"verifier": 1, "ca": 2}
+    async with processes(private_nats_url, snp_emulator, emulator_dir, tmp_path / "fixture", layout) as (
+        p,
+        procs,
+    ):
+        evil = await EvilBus.connect(p.url)
+        js = p.nc.jetstream()
+        init = RecordingInitializer(
+            nc=p.nc,
+            platform=p.platform(H_DB),
+            config=InitializerConfig(pins=INITIALIZER_PINS, deadline=60, attempt_timeout=20),
+        )
+        twice: list[str] = []
+        for _ in range(5):  # until the frozen CA held a verdict (a race with the other CA's pulls)
+            load = asyncio.create_task(gather_bounded(24, 24, lambda _: init.attest()))
+            for _ in range(1000):
+                if (await js.consumer_info("VERDICTS", "ca")).num_ack_pending > 0:
+                    break
+                await asyncio.sleep(0.005)
+            procs["ca-1"].send_signal(signal.SIGSTOP)
+            try:
+                results = await load  # ca-2 answers every verdict, the held ones after ack_wait
+            finally:
+                procs["ca-1"].send_signal(signal.SIGCONT)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            assert not failures, failures[:3]
+
+            def answered_twice() -> list[str]:
+                written = answers(evil, subjects.RESULTS_KV_PREFIX)
+                return [rid for rid, values in written.items() if len(set(values)) > 1]
+
+            with contextlib.suppress(TimeoutError):  # ca-1 catches up on what it held when it was frozen
+                await eventually(lambda: bool(answered_twice()), timeout=8)
+            twice = answered_twice()
+            if twice:
+                break
+        assert twice, "the frozen CA never held a verdict"
+        assert evil.redeliveries("VERDICTS", "ca") > 0
+        await p.nc.flush()
+        await evil.nc.flush()
+        delivered = answers(evil, subjects.ATTEST_RESULT)
+        results_kv = await js.key_value(subjects.RESULTS.bucket)
+        assert set(init.accepted) <= set(delivered)
+        for rid, accepted in init.accepted.items():
+            stored = (await results_kv.get(rid)).value
+            assert delivered[rid] == [stored], rid  # one answer delivered per request: the stored one
+            assert accepted == stored
+        assert set(twice) <= set(init.accepted)
+        await evil.close()
 
 
 @pytest.fixture

@@ -88,8 +88,17 @@ def test_subject_tokens_are_validated(bad: str) -> None:
 
 
 def test_declared_streams_consumers_and_buckets_are_bounded() -> None:
-    # the result subject is that of the request's KV `results` key: storing an answer delivers it
-    assert subjects.attest_result("0123abcd") == f"$KV.{subjects.RESULTS.bucket}.0123abcd"
+    # the result subject is where the server republishes the request's stored KV `results` entry, and no
+    # stream's own subject: only the server publishes there
+    assert subjects.RESULTS.subject_prefix == subjects.RESULTS_KV_PREFIX == "$KV.results"
+    assert subjects.RESULTS.republish == subjects.ATTEST_RESULT
+    assert subjects.attest_result("0123abcd") == f"{subjects.ATTEST_RESULT}.0123abcd"
+    assert not subjects.attest_result("0123abcd").startswith("$")
+    for stream in subjects.STREAMS:
+        assert not any(s.startswith(subjects.ATTEST_RESULT) for s in stream.subjects)
+    for bad in ("$KV.x", "a..b", "a.*", "a.>", "a b"):
+        with pytest.raises(ValueError):
+            dataclasses.replace(subjects.RESULTS, republish=bad)
     for spec in subjects.STREAMS:
         assert spec.max_bytes > 0
         assert spec.max_msgs > 0
