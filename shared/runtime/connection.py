@@ -16,6 +16,7 @@ import os
 import random
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -118,6 +119,17 @@ class DropLog:
         return dropped
 
 
+_DISCONNECT_LISTENERS: weakref.WeakKeyDictionary[Client, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def on_disconnect(nc: Client, listener: Callable[[], None]) -> None:
+    """Call ``listener`` each time ``nc`` (made by :func:`connect`) has lost its server, before it reconnects:
+    nothing more arrives on the lost connection, and nothing has arrived on the next one yet."""
+    _DISCONNECT_LISTENERS.setdefault(nc, []).append(listener)
+
+
 def reconnect_delay(attempt: int, *, base: float = RECONNECT_BASE, cap: float = RECONNECT_CAP) -> float:
     """ "Full jitter" backoff: uniform in [0, min(cap, base·2^attempt)], so that replicas that lost the same
     server do not reconnect in lock-step (thundering herd)."""
@@ -153,6 +165,8 @@ async def connect(
 
     async def on_disconnected() -> None:
         _log.warning("nats_disconnected")
+        for listener in _DISCONNECT_LISTENERS.get(nc, ()):
+            listener()
 
     async def on_reconnected() -> None:
         _log.info("nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url else ""))

@@ -29,6 +29,7 @@ from nats.micro.service import (
 )
 
 from contrast.runtime.logs import get_logger
+from contrast.runtime.replies import Intake, ReplyGate
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 _log = get_logger(__name__)
@@ -91,16 +92,20 @@ class Discovery:
             ServiceVerb.INFO: lambda: self.info().to_dict(),
             ServiceVerb.STATS: lambda: self.stats().to_dict(),
         }
+        gate = ReplyGate(self._nc)
         for verb, build in handlers.items():
-            cb = self._responder(build)
             for name, sid in ((None, None), (self.name, None), (self.name, self.id)):
                 subject = control_subject(verb, name=name, id=sid)
-                self._subs.append(await self._nc.subscribe(subject, cb=cb))
+                intake = gate.intake()
+                intake.sub = await self._nc.subscribe(subject, cb=self._responder(build, intake))
+                self._subs.append(intake.sub)
         await self._nc.flush()
 
-    def _responder(self, build: Callable[[], dict[str, Any]]) -> Callable[[Msg], Awaitable[None]]:
+    def _responder(
+        self, build: Callable[[], dict[str, Any]], intake: Intake
+    ) -> Callable[[Msg], Awaitable[None]]:
         async def respond(msg: Msg) -> None:
-            if not msg.reply:
+            if not intake.arrived()() or not msg.reply:  # answered at once: from this connection, or not
                 return
             try:
                 body = json.dumps(build()).encode()

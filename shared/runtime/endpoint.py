@@ -15,7 +15,8 @@ For every message the dispatcher (in this order):
    stay in this replica's log. The replica keeps serving.
 
 Replies are sent with ``nc.publish(msg.reply, ..., headers=...)``: ``Msg.respond`` would echo the request's
-headers (including its ``traceparent``) back to the caller.
+headers (including its ``traceparent``) back to the caller. A request that arrived on a connection since lost
+is handled but not answered: the server would refuse the reply (:mod:`contrast.runtime.replies`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from contrast.errors import ContrastError, InternalError, RequestError
 from contrast.runtime.admission import PerSource, Rate
 from contrast.runtime.logs import get_logger
+from contrast.runtime.replies import Intake, ReplyGate
 from contrast.runtime.tracing import extract, inject
 from contrast.wire.v1 import ErrorReply, decoder, encode
 
@@ -208,25 +210,31 @@ class EndpointServer:
         return len(self._subs) == len(self.endpoints) and not self.draining
 
     async def start(self) -> None:
+        gate = ReplyGate(self._nc)
         for ep in self.endpoints:
-            sub = await self._nc.subscribe(
-                ep.subject, queue=ep.queue_group, cb=self._callback(ep), pending_msgs_limit=self._max_pending
+            intake = gate.intake()
+            intake.sub = await self._nc.subscribe(
+                ep.subject,
+                queue=ep.queue_group,
+                cb=self._callback(ep, intake),
+                pending_msgs_limit=self._max_pending,
             )
-            self._subs.append(sub)
+            self._subs.append(intake.sub)
         await self._nc.flush()
 
-    def _callback(self, ep: Endpoint[Any]) -> Callable[[Msg], Awaitable[None]]:
+    def _callback(self, ep: Endpoint[Any], intake: Intake) -> Callable[[Msg], Awaitable[None]]:
         limiter = PerSource(ep.per_source) if ep.per_source is not None else None
         shed = self._requests(ep.name, RATE_LIMITED) if limiter is not None else None
 
         async def on_message(msg: Msg) -> None:
+            answerable = intake.arrived()
             if limiter is not None and not limiter.admit(msg.subject.rsplit(".", 1)[-1]):
                 shed.inc()  # type: ignore[union-attr]  # no reply: answering a flood only doubles it
                 return
             # Awaiting the slot here (not in the task) applies backpressure: further messages wait in the
             # subscription's bounded pending queue instead of becoming unbounded tasks.
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(ep, msg), name=f"{ep.name}-request")
+            task = asyncio.create_task(self._handle(ep, msg, answerable), name=f"{ep.name}-request")
             self._tasks.add(task)
             task.add_done_callback(self._done)
 
@@ -255,7 +263,7 @@ class EndpointServer:
                 return False
         return True
 
-    async def _handle(self, ep: Endpoint[Any], msg: Msg) -> None:
+    async def _handle(self, ep: Endpoint[Any], msg: Msg, answerable: Callable[[], bool]) -> None:
         started = time.perf_counter_ns()
         stats = self.stats[ep.name]
         stats.num_requests += 1
@@ -297,7 +305,9 @@ class EndpointServer:
                 stats.last_error = code
                 span.set_status(Status(StatusCode.ERROR, code))
                 span.set_attribute("contrast.error.code", code)
-            if msg.reply:
+            if msg.reply and not answerable():
+                _log.info("reply_dropped", endpoint=ep.name, reason="the request arrived before a reconnect")
+            elif msg.reply:
                 try:
                     await self._nc.publish(msg.reply, body, headers=headers)
                 except Exception as e:  # connection lost: the caller times out and retries
