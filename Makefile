@@ -44,8 +44,11 @@ $(TYPETREE):
 typecheck: $(STAMP) $(TYPETREE)
 	cd $(TYPETREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p contrast
 
+# Four workers on two cores: the suite mostly waits (on nats-server, service processes, timeouts), so it runs in
+# about half the time of one worker. PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
