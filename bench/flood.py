@@ -12,14 +12,16 @@ publish only on its own source's subjects. Phase by phase (each ``--phase`` seco
 - ``expired-nonce``: the same with nonces it asked for long enough ago;
 - ``forged-evidence``: a fresh, valid nonce with evidence whose signature is broken;
 - ``replay``: captured legitimate requests again, as they were and under new request ids;
-- ``nonces``: nonce requests as fast as it can send them;
+- ``nonces``: nonce requests (to stream ``NONCE``, naming its own inbox) as fast as it can send them;
 
 and finally all of them at once. It prints, per phase: the legitimate pods' success rate and p50/p99 (and
 without a flood, in the baseline phase), what the attacker sent, what the Coordinator rejected and where
-(verifier, or the NATS server: per-source bounds, deduplication, size), the CPU spent per rejected request by
-the verifiers and by NATS, and the ATTEST backlog over time. Goals: 100 % legitimate success, legitimate p99
-at most 3x the no-flood p99, and garbage, bad nonces and replays rejected before any public-key operation
-(tests/services/verifier/test_cheap_rejections.py counts them; here their CPU shows it).
+(verifier, or the NATS server: per-source bounds, deduplication, size; for nonce requests, what the server
+refused against what it stored and the verifiers then dropped over the source's ration), the CPU spent per
+rejected request by the verifiers and by NATS, and the ATTEST and NONCE backlogs over time. Goals: 100 %
+legitimate success, legitimate p99 at most 3x the no-flood p99, and garbage, bad nonces and replays rejected
+before any public-key operation (tests/services/verifier/test_cheap_rejections.py counts them; here their
+CPU shows it).
 
 Usage: ``python bench/flood.py [--rate 5] [--attack-rate 200] [--phase 15] [--classes a,b] [--nats 1|3]``.
 The machine is shared: attacker, pods and Coordinator compete for its cores, so the attacker's own CPU is
@@ -49,17 +51,17 @@ import nats
 
 from contrast import subjects
 from contrast.cli.localrun.metrics import Scrape, parse
+from contrast.initializer.client import ask_nonce
 from contrast.runtime import configure_logging
 from contrast.runtime.connection import NatsCredentials, client_options
 from contrast.testing.chaos import Load, percentile
 from contrast.testing.cluster import CoordinatorCluster, Layout, cpu_seconds
-from contrast.wire.v1 import AttestRequest, NonceReply, NonceRequest, decoder, encode
+from contrast.wire.v1 import AttestRequest, NonceRequest, decoder, encode
 
 LEGIT = "tenant-a"
 ATTACKER = "mallory"
 CLASSES = ("garbage", "oversize", "forged-nonce", "expired-nonce", "forged-evidence", "replay", "nonces")
 EXPIRED_AFTER = 11.0  # seconds: past the default 10 s nonce lifetime
-NONCE_REQUEST = encode(NonceRequest())
 
 
 # ---- the attacker (its own process) ------------------------------------------------------------------------
@@ -74,6 +76,11 @@ class Attacker:
     captured: list[tuple[float, AttestRequest]] = field(default_factory=list)  # (when captured, request)
     old_nonces: list[tuple[float, bytes]] = field(default_factory=list)
     sent: int = 0
+    nonces_sent: int = 0
+    nonce_request: bytes = b""  # names one of its inboxes, which nobody reads: nobody waits for the answers
+
+    def __post_init__(self) -> None:
+        self.nonce_request = encode(NonceRequest(reply=self.nc.new_inbox()))
 
     def evidence(self) -> AttestRequest:
         return self.captured[-1][1]
@@ -90,8 +97,7 @@ class Attacker:
 
     async def nonce(self) -> bytes | None:
         try:
-            reply = await self.nc.request(subjects.attest_nonce(ATTACKER), encode(NonceRequest()), timeout=1)
-            return decoder(NonceReply).decode(reply.data).nonce
+            return await ask_nonce(self.nc, ATTACKER, timeout=1)
         except Exception:  # rationed: most of them are dropped
             return None
 
@@ -132,10 +138,10 @@ class Attacker:
                 replay = msgspec.structs.replace(original, request_id=secrets.token_urlsafe(24))
                 await self.publish(encode(replay), replay.request_id)
         elif kind == "nonces":
-            inbox = self.nc.new_inbox()
             for _ in range(200):  # as fast as the connection takes them, nobody waits for an answer
-                await self.nc.publish(subjects.attest_nonce(ATTACKER), NONCE_REQUEST, reply=inbox)
+                await self.nc.publish(subjects.attest_nonce(ATTACKER), self.nonce_request)
                 self.sent += 1
+                self.nonces_sent += 1
             await self.nc.flush()
 
     async def flood(self, kind: str, rate: float, seconds: float) -> None:
@@ -172,7 +178,7 @@ async def _attack(urls: list[str], password: str, commands: Any, captures: Any, 
             break
         kinds, rate, seconds = command
         a.take(captures)
-        a.sent = 0
+        a.sent = a.nonces_sent = 0
         cpu0 = time.process_time()
 
         async def refresh() -> None:
@@ -183,7 +189,7 @@ async def _attack(urls: list[str], password: str, commands: Any, captures: Any, 
         refresher = asyncio.create_task(refresh())
         await asyncio.gather(*(a.flood(k, rate, seconds) for k in kinds))
         refresher.cancel()
-        results.put({"sent": a.sent, "cpu_s": time.process_time() - cpu0})
+        results.put({"sent": a.sent, "nonces_sent": a.nonces_sent, "cpu_s": time.process_time() - cpu0})
     await nc.close()
 
 
@@ -227,6 +233,7 @@ class Snapshot:
             ("forged-evidence", "contrast_attestation_failures_total", {"reason": "evidence.bad_signature"}),
             ("replay", "contrast_attestation_failures_total", {"reason": "policy.nonce_reused"}),
             ("nonces", "contrast_requests_total", {"endpoint": "nonce", "code": "request.rate_limited"}),
+            ("nonces-answered", "contrast_requests_total", {"endpoint": "nonce", "code": "ok"}),
             ("unanswered", "contrast_rejections_unanswered_total", {}),
         ):
             v[key] = sum(s.total(name, **labels) for s in scrapes)
@@ -245,17 +252,27 @@ class Phase:
     rejected_by_verifiers: float
     cpu_ms: dict[str, float]  # extra CPU over the baseline per rejected request (or per sent, at the server)
     backlog: list[int]
+    nonce_backlog: list[int]
     unanswered: float
+    nonces_sent: int  # by the attacker's "nonces" class
+    nonce_stored: int  # nonce requests the server stored in NONCE (every source's)
+    nonces_answered: float
 
 
-async def backlog(monitor: Any, samples: list[int], stop: asyncio.Event) -> None:
+async def backlog(monitor: Any, samples: dict[str, list[int]], stop: asyncio.Event) -> None:
     js = monitor.jetstream()
     while not stop.is_set():
-        with contextlib.suppress(Exception):
-            info = await js.consumer_info("ATTEST", "verifier", timeout=1)
-            samples.append(int(info.num_pending + info.num_ack_pending))
+        for consumer in (subjects.VERIFIER_CONSUMER, subjects.NONCE_CONSUMER):
+            with contextlib.suppress(Exception):
+                info = await js.consumer_info(consumer.stream.name, consumer.durable, timeout=1)
+                samples[consumer.stream.name].append(int(info.num_pending + info.num_ack_pending))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def nonces_stored(monitor: Any) -> int:
+    """How many nonce requests the server has ever stored (the NONCE stream's last sequence)."""
+    return int((await monitor.jetstream().stream_info(subjects.NONCE.name)).state.last_seq)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -302,19 +319,21 @@ async def run(args: argparse.Namespace) -> int:
             ):
                 load = Load([init], args.rate)
                 runner = asyncio.create_task(load.run())
-                samples: list[int] = []
+                samples: dict[str, list[int]] = {"ATTEST": [], "NONCE": []}
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(backlog(monitor, samples, stop))
                 before = await Snapshot.take(cluster)
+                stored_before = await nonces_stored(monitor)
                 if kinds:
                     commands.put((kinds, args.attack_rate, args.phase))
                     attack = await asyncio.to_thread(results.get, True, args.phase + 120)
                 else:
                     await asyncio.sleep(args.phase)
-                    attack = {"sent": 0, "cpu_s": 0.0}
+                    attack = {"sent": 0, "nonces_sent": 0, "cpu_s": 0.0}
                 load.stop()
                 await runner
                 after = await Snapshot.take(cluster)
+                stored_after = await nonces_stored(monitor)
                 await load.finish()
                 stop.set()
                 await sampler
@@ -324,7 +343,9 @@ async def run(args: argparse.Namespace) -> int:
                     base_rate = {k: v / elapsed for k, v in cpu.items()}
                 rejected = sum(after.verifier.get(k, 0.0) - before.verifier.get(k, 0.0) for k in kinds)
                 extra = {k: max(0.0, cpu[k] - base_rate.get(k, 0.0) * elapsed) for k in cpu}
-                per = max(1.0, rejected if kinds not in (("oversize",),) else float(attack["sent"]))
+                # Refused by the server (oversize; nonce requests past the source's share): per message sent.
+                by_server = kinds in (("oversize",), ("nonces",))
+                per = max(1.0, float(attack["sent"]) if by_server else rejected)
                 lat = [p.latency for p in load.pods if p.outcome == "completed"]
                 phase = Phase(
                     name=name,
@@ -336,8 +357,12 @@ async def run(args: argparse.Namespace) -> int:
                     attacker_cpu_s=float(attack["cpu_s"]),
                     rejected_by_verifiers=rejected,
                     cpu_ms={k: 1000 * v / per for k, v in extra.items()} if kinds else {},
-                    backlog=samples,
+                    backlog=samples["ATTEST"],
+                    nonce_backlog=samples["NONCE"],
                     unanswered=after.verifier["unanswered"] - before.verifier["unanswered"],
+                    nonces_sent=int(attack["nonces_sent"]),
+                    nonce_stored=stored_after - stored_before,
+                    nonces_answered=after.verifier["nonces-answered"] - before.verifier["nonces-answered"],
                 )
                 phases.append(phase)
                 print(report(phase), flush=True)
@@ -360,7 +385,15 @@ def report(p: Phase) -> str:
             f" | sent {p.sent} ({p.sent / max(1e-9, p.attacker_cpu_s):.0f}/CPU-s), rejected by verifiers "
             f"{p.rejected_by_verifiers:.0f}, unanswered {p.unanswered:.0f} | CPU ms per rejected: {cpu}"
         )
+    # Every source's nonce requests: those the server stored in NONCE, of which the verifiers answered some
+    # and dropped others over their source's ration; an attacker's others were refused by the server.
+    line += f"\n{'':20} nonce requests stored {p.nonce_stored}, answered {p.nonces_answered:.0f}"
+    if p.nonces_sent:
+        line += (
+            f"; refused by the server >= {max(0, p.nonces_sent - p.nonce_stored)} of {p.nonces_sent} flooded"
+        )
     line += f"\n{'':20} ATTEST backlog (1 s samples): {p.backlog}"
+    line += f"\n{'':20} NONCE backlog (1 s samples): {p.nonce_backlog}"
     return line
 
 

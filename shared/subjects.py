@@ -20,10 +20,13 @@ PREFIX: Final = "contrast.v1"
 # --- attestation flow ---
 # Nonce requests and attestation requests carry their *source* as the last subject token: the NATS user the
 # initializer connects as (one per namespace where the deployment has them, DEFAULT_SOURCE otherwise). The
-# server's per-user permissions let an initializer publish on its own source's subjects only, so the verifier
-# can ration nonces per source and ATTEST can bound each source's backlog (max_msgs_per_subject). The bare
+# server's per-user permissions let an initializer publish on its own source's subjects only, so NONCE and
+# ATTEST can bound each source's backlog (max_msgs_per_subject), and the verifier can ration nonces and answer
+# a nonce request only on its source's own inbox. The bare
 # names below name the spans (one name per operation, whatever the source).
-ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: request/reply, verifier queue group
+# A nonce request is stored in stream NONCE (a work queue the verifiers pull at a paced rate) and names the
+# requester's reply inbox; the server bounds each source's share of the queue.
+ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: JetStream NONCE (work queue)
 ATTEST_NONCE_ANY: Final = f"{ATTEST_NONCE}.*"
 ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST (work queue)
 ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"
@@ -153,6 +156,9 @@ class ConsumerSpec:
     max_deliver: int  # then the server emits a MAX_DELIVERIES advisory; we dead-letter it
     max_ack_pending: int  # bound on in-flight work across all replicas
     backoff: tuple[float, ...] = field(default=())  # nak delays by delivery count; last one repeats
+    # False for requests that are worthless once late (the requester has asked again): a message that cannot
+    # be handled is dropped (terminated and counted) instead of being dead-lettered to EVENTS.
+    dead_letters: bool = True
 
     def __post_init__(self) -> None:
         if not _TOKEN.match(self.durable):
@@ -210,6 +216,27 @@ ATTEST: Final = StreamSpec(
     max_msgs_per_subject=2_000,
 )
 
+# Nonce requests (a few dozen bytes naming the requester's inbox) wait here until a verifier pulls them, at
+# its paced rate (CONTRAST_NONCE_PULL_RATE). A flood of them is refused by the server, per source: a source
+# holds at most 8 (discard new per subject), so a flooding namespace fills only its own share and every
+# other source's request still gets in, behind at most 8 of the flooder's (16 ms at two replicas' default
+# pace; a larger share is that much more wait for every request under a flood, docs/performance.md). A
+# request older than 2 s is worthless: its pod has asked again after its 1 s nonce timeout. A flood's
+# refused writes never reach the store. File storage like every stream: a memory stream and its consumer
+# would vanish with a restarted server, and nothing re-creates them while the replicas run. Nothing
+# deduplicates (no msg id).
+NONCE: Final = StreamSpec(
+    name="NONCE",
+    subjects=(ATTEST_NONCE_ANY,),
+    retention="workqueue",
+    max_age=2 * SECOND,
+    max_bytes=64 * MiB,
+    max_msgs=100_000,
+    max_msg_size=1 * KiB,
+    duplicate_window=2 * SECOND,
+    max_msgs_per_subject=8,
+)
+
 # Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST.
 VERDICTS: Final = StreamSpec(
     name="VERDICTS",
@@ -256,6 +283,20 @@ VERIFIER_CONSUMER: Final = ConsumerSpec(
     backoff=(0.5, 2.0, 5.0, 10.0),
 )
 
+# Nonce requests: issuing one costs an HMAC. ack_wait 2 s: a request a dead replica held is past its use by
+# then; one not-ready replica's nak hands it to another within 50 ms. Never dead-lettered (dead_letters):
+# a malformed or misaddressed request is dropped and counted, the flood it may belong to stays in memory.
+NONCE_CONSUMER: Final = ConsumerSpec(
+    stream=NONCE,
+    durable="verifier-nonce",
+    filter_subject=ATTEST_NONCE_ANY,
+    ack_wait=2 * SECOND,
+    max_deliver=3,
+    max_ack_pending=256,
+    backoff=(0.05, 0.2),
+    dead_letters=False,
+)
+
 # Issuance costs a P-384 leaf signature, an HPKE seal and two KV/JetStream writes: same reasoning as above.
 CA_CONSUMER: Final = ConsumerSpec(
     stream=VERDICTS,
@@ -295,8 +336,8 @@ HISTORY: Final = KVSpec(bucket="history", history=64, ttl=0, max_value_size=1 * 
 # own (contrast.collateral.source), and a cache pre-seeded for a cluster without egress must not vanish.
 COLLATERAL: Final = KVSpec(bucket="collateral", history=1, ttl=0, max_value_size=256 * KiB, max_bytes=1 * GiB)
 
-STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
-CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
+STREAMS: Final[tuple[StreamSpec, ...]] = (NONCE, ATTEST, VERDICTS, EVENTS)
+CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (NONCE_CONSUMER, VERIFIER_CONSUMER, CA_CONSUMER)
 BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)
 
 if RESULTS.subject_prefix != RESULTS_KV_PREFIX:  # pragma: no cover - a definition error, caught on import

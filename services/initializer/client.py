@@ -4,7 +4,9 @@
 (:meth:`Initializer.attempt`):
 
 1. makes a fresh P-256 TLS key and a fresh HPKE key;
-2. asks the verifier queue group for a nonce, on its source's subject (its NATS user, or the default);
+2. asks for a nonce (:func:`ask_nonce`): a request naming a fresh reply inbox of its own, on its source's
+   subject (its NATS user, or the default), where stream ``NONCE`` keeps it until a verifier pulls it; the
+   answer comes on that inbox, or the request is asked again after ``nonce_timeout``;
 3. gets evidence with REPORT_DATA = SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key);
 4. subscribes to ``contrast.v1.attest.result.<request_id>``, where the server republishes the KV ``results``
    entry of the request once it is stored (and only then), then publishes the request to stream ``ATTEST``
@@ -24,7 +26,8 @@ One :class:`Initializer` can run many attestations concurrently (the bench drive
 initializers in one process): they share the evidence verifier's chain cache and the statement cache.
 
 Tracing: one trace per attestation. Its root span ``attest`` (TEE, own policy-hash prefix, final verdict
-and reason) holds, per attempt, the nonce request, the ``PRODUCER`` span of the publish to ``ATTEST``, whose
+and reason) holds, per attempt, the ``PRODUCER`` span of the nonce request (the verifier's span continues it),
+the ``PRODUCER`` span of the publish to ``ATTEST``, whose
 ``traceparent`` the verifier's and then the CA's span continue, and the ``result`` span of the wait for the
 answer (verdict and reason code).
 """
@@ -61,7 +64,7 @@ from contrast.evidence.binding import Label, report_data
 from contrast.evidence.verifier import Evidence, EvidenceVerifier, OwnIdentity
 from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
-from contrast.runtime.client import request
+from contrast.runtime.connection import inbox_prefix
 from contrast.runtime.logs import get_logger
 from contrast.runtime.tracing import ATTR_REQUEST_ID, annotate_attestation, current_tracer, inject
 from contrast.wire.v1 import AttestRequest, AttestResult, NonceReply, NonceRequest, decoder, encode
@@ -71,14 +74,81 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 _PUBLISH_ATTRIBUTES = {"messaging.system": "nats", "messaging.operation.type": "send"}
 
 
+class _Refusal(msgspec.Struct):
+    """The server's answer to a publish it did not store (JSON; a stored one's PubAck has no ``error``)."""
+
+    error: dict[str, object]
+
+
+_STATUS_HEADER = "Status"
+_NO_RESPONDERS = "503"
+_REFUSED_BACKOFF = (0.01, 0.2)  # seconds: first and largest pause before asking again after a refusal
+
+
+async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer | None = None) -> bytes:
+    """A fresh nonce for an initializer of ``source`` (the NATS user ``nc`` connects as).
+
+    Publishes a :class:`NonceRequest` that names a fresh inbox of the source on its nonce subject, where
+    stream ``NONCE`` keeps it for a verifier, and waits for the :class:`NonceReply` on that inbox. The stored
+    message loses the publish's reply subject, which is that same inbox: there the server acknowledges the
+    publish, or says that it refused it because the source's share of the queue is full; then the request is
+    asked again after a short, growing, jittered pause (a burst of one namespace's pods gets in as the queue
+    drains, instead of waiting out the timeout). Raises ``state.unavailable`` if no nonce comes within
+    ``timeout`` (dropped over the source's ration, lost, or still refused) or nothing serves the subject.
+    """
+    tracer = tracer or current_tracer()
+    # An inbox of the source's own (whatever inbox prefix ``nc`` was given): the only kind a verifier answers.
+    inbox = f"{inbox_prefix(source)}.{secrets.token_urlsafe(16)}"
+    answers: asyncio.Queue[Msg] = asyncio.Queue(maxsize=4)
+
+    async def on_answer(msg: Msg) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # only verifiers and the server publish here
+            answers.put_nowait(msg)
+
+    subject = subjects.attest_nonce(source)
+    # Subscribed before the request leaves: the subscription reaches the server first on this connection.
+    sub = await nc.subscribe(inbox, cb=on_answer)
+    try:
+        with tracer.start_as_current_span(
+            subjects.ATTEST_NONCE, kind=SpanKind.PRODUCER, attributes=_PUBLISH_ATTRIBUTES
+        ) as span:
+            request, headers = encode(NonceRequest(reply=inbox)), inject({})
+            refusals = 0
+            try:
+                async with asyncio.timeout(timeout):
+                    await nc.publish(subject, request, reply=inbox, headers=headers)
+                    while True:
+                        msg = await answers.get()
+                        if msg.headers and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+                            span.set_status(Status(StatusCode.ERROR, "no responders"))
+                            raise StateError("unavailable", f"nothing stores requests on {subject}")
+                        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                            return decoder(NonceReply).decode(msg.data).nonce
+                        with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                            msgspec.json.decode(msg.data, type=_Refusal)
+                            refusals += 1
+                            first, cap = _REFUSED_BACKOFF
+                            await asyncio.sleep(random.uniform(0, min(cap, first * 2**refusals)))
+                            await nc.publish(subject, request, reply=inbox, headers=headers)
+            except TimeoutError:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                raise StateError(
+                    "unavailable", f"no nonce within {timeout} s ({refusals} refused by a full queue)"
+                ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 @dataclass(frozen=True, kw_only=True)
 class InitializerConfig:
     pins: CoordinatorPins  # from the pod's measured environment (contrast.coordinator.pins)
     deadline: float = 300.0  # seconds for the whole flow, retries included
     attempt_timeout: float = 15.0  # seconds to wait for one request's answer
     request_timeout: float = 5.0  # publish
-    # A nonce answer takes milliseconds; one lost (a flood filled a verifier's queue, a node froze) is asked
-    # again after this, not after request_timeout: it is cheap and rationed per source.
+    # A nonce answer takes milliseconds; a request lost (refused by its source's full share of the NONCE
+    # queue, dropped over the source's ration, a node froze) is asked again after this, not after
+    # request_timeout: it is cheap and rationed per source.
     nonce_timeout: float = 1.0
     poll_interval: float = 2.0  # KV fallback
     backoff_base: float = 0.2
@@ -192,17 +262,7 @@ class Initializer:
         tls_spki = spki(tls_public)
         hpke_pub = hpke_key.public_bytes()
         tracer = self._tracer
-        nonce = (
-            await request(
-                self.nc,
-                subjects.attest_nonce(self.source),
-                NonceRequest(),
-                NonceReply,
-                timeout=cfg.nonce_timeout,
-                tracer=tracer,
-                span_name=subjects.ATTEST_NONCE,
-            )
-        ).nonce
+        nonce = await ask_nonce(self.nc, self.source, timeout=cfg.nonce_timeout, tracer=tracer)
         evidence = await self.platform.evidence(report_data(Label.MESH_CERT, nonce, tls_spki, hpke_pub))
         own = self._own_identity(evidence, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
         annotate_attestation(policy_hash=own.policy_hash)  # on the attestation's root span

@@ -1,5 +1,4 @@
-"""The verifier service: nonces on ``contrast.v1.attest.nonce.<source>`` and signed verdicts on stream
-``ATTEST``.
+"""The verifier service: nonces for the requests of stream ``NONCE`` and signed verdicts on stream ``ATTEST``.
 
 Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
 step 3 (:meth:`_Verifier._check`): everything that costs no public-key operation first (request id, nonce
@@ -7,8 +6,14 @@ MAC and expiry, a look at the nonce's single-use mark, key shapes), so that garb
 and replays are turned away for the price of a decode, an HMAC and one KV read. An acceptance goes to stream
 ``VERDICTS``; a rejection is a signed negative verdict in KV ``results``, within a budget of signed answers
 per second (``ReplicaDeps.rejection_answers``): past it, a rejection is counted but not answered, so a flood
-cannot spend the replica's signatures or fill the results bucket. Nonces are rationed per source
-(``ReplicaDeps.nonces_per_source``). A transient fault (collateral, not ready) naks the request for a retry;
+cannot spend the replica's signatures or fill the results bucket.
+
+Nonce requests (``contrast.v1.attest.nonce.<source>``) wait in the bounded work queue ``NONCE``, which each
+replica pulls at a paced rate (``ReplicaDeps.nonce_pull_rate``): a flood of them costs a verifier a bounded
+share of its CPU and is refused by the NATS server, per source, beyond that. A nonce is answered only on an
+inbox of the request's own source, and issued within the source's ration (``ReplicaDeps.nonces_per_source``,
+which bounds the forged-evidence checks one source can cause); over it, the request is dropped unanswered.
+A transient fault (collateral, not ready) naks the request for a retry;
 a request still waiting for collateral at its last delivery gets a signed negative verdict with the
 ``collateral.*`` code, so that it fails closed with a named reason. Nothing a client sends can crash the
 replica.
@@ -42,17 +47,16 @@ from contrast.replica.lifecycle import CoordinatorReplica, ReplicaView
 from contrast.replica.membership import Membership
 from contrast.runtime import (
     DeliveryContext,
-    Endpoint,
     Handlers,
-    RequestContext,
     Runtime,
     Service,
     StreamWorker,
     get_logger,
 )
-from contrast.runtime.admission import TokenBucket
+from contrast.runtime.admission import PerSource, TokenBucket
+from contrast.runtime.connection import is_inbox_of
 from contrast.runtime.kv import NatsKeyValue
-from contrast.runtime.tracing import annotate_attestation
+from contrast.runtime.tracing import annotate_attestation, inject
 from contrast.wire.v1 import (
     AttestationEvent,
     AttestRequest,
@@ -64,6 +68,8 @@ from contrast.wire.v1 import (
 
 _log = get_logger(__name__)
 VERSION = "0.1.0"
+NONCE_ENDPOINT = "nonce"  # the `endpoint` label of the nonce requests' outcomes in contrast_requests_total
+RATE_LIMITED = "request.rate_limited"
 
 
 class _Rejected(Exception):
@@ -90,6 +96,11 @@ class _Verifier:
         self.evidence = evidence  # one per process: its chain cache is shared with the replica's own checks
         self._authority: tuple[Membership, NonceAuthority] | None = None
         self._answers = TokenBucket(deps.rejection_answers)
+        self._nonce_ration = PerSource(deps.nonces_per_source)
+        self._nonce_outcomes = {
+            code: rt.metrics.requests.labels(NONCE_ENDPOINT, code)
+            for code in ("ok", RATE_LIMITED, "request.reply_subject")
+        }
 
     def authority(self, membership: Membership) -> NonceAuthority:
         if self._authority is None or self._authority[0] is not membership:
@@ -97,9 +108,24 @@ class _Verifier:
             self._authority = (membership, auth)
         return self._authority[1]
 
-    async def nonce(self, _req: NonceRequest, _ctx: RequestContext) -> NonceReply:
-        view = self.replica.view()
-        return NonceReply(nonce=self.authority(view.membership).issue(int(self.deps.clock() * 1000)))
+    async def nonce(self, req: NonceRequest, ctx: DeliveryContext) -> None:
+        """Answer one queued nonce request on its own source's inbox, within the source's ration.
+
+        Returns (the request is acked) with or without an answer; a reply subject that is not an inbox of the
+        request's source is a ``request.reply_subject`` error (dropped: no answer is sent anywhere); not ready
+        naks it for another replica."""
+        source = subjects.source_of(ctx.subject)
+        if not is_inbox_of(req.reply, source):
+            self._nonce_outcomes["request.reply_subject"].inc()
+            raise RequestError("reply_subject", f"{req.reply!r} is not an inbox of source {source!r}")
+        if not self._nonce_ration.admit(source):
+            self._nonce_outcomes[RATE_LIMITED].inc()  # no answer: answering a flood only doubles it
+            return
+        view = self.replica.view()  # state.not_ready → nak: another replica answers
+        reply = NonceReply(nonce=self.authority(view.membership).issue(int(self.deps.clock() * 1000)))
+        # Core publish, with this delivery's trace context (the requester's trace continues here).
+        await ctx.nc.publish(req.reply, encode(reply), headers=inject({}))
+        self._nonce_outcomes["ok"].inc()
 
     async def verify(self, req: AttestRequest, ctx: DeliveryContext) -> None:
         view = self.replica.view()  # state.not_ready → nak, retried by another replica or later
@@ -301,18 +327,16 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         await rt.stack.enter_async_context(replica)
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
         return Handlers(
-            endpoints=(
-                Endpoint(
-                    name="nonce",
-                    subject=subjects.ATTEST_NONCE_ANY,
-                    request_type=NonceRequest,
-                    handler=v.nonce,
-                    max_bytes=64,
-                    timeout=2.0,
-                    per_source=deps.nonces_per_source,
-                ),
-            ),
             workers=(
+                StreamWorker(
+                    name=NONCE_ENDPOINT,
+                    consumer=subjects.NONCE_CONSUMER,
+                    message_type=NonceRequest,
+                    handler=v.nonce,
+                    max_in_flight=32,
+                    timeout=1.0,
+                    pace=deps.nonce_pull_rate,
+                ),
                 StreamWorker(
                     name="verify",
                     consumer=subjects.VERIFIER_CONSUMER,

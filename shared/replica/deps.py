@@ -35,6 +35,12 @@ def _env_rate(name: str, default: int) -> Rate:
     return Rate(per_second=per_second, burst=max(1, 4 * per_second))
 
 
+def _pull_rate(per_second: int) -> Rate:
+    if per_second < 1:
+        raise ValueError("CONTRAST_NONCE_PULL_RATE must be at least 1: at 0 no nonce is ever issued")
+    return Rate(per_second=per_second, burst=max(1, per_second // 10))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReplicaDeps:
     """Dependencies of a Coordinator replica service (verifier or CA)."""
@@ -55,6 +61,11 @@ class ReplicaDeps:
     # Verifier: nonces one replica hands to one source (an initializer user) per second; a pod needs one per
     # attempt, and only a holder of a fresh nonce can make the verifier check evidence.
     nonces_per_source: Rate = field(default_factory=lambda: _env_rate("CONTRAST_NONCE_RATE", 100))
+    # Verifier: nonce requests one replica pulls from stream NONCE per second, whatever their source; the rest
+    # wait in the server's bounded queue. Bursts of a tenth of a second's worth.
+    nonce_pull_rate: Rate = field(
+        default_factory=lambda: _pull_rate(_env_int("CONTRAST_NONCE_PULL_RATE", 250))
+    )
     # Verifier: signed answers to rejected requests per second (each one a signature and a stored result);
     # beyond it a rejection is counted but not answered, so a flood cannot fill the results bucket.
     rejection_answers: Rate = field(default_factory=lambda: _env_rate("CONTRAST_REJECTION_ANSWER_RATE", 20))

@@ -11,12 +11,12 @@ Define a service (``services/<svc>/__main__.py``)::
 
     async def build(rt: Runtime) -> Handlers:          # wire dependencies; push cleanups on rt.stack
         nonces = await rt.kv(subjects.NONCES)          # KV/streams declared in contrast.subjects
-        async def nonce(req: NonceRequest, ctx: RequestContext) -> NonceReply: ...
+        async def status(req: StatusRequest, ctx: RequestContext) -> StatusReply: ...
         async def verify(msg: AttestRequest, ctx: DeliveryContext) -> None:
             await ctx.publish(subjects.ATTEST_VERIFIED, verdict, msg_id=msg.request_id)  # durable, dedup'd
         return Handlers(
-            endpoints=(Endpoint(name="nonce", subject=subjects.ATTEST_NONCE_ANY, request_type=NonceRequest,
-                                handler=nonce, max_bytes=1024, timeout=2.0),),
+            endpoints=(Endpoint(name="status", subject=subjects.USER_STATUS, request_type=StatusRequest,
+                                handler=status, max_bytes=1024, timeout=2.0),),
             workers=(StreamWorker(name="verify", consumer=subjects.VERIFIER_CONSUMER,
                                   message_type=AttestRequest, handler=verify, max_in_flight=16,
                                   timeout=20.0),),

@@ -1,4 +1,5 @@
-"""Token buckets: what a replica admits per source, and how many costly answers it gives per second.
+"""Token buckets: what a replica admits per source, how many costly answers it gives and how many queued
+requests it pulls per second.
 
 A source is the last subject token of a request (an initializer's NATS user: one per namespace, see
 :mod:`contrast.subjects`); the server's permissions keep a client on its own source's subjects. A flood from
@@ -41,15 +42,31 @@ class TokenBucket:
         self._tokens = float(rate.burst)
         self._stamp = clock()
 
-    def take(self) -> bool:
+    def _refill(self) -> float:
         now = self._clock()
-        tokens = min(float(self.rate.burst), self._tokens + (now - self._stamp) * self.rate.per_second)
+        self._tokens = min(float(self.rate.burst), self._tokens + (now - self._stamp) * self.rate.per_second)
         self._stamp = now
-        if tokens < 1.0:
-            self._tokens = tokens
-            return False
-        self._tokens = tokens - 1.0
-        return True
+        return self._tokens
+
+    def take(self) -> bool:
+        return self.take_up_to(1) == 1
+
+    def take_up_to(self, n: int) -> int:
+        """Spend as many whole tokens as there are, at most ``n``; returns how many."""
+        taken = min(n, int(self._refill()))
+        self._tokens -= taken
+        return taken
+
+    def give_back(self, n: int) -> None:
+        """Return ``n`` tokens taken but not used (never above the burst)."""
+        self._tokens = min(float(self.rate.burst), self._tokens + n)
+
+    def wait(self, n: int = 1) -> float:
+        """Seconds until ``n`` whole tokens are there (0 if they are; infinite at a rate of 0)."""
+        missing = min(n, self.rate.burst) - self._refill()
+        if missing <= 0:
+            return 0.0
+        return missing / self.rate.per_second if self.rate.per_second > 0 else float("inf")
 
 
 class PerSource:

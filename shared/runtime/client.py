@@ -30,18 +30,16 @@ async def request(
     timeout: float = 5.0,
     tracer: Tracer | None = None,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
-    span_name: str | None = None,
 ) -> Resp:
     """Send ``message`` to ``subject`` and return the decoded ``response_type``.
 
     Raises the typed :class:`ContrastError` rebuilt from an error reply (by its code), ``state.unavailable``
     when no replica serves the subject or none answers in time, and ``internal.bad_reply`` for a reply that is
-    neither a valid response nor a valid error. The span is named ``span_name`` (default: the subject; a
-    subject with a source token passes its name without the token).
+    neither a valid response nor a valid error. The span is named by the subject.
     """
     tracer = tracer or current_tracer()
     with tracer.start_as_current_span(
-        span_name or subject,
+        subject,
         kind=SpanKind.CLIENT,
         attributes=_SPAN_ATTRIBUTES,
     ) as span:

@@ -49,6 +49,17 @@ def inbox_prefix(identity: str) -> str:
     return f"_INBOX.{identity}"
 
 
+def is_inbox_of(subject: str, identity: str) -> bool:
+    """Whether ``subject`` is one reply inbox of ``identity``: its prefix and exactly one more token, no
+    wildcard. What a service checks before it answers on a subject a request names."""
+    try:
+        prefix = inbox_prefix(identity) + "."
+    except ValueError:
+        return False
+    token = subject[len(prefix) :]
+    return subject.startswith(prefix) and _USER.match(token) is not None
+
+
 @dataclass(frozen=True)
 class NatsCredentials:
     """A NATS user and its password (never printed)."""

@@ -2,9 +2,6 @@
 
 For every message the dispatcher (in this order):
 
-0. for an endpoint with a per-source rate (``per_source``, on a subject that ends in the source token
-   ``.*``), drops the message unanswered when its source's bucket is empty (``request.rate_limited`` in
-   the metrics): a flooding source costs a parse and a counter, never a slot another source waits for;
 1. waits for a slot of the service's semaphore, then handles the message in its own task — nats-py runs one
    subscription's callbacks strictly one after another, so without this one slow handler serialises all;
 2. checks the size bound **before** decoding (``request.too_large``);
@@ -38,7 +35,6 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from contrast.errors import ContrastError, InternalError, RequestError
-from contrast.runtime.admission import PerSource, Rate
 from contrast.runtime.logs import get_logger
 from contrast.runtime.replies import Intake, ReplyGate
 from contrast.runtime.tracing import extract, inject
@@ -55,9 +51,7 @@ DEFAULT_QUEUE_GROUP: Final = "q"
 MAX_ERROR_MESSAGE: Final = 512
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Literal subjects, except a final "*": the source token of a per-source endpoint.
-_SUBJECT = re.compile(r"^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*(\.\*)?$")
-RATE_LIMITED: Final = "request.rate_limited"
+_SUBJECT = re.compile(r"^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$")  # literal subjects only
 
 Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
@@ -118,9 +112,8 @@ class Endpoint(Generic[Req]):
     """One request/reply endpoint: ``handler(request, ctx) -> response Struct``.
 
     ``name`` is the micro endpoint name shown by ``$SRV.INFO``; ``subject`` a literal subject from
-    :mod:`contrast.subjects`, or one whose last token is ``*`` (the requester's source). ``max_bytes`` bounds
-    the raw payload before decoding; ``timeout`` bounds the handler (it then answers ``internal.timeout``).
-    ``per_source`` rations each source (needs the ``*`` subject); the span is named by the subject without it.
+    :mod:`contrast.subjects`. ``max_bytes`` bounds the raw payload before decoding; ``timeout`` bounds the
+    handler (it then answers ``internal.timeout``).
     """
 
     name: str
@@ -131,17 +124,12 @@ class Endpoint(Generic[Req]):
     timeout: float = 5.0
     queue_group: str = DEFAULT_QUEUE_GROUP
     metadata: Mapping[str, str] = field(default_factory=dict)
-    per_source: Rate | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"invalid endpoint name {self.name!r}")
         if not _SUBJECT.match(self.subject):
-            raise ValueError(
-                f"invalid endpoint subject {self.subject!r} (literal, or ending in the source token '*')"
-            )
-        if self.per_source is not None and not self.subject.endswith(".*"):
-            raise ValueError(f"endpoint {self.name}: a per-source rate needs a subject ending in '.*'")
+            raise ValueError(f"invalid endpoint subject {self.subject!r} (a literal subject)")
         if not _NAME.match(self.queue_group):
             raise ValueError(f"invalid queue group {self.queue_group!r}")
         if not 0 < self.max_bytes <= 64 * 1024 * 1024:
@@ -149,11 +137,6 @@ class Endpoint(Generic[Req]):
         if not 0 < self.timeout <= 600:
             raise ValueError(f"endpoint {self.name}: timeout out of range")
         decoder(self.request_type)  # raises TypeError unless it is a strict wire Struct
-
-    @property
-    def span_name(self) -> str:
-        """The subject without its source token: one span name per endpoint."""
-        return self.subject.removesuffix(".*")
 
 
 def error_reply(error: ContrastError, correlation_id: str) -> tuple[bytes, dict[str, str]]:
@@ -223,14 +206,8 @@ class EndpointServer:
         await self._nc.flush()
 
     def _callback(self, ep: Endpoint[Any], intake: Intake) -> Callable[[Msg], Awaitable[None]]:
-        limiter = PerSource(ep.per_source) if ep.per_source is not None else None
-        shed = self._requests(ep.name, RATE_LIMITED) if limiter is not None else None
-
         async def on_message(msg: Msg) -> None:
             answerable = intake.arrived()
-            if limiter is not None and not limiter.admit(msg.subject.rsplit(".", 1)[-1]):
-                shed.inc()  # type: ignore[union-attr]  # no reply: answering a flood only doubles it
-                return
             # Awaiting the slot here (not in the task) applies backpressure: further messages wait in the
             # subscription's bounded pending queue instead of becoming unbounded tasks.
             await self._slots.acquire()
@@ -272,7 +249,7 @@ class EndpointServer:
         # One SERVER span per request, named by the subject; service and replica are resource attributes
         # already. Few span attributes: the SDK copies and validates each one on every request.
         with self._tracer.start_as_current_span(
-            ep.span_name,
+            ep.subject,
             context=extract(msg.headers),
             kind=SpanKind.SERVER,
             attributes=_SPAN_ATTRIBUTES,

@@ -7,9 +7,12 @@ and the local runner's status line). Every permission is derived from :mod:`cont
 subject, stream or bucket changes the users with it.
 
 This is defence against a *compromised workload*: an initializer's credentials cannot delete or purge a
-stream or bucket, consume the ``ATTEST`` queue, publish verdicts or results, write the history, or read
-other clients' reply inboxes. It is no defence against the cluster operator, who runs the server and can
-change or ignore this configuration: the protocol never relies on it (docs/threat-model.md).
+stream or bucket, consume the ``ATTEST`` or ``NONCE`` queue, publish verdicts or results, write the history,
+or read other clients' reply inboxes. The verifier answers nonce requests by publishing on the requesters'
+inboxes: it may publish on the inboxes of the initializer users (``_INBOX.<source>.*``) and on no other
+role's (roles and sources cannot share names, :func:`role_users`). It is no defence against the cluster
+operator, who runs the server and can change or ignore this configuration: the protocol never relies on it
+(docs/threat-model.md).
 
 :func:`server_config` renders the ``authorization`` block (and ``no_auth_user``) in the NATS configuration
 language. ``python -m contrast.runtime.natsauth [--source NS ...]`` prints it with every password as an
@@ -105,13 +108,13 @@ def _consumer(spec: ConsumerSpec) -> tuple[list[str], list[str]]:
         f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
         f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
-        # A message whose deliveries ran out is read, dead-lettered and deleted by one replica.
-        f"{JS_API}.STREAM.MSG.GET.{stream}",
-        f"{JS_API}.STREAM.MSG.DELETE.{stream}",
-        subjects.EVENT_DEADLETTER,
     ]
-    subscribe = [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"]
-    return publish, subscribe
+    if not spec.dead_letters:
+        return publish, []
+    # A message whose deliveries ran out is read, dead-lettered and deleted by one replica.
+    publish += [f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
+    publish.append(subjects.EVENT_DEADLETTER)
+    return publish, [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"]
 
 
 def _service(user: str, service: str) -> list[str]:
@@ -136,8 +139,9 @@ _USER_API: Final = (
 )
 
 
-def permissions(role: Role, user: str) -> Permissions:
-    """The permissions of ``user`` in ``role`` (for an initializer, ``user`` is also its source token)."""
+def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permissions:
+    """The permissions of ``user`` in ``role`` (for an initializer, ``user`` is also its source token).
+    ``sources``: the initializer users, on whose inboxes a verifier answers nonce requests."""
     if role == "initializer":
         results, collateral = _kv_stream(subjects.RESULTS), _kv_stream(subjects.COLLATERAL)
         return Permissions(
@@ -158,10 +162,16 @@ def permissions(role: Role, user: str) -> Permissions:
         )
     if role == "verifier":
         pub, sub = _consumer(subjects.VERIFIER_CONSUMER)
+        nonce_pub, _ = _consumer(subjects.NONCE_CONSUMER)
         return Permissions(
             publish=_unique(
                 *pub,
-                *_stream_admin(subjects.ATTEST.name, subjects.VERDICTS.name, subjects.EVENTS.name),
+                *nonce_pub,
+                # A nonce answer goes to one inbox (one token) of an initializer user, and nowhere else.
+                *(f"{inbox_prefix(s)}.*" for s in sources),
+                *_stream_admin(
+                    subjects.NONCE.name, subjects.ATTEST.name, subjects.VERDICTS.name, subjects.EVENTS.name
+                ),
                 subjects.ATTEST_VERIFIED,
                 subjects.EVENT_ATTESTATION,
                 *_kv(subjects.NONCES, write=True),
@@ -170,9 +180,7 @@ def permissions(role: Role, user: str) -> Permissions:
                 *_kv(subjects.COLLATERAL, write=True),
                 *_JOIN,
             ),
-            subscribe=_unique(
-                *_service(user, "verifier"), *sub, subjects.ATTEST_NONCE_ANY, subjects.EVENT_MANIFEST_UPDATED
-            ),
+            subscribe=_unique(*_service(user, "verifier"), *sub, subjects.EVENT_MANIFEST_UPDATED),
             allow_responses=True,
         )
     if role == "ca":
@@ -270,9 +278,10 @@ def server_config(users: Sequence[NatsUser], *, default_user: str | None = subje
         default = [u for u in users if u.name == default_user]
         if not default or default[0].role != "initializer":
             raise ValueError("the user of unauthenticated connections must be an initializer user")
+    sources = [u.name for u in users if u.role == "initializer"]
     lines = ["authorization {", "  users = ["]
     for u in users:
-        p = permissions(u.role, u.name)
+        p = permissions(u.role, u.name, sources=sources)
         password = f"${u.password_env}" if u.password_env else json.dumps(u.password)
         lines += [
             "    {",

@@ -4,7 +4,15 @@ The feed keeps **one pull request** outstanding for exactly the slots that are f
 dispatches every message the moment it arrives (from the subscription's callback: no per-message
 ``next_msg`` task, as nats-py's ``fetch`` makes). When the request is used up (every slot taken) or over (the
 server's ``408``/``409`` status, or our own deadline), the next one asks for whatever is free by then. An
-idle queue costs one pull request per ``expires`` and logs nothing; :meth:`PullFeed.stop` is immediate.
+idle queue costs one pull request per ``expires`` and logs nothing; :meth:`PullFeed.stop` is immediate (with a
+pace, it waits out the current pause for tokens, at most ``expires``).
+
+With a ``pace`` (a :class:`~contrast.runtime.admission.Rate`), a pull request asks for no more messages than
+the pace's token bucket holds, and the tokens a request did not use are given back: the replica takes at
+most that many messages per second, however many wait, and the rest stays in (or is refused by) the server.
+When the bucket runs low (a queue that never empties: a flood), the next request waits for a quarter of a
+burst's worth rather than asking for one message at a time: a pull request and a wake-up per message would
+double what each costs.
 
 Bounds: a message is dispatched only against a reserved slot, so this replica never has more than
 ``capacity`` messages in flight. A pull request that vanished (the connection dropped while it was
@@ -26,6 +34,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from contrast.runtime.admission import Rate, TokenBucket
 from contrast.runtime.logs import get_logger
 
 STATUS_HEADER: Final = "Status"
@@ -55,6 +64,7 @@ class PullFeed:
         expires: float,
         dispatch: Callable[[Msg], None],
         name: str,
+        pace: Rate | None = None,
     ) -> None:
         if capacity < 1 or expires <= 0:
             raise ValueError("capacity and expires must be positive")
@@ -64,6 +74,8 @@ class PullFeed:
         self._expires = expires
         self._dispatch = dispatch
         self._name = name
+        self._pace = TokenBucket(pace) if pace is not None else None
+        self._min_batch = max(1, pace.burst // 4) if pace is not None else 1
         self._free = capacity  # slots neither in flight nor promised to the outstanding pull request
         self._credit = 0  # messages the outstanding pull request may still deliver
         self._freed = asyncio.Event()
@@ -139,7 +151,13 @@ class PullFeed:
                 self._freed.clear()
                 await self._freed.wait()
                 continue
-            self._credit, self._free = self._free, 0
+            batch = self._free
+            if self._pace is not None:
+                if (wait := self._pace.wait(min(batch, self._min_batch))) > 0:
+                    await asyncio.sleep(min(self._expires, wait))  # a short sleep: stop() waits for it
+                    continue
+                batch = self._pace.take_up_to(batch)
+            self._credit, self._free = batch, self._free - batch
             self._request_over.clear()
             try:
                 request = {"batch": self._credit, "expires": int(self._expires * 1e9)}
@@ -156,6 +174,8 @@ class PullFeed:
                 self._pause = True
             finally:
                 self._free += self._credit
+                if self._pace is not None:
+                    self._pace.give_back(self._credit)
                 self._credit = 0
             if self._pause:
                 self._pause = False

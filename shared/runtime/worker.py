@@ -13,6 +13,10 @@ output durably with ``await ctx.publish(...)`` (a JetStream publish that waits f
 - a transient failure on the last allowed delivery is dead-lettered as well. A message whose deliveries ran
   out without an answer (replicas crashed on it) is reported by the server's MAX_DELIVERIES advisory; one
   replica dead-letters it from the stream and deletes it.
+- on a consumer without dead letters (``ConsumerSpec.dead_letters``: requests worthless once late), what
+  would be dead-lettered is terminated and counted (``contrast_stream_deliveries_total{outcome="term"}``).
+
+A worker with a ``pace`` pulls at most that many messages per second (see :mod:`contrast.runtime.pull`).
 
 Redelivery makes every handler run at least once; handlers must be idempotent on the request id (publish with
 ``msg_id`` derived from it).
@@ -37,6 +41,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from contrast import subjects
 from contrast.errors import CollateralError, ContrastError, InternalError, RequestError, StateError
+from contrast.runtime.admission import Rate
 from contrast.runtime.endpoint import new_correlation_id, short
 from contrast.runtime.jetstream import ensure_consumer, ensure_stream
 from contrast.runtime.logs import get_logger
@@ -113,6 +118,7 @@ class StreamWorker(Generic[Msg_T]):
     timeout: float = 20.0
     max_bytes: int | None = None  # default: the stream's max_msg_size
     fetch_timeout: float = 1.0  # how long one pull request waits on the server for work (one per idle s)
+    pace: Rate | None = None  # at most this many messages pulled per second by this replica
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -174,7 +180,8 @@ class WorkerRunner:
     async def start(self) -> None:
         spec = self.worker.consumer
         await ensure_stream(self._js, spec.stream, replicas=self._js_replicas)
-        await ensure_stream(self._js, subjects.EVENTS, replicas=self._js_replicas)
+        if spec.dead_letters:
+            await ensure_stream(self._js, subjects.EVENTS, replicas=self._js_replicas)
         await ensure_consumer(self._js, spec)
         self._feed = PullFeed(
             self._nc,
@@ -185,12 +192,14 @@ class WorkerRunner:
             expires=self.worker.fetch_timeout,
             dispatch=self._dispatch,
             name=self.worker.name,
+            pace=self.worker.pace,
         )
         await self._feed.start()
-        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream.name}.{spec.durable}"
-        self._advisories = await self._nc.subscribe(
-            advisory, queue=f"{spec.durable}-dlq", cb=self._on_max_deliveries
-        )
+        if spec.dead_letters:
+            advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{spec.stream.name}.{spec.durable}"
+            self._advisories = await self._nc.subscribe(
+                advisory, queue=f"{spec.durable}-dlq", cb=self._on_max_deliveries
+            )
         self._loop_task = asyncio.create_task(self._feed.run(), name=f"{self.worker.name}-pull")
         self._backlog_task = asyncio.create_task(self._watch_backlog(), name=f"{self.worker.name}-backlog")
         self.running = True
@@ -364,6 +373,11 @@ class WorkerRunner:
         self, msg: Msg, stream_seq: int, num_delivered: int, code: str, message: str
     ) -> str:
         w = self.worker
+        if not w.consumer.dead_letters:  # worthless once late: drop it, counted with the term outcome
+            _log.debug("stream_dropped", worker=w.name, code=code, stream_seq=stream_seq)
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return "term"
         letter = DeadLetter(
             stream=w.consumer.stream.name,
             consumer=w.consumer.durable,

@@ -148,8 +148,21 @@ class SignedEnvelope(WireStruct, frozen=True, kw_only=True):
 # --- attestation flow ---
 
 
+# A literal NATS subject of two to four tokens: no wildcard, no space, nothing that addresses many inboxes.
+_LITERAL_SUBJECT: Final = r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){1,3}$"
+ReplySubject = Annotated[str, msgspec.Meta(min_length=3, max_length=160, pattern=_LITERAL_SUBJECT)]
+
+
 class NonceRequest(WireStruct, frozen=True, kw_only=True):
-    """``contrast.v1.attest.nonce``: ask the verifier queue group for a fresh nonce (docs/protocol.md §2)."""
+    """``contrast.v1.attest.nonce.<source>``, stored in stream ``NONCE``: ask for a fresh nonce, answered with
+    a :class:`NonceReply` on ``reply`` (docs/protocol.md §3.1).
+
+    A stored message loses the publisher's reply subject, so the request names its inbox itself. A verifier
+    answers only on an inbox of the source the subject names (``_INBOX.<source>.<token>``): nobody can have
+    answers sent to another's inbox or onto any other subject.
+    """
+
+    reply: ReplySubject
 
 
 class NonceReply(WireStruct, frozen=True, kw_only=True):

@@ -97,9 +97,9 @@ def test_each_attestation_is_one_trace_initializer_nonce_verify_issue_result(
         expected = {ATTR_TEE: "snp", ATTR_POLICY_HASH: policies[pod]}
         assert one(spans, tags={**expected, ATTR_VERDICT: "issued"}, name="attest") is attest
 
-        # nonce: the initializer's request, answered by a verifier replica
-        ask = one(spans, name=subjects.ATTEST_NONCE, kind="client")
-        nonce = one(spans, name=subjects.ATTEST_NONCE, kind="server")
+        # nonce: the initializer's request, stored in NONCE with its trace context and answered by a verifier
+        ask = one(spans, name=subjects.ATTEST_NONCE, kind="producer")
+        nonce = one(spans, name=subjects.ATTEST_NONCE, kind="consumer")
         assert child_of(ask, attest)
         assert child_of(nonce, ask)
         assert nonce.service == "contrast-verifier"

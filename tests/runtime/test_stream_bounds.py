@@ -1,11 +1,11 @@
 """Bounded streams on a real server: a flood cannot exhaust storage or starve other sources' work.
 
 Every stream and bucket declared in :mod:`contrast.subjects` reaches the server with all its bounds (messages,
-bytes, age, message size, discard policy, and ATTEST's per-source bound). Then a copy of ATTEST with small
-bounds shows what the bounds do: a full stream refuses new requests and keeps the accepted ones (discard
-"new"), oversize and over-budget messages are refused, old ones age out, and a source that floods its own
-subject is refused there while another source still gets in. The control without the per-source bound is
-the flood that would starve the others.
+bytes, age, message size, discard policy, and the per-source bounds of ATTEST and NONCE). Then a
+copy of ATTEST with small bounds shows what the bounds do: a full stream refuses new requests and keeps the
+accepted ones (discard "new"), oversize and over-budget messages are refused, old ones age out, and, in
+ATTEST as in NONCE, a source that floods its own subject is refused there while another source still gets
+in. The control without the per-source bound is the flood that would starve the others.
 """
 
 from __future__ import annotations
@@ -92,13 +92,21 @@ async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subject
     await nc.jetstream().delete_stream(f"KV_{copy.bucket}")
 
 
-def test_attest_bounds_each_source_below_the_whole() -> None:
-    a = subjects.ATTEST
+@pytest.mark.parametrize("a", [subjects.ATTEST, subjects.NONCE], ids=lambda s: s.name)
+def test_each_source_is_bounded_below_the_whole(a: StreamSpec) -> None:
     assert a.discard == "new"
     assert 0 < a.max_msgs_per_subject < a.max_msgs
     assert a.max_msgs_per_subject * a.max_msg_size <= a.max_bytes  # one source cannot fill the bytes alone
-    assert a.subjects == (subjects.ATTEST_REQUESTED_ANY,)
+    assert a.subjects in ((subjects.ATTEST_REQUESTED_ANY,), (subjects.ATTEST_NONCE_ANY,))
     assert subjects.attest_requested("tenant-a") != subjects.attest_requested("tenant-b")
+    assert subjects.attest_nonce("tenant-a") != subjects.attest_nonce("tenant-b")
+
+
+def test_a_nonce_request_outlives_the_initializers_wait_but_not_much_more() -> None:
+    # Worth answering while its pod still waits (nonce_timeout, 1 s); then it has asked again.
+    assert 1.0 < subjects.NONCE.max_age <= 5.0
+    assert subjects.NONCE_CONSUMER.ack_wait >= subjects.NONCE.max_age
+    assert not subjects.NONCE_CONSUMER.dead_letters
 
 
 async def test_a_full_stream_refuses_new_requests_and_keeps_the_accepted_ones(nc: Client) -> None:
@@ -144,11 +152,14 @@ async def test_requests_older_than_max_age_are_gone(nc: Client) -> None:
     await nc.jetstream().delete_stream(spec.name)
 
 
+@pytest.mark.parametrize("stream", [subjects.ATTEST, subjects.NONCE], ids=lambda s: s.name)
 @pytest.mark.parametrize(
     "per_source", [True, False], ids=["per-source bound", "control: no per-source bound"]
 )
-async def test_a_flooding_source_is_refused_on_its_own_subject_only(nc: Client, per_source: bool) -> None:
-    spec = private(subjects.ATTEST, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
+async def test_a_flooding_source_is_refused_on_its_own_subject_only(
+    nc: Client, stream: StreamSpec, per_source: bool
+) -> None:
+    spec = private(stream, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
     await ensure_stream(nc.jetstream(), spec)
     flood = [await publish(nc, spec, "mallory") for _ in range(10)]
     tenant = await publish(nc, spec, "tenant-a")

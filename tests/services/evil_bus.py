@@ -16,14 +16,12 @@ from contrast import subjects
 from contrast.coordinator.statement import spki
 from contrast.crypto.hpke import HpkePrivateKey
 from contrast.evidence.binding import Label, report_data
+from contrast.initializer.client import ask_nonce
 from contrast.platform.base import Platform
-from contrast.runtime.client import request
 from contrast.wire.v1 import (
     AttestRequest,
     AttestResult,
     DeadLetter,
-    NonceReply,
-    NonceRequest,
     Verdict,
     decoder,
     encode,
@@ -143,11 +141,7 @@ async def build_request(
     tls = ec.generate_private_key(ec.SECP256R1())
     hpke = HpkePrivateKey.generate()
     if nonce is None:
-        nonce = (
-            await request(
-                nc, subjects.attest_nonce(subjects.DEFAULT_SOURCE), NonceRequest(), NonceReply, timeout=5
-            )
-        ).nonce
+        nonce = await ask_nonce(nc, subjects.DEFAULT_SOURCE, timeout=5)
     tls_spki, hpke_pub = spki(tls.public_key()), hpke.public_bytes()
     evidence = await platform.evidence(
         report_data(Label.MESH_CERT, nonce, bind_tls or tls_spki, bind_hpke or hpke_pub)

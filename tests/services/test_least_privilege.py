@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nats
@@ -30,6 +30,8 @@ from contrast.testing.cluster import CoordinatorCluster, Layout
 
 SOURCE = "tenant-a"
 OTHER = "tenant-b"
+# NONCE as deployed but for its age: its requests would expire within the test's 2 s.
+LASTING_NONCE = replace(subjects.NONCE, max_age=600.0)
 NAMES = ["verifier", "ca", "manifest", "owner", "monitor", subjects.DEFAULT_SOURCE, SOURCE, OTHER]
 
 
@@ -63,20 +65,19 @@ async def bus(users: bool) -> AsyncIterator[Bus]:
         try:
             # What the services create at start, each as its own role.
             verifier = (await b.connect("verifier")).jetstream()
-            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS):
+            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS, LASTING_NONCE):
                 await ensure_stream(verifier, stream)
             await ensure_consumer(verifier, subjects.VERIFIER_CONSUMER)
+            await ensure_consumer(verifier, replace(subjects.NONCE_CONSUMER, stream=LASTING_NONCE))
             results = await ensure_kv(verifier, subjects.RESULTS)
             await results.put("rid", b"sealed answer")
             history = await ensure_kv((await b.connect("manifest")).jetstream(), subjects.HISTORY)
             await history.put("latest", b"signed pointer")
             collateral = await ensure_kv(verifier, subjects.COLLATERAL)
             await collateral.put("vcek", b"vendor-signed certificate")
-            await (
-                (await b.connect(SOURCE))
-                .jetstream()
-                .publish(subjects.attest_requested(SOURCE), b"request", headers={"Nats-Msg-Id": "r1"})
-            )
+            tenant = (await b.connect(SOURCE)).jetstream()
+            await tenant.publish(subjects.attest_requested(SOURCE), b"request", headers={"Nats-Msg-Id": "r1"})
+            await tenant.publish(subjects.attest_nonce(SOURCE), b"nonce request")
             yield b
         finally:
             for nc in b.clients:
@@ -88,7 +89,7 @@ async def counts(b: Bus) -> dict[str, tuple[int, int]]:
     """Messages and history depth of the streams an attacker would go for, read by the monitor."""
     js = (await b.connect("monitor")).jetstream()
     out = {}
-    for stream in ("ATTEST", "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
+    for stream in ("ATTEST", "NONCE", "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
         try:
             info = await js.stream_info(stream)
             out[stream] = (info.state.messages, info.config.max_msgs_per_subject)
@@ -109,6 +110,14 @@ async def delete_attest(nc: Client) -> None:
 
 async def purge_attest(nc: Client) -> None:
     await _quietly(nc.jetstream().purge_stream("ATTEST"))
+
+
+async def delete_nonce(nc: Client) -> None:
+    await _quietly(nc.jetstream().delete_stream("NONCE"))
+
+
+async def purge_nonce(nc: Client) -> None:
+    await _quietly(nc.jetstream().purge_stream("NONCE"))
 
 
 async def delete_results_bucket(nc: Client) -> None:
@@ -160,14 +169,27 @@ async def publish_as_other_source(nc: Client) -> None:
     )
 
 
-async def consume_attest(nc: Client) -> None:
+async def publish_nonce_request_as_other_source(nc: Client) -> None:
+    # Another source's share of the queue (and ration), and answers on its inboxes.
+    await _quietly(nc.jetstream().publish(subjects.attest_nonce(OTHER), b"x"))
+
+
+async def _consume(nc: Client, stream: str, durable: str) -> None:
     # Pull from the verifiers' own consumer and ack: the request is gone from the work queue.
     async def pull() -> None:
-        sub = await nc.jetstream().pull_subscribe_bind("verifier", stream="ATTEST")
+        sub = await nc.jetstream().pull_subscribe_bind(durable, stream=stream)
         for msg in await sub.fetch(1, timeout=1):
             await msg.ack_sync()
 
     await _quietly(pull())
+
+
+async def consume_attest(nc: Client) -> None:
+    await _consume(nc, "ATTEST", subjects.VERIFIER_CONSUMER.durable)
+
+
+async def consume_nonce(nc: Client) -> None:
+    await _consume(nc, "NONCE", subjects.NONCE_CONSUMER.durable)
 
 
 FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
@@ -184,6 +206,10 @@ FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
     "publish a verdict": (publish_verdict, "VERDICTS"),
     "publish as another source": (publish_as_other_source, "ATTEST"),
     "consume the ATTEST queue": (consume_attest, "ATTEST"),
+    "delete the NONCE stream": (delete_nonce, "NONCE"),
+    "purge the NONCE stream": (purge_nonce, "NONCE"),
+    "consume the NONCE queue": (consume_nonce, "NONCE"),
+    "publish a nonce request as another source": (publish_nonce_request_as_other_source, "NONCE"),
 }
 
 
@@ -221,8 +247,7 @@ async def test_an_initializer_reads_no_other_inbox_and_answers_no_nonce_request(
             await attacker.subscribe(subject, cb=record)
         await attacker.flush()
         victim = await b.connect(OTHER)
-        with contextlib.suppress(Exception):
-            await victim.request(subjects.attest_nonce(OTHER), b"", timeout=0.5)
+        await victim.publish(subjects.attest_nonce(OTHER), b"")
         await victim.jetstream().publish(subjects.attest_requested(OTHER), b"r", headers={"Nats-Msg-Id": "v"})
         ca = await b.connect("ca")
         await ca.publish(
@@ -263,6 +288,40 @@ async def test_an_initializer_cannot_publish_an_answer_for_another(users: bool) 
             assert any("permissions violation for publish" in e for e in b.errors), b.errors
         else:
             assert got == [b"forged answer", b"stored answer"]
+
+
+@pytest.mark.parametrize("users", [True, False], ids=["users", "control: no users"])
+async def test_the_verifier_publishes_on_initializer_inboxes_only(users: bool) -> None:
+    async with bus(users=users) as b:
+        seen: list[str] = []
+
+        async def record(msg: Msg) -> None:
+            seen.append(msg.subject)
+
+        listeners = [await b.connect(user) for user in (SOURCE, "manifest", "ca", "owner", "monitor")]
+        for nc, user in zip(listeners, (SOURCE, "manifest", "ca", "owner", "monitor"), strict=True):
+            await nc.subscribe(f"_INBOX.{user}.>", cb=record)
+            await nc.flush()
+        verifier = await b.connect("verifier")
+        answer, others = (
+            f"_INBOX.{SOURCE}.answer",
+            [
+                f"_INBOX.{SOURCE}.deeper.answer",  # one token below the source's prefix only
+                "_INBOX.manifest.answer",
+                "_INBOX.ca.answer",
+                "_INBOX.owner.answer",
+                "_INBOX.monitor.answer",
+            ],
+        )
+        for subject in (answer, *others):
+            await verifier.publish(subject, b"nonce")
+        await verifier.flush()
+        expected = {answer} if users else {answer, *others}
+        async with asyncio.timeout(10):
+            while set(seen) != expected or (users and len(b.errors) < len(others)):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        if users:
+            assert sum("permissions violation for publish" in e for e in b.errors) == len(others), b.errors
 
 
 async def test_the_monitor_reads_state_and_changes_nothing() -> None:

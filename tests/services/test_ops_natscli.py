@@ -25,11 +25,11 @@ ENDPOINTS = {
         "join": subjects.COORDINATOR_JOIN,
         "ready": subjects.health("manifest"),
     },
-    "verifier": {"nonce": subjects.ATTEST_NONCE_ANY, "ready": subjects.health("verifier")},
+    "verifier": {"ready": subjects.health("verifier")},
     "ca": {"ready": subjects.health("ca")},
 }
 REPLICAS = {"manifest": {"manifest-1"}, "verifier": {"verifier-1", "verifier-2"}, "ca": {"ca-1"}}
-WORKERS = {"verifier": "ATTEST/verifier", "ca": "VERDICTS/ca"}
+WORKERS = {"verifier": "NONCE/verifier-nonce,ATTEST/verifier", "ca": "VERDICTS/ca"}
 ATTESTATIONS = 3
 
 
@@ -90,7 +90,10 @@ async def test_nats_micro_lists_every_service_endpoint_and_sensible_stats(
                     else:
                         assert e["processing_time"] == 0
                     totals[name, e["name"]] = totals.get((name, e["name"]), 0) + e["num_requests"]
-        assert totals["verifier", "nonce"] == ATTESTATIONS  # one nonce per attestation, none lost
+        # One nonce request per attestation, each pulled once and acked (none lost, none left).
+        nonces = await nats(d, "consumer", "info", subjects.NONCE.name, subjects.NONCE_CONSUMER.durable)
+        assert nonces["delivered"]["consumer_seq"] == ATTESTATIONS
+        assert nonces["ack_floor"]["consumer_seq"] == ATTESTATIONS
         assert totals["manifest", "set"] == 1
         assert totals["manifest", "join"] == 3  # two verifiers and the CA joined
         assert totals["manifest", "join-nonce"] == 3

@@ -1,18 +1,24 @@
-"""A nonce request lost on the way (a flood filled a verifier's queue) is asked again after ``nonce_timeout``,
-not after the publish timeout: under a flood a pod then waits about a second for it, not five."""
+"""A nonce request lost on the way (refused by its source's full share of the NONCE queue, or dropped over the
+ration) is asked again after ``nonce_timeout``, not after the publish timeout: under a flood a pod then waits
+about a second for it, not five. The request names the initializer's own inbox, where the answer comes."""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
-from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig
+from contrast.errors import StateError
+from contrast.initializer.client import AttestationFailed, Initializer, InitializerConfig, ask_nonce
 from contrast.platform.emulated import EmulatedSnp, EmulatedSnpPlatform
-from contrast.wire.v1 import NonceReply, encode
+from contrast.runtime.jetstream import ensure_stream
+from contrast.runtime.natsserver import NatsServer
+from contrast.wire.v1 import NonceReply, NonceRequest, decoder, encode
 from tests.services.pipeline import INITIALIZER_PINS
 
 
@@ -21,12 +27,13 @@ async def test_a_lost_nonce_request_is_asked_again_soon(
     nc: Client, snp_emulator: EmulatedSnpPlatform, nonce_timeout: float
 ) -> None:
     source = f"nonce-{secrets.token_hex(4)}"
-    asked: list[Msg] = []
+    asked: list[NonceRequest] = []
 
     async def verifier(msg: Msg) -> None:  # loses the first request, answers the others
-        asked.append(msg)
+        asked.append(decoder(NonceRequest).decode(msg.data))
+        assert msg.reply == asked[-1].reply  # the server's acknowledgement goes there too
         if len(asked) > 1:
-            await nc.publish(msg.reply, encode(NonceReply(nonce=secrets.token_bytes(32))))
+            await nc.publish(asked[-1].reply, encode(NonceReply(nonce=secrets.token_bytes(32))))
 
     await nc.subscribe(subjects.attest_nonce(source), cb=verifier)
     await nc.flush()
@@ -45,6 +52,41 @@ async def test_a_lost_nonce_request_is_asked_again_soon(
         assert len(asked) >= 2  # asked again within the deadline
     else:
         assert len(asked) == 1  # still waiting for the lost one at the deadline
+    assert all(a.reply.startswith("_INBOX.") for a in asked)  # the client's own inbox
+    assert len({a.reply for a in asked}) == len(asked)  # a fresh inbox per request
+
+
+@pytest.mark.parametrize("room", [True, False], ids=["room made", "control: the share stays full"])
+async def test_a_request_refused_by_a_full_share_is_asked_again_at_once(
+    private_nats: NatsServer, room: bool
+) -> None:
+    source = "tenant-a"
+    nc = await nats.connect(private_nats.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, replace(subjects.NONCE, max_age=600.0))  # no verifier: nothing ages out here
+        for _ in range(subjects.NONCE.max_msgs_per_subject):  # the source's share is full
+            await js.publish(subjects.attest_nonce(source), b"waiting")
+        seen: list[NonceRequest] = []
+
+        async def verifier(msg: Msg) -> None:  # sees every publish, stored or refused; answers stored ones
+            seen.append(decoder(NonceRequest).decode(msg.data))
+            if len(seen) == 2 and room:
+                await js.purge_stream(subjects.NONCE.name)
+            elif len(seen) > 2 and room:
+                await nc.publish(seen[-1].reply, encode(NonceReply(nonce=secrets.token_bytes(32))))
+
+        await nc.subscribe(subjects.attest_nonce(source), cb=verifier)
+        await nc.flush()
+        if room:
+            assert len(await ask_nonce(nc, source, timeout=10)) == 32
+        else:
+            with pytest.raises(StateError, match="refused by a full queue"):
+                await ask_nonce(nc, source, timeout=1)
+        assert len(seen) >= 3  # asked again after each refusal, well within the timeout
+        assert {s.reply for s in seen} == {seen[0].reply}
+    finally:
+        await nc.close()
 
 
 def test_the_nonce_timeout_must_be_positive() -> None:
