@@ -6,7 +6,10 @@ server's no-responders status."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -14,6 +17,27 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast.runtime.answers import Answers
+
+
+@pytest.fixture
+async def requester(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+@contextlib.asynccontextmanager
+async def started(nc: Client, **kw: Any) -> AsyncIterator[Answers]:
+    answers = Answers(nc, **kw)
+    await answers.start()
+    try:
+        yield answers
+    finally:
+        await answers.stop()
+
+
+def _inbox() -> str:
+    return f"_INBOX.test.{secrets.token_hex(8)}"
 
 
 async def _late_subscriber(nc: Client, inbox: str, after: float) -> asyncio.Queue[bytes]:
@@ -41,59 +65,40 @@ async def _received(got: asyncio.Queue[bytes], within: float) -> list[bytes]:
 
 
 async def test_an_answer_published_before_its_subscriber_exists_is_sent_again_until_heard(
-    nc: Client, nats_url: str
+    nc: Client, requester: Client
 ) -> None:
-    requester = await nats.connect(nats_url)
-    answers = Answers(nc, pause=0.02, horizon=1.0)
-    await answers.start()
-    try:
-        inbox = f"_INBOX.test.{secrets.token_hex(8)}"
+    async with started(nc, pause=0.02, horizon=1.0) as answers:
+        inbox = _inbox()
         await answers.publish(inbox, b"nonce", {})
         got = await _late_subscriber(requester, inbox, after=0.15)
         assert await _received(got, 0.5) == [b"nonce"]
         assert answers.resent >= 1
-    finally:
-        await answers.stop()
-        await requester.close()
 
 
-async def test_control_a_plain_publish_before_the_subscription_is_lost(nc: Client, nats_url: str) -> None:
-    requester = await nats.connect(nats_url)
-    try:
-        inbox = f"_INBOX.test.{secrets.token_hex(8)}"
-        await nc.publish(inbox, b"nonce")
-        await nc.flush()
-        got = await _late_subscriber(requester, inbox, after=0.15)
-        assert await _received(got, 0.5) == []
-    finally:
-        await requester.close()
+async def test_control_a_plain_publish_before_the_subscription_is_lost(nc: Client, requester: Client) -> None:
+    inbox = _inbox()
+    await nc.publish(inbox, b"nonce")
+    await nc.flush()
+    got = await _late_subscriber(requester, inbox, after=0.15)
+    assert await _received(got, 0.5) == []
 
 
-async def test_nothing_is_sent_again_past_the_horizon(nc: Client, nats_url: str) -> None:
-    requester = await nats.connect(nats_url)
-    answers = Answers(nc, pause=0.02, horizon=0.2)
-    await answers.start()
-    try:
-        inbox = f"_INBOX.test.{secrets.token_hex(8)}"
+async def test_nothing_is_sent_again_past_the_horizon(nc: Client, requester: Client) -> None:
+    async with started(nc, pause=0.02, horizon=0.2) as answers:
+        inbox = _inbox()
         await answers.publish(inbox, b"stale", {})
         got = await _late_subscriber(requester, inbox, after=0.5)
         assert await _received(got, 0.3) == []
         sent = answers.resent
         await asyncio.sleep(0.1)
         assert answers.resent == sent  # given up, not still trying
-    finally:
-        await answers.stop()
-        await requester.close()
 
 
 async def test_a_message_that_is_not_a_no_responders_status_sends_nothing_again(
-    nc: Client, nats_url: str
+    nc: Client, requester: Client
 ) -> None:
-    requester = await nats.connect(nats_url)
-    answers = Answers(nc, pause=0.02, horizon=1.0)
-    await answers.start()
-    try:
-        inbox = f"_INBOX.test.{secrets.token_hex(8)}"
+    async with started(nc, pause=0.02, horizon=1.0) as answers:
+        inbox = _inbox()
         got = await _late_subscriber(requester, inbox, after=0)
         await answers.publish(inbox, b"nonce", {})
         assert await _received(got, 0.3) == [b"nonce"]
@@ -104,20 +109,13 @@ async def test_a_message_that_is_not_a_no_responders_status_sends_nothing_again(
         await requester.flush()
         assert await _received(got, 0.3) == []
         assert answers.resent == 0
-    finally:
-        await answers.stop()
-        await requester.close()
 
 
 async def test_pending_answers_are_bounded(nc: Client) -> None:
-    answers = Answers(nc, pause=0.02, horizon=10.0, max_pending=8)
-    await answers.start()
-    try:
+    async with started(nc, pause=0.02, horizon=10.0, max_pending=8) as answers:
         for i in range(50):
             await answers.publish(f"_INBOX.test.nobody{i}", b"x", {})
         assert len(answers._pending) <= 8
-    finally:
-        await answers.stop()
 
 
 async def test_bounds_are_checked(nc: Client) -> None:
