@@ -54,7 +54,6 @@ from contrast.runtime import (
     get_logger,
 )
 from contrast.runtime.admission import PerSource, TokenBucket
-from contrast.runtime.answers import Answers
 from contrast.runtime.connection import is_inbox_of
 from contrast.runtime.kv import NatsKeyValue
 from contrast.runtime.tracing import annotate_attestation, inject
@@ -91,10 +90,8 @@ class _Verifier:
         results: NatsKeyValue,
         collateral: CollateralProvider,
         evidence: EvidenceVerifier,
-        nonce_answers: Answers,
     ) -> None:
         self.rt, self.deps, self.replica = rt, deps, replica
-        self.nonce_answers = nonce_answers
         self.nonces, self.results, self.collateral = nonces, results, collateral
         self.evidence = evidence  # one per process: its chain cache is shared with the replica's own checks
         self._authority: tuple[Membership, NonceAuthority] | None = None
@@ -127,8 +124,7 @@ class _Verifier:
         view = self.replica.view()  # state.not_ready → nak: another replica answers
         reply = NonceReply(nonce=self.authority(view.membership).issue(int(self.deps.clock() * 1000)))
         # Core publish, with this delivery's trace context (the requester's trace continues here).
-        # Sent again if this node does not know of the requester's inbox yet (contrast.runtime.answers).
-        await self.nonce_answers.publish(req.reply, encode(reply), inject({}))
+        await ctx.nc.publish(req.reply, encode(reply), headers=inject({}))
         self._nonce_outcomes["ok"].inc()
 
     async def verify(self, req: AttestRequest, ctx: DeliveryContext) -> None:
@@ -329,10 +325,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
             rejoin_on_new_head=False,  # the nonce key is seed-derived: it does not change with the manifest
         )
         await rt.stack.enter_async_context(replica)
-        nonce_answers = Answers(rt.nc)
-        await nonce_answers.start()
-        rt.stack.push_async_callback(nonce_answers.stop)
-        v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence, nonce_answers)
+        v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
         return Handlers(
             workers=(
                 StreamWorker(
