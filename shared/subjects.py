@@ -195,6 +195,11 @@ class KVSpec:
         """The prefix of the subjects the bucket's entries are written on (``$KV.<bucket>``)."""
         return f"$KV.{self.bucket}"
 
+    @property
+    def stream(self) -> str:
+        """The JetStream stream that holds the bucket (``KV_<bucket>``)."""
+        return f"KV_{self.bucket}"
+
 
 # Evidence bundles (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room
 # for collateral carried in the bundle. A burst of 100k pending requests (25 GiB worst case) is refused at
@@ -285,7 +290,7 @@ VERIFIER_CONSUMER: Final = ConsumerSpec(
 
 # Nonce requests: issuing one costs an HMAC. ack_wait 2 s: a request a dead replica held is past its use by
 # then; one not-ready replica's nak hands it to another within 50 ms. Never dead-lettered (dead_letters):
-# a malformed or misaddressed request is dropped and counted, the flood it may belong to stays in memory.
+# a malformed or misaddressed request is dropped and counted, not copied into the EVENTS audit log.
 NONCE_CONSUMER: Final = ConsumerSpec(
     stream=NONCE,
     durable="verifier-nonce",

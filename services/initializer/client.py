@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from nats.aio.client import Client
+from nats.aio.client import NO_RESPONDERS_STATUS, Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue as NatsKv
@@ -66,6 +66,7 @@ from contrast.pki.service import ServiceRole
 from contrast.platform.base import Platform
 from contrast.runtime.connection import inbox_prefix
 from contrast.runtime.logs import get_logger
+from contrast.runtime.pull import STATUS_HEADER
 from contrast.runtime.tracing import ATTR_REQUEST_ID, annotate_attestation, current_tracer, inject
 from contrast.wire.v1 import AttestRequest, AttestResult, NonceReply, NonceRequest, decoder, encode
 
@@ -80,8 +81,6 @@ class _Refusal(msgspec.Struct):
     error: dict[str, object]
 
 
-_STATUS_HEADER = "Status"
-_NO_RESPONDERS = "503"
 _REFUSED_BACKOFF = (0.01, 0.2)  # seconds: first and largest pause before asking again after a refusal
 
 
@@ -119,7 +118,7 @@ async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer |
                     await nc.publish(subject, request, reply=inbox, headers=headers)
                     while True:
                         msg = await answers.get()
-                        if msg.headers and msg.headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+                        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
                             span.set_status(Status(StatusCode.ERROR, "no responders"))
                             raise StateError("unavailable", f"nothing stores requests on {subject}")
                         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):

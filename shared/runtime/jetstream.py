@@ -146,7 +146,7 @@ async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None 
         except BadRequestError as e:
             if e.err_code != STREAM_NAME_IN_USE:
                 raise
-        stream = (await js.stream_info(_kv_stream(spec))).config
+        stream = (await js.stream_info(spec.stream)).config
         stream.max_msgs_per_subject = config.history
         stream.max_age = config.ttl or 0.0
         stream.max_msg_size = config.max_value_size
@@ -158,7 +158,3 @@ async def ensure_kv(js: JetStreamContext, spec: KVSpec, *, replicas: int | None 
         return await js.key_value(spec.bucket)
 
     return await _patiently(f"bucket {spec.bucket}", create_or_update)
-
-
-def _kv_stream(spec: KVSpec) -> str:
-    return f"KV_{spec.bucket}"

@@ -76,14 +76,10 @@ def _stream_admin(*streams: str) -> list[str]:
     return [f"{JS_API}.STREAM.{op}.{s}" for s in streams for op in ("INFO", "CREATE", "UPDATE")]
 
 
-def _kv_stream(spec: KVSpec) -> str:
-    return f"KV_{spec.bucket}"
-
-
 def _kv(spec: KVSpec, *, write: bool) -> list[str]:
     # Reads are STREAM.MSG.GET on the bucket's stream (the buckets are not created with direct gets, so
     # every read is answered by the stream leader: no stale read from a follower).
-    out = [*_stream_admin(_kv_stream(spec)), f"{JS_API}.STREAM.MSG.GET.{_kv_stream(spec)}"]
+    out = [*_stream_admin(spec.stream), f"{JS_API}.STREAM.MSG.GET.{spec.stream}"]
     if write:
         out.append(f"$KV.{spec.bucket}.>")
     return out
@@ -91,7 +87,7 @@ def _kv(spec: KVSpec, *, write: bool) -> list[str]:
 
 def _kv_watch(spec: KVSpec) -> list[str]:
     # Listing a bucket's keys is an ephemeral ordered consumer on its stream, deleted afterwards.
-    stream = _kv_stream(spec)
+    stream = spec.stream
     return [
         f"{JS_API}.CONSUMER.CREATE.{stream}",
         f"{JS_API}.CONSUMER.CREATE.{stream}.>",
@@ -143,7 +139,7 @@ def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permis
     """The permissions of ``user`` in ``role`` (for an initializer, ``user`` is also its source token).
     ``sources``: the initializer users, on whose inboxes a verifier answers nonce requests."""
     if role == "initializer":
-        results, collateral = _kv_stream(subjects.RESULTS), _kv_stream(subjects.COLLATERAL)
+        results, collateral = subjects.RESULTS.stream, subjects.COLLATERAL.stream
         return Permissions(
             publish=(
                 subjects.attest_nonce(user),
@@ -234,7 +230,7 @@ def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permis
                 f"{JS_API}.CONSUMER.LIST.*",
                 f"{JS_API}.CONSUMER.INFO.*.*",
                 # Whether a history exists (the runner picks recover over a first set); it is public.
-                f"{JS_API}.STREAM.MSG.GET.{_kv_stream(subjects.HISTORY)}",
+                f"{JS_API}.STREAM.MSG.GET.{subjects.HISTORY.stream}",
                 "$SRV.>",
                 f"{subjects.HEALTH_PREFIX}.*",
             ),
