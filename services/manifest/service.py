@@ -28,6 +28,7 @@ from contrast.platform.base import Platform
 from contrast.platform.select import platform_from_env
 from contrast.runtime import Endpoint, Handlers, Runtime, Service
 from contrast.runtime.kv import NatsKeyValue
+from contrast.runtime.tasks import stop_task
 from contrast.wire.v1 import (
     GetManifestRequest,
     JoinNonceRequest,
@@ -107,12 +108,7 @@ async def _run_peer_recovery(rt: Runtime, peer: PeerRecovery) -> None:
     rt.stack.push_async_callback(sub.unsubscribe)
     task = asyncio.create_task(peer.run(), name="peer-recovery")
 
-    async def stop_peer() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    rt.stack.push_async_callback(stop_peer)
+    rt.stack.push_async_callback(stop_task, task)
 
 
 def _endpoints(users: UserApi, joins: JoinApi, name: str) -> tuple[Endpoint[Any], ...]:

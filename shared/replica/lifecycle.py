@@ -35,6 +35,7 @@ from contrast.platform.base import Platform
 from contrast.replica.membership import KeySource, Membership
 from contrast.runtime.logs import get_logger
 from contrast.runtime.metrics import Metrics
+from contrast.runtime.tasks import stop_task
 from contrast.runtime.tracing import ATTR_ROLE, current_tracer
 
 _log = get_logger(__name__)
@@ -98,10 +99,7 @@ class CoordinatorReplica:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
 

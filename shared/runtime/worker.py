@@ -46,6 +46,7 @@ from contrast.runtime.endpoint import new_correlation_id, short
 from contrast.runtime.jetstream import ensure_consumer, ensure_stream
 from contrast.runtime.logs import get_logger
 from contrast.runtime.pull import PullFeed
+from contrast.runtime.tasks import stop_task
 from contrast.runtime.tracing import extract, inject
 from contrast.subjects import ConsumerSpec
 from contrast.wire.v1 import DeadLetter, decoder, encode
@@ -223,10 +224,7 @@ class WorkerRunner:
         """Stop pulling, finish in-flight messages (ack/nak), then unsubscribe. False if the budget ran out
         (unfinished messages are simply redelivered to another replica after ack_wait)."""
         deadline = time.monotonic() + timeout
-        if self._backlog_task is not None:
-            self._backlog_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._backlog_task
+        await stop_task(self._backlog_task)
         if self._feed is not None:
             self._feed.stop()
         if self._loop_task is not None:
