@@ -12,13 +12,13 @@ publish only on its own source's subjects. Phase by phase (each ``--phase`` seco
 - ``expired-nonce``: the same with nonces it asked for long enough ago;
 - ``forged-evidence``: a fresh, valid nonce with evidence whose signature is broken;
 - ``replay``: captured legitimate requests again, as they were and under new request ids;
-- ``nonces``: nonce requests (to stream ``NONCE``, naming its own inbox) as fast as it can send them;
+- ``nonces``: nonce requests (to its stream ``NONCE_mallory``, naming its own inbox) as fast as it can;
 
 and finally all of them at once. It prints, per phase: the legitimate pods' success rate and p50/p99 (and
 without a flood, in the baseline phase), what the attacker sent, what the Coordinator rejected and where
 (verifier, or the NATS server: per-source bounds, deduplication, size; for nonce requests, what the server
 refused against what it stored and the verifiers then dropped over the source's ration), the CPU spent per
-rejected request by the verifiers and by NATS, and the ATTEST and NONCE backlogs over time. Goals: 100 %
+rejected request by the verifiers and by NATS, and the ATTEST and nonce backlogs over time. Goals: 100 %
 legitimate success, legitimate p99 at most 3x the no-flood p99, and garbage, bad nonces and replays rejected
 before any public-key operation (tests/services/verifier/test_cheap_rejections.py counts them; here their
 CPU shows it).
@@ -255,24 +255,33 @@ class Phase:
     nonce_backlog: list[int]
     unanswered: float
     nonces_sent: int  # by the attacker's "nonces" class
-    nonce_stored: int  # nonce requests the server stored in NONCE (every source's)
+    nonce_stored: int  # nonce requests the server stored in the nonce streams (both sources')
     nonces_answered: float
 
 
 async def backlog(monitor: Any, samples: dict[str, list[int]], stop: asyncio.Event) -> None:
     js = monitor.jetstream()
     while not stop.is_set():
-        for consumer in (subjects.VERIFIER_CONSUMER, subjects.NONCE_CONSUMER):
+        for key, consumers in (
+            ("ATTEST", (subjects.VERIFIER_CONSUMER,)),
+            ("NONCE", tuple(subjects.nonce_consumer(s) for s in (LEGIT, ATTACKER))),
+        ):
             with contextlib.suppress(Exception):
-                info = await js.consumer_info(consumer.stream.name, consumer.durable, timeout=1)
-                samples[consumer.stream.name].append(int(info.num_pending + info.num_ack_pending))
+                waiting = 0
+                for consumer in consumers:
+                    info = await js.consumer_info(consumer.stream.name, consumer.durable, timeout=1)
+                    waiting += int(info.num_pending + info.num_ack_pending)
+                samples[key].append(waiting)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
 async def nonces_stored(monitor: Any) -> int:
-    """How many nonce requests the server has ever stored (the NONCE stream's last sequence)."""
-    return int((await monitor.jetstream().stream_info(subjects.NONCE.name)).state.last_seq)
+    """How many nonce requests the server has ever stored (the nonce streams' last sequences)."""
+    js = monitor.jetstream()
+    return sum(
+        int((await js.stream_info(subjects.nonce_stream(s).name)).state.last_seq) for s in (LEGIT, ATTACKER)
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -385,15 +394,15 @@ def report(p: Phase) -> str:
             f" | sent {p.sent} ({p.sent / max(1e-9, p.attacker_cpu_s):.0f}/CPU-s), rejected by verifiers "
             f"{p.rejected_by_verifiers:.0f}, unanswered {p.unanswered:.0f} | CPU ms per rejected: {cpu}"
         )
-    # Every source's nonce requests: those the server stored in NONCE, of which the verifiers answered some
-    # and dropped others over their source's ration; an attacker's others were refused by the server.
+    # Both sources' nonce requests: those the server stored in their streams, of which the verifiers answered
+    # some and dropped others over their source's ration; an attacker's others were refused by the server.
     line += f"\n{'':20} nonce requests stored {p.nonce_stored}, answered {p.nonces_answered:.0f}"
     if p.nonces_sent:
         line += (
             f"; refused by the server >= {max(0, p.nonces_sent - p.nonce_stored)} of {p.nonces_sent} flooded"
         )
     line += f"\n{'':20} ATTEST backlog (1 s samples): {p.backlog}"
-    line += f"\n{'':20} NONCE backlog (1 s samples): {p.nonce_backlog}"
+    line += f"\n{'':20} nonce backlog (1 s samples, both sources): {p.nonce_backlog}"
     return line
 
 

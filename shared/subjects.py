@@ -20,17 +20,17 @@ PREFIX: Final = "contrast.v1"
 # --- attestation flow ---
 # Nonce requests and attestation requests carry their *source* as the last subject token: the NATS user the
 # initializer connects as (one per namespace where the deployment has them, DEFAULT_SOURCE otherwise). The
-# server's per-user permissions let an initializer publish on its own source's subjects only, so NONCE and
-# ATTEST can bound each source's backlog (max_msgs_per_subject), and the verifier can ration nonces and answer
-# a nonce request only on its source's own inbox. The bare
+# server's per-user permissions let an initializer publish on its own source's subjects only, so a source's
+# nonce requests go to a stream of its own and ATTEST can bound each source's backlog (max_msgs_per_subject),
+# and the verifier can ration nonces and answer a nonce request only on its source's own inbox. The bare
 # names below name the spans (one name per operation, whatever the source).
-# A nonce request is stored in stream NONCE (a work queue the verifiers pull at a paced rate) and names the
-# requester's reply inbox; the server bounds each source's share of the queue.
-ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: JetStream NONCE (work queue)
-ATTEST_NONCE_ANY: Final = f"{ATTEST_NONCE}.*"
+# A nonce request is stored in its source's own stream NONCE_<source> (a small work queue the verifiers pull
+# at a paced rate) and names the requester's reply inbox.
+ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: JetStream NONCE_<source> (work queue)
 ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST (work queue)
 ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"
 DEFAULT_SOURCE: Final = "initializer"  # the source of an initializer without NATS credentials of its own
+MAX_SOURCES: Final = 256  # each source has its own nonce stream and consumer, which every verifier pulls
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
 # The answer for a request is KV `results` key <request-id>, written on RESULTS_KV_PREFIX.<request-id>. The
 # server republishes an entry on ATTEST_RESULT.<request-id> once it is stored (in a cluster: committed by a
@@ -81,6 +81,18 @@ def attest_nonce(source: str) -> str:
 def attest_requested(source: str) -> str:
     """Subject on which an initializer of ``source`` publishes its attestation request (stream ``ATTEST``)."""
     return f"{ATTEST_REQUESTED}.{_token(source, 'source')}"
+
+
+def parse_sources(raw: str) -> tuple[str, ...]:
+    """The initializer sources of a deployment from a comma-separated list (``CONTRAST_SOURCES``): the default
+    source first, always, then each listed one once. A name that cannot be a subject token is a ValueError."""
+    listed = [s.strip() for s in raw.split(",") if s.strip()]
+    sources = tuple(dict.fromkeys([DEFAULT_SOURCE, *(_token(s, "source") for s in listed)]))
+    if len(sources) > MAX_SOURCES:
+        raise ValueError(f"{len(sources)} sources: at most {MAX_SOURCES} (each has a stream of its own)")
+    for source in sources:
+        nonce_consumer(source)  # its stream and durable names must be valid too (a length bound)
+    return sources
 
 
 def source_of(subject: str) -> str:
@@ -159,6 +171,13 @@ class ConsumerSpec:
     # False for requests that are worthless once late (the requester has asked again): a message that cannot
     # be handled is dropped (terminated and counted) instead of being dead-lettered to EVENTS.
     dead_letters: bool = True
+    # The name of a delivery's span: one per operation, whatever the source (default: the filter subject
+    # without a trailing source wildcard).
+    operation: str = ""
+
+    @property
+    def span_name(self) -> str:
+        return self.operation or self.filter_subject.removesuffix(".*")
 
     def __post_init__(self) -> None:
         if not _TOKEN.match(self.durable):
@@ -221,26 +240,36 @@ ATTEST: Final = StreamSpec(
     max_msgs_per_subject=2_000,
 )
 
-# Nonce requests (a few dozen bytes naming the requester's inbox) wait here until a verifier pulls them, at
-# its paced rate (CONTRAST_NONCE_PULL_RATE). A flood of them is refused by the server, per source: a source
-# holds at most 8 (discard new per subject), so a flooding namespace fills only its own share and every
-# other source's request still gets in, behind at most 8 of the flooder's (16 ms at two replicas' default
-# pace; a larger share is that much more wait for every request under a flood, docs/performance.md). A
-# request older than 2 s is worthless: its pod has asked again after its 1 s nonce timeout. A flood's
-# refused writes never reach the store. File storage like every stream: a memory stream and its consumer
-# would vanish with a restarted server, and nothing re-creates them while the replicas run. Nothing
-# deduplicates (no msg id).
-NONCE: Final = StreamSpec(
-    name="NONCE",
-    subjects=(ATTEST_NONCE_ANY,),
-    retention="workqueue",
-    max_age=2 * SECOND,
-    max_bytes=64 * MiB,
-    max_msgs=100_000,
-    max_msg_size=1 * KiB,
-    duplicate_window=2 * SECOND,
-    max_msgs_per_subject=8,
-)
+# Nonce requests (a few dozen bytes naming the requester's inbox) wait in a stream of their source's own until
+# a verifier pulls them, at its paced rate per source (CONTRAST_NONCE_PULL_RATE). One stream per source, not
+# one shared stream with a per-subject bound: the NATS server queues every publish to a stream in that
+# stream's ingest queue before it can refuse it, so a source flooding at full speed (100,000s per second)
+# would fill a shared stream's queue (up to 100,000 messages, then dropped at random) and every other
+# source's request would wait behind it for seconds, or be dropped (bench/flood.py --nats 3; docs/
+# performance.md). With a stream each, the flood fills only its own queue. A source holds at most 8 requests
+# (discard new): a burst of one namespace's pods gets in as the verifiers drain it. A request older than 2 s
+# is worthless: its pod has asked again after its 1 s nonce timeout. File storage like every stream: a
+# memory stream and its consumer would vanish with a restarted server, and nothing re-creates them while the
+# replicas run. Nothing deduplicates (no msg id). The verifiers create the streams of the sources they are
+# configured with (CONTRAST_SOURCES); a source without one is answered "no responders".
+NONCE_STREAM_PREFIX: Final = "NONCE_"
+NONCE_SHARE: Final = 8  # requests one source may have waiting
+
+
+def nonce_stream(source: str) -> StreamSpec:
+    """Stream ``NONCE_<source>``: the waiting nonce requests of one source."""
+    return StreamSpec(
+        name=f"{NONCE_STREAM_PREFIX}{_token(source, 'source')}",
+        subjects=(attest_nonce(source),),
+        retention="workqueue",
+        max_age=2 * SECOND,
+        max_bytes=64 * KiB,
+        max_msgs=NONCE_SHARE,
+        max_msg_size=1 * KiB,
+        duplicate_window=2 * SECOND,
+        max_msgs_per_subject=NONCE_SHARE,
+    )
+
 
 # Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST.
 VERDICTS: Final = StreamSpec(
@@ -288,19 +317,26 @@ VERIFIER_CONSUMER: Final = ConsumerSpec(
     backoff=(0.5, 2.0, 5.0, 10.0),
 )
 
+
 # Nonce requests: issuing one costs an HMAC. ack_wait 2 s: a request a dead replica held is past its use by
 # then; one not-ready replica's nak hands it to another within 50 ms. Never dead-lettered (dead_letters):
-# a malformed or misaddressed request is dropped and counted, not copied into the EVENTS audit log.
-NONCE_CONSUMER: Final = ConsumerSpec(
-    stream=NONCE,
-    durable="verifier-nonce",
-    filter_subject=ATTEST_NONCE_ANY,
-    ack_wait=2 * SECOND,
-    max_deliver=3,
-    max_ack_pending=256,
-    backoff=(0.05, 0.2),
-    dead_letters=False,
-)
+# a malformed or misaddressed request is dropped and counted, not copied into the EVENTS audit log. The
+# durable is named after the source too, so that each source's backlog and outcomes are metrics of their own.
+def nonce_consumer(source: str) -> ConsumerSpec:
+    """The verifiers' durable consumer ``verifier-nonce-<source>`` on stream ``NONCE_<source>``."""
+    stream = nonce_stream(source)
+    return ConsumerSpec(
+        stream=stream,
+        durable=f"verifier-nonce-{source}",
+        filter_subject=stream.subjects[0],
+        ack_wait=2 * SECOND,
+        max_deliver=3,
+        max_ack_pending=256,
+        backoff=(0.05, 0.2),
+        dead_letters=False,
+        operation=ATTEST_NONCE,
+    )
+
 
 # Issuance costs a P-384 leaf signature, an HPKE seal and two KV/JetStream writes: same reasoning as above.
 CA_CONSUMER: Final = ConsumerSpec(
@@ -341,8 +377,9 @@ HISTORY: Final = KVSpec(bucket="history", history=64, ttl=0, max_value_size=1 * 
 # own (contrast.collateral.source), and a cache pre-seeded for a cluster without egress must not vanish.
 COLLATERAL: Final = KVSpec(bucket="collateral", history=1, ttl=0, max_value_size=256 * KiB, max_bytes=1 * GiB)
 
-STREAMS: Final[tuple[StreamSpec, ...]] = (NONCE, ATTEST, VERDICTS, EVENTS)
-CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (NONCE_CONSUMER, VERIFIER_CONSUMER, CA_CONSUMER)
+# The fixed streams and consumers; each source adds nonce_stream(source) and nonce_consumer(source).
+STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
+CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
 BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)
 
 if RESULTS.subject_prefix != RESULTS_KV_PREFIX:  # pragma: no cover - a definition error, caught on import

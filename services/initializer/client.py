@@ -5,8 +5,8 @@
 
 1. makes a fresh P-256 TLS key and a fresh HPKE key;
 2. asks for a nonce (:func:`ask_nonce`): a request naming a fresh reply inbox of its own, on its source's
-   subject (its NATS user, or the default), where stream ``NONCE`` keeps it until a verifier pulls it; the
-   answer comes on that inbox, or the request is asked again after ``nonce_timeout``;
+   subject (its NATS user, or the default), where the source's stream ``NONCE_<source>`` keeps it until a
+   verifier pulls it; the answer comes on that inbox, or the request is asked again after ``nonce_timeout``;
 3. gets evidence with REPORT_DATA = SHA-512(mesh-cert label ‖ nonce ‖ TLS SPKI ‖ HPKE key);
 4. subscribes to ``contrast.v1.attest.result.<request_id>``, where the server republishes the KV ``results``
    entry of the request once it is stored (and only then), then publishes the request to stream ``ATTEST``
@@ -87,10 +87,10 @@ _REFUSED_BACKOFF = (0.01, 0.2)  # seconds: first and largest pause before asking
 async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer | None = None) -> bytes:
     """A fresh nonce for an initializer of ``source`` (the NATS user ``nc`` connects as).
 
-    Publishes a :class:`NonceRequest` that names a fresh inbox of the source on its nonce subject, where
-    stream ``NONCE`` keeps it for a verifier, and waits for the :class:`NonceReply` on that inbox. The stored
-    message loses the publish's reply subject, which is that same inbox: there the server acknowledges the
-    publish, or says that it refused it because the source's share of the queue is full; then the request is
+    Publishes a :class:`NonceRequest` that names a fresh inbox of the source on its nonce subject, where the
+    source's stream ``NONCE_<source>`` keeps it for a verifier, and waits for the :class:`NonceReply` on that
+    inbox. The stored message loses the publish's reply subject, which is that same inbox: there the server
+    acknowledges the publish, or says that it refused it because the source's stream is full; then it is
     asked again after a short, growing, jittered pause (a burst of one namespace's pods gets in as the queue
     drains, instead of waiting out the timeout). Raises ``state.unavailable`` if no nonce comes within
     ``timeout`` (dropped over the source's ration, lost, or still refused) or nothing serves the subject.
@@ -120,7 +120,11 @@ async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer |
                         msg = await answers.get()
                         if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
                             span.set_status(Status(StatusCode.ERROR, "no responders"))
-                            raise StateError("unavailable", f"nothing stores requests on {subject}")
+                            raise StateError(
+                                "unavailable",
+                                f"nothing stores requests on {subject}: source {source!r} has no nonce "
+                                "stream (is it among the verifiers' CONTRAST_SOURCES?)",
+                            )
                         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
                             return decoder(NonceReply).decode(msg.data).nonce
                         with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
@@ -145,8 +149,8 @@ class InitializerConfig:
     deadline: float = 300.0  # seconds for the whole flow, retries included
     attempt_timeout: float = 15.0  # seconds to wait for one request's answer
     request_timeout: float = 5.0  # publish
-    # A nonce answer takes milliseconds; a request lost (refused by its source's full share of the NONCE
-    # queue, dropped over the source's ration, a node froze) is asked again after this, not after
+    # A nonce answer takes milliseconds; a request lost (refused by its source's full nonce stream, dropped
+    # over the source's ration, a node froze) is asked again after this, not after
     # request_timeout: it is cheap and rationed per source.
     nonce_timeout: float = 1.0
     poll_interval: float = 2.0  # KV fallback

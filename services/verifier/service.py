@@ -1,4 +1,4 @@
-"""The verifier service: nonces for the requests of stream ``NONCE`` and signed verdicts on stream ``ATTEST``.
+"""The verifier service: nonces for the requests in the ``NONCE_<source>`` streams, verdicts on ``ATTEST``.
 
 Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
 step 3 (:meth:`_Verifier._check`): everything that costs no public-key operation first (request id, nonce
@@ -8,9 +8,10 @@ and replays are turned away for the price of a decode, an HMAC and one KV read. 
 per second (``ReplicaDeps.rejection_answers``): past it, a rejection is counted but not answered, so a flood
 cannot spend the replica's signatures or fill the results bucket.
 
-Nonce requests (``contrast.v1.attest.nonce.<source>``) wait in the bounded work queue ``NONCE``, which each
-replica pulls at a paced rate (``ReplicaDeps.nonce_pull_rate``): a flood of them costs a verifier a bounded
-share of its CPU and is refused by the NATS server, per source, beyond that. A nonce is answered only on an
+Nonce requests (``contrast.v1.attest.nonce.<source>``) wait in their source's bounded work queue
+``NONCE_<source>`` (one per configured source, ``ReplicaDeps.sources``), which each replica pulls at a paced
+rate (``ReplicaDeps.nonce_pull_rate``): a flood of them costs a verifier a bounded share of its CPU and is
+refused by the NATS server, in the flooding source's own stream, beyond that. A nonce is answered only on an
 inbox of the request's own source, and issued within the source's ration (``ReplicaDeps.nonces_per_source``,
 which bounds the forged-evidence checks one source can cause); over it, the request is dropped unanswered.
 A transient fault (collateral, not ready) naks the request for a retry;
@@ -326,17 +327,23 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         )
         await rt.stack.enter_async_context(replica)
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
+        # One worker per source, each with its pace: a flooding source's stream is pulled no faster, and the
+        # others' are pulled as if it were quiet.
+        nonce_workers = tuple(
+            StreamWorker(
+                name=f"{NONCE_ENDPOINT}-{source}",
+                consumer=subjects.nonce_consumer(source),
+                message_type=NonceRequest,
+                handler=v.nonce,
+                max_in_flight=8,
+                timeout=1.0,
+                pace=deps.nonce_pull_rate,
+            )
+            for source in deps.sources
+        )
         return Handlers(
             workers=(
-                StreamWorker(
-                    name=NONCE_ENDPOINT,
-                    consumer=subjects.NONCE_CONSUMER,
-                    message_type=NonceRequest,
-                    handler=v.nonce,
-                    max_in_flight=32,
-                    timeout=1.0,
-                    pace=deps.nonce_pull_rate,
-                ),
+                *nonce_workers,
                 StreamWorker(
                     name="verify",
                     consumer=subjects.VERIFIER_CONSUMER,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from contrast import subjects
 from contrast.attestation.nonce import DEFAULT_LIFETIME_MS
 from contrast.collateral.provider import AttachingPlatform, CollateralProvider
 from contrast.collateral.source import Store
@@ -61,14 +62,23 @@ class ReplicaDeps:
     # Verifier: nonces one replica hands to one source (an initializer user) per second; a pod needs one per
     # attempt, and only a holder of a fresh nonce can make the verifier check evidence.
     nonces_per_source: Rate = field(default_factory=lambda: _env_rate("CONTRAST_NONCE_RATE", 100))
-    # Verifier: nonce requests one replica pulls from stream NONCE per second, whatever their source; the rest
-    # wait in the server's bounded queue. Bursts of a tenth of a second's worth.
+    # Verifier: the initializer sources (namespaces with a NATS user of their own) whose nonce streams it
+    # creates and pulls; the default source always. The NATS server's auth block lists the same users.
+    sources: tuple[str, ...] = field(
+        default_factory=lambda: subjects.parse_sources(os.environ.get("CONTRAST_SOURCES", ""))
+    )
+    # Verifier: nonce requests one replica pulls per second from each source's stream; the rest wait in the
+    # server's bounded queue of that source. Bursts of a tenth of a second's worth.
     nonce_pull_rate: Rate = field(
         default_factory=lambda: _pull_rate(_env_int("CONTRAST_NONCE_PULL_RATE", 250))
     )
     # Verifier: signed answers to rejected requests per second (each one a signature and a stored result);
     # beyond it a rejection is counted but not answered, so a flood cannot fill the results bucket.
     rejection_answers: Rate = field(default_factory=lambda: _env_rate("CONTRAST_REJECTION_ANSWER_RATE", 20))
+
+    def __post_init__(self) -> None:
+        if subjects.DEFAULT_SOURCE not in self.sources:
+            raise ValueError(f"the default source {subjects.DEFAULT_SOURCE!r} must be among the sources")
 
     def attached_platform(self, provider: CollateralProvider) -> Callable[[], Awaitable[Platform]]:
         """The platform factory whose evidence carries its collateral (:class:`AttachingPlatform`)."""

@@ -7,10 +7,10 @@ and the local runner's status line). Every permission is derived from :mod:`cont
 subject, stream or bucket changes the users with it.
 
 This is defence against a *compromised workload*: an initializer's credentials cannot delete or purge a
-stream or bucket, consume the ``ATTEST`` or ``NONCE`` queue, publish verdicts or results, write the history,
-or read other clients' reply inboxes. The verifier answers nonce requests by publishing on the requesters'
-inboxes: it may publish on the inboxes of the initializer users (``_INBOX.<source>.*``) and on no other
-role's (roles and sources cannot share names, :func:`role_users`). It is no defence against the cluster
+stream or bucket, consume the ``ATTEST`` or a ``NONCE_<source>`` queue, publish verdicts or results, write the
+history, or read other clients' reply inboxes. The verifier answers nonce requests by publishing on the
+requesters' inboxes: it may publish on the inboxes of the initializer users (``_INBOX.<source>.*``) and on no
+other role's (roles and sources cannot share names, :func:`role_users`). It is no defence against the cluster
 operator, who runs the server and can change or ignore this configuration: the protocol never relies on it
 (docs/threat-model.md).
 
@@ -137,7 +137,8 @@ _USER_API: Final = (
 
 def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permissions:
     """The permissions of ``user`` in ``role`` (for an initializer, ``user`` is also its source token).
-    ``sources``: the initializer users, on whose inboxes a verifier answers nonce requests."""
+    ``sources``: the initializer users, whose nonce streams a verifier pulls and on whose inboxes it
+    answers."""
     if role == "initializer":
         results, collateral = subjects.RESULTS.stream, subjects.COLLATERAL.stream
         return Permissions(
@@ -158,16 +159,17 @@ def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permis
         )
     if role == "verifier":
         pub, sub = _consumer(subjects.VERIFIER_CONSUMER)
-        nonce_pub, _ = _consumer(subjects.NONCE_CONSUMER)
+        sources = list(sources)
+        nonce_pub = [p for s in sources for p in _consumer(subjects.nonce_consumer(s))[0]]
         return Permissions(
             publish=_unique(
                 *pub,
+                # Each source's nonce stream: created, updated and pulled by the verifiers.
                 *nonce_pub,
+                *_stream_admin(*(subjects.nonce_stream(s).name for s in sources)),
                 # A nonce answer goes to one inbox (one token) of an initializer user, and nowhere else.
                 *(f"{inbox_prefix(s)}.*" for s in sources),
-                *_stream_admin(
-                    subjects.NONCE.name, subjects.ATTEST.name, subjects.VERDICTS.name, subjects.EVENTS.name
-                ),
+                *_stream_admin(subjects.ATTEST.name, subjects.VERDICTS.name, subjects.EVENTS.name),
                 subjects.ATTEST_VERIFIED,
                 subjects.EVENT_ATTESTATION,
                 *_kv(subjects.NONCES, write=True),

@@ -268,7 +268,7 @@ class WorkerRunner:
         # One CONSUMER span per delivery, child of the producer's trace. Few attributes: the SDK copies and
         # validates each one, and this runs for every message.
         with self._tracer.start_as_current_span(
-            w.consumer.filter_subject.removesuffix(".*"),  # the stream's name for a per-source subject
+            w.consumer.span_name,  # one name per operation, whatever the source
             context=extract(headers),
             kind=SpanKind.CONSUMER,
             attributes={

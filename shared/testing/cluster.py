@@ -257,6 +257,7 @@ class CoordinatorCluster:
             **({} if kind == "manifest" else {POLICY_HASHES_ENV: REPLICA_PINS}),
             "CONTRAST_LOG_LEVEL": "WARNING",
             **(creds.env() if creds else {}),
+            **({"CONTRAST_SOURCES": ",".join(self.layout.sources)} if kind == "verifier" else {}),
             **self.extra_env,
         }
 

@@ -154,8 +154,8 @@ ReplySubject = Annotated[str, msgspec.Meta(min_length=3, max_length=160, pattern
 
 
 class NonceRequest(WireStruct, frozen=True, kw_only=True):
-    """``contrast.v1.attest.nonce.<source>``, stored in stream ``NONCE``: ask for a fresh nonce, answered with
-    a :class:`NonceReply` on ``reply`` (docs/protocol.md §3.1).
+    """``contrast.v1.attest.nonce.<source>``, stored in stream ``NONCE_<source>``: ask for a fresh nonce,
+    answered with a :class:`NonceReply` on ``reply`` (docs/protocol.md §3.1).
 
     A stored message loses the publisher's reply subject, so the request names its inbox itself. A verifier
     answers only on an inbox of the source the subject names (``_INBOX.<source>.<token>``): nobody can have

@@ -42,6 +42,17 @@ def test_the_users_are_the_ones_the_code_derives() -> None:
     assert conf["auth.conf"] == server_config(role_users(env_passwords=True))
 
 
+def test_the_verifier_pulls_the_nonce_stream_of_every_initializer_user() -> None:
+    """A source with a user but no nonce stream would get "no responders"; a stream without a user is dead."""
+    (workload,) = [d for d in docs("verifier.yaml") if d["kind"] == "Deployment"]
+    env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+    reference = env["CONTRAST_SOURCES"]["valueFrom"]["configMapKeyRef"]
+    assert reference == {"name": "nats-config", "key": "sources"}
+    users = set(re.findall(r"# role initializer\n\s+user: \"([^\"]+)\"", nats_config()["auth.conf"]))
+    assert subjects.DEFAULT_SOURCE in users
+    assert set(subjects.parse_sources(nats_config()["sources"])) == users
+
+
 def test_every_password_comes_from_the_secret() -> None:
     referenced = set(re.findall(r"password: \$(\w+)", nats_config()["auth.conf"]))
     users = {r for r in ROLES if r != "initializer"} | {subjects.DEFAULT_SOURCE}

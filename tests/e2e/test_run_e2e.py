@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from contrast import subjects
 from contrast.cli.localrun.scenario import WORKDIR_MARKER
 from contrast.crypto.ownerkeys import ensure_owner_keys
 from contrast.pki.chain import verify_leaf
@@ -333,7 +334,9 @@ def test_headless_run_on_a_three_node_cluster_with_per_role_users(tmp_path: Path
     wd = workdir(tmp_path, seed)
     assert "all checks passed" in run_headless(wd, "--nats-cluster", "3")
     streams = {
-        *("NONCE", "ATTEST", "VERDICTS", "EVENTS"),
+        # A nonce stream per initializer user: the default one and the example's namespace.
+        *(subjects.nonce_stream(s).name for s in (subjects.DEFAULT_SOURCE, "emojishop")),
+        *("ATTEST", "VERDICTS", "EVENTS"),
         *("KV_nonces", "KV_results", "KV_history", "KV_collateral"),
     }
     for node in ("n0", "n1", "n2"):

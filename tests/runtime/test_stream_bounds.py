@@ -1,19 +1,21 @@
 """Bounded streams on a real server: a flood cannot exhaust storage or starve other sources' work.
 
 Every stream and bucket declared in :mod:`contrast.subjects` reaches the server with all its bounds (messages,
-bytes, age, message size, discard policy, and the per-source bounds of ATTEST and NONCE). Then a
-copy of ATTEST with small bounds shows what the bounds do: a full stream refuses new requests and keeps the
-accepted ones (discard "new"), oversize and over-budget messages are refused, old ones age out, and, in
-ATTEST as in NONCE, a source that floods its own subject is refused there while another source still gets
-in. The control without the per-source bound is the flood that would starve the others.
+bytes, age, message size, discard policy, the per-source bound of ATTEST, and each source's own nonce stream).
+Then a copy of ATTEST with small bounds shows what the bounds do: a full stream refuses new requests and keeps
+the accepted ones (discard "new"), oversize and over-budget messages are refused, old ones age out, and a
+source that floods its own subject is refused there while another source still gets in. The control without
+the per-source bound is the flood that would starve the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import replace
 
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy
@@ -21,6 +23,7 @@ from nats.js.errors import APIError
 
 from contrast import subjects
 from contrast.runtime.jetstream import ensure_kv, ensure_stream
+from contrast.runtime.natsserver import embedded_nats
 from contrast.subjects import StreamSpec
 
 
@@ -51,7 +54,7 @@ async def stored(nc: Client, spec: StreamSpec) -> tuple[int, int, int]:
     return state.messages, state.bytes, state.first_seq
 
 
-@pytest.mark.parametrize("spec", subjects.STREAMS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [*subjects.STREAMS, subjects.nonce_stream("tenant-a")], ids=lambda s: s.name)
 async def test_every_stream_reaches_the_server_with_all_its_bounds(nc: Client, spec: StreamSpec) -> None:
     copy = private(spec)
     await ensure_stream(nc.jetstream(), copy)
@@ -92,21 +95,39 @@ async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subject
     await nc.jetstream().delete_stream(f"KV_{copy.bucket}")
 
 
-@pytest.mark.parametrize("a", [subjects.ATTEST, subjects.NONCE], ids=lambda s: s.name)
-def test_each_source_is_bounded_below_the_whole(a: StreamSpec) -> None:
+def test_each_source_is_bounded_below_the_whole_of_attest() -> None:
+    a = subjects.ATTEST
     assert a.discard == "new"
     assert 0 < a.max_msgs_per_subject < a.max_msgs
     assert a.max_msgs_per_subject * a.max_msg_size <= a.max_bytes  # one source cannot fill the bytes alone
-    assert a.subjects in ((subjects.ATTEST_REQUESTED_ANY,), (subjects.ATTEST_NONCE_ANY,))
+    assert a.subjects == (subjects.ATTEST_REQUESTED_ANY,)
     assert subjects.attest_requested("tenant-a") != subjects.attest_requested("tenant-b")
-    assert subjects.attest_nonce("tenant-a") != subjects.attest_nonce("tenant-b")
+
+
+def test_each_source_has_a_bounded_nonce_stream_and_consumer_of_its_own() -> None:
+    a, b = (subjects.nonce_stream(s) for s in ("tenant-a", "tenant-b"))
+    assert a.name != b.name
+    assert set(a.subjects).isdisjoint(b.subjects)
+    assert a.subjects == (subjects.attest_nonce("tenant-a"),)  # its own subject only: no wildcard
+    assert a.discard == "new"
+    assert a.max_msgs == a.max_msgs_per_subject == subjects.NONCE_SHARE
+    assert a.max_msgs * a.max_msg_size <= a.max_bytes  # refused by count, never by bytes first
+    consumers = [subjects.nonce_consumer(s) for s in ("tenant-a", "tenant-b")]
+    assert [c.stream for c in consumers] == [a, b]
+    assert consumers[0].filter_subject == a.subjects[0]
+    assert consumers[0].durable != consumers[1].durable  # a backlog metric per source
+    assert subjects.parse_sources("tenant-b, tenant-a,tenant-b") == ("initializer", "tenant-b", "tenant-a")
+    for bad in ("a.b", "a*", "x" * 200, ",".join(f"s{i}" for i in range(subjects.MAX_SOURCES))):
+        with pytest.raises(ValueError):
+            subjects.parse_sources(bad)
 
 
 def test_a_nonce_request_outlives_the_initializers_wait_but_not_much_more() -> None:
     # Worth answering while its pod still waits (nonce_timeout, 1 s); then it has asked again.
-    assert 1.0 < subjects.NONCE.max_age <= 5.0
-    assert subjects.NONCE_CONSUMER.ack_wait >= subjects.NONCE.max_age
-    assert not subjects.NONCE_CONSUMER.dead_letters
+    stream, consumer = subjects.nonce_stream("tenant-a"), subjects.nonce_consumer("tenant-a")
+    assert 1.0 < stream.max_age <= 5.0
+    assert consumer.ack_wait >= stream.max_age
+    assert not consumer.dead_letters
 
 
 async def test_a_full_stream_refuses_new_requests_and_keeps_the_accepted_ones(nc: Client) -> None:
@@ -152,14 +173,11 @@ async def test_requests_older_than_max_age_are_gone(nc: Client) -> None:
     await nc.jetstream().delete_stream(spec.name)
 
 
-@pytest.mark.parametrize("stream", [subjects.ATTEST, subjects.NONCE], ids=lambda s: s.name)
 @pytest.mark.parametrize(
     "per_source", [True, False], ids=["per-source bound", "control: no per-source bound"]
 )
-async def test_a_flooding_source_is_refused_on_its_own_subject_only(
-    nc: Client, stream: StreamSpec, per_source: bool
-) -> None:
-    spec = private(stream, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
+async def test_a_flooding_source_is_refused_on_its_own_subject_only(nc: Client, per_source: bool) -> None:
+    spec = private(subjects.ATTEST, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
     await ensure_stream(nc.jetstream(), spec)
     flood = [await publish(nc, spec, "mallory") for _ in range(10)]
     tenant = await publish(nc, spec, "tenant-a")
@@ -171,3 +189,73 @@ async def test_a_flooding_source_is_refused_on_its_own_subject_only(
         assert flood == [None] * 10
         assert tenant is not None  # the flood filled the stream: the tenant is starved
     await nc.jetstream().delete_stream(spec.name)
+
+
+# The server's queue of publishes waiting for a stream (100,000 by default); small here, so that a flood from
+# this test's one process overruns it within a second.
+INGEST_LIMIT = "jetstream { max_buffered_msgs: 200 }\n"
+TENANT_REQUESTS = 32
+
+
+@pytest.mark.parametrize(
+    "own_stream", [True, False], ids=["a stream per source", "control: one shared stream"]
+)
+async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_stream: bool) -> None:
+    """The server queues every publish to a stream in that stream's ingest queue before it can refuse it, and
+    drops publishes at random once the queue is full. A source flooding its own nonce stream at full speed
+    fills only that stream's queue: another source's requests are all stored. With one stream for every
+    source (the control, this project's earlier design), they are dropped with the flood."""
+    with embedded_nats(authorization=INGEST_LIMIT) as server:
+        flooder, tenant = await nats.connect(server.url), await nats.connect(server.url)
+        try:
+            js = tenant.jetstream()
+            # Room for all the tenant's requests (no verifier drains the streams here).
+            room = {"max_msgs": 64, "max_msgs_per_subject": 64, "max_age": 600.0}
+            if own_stream:
+                for source in ("mallory", "tenant-a"):
+                    await ensure_stream(js, replace(subjects.nonce_stream(source), **room))  # type: ignore[arg-type]
+            else:
+                shared = replace(
+                    subjects.nonce_stream("tenant-a"),
+                    name="NONCE",
+                    subjects=(f"{subjects.ATTEST_NONCE}.*",),
+                    max_msgs=100_000,
+                    max_bytes=64 * subjects.MiB,
+                    max_age=600.0,
+                )
+                await ensure_stream(js, shared)
+            stop = asyncio.Event()
+
+            async def flood() -> None:
+                # Reply subjects nobody listens on, as a flooder that does not wait for the refusals.
+                while not stop.is_set():
+                    for _ in range(1000):
+                        await flooder.publish(
+                            subjects.attest_nonce("mallory"), b"x", reply="_INBOX.mallory.x"
+                        )
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(flood())
+            try:
+                await asyncio.sleep(0.5)
+                stored = 0
+                for _ in range(TENANT_REQUESTS):
+                    # Refused with 429 "too many requests" while the queue is full, or dropped unanswered.
+                    with contextlib.suppress(nats.errors.TimeoutError, APIError):
+                        await js.publish(subjects.attest_nonce("tenant-a"), b"request", timeout=1.0)
+                        stored += 1
+            finally:
+                stop.set()
+                await task
+        finally:
+            for nc in (flooder, tenant):
+                await nc.close()
+        assert server.log_path is not None
+        log = server.log_path.read_text(errors="replace")
+        dropped = [line for line in log.splitlines() if "excessive stream ingest rate" in line]
+    if own_stream:
+        assert stored == TENANT_REQUESTS
+        assert not any("NONCE_tenant-a" in line for line in dropped)
+    else:
+        assert any("'NONCE'" in line for line in dropped)  # the flood overran the shared queue
+        assert stored < TENANT_REQUESTS

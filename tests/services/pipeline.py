@@ -54,6 +54,8 @@ H_COORD = hashlib.sha256(POLICY_COORD).digest()
 H_VERIFIER = hashlib.sha256(POLICY_VERIFIER).digest()
 H_CA = hashlib.sha256(POLICY_CA).digest()
 ROLE_POLICY = {"manifest": H_COORD, "verifier": H_VERIFIER, "ca": H_CA}
+# The initializer sources whose nonce streams the tests' verifiers pull: the default one and three namespaces.
+TEST_SOURCES = subjects.parse_sources("tenant-a,tenant-b,mallory")
 # What `generate` pins: an initializer trusts the verifier and the CA; they trust the manifest service.
 INITIALIZER_PINS = CoordinatorPins(
     policies={ServiceRole.VERIFIER: frozenset({H_VERIFIER}), ServiceRole.CA: frozenset({H_CA})}
@@ -179,6 +181,7 @@ class Pipeline:
             return FixtureKeySource(state, None, replica, pins)
 
         kw.setdefault("pins", REPLICA_PINS)
+        kw.setdefault("sources", TEST_SOURCES)
         return ReplicaDeps(platform=platform, key_source=key_source, **kw)
 
     async def start(self, kind: str, replica: str, **kw: Any) -> Any:

@@ -30,8 +30,9 @@ from contrast.testing.cluster import CoordinatorCluster, Layout
 
 SOURCE = "tenant-a"
 OTHER = "tenant-b"
-# NONCE as deployed but for its age: its requests would expire within the test's 2 s.
-LASTING_NONCE = replace(subjects.NONCE, max_age=600.0)
+# The sources' nonce streams as deployed but for their age: their requests would expire within the test's 2 s.
+LASTING_NONCE = {s: replace(subjects.nonce_stream(s), max_age=600.0) for s in (SOURCE, OTHER)}
+OWN_NONCE, OTHER_NONCE = LASTING_NONCE[SOURCE].name, LASTING_NONCE[OTHER].name
 NAMES = ["verifier", "ca", "manifest", "owner", "monitor", subjects.DEFAULT_SOURCE, SOURCE, OTHER]
 
 
@@ -65,10 +66,11 @@ async def bus(users: bool) -> AsyncIterator[Bus]:
         try:
             # What the services create at start, each as its own role.
             verifier = (await b.connect("verifier")).jetstream()
-            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS, LASTING_NONCE):
+            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS, *LASTING_NONCE.values()):
                 await ensure_stream(verifier, stream)
             await ensure_consumer(verifier, subjects.VERIFIER_CONSUMER)
-            await ensure_consumer(verifier, replace(subjects.NONCE_CONSUMER, stream=LASTING_NONCE))
+            for source, stream in LASTING_NONCE.items():
+                await ensure_consumer(verifier, replace(subjects.nonce_consumer(source), stream=stream))
             results = await ensure_kv(verifier, subjects.RESULTS)
             await results.put("rid", b"sealed answer")
             history = await ensure_kv((await b.connect("manifest")).jetstream(), subjects.HISTORY)
@@ -89,7 +91,7 @@ async def counts(b: Bus) -> dict[str, tuple[int, int]]:
     """Messages and history depth of the streams an attacker would go for, read by the monitor."""
     js = (await b.connect("monitor")).jetstream()
     out = {}
-    for stream in ("ATTEST", "NONCE", "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
+    for stream in ("ATTEST", OWN_NONCE, OTHER_NONCE, "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
         try:
             info = await js.stream_info(stream)
             out[stream] = (info.state.messages, info.config.max_msgs_per_subject)
@@ -113,11 +115,11 @@ async def purge_attest(nc: Client) -> None:
 
 
 async def delete_nonce(nc: Client) -> None:
-    await _quietly(nc.jetstream().delete_stream("NONCE"))
+    await _quietly(nc.jetstream().delete_stream(OWN_NONCE))
 
 
 async def purge_nonce(nc: Client) -> None:
-    await _quietly(nc.jetstream().purge_stream("NONCE"))
+    await _quietly(nc.jetstream().purge_stream(OWN_NONCE))
 
 
 async def delete_results_bucket(nc: Client) -> None:
@@ -170,7 +172,7 @@ async def publish_as_other_source(nc: Client) -> None:
 
 
 async def publish_nonce_request_as_other_source(nc: Client) -> None:
-    # Another source's share of the queue (and ration), and answers on its inboxes.
+    # Another source's nonce stream (and ration), and answers on its inboxes.
     await _quietly(nc.jetstream().publish(subjects.attest_nonce(OTHER), b"x"))
 
 
@@ -189,7 +191,7 @@ async def consume_attest(nc: Client) -> None:
 
 
 async def consume_nonce(nc: Client) -> None:
-    await _consume(nc, "NONCE", subjects.NONCE_CONSUMER.durable)
+    await _consume(nc, OWN_NONCE, subjects.nonce_consumer(SOURCE).durable)
 
 
 FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
@@ -206,10 +208,10 @@ FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
     "publish a verdict": (publish_verdict, "VERDICTS"),
     "publish as another source": (publish_as_other_source, "ATTEST"),
     "consume the ATTEST queue": (consume_attest, "ATTEST"),
-    "delete the NONCE stream": (delete_nonce, "NONCE"),
-    "purge the NONCE stream": (purge_nonce, "NONCE"),
-    "consume the NONCE queue": (consume_nonce, "NONCE"),
-    "publish a nonce request as another source": (publish_nonce_request_as_other_source, "NONCE"),
+    "delete its own NONCE stream": (delete_nonce, OWN_NONCE),
+    "purge its own NONCE stream": (purge_nonce, OWN_NONCE),
+    "consume its own NONCE queue": (consume_nonce, OWN_NONCE),
+    "publish a nonce request as another source": (publish_nonce_request_as_other_source, OTHER_NONCE),
 }
 
 
@@ -239,7 +241,7 @@ async def test_an_initializer_reads_no_other_inbox_and_answers_no_nonce_request(
         for subject in (
             "_INBOX.>",
             f"_INBOX.{OTHER}.>",
-            subjects.ATTEST_NONCE_ANY,
+            f"{subjects.ATTEST_NONCE}.*",
             subjects.ATTEST_REQUESTED_ANY,
             # Writes to the results bucket, stored or not: pods receive answers only once stored.
             f"{subjects.RESULTS_KV_PREFIX}.*",

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from contrast import subjects
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.runtime.metrics import Metrics
 from contrast.runtime.natsserver import NatsServer
@@ -105,7 +106,8 @@ async def test_every_replica_exposes_valid_metrics_that_add_up(
     assert total(scrapes, "contrast_requests_total", endpoint="join", code="ok") == 3
     for replica in ("verifier-1", "verifier-2", "ca-1"):
         assert samples(scrapes[replica])["contrast_manifest_generation"] == [({}, 1.0)]
-        consumers = {"ca"} if replica == "ca-1" else {"verifier", "verifier-nonce"}
+        nonce = subjects.nonce_consumer(subjects.DEFAULT_SOURCE).durable  # the only source here
+        consumers = {"ca"} if replica == "ca-1" else {"verifier", nonce}
         # the backlog gauges read the workers' own consumers
         assert {
             labels["consumer"] for labels, _ in samples(scrapes[replica])["contrast_stream_pending"]

@@ -29,7 +29,8 @@ ENDPOINTS = {
     "ca": {"ready": subjects.health("ca")},
 }
 REPLICAS = {"manifest": {"manifest-1"}, "verifier": {"verifier-1", "verifier-2"}, "ca": {"ca-1"}}
-WORKERS = {"verifier": "NONCE/verifier-nonce,ATTEST/verifier", "ca": "VERDICTS/ca"}
+_NONCE = subjects.nonce_consumer(subjects.DEFAULT_SOURCE)  # the only source of this deployment
+WORKERS = {"verifier": f"{_NONCE.stream.name}/{_NONCE.durable},ATTEST/verifier", "ca": "VERDICTS/ca"}
 ATTESTATIONS = 3
 
 
@@ -91,7 +92,8 @@ async def test_nats_micro_lists_every_service_endpoint_and_sensible_stats(
                         assert e["processing_time"] == 0
                     totals[name, e["name"]] = totals.get((name, e["name"]), 0) + e["num_requests"]
         # One nonce request per attestation, each pulled once and acked (none lost, none left).
-        nonces = await nats(d, "consumer", "info", subjects.NONCE.name, subjects.NONCE_CONSUMER.durable)
+        default = subjects.nonce_consumer(subjects.DEFAULT_SOURCE)  # the pods here have no user of their own
+        nonces = await nats(d, "consumer", "info", default.stream.name, default.durable)
         assert nonces["delivered"]["consumer_seq"] == ATTESTATIONS
         assert nonces["ack_floor"]["consumer_seq"] == ATTESTATIONS
         assert totals["manifest", "set"] == 1

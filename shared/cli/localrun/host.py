@@ -48,6 +48,7 @@ HOST_SETTINGS: Final = frozenset(
         "CONTRAST_METRICS_PORT",
         "CONTRAST_METRICS_ADDR",
         "CONTRAST_JS_REPLICAS",
+        "CONTRAST_SOURCES",  # the NATS users of this host's initializers
         "CONTRAST_INITIALIZER_ROOT",
         "CONTRAST_INITIALIZER_DEADLINE",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

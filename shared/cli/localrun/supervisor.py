@@ -73,6 +73,7 @@ class Supervisor:
         self.nats_url = ""  # one URL (the CLI's), every node's comes from nats_env
         self.credentials: dict[str, NatsCredentials] = {}  # by NATS user; empty for an external NATS
         self.js_replicas = 1
+        self.sources: tuple[str, ...] = ()  # the initializer users besides the default one (embedded NATS)
         self._cluster_root: Path | None = None
         self.nc: Client | None = None
         self.jaeger: jaeger.Jaeger | None = None
@@ -138,6 +139,7 @@ class Supervisor:
             self.nats_url = url
             say(f"NATS        {self.nats_url} (external)")
             return
+        self.sources = tuple(sources)
         names = [r for r in ROLES if r != "initializer"] + [subjects.DEFAULT_SOURCE, *sources]
         passwords = {n: secrets.token_urlsafe(18) for n in names}
         authorization = server_config(role_users(passwords, sources=sources))
@@ -183,6 +185,8 @@ class Supervisor:
             env.update(creds.env())
         if self.js_replicas > 1:
             env["CONTRAST_JS_REPLICAS"] = str(self.js_replicas)
+        if user == "verifier" and self.sources:  # it pulls each initializer user's nonce stream
+            env["CONTRAST_SOURCES"] = ",".join(self.sources)
         return env
 
     async def start_jaeger(self, workdir: Path) -> jaeger.Jaeger:

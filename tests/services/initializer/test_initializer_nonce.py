@@ -64,15 +64,16 @@ async def test_a_request_refused_by_a_full_share_is_asked_again_at_once(
     nc = await nats.connect(private_nats.url)
     try:
         js = nc.jetstream()
-        await ensure_stream(js, replace(subjects.NONCE, max_age=600.0))  # no verifier: nothing ages out here
-        for _ in range(subjects.NONCE.max_msgs_per_subject):  # the source's share is full
+        stream = replace(subjects.nonce_stream(source), max_age=600.0)  # no verifier: nothing ages out here
+        await ensure_stream(js, stream)
+        for _ in range(subjects.NONCE_SHARE):  # the source's share is full
             await js.publish(subjects.attest_nonce(source), b"waiting")
         seen: list[NonceRequest] = []
 
         async def verifier(msg: Msg) -> None:  # sees every publish, stored or refused; answers stored ones
             seen.append(decoder(NonceRequest).decode(msg.data))
             if len(seen) == 2 and room:
-                await js.purge_stream(subjects.NONCE.name)
+                await js.purge_stream(stream.name)
             elif len(seen) > 2 and room:
                 await nc.publish(seen[-1].reply, encode(NonceReply(nonce=secrets.token_bytes(32))))
 

@@ -16,10 +16,12 @@ import contextlib
 
 import msgspec
 import nats
+import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contrast import subjects
+from contrast.errors import StateError
 from contrast.evidence.snp.emulator import EmulatedSnpPlatform
 from contrast.initializer.client import ask_nonce
 from contrast.runtime.admission import Rate
@@ -31,7 +33,8 @@ from tests.services.pipeline import Pipeline, pipeline, wait_ready
 
 SOURCE = "tenant-a"
 OTHER = "tenant-b"
-NONCE_DURABLE = subjects.NONCE_CONSUMER.durable
+NONCE_DURABLE = subjects.nonce_consumer(SOURCE).durable
+NONCE_STREAM = subjects.nonce_stream(SOURCE).name
 
 
 def count(p: Pipeline, metric: str, replica: str = "verifier-1", **labels: str) -> float:
@@ -141,12 +144,12 @@ async def test_a_verifier_pulls_no_more_than_its_pace(
         js = p.nc.jetstream()
 
         async def aged_out() -> bool:
-            return (await js.stream_info(subjects.NONCE.name)).state.messages == 0
+            return (await js.stream_info(NONCE_STREAM)).state.messages == 0
 
         async with asyncio.timeout(20):
             while not await aged_out():  # noqa: ASYNC110 - polling the server
                 await asyncio.sleep(0.1)
-        info = await js.consumer_info(subjects.NONCE.name, NONCE_DURABLE)
+        info = await js.consumer_info(NONCE_STREAM, NONCE_DURABLE)
         assert info.delivered.consumer_seq == pace
         assert len(answered) == pace
 
@@ -188,7 +191,8 @@ async def test_a_flooding_source_is_refused_by_the_server_and_another_is_still_a
         for nc in (flooder, tenant):
             p.stack.push_async_callback(nc.close)
         js = p.nc.jetstream()
-        first = (await js.stream_info(subjects.NONCE.name)).state.last_seq
+        flooded = subjects.nonce_stream("mallory").name
+        first = (await js.stream_info(flooded)).state.last_seq
         request = encode(NonceRequest(reply=flooder.new_inbox()))
         sent = 0
         stop = asyncio.Event()
@@ -212,9 +216,28 @@ async def test_a_flooding_source_is_refused_by_the_server_and_another_is_still_a
         finally:
             stop.set()
             await task
-        stored = (await js.stream_info(subjects.NONCE.name)).state.last_seq - first
+        stored = (await js.stream_info(flooded)).state.last_seq - first
         assert sent > 0
         # The server stored at most the flooder's share plus what the verifier took meanwhile: the rest of
         # the flood was refused there, never reaching the verifier.
         assert stored < sent / 2, (stored, sent)
         assert outcome(p, "ok") >= 5
+
+
+async def test_each_configured_source_has_its_stream_and_an_unknown_source_gets_no_responders(
+    private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform
+) -> None:
+    async with pipeline(private_nats.url, snp_emulator, verifiers=0, cas=0) as p:
+        await p.start("verifier", "verifier-1", sources=subjects.parse_sources(SOURCE))
+        await wait_ready(p.nc, "verifier")
+        names = {s.config.name for s in await p.nc.jetstream().streams_info()}
+        assert {subjects.nonce_stream(s).name for s in (subjects.DEFAULT_SOURCE, SOURCE)} <= names
+        assert subjects.nonce_stream(OTHER).name not in names
+        stranger = await client(p.url, OTHER)
+        p.stack.push_async_callback(stranger.close)
+        # A source the verifiers were not configured with: nothing stores its requests, and the initializer
+        # says so at once instead of waiting out its timeout.
+        with pytest.raises(StateError, match="nothing stores requests"):
+            await ask_nonce(stranger, OTHER, timeout=10)
+        # Control: a configured source is answered.
+        assert len(await ask_nonce(stranger, SOURCE, timeout=10)) == 32
