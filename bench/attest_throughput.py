@@ -458,7 +458,7 @@ async def drive(
 
 
 async def nonce_with_retries(nc: Client) -> bytes:
-    # Asked again as an initializer does: a request beyond the source's share of NONCE is refused.
+    # Asked again as an initializer does: a request beyond what the source's nonce stream holds is refused.
     for _ in range(30):
         with contextlib.suppress(StateError):
             return await ask_nonce(nc, subjects.DEFAULT_SOURCE, timeout=1.0)
@@ -497,6 +497,9 @@ async def publish_all(nc: Client, reqs: list[tuple[str, bytes]]) -> None:
     await asyncio.gather(*(one(r, d) for r, d in reqs))
 
 
+ATTEST = subjects.verifier_consumer(subjects.DEFAULT_SOURCE)  # every driver is the default source
+
+
 async def depth(nc: Client, stream: str) -> int:
     info = await nc.jetstream().stream_info(stream)
     return int(info.state.messages)
@@ -530,7 +533,7 @@ async def verifier_stage(
         meter = CpuMeter(verifiers)
         start = time.perf_counter()
         _signal(cluster, "verifier", signal.SIGCONT)
-        while await pending(nc, "ATTEST", "verifier") > 0:  # noqa: ASYNC110 - polling the server
+        while await pending(nc, ATTEST.stream.name, ATTEST.durable) > 0:  # noqa: ASYNC110 - polling the server
             await asyncio.sleep(0.01)
         rate = count / (time.perf_counter() - start)
         return rate, sum(meter.per_item_ms(count).values())
@@ -547,7 +550,7 @@ async def overload(nc: Client, platform: EmulatedSnp, count: int) -> tuple[int, 
     start = time.perf_counter()
     pub = asyncio.create_task(publish_all(nc, reqs))
     while True:
-        d = await depth(nc, "ATTEST")
+        d = await depth(nc, ATTEST.stream.name)
         samples.append(d)
         if pub.done() and d == 0 and await pending(nc, "VERDICTS", "ca") == 0:
             break

@@ -13,6 +13,7 @@ publish only on its own source's subjects. Phase by phase (each ``--phase`` seco
 - ``forged-evidence``: a fresh, valid nonce with evidence whose signature is broken;
 - ``replay``: captured legitimate requests again, as they were and under new request ids;
 - ``nonces``: nonce requests (to its stream ``NONCE_mallory``, naming its own inbox) as fast as it can;
+- ``attest-flood``: 1 KiB of garbage on its attestation subject (stream ``ATTEST_mallory``) as fast as it can;
 
 and finally all of them at once. It prints, per phase: the legitimate pods' success rate and p50/p99 (and
 without a flood, in the baseline phase), what the attacker sent, what the Coordinator rejected and where
@@ -60,7 +61,17 @@ from contrast.wire.v1 import AttestRequest, NonceRequest, decoder, encode
 
 LEGIT = "tenant-a"
 ATTACKER = "mallory"
-CLASSES = ("garbage", "oversize", "forged-nonce", "expired-nonce", "forged-evidence", "replay", "nonces")
+CLASSES = (
+    "garbage",
+    "oversize",
+    "forged-nonce",
+    "expired-nonce",
+    "forged-evidence",
+    "replay",
+    "nonces",
+    "attest-flood",
+)
+FULL_SPEED = ("nonces", "attest-flood")  # sent as fast as the attacker's connection takes them
 EXPIRED_AFTER = 11.0  # seconds: past the default 10 s nonce lifetime
 
 
@@ -77,6 +88,7 @@ class Attacker:
     old_nonces: list[tuple[float, bytes]] = field(default_factory=list)
     sent: int = 0
     nonces_sent: int = 0
+    attest_flood_sent: int = 0
     nonce_request: bytes = b""  # names one of its inboxes, which nobody reads: nobody waits for the answers
 
     def __post_init__(self) -> None:
@@ -143,13 +155,20 @@ class Attacker:
                 self.sent += 1
                 self.nonces_sent += 1
             await self.nc.flush()
+        elif kind == "attest-flood":
+            garbage = secrets.token_bytes(1024)
+            for _ in range(200):  # as fast as the connection takes them, no msg id, no wait for the PubAck
+                await self.nc.publish(subjects.attest_requested(ATTACKER), garbage)
+                self.sent += 1
+                self.attest_flood_sent += 1
+            await self.nc.flush()
 
     async def flood(self, kind: str, rate: float, seconds: float) -> None:
         end = time.monotonic() + seconds
         start, i = time.monotonic(), 0
         workers = 32 if kind == "forged-evidence" else 1  # nonce round trips: several at once
         while time.monotonic() < end:
-            if kind == "nonces":
+            if kind in FULL_SPEED:
                 await self.one(kind)
                 await asyncio.sleep(0)
                 continue
@@ -178,7 +197,7 @@ async def _attack(urls: list[str], password: str, commands: Any, captures: Any, 
             break
         kinds, rate, seconds = command
         a.take(captures)
-        a.sent = a.nonces_sent = 0
+        a.sent = a.nonces_sent = a.attest_flood_sent = 0
         cpu0 = time.process_time()
 
         async def refresh() -> None:
@@ -189,7 +208,8 @@ async def _attack(urls: list[str], password: str, commands: Any, captures: Any, 
         refresher = asyncio.create_task(refresh())
         await asyncio.gather(*(a.flood(k, rate, seconds) for k in kinds))
         refresher.cancel()
-        results.put({"sent": a.sent, "nonces_sent": a.nonces_sent, "cpu_s": time.process_time() - cpu0})
+        sent = {"sent": a.sent, "nonces_sent": a.nonces_sent, "attest_flood_sent": a.attest_flood_sent}
+        results.put({**sent, "cpu_s": time.process_time() - cpu0})
     await nc.close()
 
 
@@ -228,6 +248,7 @@ class Snapshot:
         v: dict[str, float] = {}
         for key, name, labels in (
             ("garbage", "contrast_deadletters_total", {"reason": "request.decode"}),
+            ("attest-flood", "contrast_deadletters_total", {"reason": "request.decode"}),
             ("forged-nonce", "contrast_attestation_failures_total", {"reason": "policy.nonce_unknown"}),
             ("expired-nonce", "contrast_attestation_failures_total", {"reason": "policy.nonce_expired"}),
             ("forged-evidence", "contrast_attestation_failures_total", {"reason": "evidence.bad_signature"}),
@@ -263,7 +284,7 @@ async def backlog(monitor: Any, samples: dict[str, list[int]], stop: asyncio.Eve
     js = monitor.jetstream()
     while not stop.is_set():
         for key, consumers in (
-            ("ATTEST", (subjects.VERIFIER_CONSUMER,)),
+            ("ATTEST", tuple(subjects.verifier_consumer(s) for s in (LEGIT, ATTACKER))),
             ("NONCE", tuple(subjects.nonce_consumer(s) for s in (LEGIT, ATTACKER))),
         ):
             with contextlib.suppress(Exception):
@@ -279,9 +300,10 @@ async def backlog(monitor: Any, samples: dict[str, list[int]], stop: asyncio.Eve
 async def nonces_stored(monitor: Any) -> int:
     """How many nonce requests the server has ever stored (the nonce streams' last sequences)."""
     js = monitor.jetstream()
-    return sum(
-        int((await js.stream_info(subjects.nonce_stream(s).name)).state.last_seq) for s in (LEGIT, ATTACKER)
-    )
+    stored = 0
+    for source in (LEGIT, ATTACKER):
+        stored += int((await js.stream_info(subjects.nonce_stream(source).name)).state.last_seq)
+    return stored
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -350,10 +372,12 @@ async def run(args: argparse.Namespace) -> int:
                 cpu = {k: after.cpu[k] - before.cpu[k] for k in after.cpu}
                 if not kinds:
                     base_rate = {k: v / elapsed for k, v in cpu.items()}
-                rejected = sum(after.verifier.get(k, 0.0) - before.verifier.get(k, 0.0) for k in kinds)
+                # garbage and attest-flood are both counted as request.decode dead letters: once
+                counted = [k for k in kinds if not (k == "attest-flood" and "garbage" in kinds)]
+                rejected = sum(after.verifier.get(k, 0.0) - before.verifier.get(k, 0.0) for k in counted)
                 extra = {k: max(0.0, cpu[k] - base_rate.get(k, 0.0) * elapsed) for k in cpu}
                 # Refused by the server (oversize; nonce requests past the source's share): per message sent.
-                by_server = kinds in (("oversize",), ("nonces",))
+                by_server = kinds in (("oversize",), ("nonces",), ("attest-flood",))
                 per = max(1.0, float(attack["sent"]) if by_server else rejected)
                 lat = [p.latency for p in load.pods if p.outcome == "completed"]
                 phase = Phase(

@@ -21,14 +21,14 @@ PREFIX: Final = "contrast.v1"
 # Nonce requests and attestation requests carry their *source* as the last subject token: the NATS user the
 # initializer connects as (one per namespace where the deployment has them, DEFAULT_SOURCE otherwise). The
 # server's per-user permissions let an initializer publish on its own source's subjects only, so a source's
-# nonce requests go to a stream of its own and ATTEST can bound each source's backlog (max_msgs_per_subject),
-# and the verifier can ration nonces and answer a nonce request only on its source's own inbox. The bare
-# names below name the spans (one name per operation, whatever the source).
+# nonce and attestation requests go to streams of its own (NONCE_<source>, ATTEST_<source>), bounded per
+# source, and the verifier can ration nonces and answer a nonce request only on its source's own inbox. The
+# bare names below name the spans (one name per operation, whatever the source).
 # A nonce request is stored in its source's own stream NONCE_<source> (a small work queue the verifiers pull
 # at a paced rate) and names the requester's reply inbox.
 ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: JetStream NONCE_<source> (work queue)
-ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST (work queue)
-ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"
+ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST_<source> (work queue)
+ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"  # every source's (a wildcard to subscribe with)
 DEFAULT_SOURCE: Final = "initializer"  # the source of an initializer without NATS credentials of its own
 MAX_SOURCES: Final = 256  # each source has its own nonce stream and consumer, which every verifier pulls
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
@@ -79,7 +79,7 @@ def attest_nonce(source: str) -> str:
 
 
 def attest_requested(source: str) -> str:
-    """Subject on which an initializer of ``source`` publishes its attestation request (stream ``ATTEST``)."""
+    """Subject on which an initializer of ``source`` asks for attestation (stream ``ATTEST_<source>``)."""
     return f"{ATTEST_REQUESTED}.{_token(source, 'source')}"
 
 
@@ -91,7 +91,7 @@ def parse_sources(raw: str) -> tuple[str, ...]:
     if len(sources) > MAX_SOURCES:
         raise ValueError(f"{len(sources)} sources: at most {MAX_SOURCES} (each has a stream of its own)")
     for source in sources:
-        nonce_consumer(source)  # its stream and durable names must be valid too (a length bound)
+        source_consumers(source)  # its streams' and durables' names must be valid too (a length bound)
     return sources
 
 
@@ -138,8 +138,8 @@ class StreamSpec:
     duplicate_window: float  # seconds; Nats-Msg-Id dedup horizon
     replicas: int = 1
     discard: Literal["old", "new"] = "new"  # refuse new work when full rather than drop accepted work
-    # Per subject (for ATTEST: per source): at most this many messages; with discard "new", a full source is
-    # refused on its own subject while every other source still gets in. 0: no per-subject bound.
+    # Per subject: at most this many messages; with discard "new", a full subject is refused while the
+    # stream's other subjects still get in. 0: no per-subject bound.
     max_msgs_per_subject: int = 0
 
     def __post_init__(self) -> None:
@@ -220,25 +220,34 @@ class KVSpec:
         return f"KV_{self.bucket}"
 
 
-# Evidence bundles (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room
-# for collateral carried in the bundle. A burst of 100k pending requests (25 GiB worst case) is refused at
-# 1 GiB instead: backpressure is better than a full disk. Ten minutes is far beyond any nonce lifetime, so an
-# older request could never be answered anyway. Dedup covers client retries of the same request id, and turns
-# a replay of a captured request (same id) into a no-op on the server.
-# One source (an initializer user: a namespace) holds at most 2,000 requests: a flooding namespace is refused
-# on its own subject and delays everybody else's work by at most that many cheap rejections, while a rollout
-# of 2,000 pods in one namespace still queues at once.
-ATTEST: Final = StreamSpec(
-    name="ATTEST",
-    subjects=(ATTEST_REQUESTED_ANY,),
-    retention="workqueue",
-    max_age=10 * MINUTE,
-    max_bytes=1 * GiB,
-    max_msgs=100_000,
-    max_msg_size=256 * KiB,
-    duplicate_window=2 * MINUTE,
-    max_msgs_per_subject=2_000,
-)
+# Attestation requests wait in a stream of their source's own, ATTEST_<source>, for the same reason as nonce
+# requests (below): the NATS server queues every publish to a stream in that stream's ingest queue before it
+# can refuse it, so one stream for every source would let a source flooding at full speed hold up or drop
+# every other source's requests (bench/flood.py, class attest-flood; docs/performance.md). Evidence bundles
+# (SNP report + VCEK chain, or a TDX quote with PCK chain) are a few KiB; 256 KiB leaves room for collateral
+# carried in the bundle. A source holds at most 2,000 requests and 64 MiB (discard new): a rollout of 2,000
+# pods in one namespace queues at once, and a flooding namespace is refused on its own stream. Every source's
+# stream reserves its 64 MiB of the servers' file store (docs/operations.md, "Storage"). Ten minutes is far
+# beyond any nonce lifetime, so an older request could never be answered anyway. Dedup covers client retries
+# of the same request id, and turns a replay of a captured request (same id) into a no-op on the server.
+ATTEST_STREAM_PREFIX: Final = "ATTEST_"
+ATTEST_SHARE: Final = 2_000  # requests one source may have waiting
+
+
+def attest_stream(source: str) -> StreamSpec:
+    """Stream ``ATTEST_<source>``: the waiting attestation requests of one source."""
+    return StreamSpec(
+        name=f"{ATTEST_STREAM_PREFIX}{_token(source, 'source')}",
+        subjects=(attest_requested(source),),
+        retention="workqueue",
+        max_age=10 * MINUTE,
+        max_bytes=64 * MiB,
+        max_msgs=ATTEST_SHARE,
+        max_msg_size=256 * KiB,
+        duplicate_window=2 * MINUTE,
+        max_msgs_per_subject=ATTEST_SHARE,
+    )
+
 
 # Nonce requests (a few dozen bytes naming the requester's inbox) wait in a stream of their source's own until
 # a verifier pulls them, at its paced rate per source (CONTRAST_NONCE_PULL_RATE). One stream per source, not
@@ -271,7 +280,7 @@ def nonce_stream(source: str) -> StreamSpec:
     )
 
 
-# Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST.
+# Signed verdicts are small (claims + signature); same lifetime reasoning as ATTEST_<source>.
 VERDICTS: Final = StreamSpec(
     name="VERDICTS",
     subjects=(ATTEST_VERIFIED,),
@@ -283,7 +292,7 @@ VERDICTS: Final = StreamSpec(
     duplicate_window=2 * MINUTE,
 )
 
-# Audit trail of events (dead letters keep the original payload, so their size bound is ATTEST's).
+# Audit trail of events (dead letters keep the original payload, so their size bound is ATTEST_<source>'s).
 EVENTS: Final = StreamSpec(
     name="EVENTS",
     subjects=(EVENTS_ALL,),
@@ -307,15 +316,22 @@ EVENTS: Final = StreamSpec(
 # - max_ack_pending 256: in-flight work across all replicas. With 64 slots per replica it feeds 4 replicas
 #   fully; a flood of garbage occupies at most 256 slots while it is dead-lettered, so it delays valid work
 #   by a bounded amount instead of starving it.
-VERIFIER_CONSUMER: Final = ConsumerSpec(
-    stream=ATTEST,
-    durable="verifier",
-    filter_subject=ATTEST_REQUESTED_ANY,
-    ack_wait=5 * SECOND,
-    max_deliver=5,
-    max_ack_pending=256,
-    backoff=(0.5, 2.0, 5.0, 10.0),
-)
+ATTEST_MAX_DELIVER: Final = 5
+
+
+def verifier_consumer(source: str) -> ConsumerSpec:
+    """The verifiers' durable consumer ``verify-<source>`` on stream ``ATTEST_<source>``."""
+    stream = attest_stream(source)
+    return ConsumerSpec(
+        stream=stream,
+        durable=f"verify-{source}",
+        filter_subject=stream.subjects[0],
+        ack_wait=5 * SECOND,
+        max_deliver=ATTEST_MAX_DELIVER,
+        max_ack_pending=256,
+        backoff=(0.5, 2.0, 5.0, 10.0),
+        operation=ATTEST_REQUESTED,
+    )
 
 
 # Nonce requests: issuing one costs an HMAC. ack_wait 2 s: a request a dead replica held is past its use by
@@ -323,11 +339,11 @@ VERIFIER_CONSUMER: Final = ConsumerSpec(
 # a malformed or misaddressed request is dropped and counted, not copied into the EVENTS audit log. The
 # durable is named after the source too, so that each source's backlog and outcomes are metrics of their own.
 def nonce_consumer(source: str) -> ConsumerSpec:
-    """The verifiers' durable consumer ``verifier-nonce-<source>`` on stream ``NONCE_<source>``."""
+    """The verifiers' durable consumer ``nonce-<source>`` on stream ``NONCE_<source>``."""
     stream = nonce_stream(source)
     return ConsumerSpec(
         stream=stream,
-        durable=f"verifier-nonce-{source}",
+        durable=f"nonce-{source}",
         filter_subject=stream.subjects[0],
         ack_wait=2 * SECOND,
         max_deliver=3,
@@ -377,9 +393,21 @@ HISTORY: Final = KVSpec(bucket="history", history=64, ttl=0, max_value_size=1 * 
 # own (contrast.collateral.source), and a cache pre-seeded for a cluster without egress must not vanish.
 COLLATERAL: Final = KVSpec(bucket="collateral", history=1, ttl=0, max_value_size=256 * KiB, max_bytes=1 * GiB)
 
-# The fixed streams and consumers; each source adds nonce_stream(source) and nonce_consumer(source).
-STREAMS: Final[tuple[StreamSpec, ...]] = (ATTEST, VERDICTS, EVENTS)
-CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (VERIFIER_CONSUMER, CA_CONSUMER)
+# The fixed streams and consumers; each source adds its own (source_streams, source_consumers).
+STREAMS: Final[tuple[StreamSpec, ...]] = (VERDICTS, EVENTS)
+CONSUMERS: Final[tuple[ConsumerSpec, ...]] = (CA_CONSUMER,)
+
+
+def source_streams(source: str) -> tuple[StreamSpec, ...]:
+    """The streams of one source: its nonce requests and its attestation requests."""
+    return (nonce_stream(source), attest_stream(source))
+
+
+def source_consumers(source: str) -> tuple[ConsumerSpec, ...]:
+    """The verifiers' consumers of one source's streams."""
+    return (nonce_consumer(source), verifier_consumer(source))
+
+
 BUCKETS: Final[tuple[KVSpec, ...]] = (NONCES, RESULTS, HISTORY, COLLATERAL)
 
 if RESULTS.subject_prefix != RESULTS_KV_PREFIX:  # pragma: no cover - a definition error, caught on import

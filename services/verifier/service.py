@@ -1,15 +1,18 @@
-"""The verifier service: nonces for the requests in the ``NONCE_<source>`` streams, verdicts on ``ATTEST``.
+"""The verifier service: nonces for the requests in the ``NONCE_<source>`` streams, signed verdicts on the
+attestation requests in the ``ATTEST_<source>`` streams.
 
-Stateless replicas share one durable consumer. Each request is checked in the order of docs/protocol.md §3
-step 3 (:meth:`_Verifier._check`): everything that costs no public-key operation first (request id, nonce
-MAC and expiry, a look at the nonce's single-use mark, key shapes), so that garbage, forged or expired nonces
-and replays are turned away for the price of a decode, an HMAC and one KV read. An acceptance goes to stream
-``VERDICTS``; a rejection is a signed negative verdict in KV ``results``, within a budget of signed answers
-per second (``ReplicaDeps.rejection_answers``): past it, a rejection is counted but not answered, so a flood
-cannot spend the replica's signatures or fill the results bucket.
+Every source (an initializer's NATS user, ``ReplicaDeps.sources``) has its own two streams, which the
+stateless replicas pull through shared durable consumers: a source flooding either at full speed fills only
+its own stream's intake in the NATS server and only its own share of a replica's work. Each request is checked
+in the order of docs/protocol.md §3 step 3 (:meth:`_Verifier._check`): everything that costs no public-key
+operation first (request id, nonce MAC and expiry, a look at the nonce's single-use mark, key shapes), so that
+garbage, forged or expired nonces and replays are turned away for the price of a decode, an HMAC and one KV
+read. An acceptance goes to stream ``VERDICTS``; a rejection is a signed negative verdict in KV ``results``,
+within a budget of signed answers per second (``ReplicaDeps.rejection_answers``): past it, a rejection is
+counted but not answered, so a flood cannot spend the replica's signatures or fill the results bucket.
 
 Nonce requests (``contrast.v1.attest.nonce.<source>``) wait in their source's bounded work queue
-``NONCE_<source>`` (one per configured source, ``ReplicaDeps.sources``), which each replica pulls at a paced
+``NONCE_<source>``, which each replica pulls at a paced
 rate (``ReplicaDeps.nonce_pull_rate``): a flood of them costs a verifier a bounded share of its CPU and is
 refused by the NATS server, in the flooding source's own stream, beyond that. A nonce is answered only on an
 inbox of the request's own source, and issued within the source's ration (``ReplicaDeps.nonces_per_source``,
@@ -26,6 +29,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import time
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -138,7 +142,7 @@ class _Verifier:
         m.attestation_requests.labels(req.evidence.tee).inc()
         manifest = view.manifest
         try:
-            last = ctx.num_delivered >= subjects.VERIFIER_CONSUMER.max_deliver
+            last = ctx.num_delivered >= subjects.ATTEST_MAX_DELIVER
             policy_hash = await self._check(
                 req, ctx.msg_id, digest, view.membership, manifest.document, now, now_ms, last
             )
@@ -327,32 +331,35 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         )
         await rt.stack.enter_async_context(replica)
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
-        # One worker per source, each with its pace: a flooding source's stream is pulled no faster, and the
-        # others' are pulled as if it were quiet.
-        nonce_workers = tuple(
-            StreamWorker(
-                name=f"{NONCE_ENDPOINT}-{source}",
-                consumer=subjects.nonce_consumer(source),
-                message_type=NonceRequest,
-                handler=v.nonce,
-                max_in_flight=8,
-                timeout=1.0,
-                pace=deps.nonce_pull_rate,
-            )
-            for source in deps.sources
-        )
-        return Handlers(
-            workers=(
-                *nonce_workers,
+        # Two workers per source, one per stream of its own: a flooding source's streams are pulled no faster
+        # (the nonce stream at its pace, the attestation stream with its share of the in-flight slots), and
+        # the other sources' as if it were quiet.
+        share = max(8, deps.max_in_flight // len(deps.sources))
+        workers: list[StreamWorker[Any]] = []
+        for source in deps.sources:
+            workers.append(
                 StreamWorker(
-                    name="verify",
-                    consumer=subjects.VERIFIER_CONSUMER,
+                    name=f"{NONCE_ENDPOINT}-{source}",
+                    consumer=subjects.nonce_consumer(source),
+                    message_type=NonceRequest,
+                    handler=v.nonce,
+                    max_in_flight=8,
+                    timeout=1.0,
+                    pace=deps.nonce_pull_rate,
+                )
+            )
+            workers.append(
+                StreamWorker(
+                    name=f"verify-{source}",
+                    consumer=subjects.verifier_consumer(source),
                     message_type=AttestRequest,
                     handler=v.verify,
-                    max_in_flight=deps.max_in_flight,
+                    max_in_flight=share,
                     timeout=4.0,
-                ),
-            ),
+                )
+            )
+        return Handlers(
+            workers=tuple(workers),
             ready_checks={"joined": replica.ready_check},
         )
 

@@ -17,7 +17,7 @@ Define a service (``services/<svc>/__main__.py``)::
         return Handlers(
             endpoints=(Endpoint(name="status", subject=subjects.USER_STATUS, request_type=StatusRequest,
                                 handler=status, max_bytes=1024, timeout=2.0),),
-            workers=(StreamWorker(name="verify", consumer=subjects.VERIFIER_CONSUMER,
+            workers=(StreamWorker(name="verify", consumer=subjects.verifier_consumer("initializer"),
                                   message_type=AttestRequest, handler=verify, max_in_flight=16,
                                   timeout=20.0),),
             ready_checks={"roots_loaded": check_roots},  # async () -> None; raise StateError if not ready

@@ -6,8 +6,8 @@ without credentials is mapped to), ``verifier``, ``ca``, ``manifest``, ``owner``
 and the local runner's status line). Every permission is derived from :mod:`contrast.subjects`, so a renamed
 subject, stream or bucket changes the users with it.
 
-This is defence against a *compromised workload*: an initializer's credentials cannot delete or purge a
-stream or bucket, consume the ``ATTEST`` or a ``NONCE_<source>`` queue, publish verdicts or results, write the
+This is defence against a *compromised workload*: an initializer's credentials cannot delete or purge a stream
+or bucket, consume an ``ATTEST_<source>`` or ``NONCE_<source>`` queue, publish verdicts or results, write the
 history, or read other clients' reply inboxes. The verifier answers nonce requests by publishing on the
 requesters' inboxes: it may publish on the inboxes of the initializer users (``_INBOX.<source>.*``) and on no
 other role's (roles and sources cannot share names, :func:`role_users`). It is no defence against the cluster
@@ -158,18 +158,22 @@ def permissions(role: Role, user: str, *, sources: Iterable[str] = ()) -> Permis
             subscribe=(f"{inbox_prefix(user)}.>", subjects.ATTEST_RESULT_ANY),
         )
     if role == "verifier":
-        pub, sub = _consumer(subjects.VERIFIER_CONSUMER)
         sources = list(sources)
-        nonce_pub = [p for s in sources for p in _consumer(subjects.nonce_consumer(s))[0]]
+        # Each source's two streams: created, updated and pulled by the verifiers.
+        pub: list[str] = []
+        sub: list[str] = []
+        for source in sources:
+            for consumer in subjects.source_consumers(source):
+                consumer_pub, consumer_sub = _consumer(consumer)
+                pub += consumer_pub
+                sub += consumer_sub
         return Permissions(
             publish=_unique(
                 *pub,
-                # Each source's nonce stream: created, updated and pulled by the verifiers.
-                *nonce_pub,
-                *_stream_admin(*(subjects.nonce_stream(s).name for s in sources)),
+                *_stream_admin(*(st.name for source in sources for st in subjects.source_streams(source))),
                 # A nonce answer goes to one inbox (one token) of an initializer user, and nowhere else.
                 *(f"{inbox_prefix(s)}.*" for s in sources),
-                *_stream_admin(subjects.ATTEST.name, subjects.VERDICTS.name, subjects.EVENTS.name),
+                *_stream_admin(subjects.VERDICTS.name, subjects.EVENTS.name),
                 subjects.ATTEST_VERIFIED,
                 subjects.EVENT_ATTESTATION,
                 *_kv(subjects.NONCES, write=True),

@@ -151,15 +151,20 @@ async def kill_meta_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
     return await _kill_node(cluster, pick())
 
 
+def _attest_stream(cluster: CoordinatorCluster) -> str:
+    # The first namespace's attestation requests: the load's pods start there.
+    return subjects.attest_stream(cluster.layout.sources[0]).name
+
+
 async def kill_stream_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
     async def pick() -> str:
-        return (await cluster.stream_leader(nc, subjects.ATTEST.name)).name
+        return (await cluster.stream_leader(nc, _attest_stream(cluster))).name
 
     return await _kill_node(cluster, pick())
 
 
 async def pause_stream_leader(cluster: CoordinatorCluster, nc: Client) -> Repair:
-    node = await cluster.stream_leader(nc, subjects.ATTEST.name)
+    node = await cluster.stream_leader(nc, _attest_stream(cluster))
     node.pause()
 
     async def repair() -> None:

@@ -171,8 +171,9 @@ def test_keda_scaledobject_targets_the_attest_consumer() -> None:
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "nats-jetstream"
     meta = trigger["metadata"]
-    assert meta["stream"] == subjects.ATTEST.name
-    assert meta["consumer"] == subjects.VERIFIER_CONSUMER.durable
+    consumer = subjects.verifier_consumer(subjects.DEFAULT_SOURCE)  # the deployment's only source
+    assert meta["stream"] == consumer.stream.name
+    assert meta["consumer"] == consumer.durable
     assert all(isinstance(v, str) for v in meta.values())  # KEDA trigger metadata is map[string]string
 
 

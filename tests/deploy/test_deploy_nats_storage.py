@@ -1,9 +1,9 @@
 """deploy/kubernetes: every stream and bucket can reach its bound on each NATS node at once.
 
 With R3 on three nodes, each node stores a replica of everything. If the sum of the bounds exceeded the
-server's JetStream file store, a flood that fills ATTEST and ``results`` to their bounds would make the server
-refuse writes to every stream, the history included, instead of refusing only the flooded one; and a store
-larger than the volume would fail on a full disk.
+server's JetStream file store, a flood that fills a source's ATTEST stream and ``results`` to their bounds
+would make the server refuse writes to every stream, the history included, instead of refusing only the
+flooded one; and a store larger than the volume would fail on a full disk.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ _QUANTITY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def bounds_total() -> int:
-    return sum(s.max_bytes for s in subjects.STREAMS) + sum(b.max_bytes for b in subjects.BUCKETS)
+    # Each source of the deployment (nats-config's `sources`, and the default one) adds its two streams.
+    per_source = [
+        s
+        for source in subjects.parse_sources(nats_config()["sources"])
+        for s in subjects.source_streams(source)
+    ]
+    streams = (*subjects.STREAMS, *per_source)
+    return sum(s.max_bytes for s in streams) + sum(b.max_bytes for b in subjects.BUCKETS)
 
 
 def file_store_as_the_server_reads_it(tmp_path: Path) -> int:

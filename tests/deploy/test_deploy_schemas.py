@@ -96,7 +96,7 @@ def test_the_nats_jetstream_trigger_uses_only_parameters_keda_reads() -> None:
     (trigger,) = scaled_object()["spec"]["triggers"]
     assert trigger["type"] == "nats-jetstream"
     assert errors(trigger_validator(), trigger["metadata"]) == []
-    consumer = subjects.VERIFIER_CONSUMER
+    consumer = subjects.verifier_consumer(subjects.DEFAULT_SOURCE)  # the deployment's only source
     assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == (
         consumer.stream.name,
         consumer.durable,

@@ -334,9 +334,9 @@ def test_headless_run_on_a_three_node_cluster_with_per_role_users(tmp_path: Path
     wd = workdir(tmp_path, seed)
     assert "all checks passed" in run_headless(wd, "--nats-cluster", "3")
     streams = {
-        # A nonce stream per initializer user: the default one and the example's namespace.
-        *(subjects.nonce_stream(s).name for s in (subjects.DEFAULT_SOURCE, "emojishop")),
-        *("ATTEST", "VERDICTS", "EVENTS"),
+        # Two streams per initializer user: the default one and the example's namespace.
+        *(st.name for s in (subjects.DEFAULT_SOURCE, "emojishop") for st in subjects.source_streams(s)),
+        *("VERDICTS", "EVENTS"),
         *("KV_nonces", "KV_results", "KV_history", "KV_collateral"),
     }
     for node in ("n0", "n1", "n2"):

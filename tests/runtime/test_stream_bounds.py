@@ -26,6 +26,8 @@ from contrast.runtime.jetstream import ensure_kv, ensure_stream
 from contrast.runtime.natsserver import embedded_nats
 from contrast.subjects import StreamSpec
 
+ATTEST_A = subjects.attest_stream("tenant-a")
+
 
 def private(spec: StreamSpec, **bounds: object) -> StreamSpec:
     """``spec`` under a fresh name and subject space (the session's server holds the real ones)."""
@@ -54,7 +56,9 @@ async def stored(nc: Client, spec: StreamSpec) -> tuple[int, int, int]:
     return state.messages, state.bytes, state.first_seq
 
 
-@pytest.mark.parametrize("spec", [*subjects.STREAMS, subjects.nonce_stream("tenant-a")], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec", [*subjects.STREAMS, *subjects.source_streams("tenant-a")], ids=lambda s: s.name
+)
 async def test_every_stream_reaches_the_server_with_all_its_bounds(nc: Client, spec: StreamSpec) -> None:
     copy = private(spec)
     await ensure_stream(nc.jetstream(), copy)
@@ -95,27 +99,30 @@ async def test_every_bucket_reaches_the_server_bounded(nc: Client, spec: subject
     await nc.jetstream().delete_stream(f"KV_{copy.bucket}")
 
 
-def test_each_source_is_bounded_below_the_whole_of_attest() -> None:
-    a = subjects.ATTEST
-    assert a.discard == "new"
-    assert 0 < a.max_msgs_per_subject < a.max_msgs
-    assert a.max_msgs_per_subject * a.max_msg_size <= a.max_bytes  # one source cannot fill the bytes alone
-    assert a.subjects == (subjects.ATTEST_REQUESTED_ANY,)
-    assert subjects.attest_requested("tenant-a") != subjects.attest_requested("tenant-b")
-
-
-def test_each_source_has_a_bounded_nonce_stream_and_consumer_of_its_own() -> None:
-    a, b = (subjects.nonce_stream(s) for s in ("tenant-a", "tenant-b"))
+@pytest.mark.parametrize("kind", ["nonce", "attest"])
+def test_each_source_has_bounded_streams_and_consumers_of_its_own(kind: str) -> None:
+    stream_of = subjects.nonce_stream if kind == "nonce" else subjects.attest_stream
+    consumer_of = subjects.nonce_consumer if kind == "nonce" else subjects.verifier_consumer
+    subject_of_ = subjects.attest_nonce if kind == "nonce" else subjects.attest_requested
+    share = subjects.NONCE_SHARE if kind == "nonce" else subjects.ATTEST_SHARE
+    a, b = (stream_of(s) for s in ("tenant-a", "tenant-b"))
     assert a.name != b.name
     assert set(a.subjects).isdisjoint(b.subjects)
-    assert a.subjects == (subjects.attest_nonce("tenant-a"),)  # its own subject only: no wildcard
+    assert a.subjects == (subject_of_("tenant-a"),)  # its own subject only: no wildcard
     assert a.discard == "new"
-    assert a.max_msgs == a.max_msgs_per_subject == subjects.NONCE_SHARE
-    assert a.max_msgs * a.max_msg_size <= a.max_bytes  # refused by count, never by bytes first
-    consumers = [subjects.nonce_consumer(s) for s in ("tenant-a", "tenant-b")]
+    assert a.retention == "workqueue"
+    assert a.max_msgs == a.max_msgs_per_subject == share
+    consumers = [consumer_of(s) for s in ("tenant-a", "tenant-b")]
     assert [c.stream for c in consumers] == [a, b]
     assert consumers[0].filter_subject == a.subjects[0]
     assert consumers[0].durable != consumers[1].durable  # a backlog metric per source
+    assert set(subjects.source_streams("tenant-a")) >= {a}
+    assert set(subjects.source_consumers("tenant-a")) >= {consumers[0]}
+
+
+def test_nonce_streams_refuse_by_count_and_sources_are_validated() -> None:
+    a = subjects.nonce_stream("tenant-a")
+    assert a.max_msgs * a.max_msg_size <= a.max_bytes  # refused by count, never by bytes first
     assert subjects.parse_sources("tenant-b, tenant-a,tenant-b") == ("initializer", "tenant-b", "tenant-a")
     for bad in ("a.b", "a*", "x" * 200, ",".join(f"s{i}" for i in range(subjects.MAX_SOURCES))):
         with pytest.raises(ValueError):
@@ -131,7 +138,7 @@ def test_a_nonce_request_outlives_the_initializers_wait_but_not_much_more() -> N
 
 
 async def test_a_full_stream_refuses_new_requests_and_keeps_the_accepted_ones(nc: Client) -> None:
-    spec = private(subjects.ATTEST, max_msgs=5, max_msgs_per_subject=5)
+    spec = private(ATTEST_A, max_msgs=5, max_msgs_per_subject=5)
     await ensure_stream(nc.jetstream(), spec)
     for i in range(5):
         assert await publish(nc, spec, f"s{i}") is None
@@ -149,7 +156,7 @@ async def test_a_full_stream_refuses_new_requests_and_keeps_the_accepted_ones(nc
 
 
 async def test_oversize_and_over_budget_messages_are_refused(nc: Client) -> None:
-    spec = private(subjects.ATTEST, max_msg_size=1024, max_bytes=8 * 1024)
+    spec = private(ATTEST_A, max_msg_size=1024, max_bytes=8 * 1024)
     await ensure_stream(nc.jetstream(), spec)
     assert await publish(nc, spec, "a", b"x" * 2048) is not None
     assert (await stored(nc, spec))[0] == 0
@@ -161,7 +168,7 @@ async def test_oversize_and_over_budget_messages_are_refused(nc: Client) -> None
 
 
 async def test_requests_older_than_max_age_are_gone(nc: Client) -> None:
-    spec = private(subjects.ATTEST, max_age=1.0, duplicate_window=0.5)
+    spec = private(ATTEST_A, max_age=1.0, duplicate_window=0.5)
     await ensure_stream(nc.jetstream(), spec)
     assert await publish(nc, spec, "a") is None
     assert (await stored(nc, spec))[0] == 1
@@ -174,21 +181,37 @@ async def test_requests_older_than_max_age_are_gone(nc: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "per_source", [True, False], ids=["per-source bound", "control: no per-source bound"]
+    "own_stream", [True, False], ids=["a stream per source", "control: one stream, no per-source bound"]
 )
-async def test_a_flooding_source_is_refused_on_its_own_subject_only(nc: Client, per_source: bool) -> None:
-    spec = private(subjects.ATTEST, max_msgs=10, max_msgs_per_subject=4 if per_source else 0)
-    await ensure_stream(nc.jetstream(), spec)
-    flood = [await publish(nc, spec, "mallory") for _ in range(10)]
-    tenant = await publish(nc, spec, "tenant-a")
-    if per_source:
+async def test_a_flooding_source_fills_only_its_own_stream(nc: Client, own_stream: bool) -> None:
+    token = uuid.uuid4().hex[:12]
+    if own_stream:
+        streams = {
+            source: replace(
+                ATTEST_A,
+                name=f"B{token}{source}",
+                subjects=(f"bounds.{token}.{source}",),
+                max_msgs=4,
+                max_msgs_per_subject=4,
+            )
+            for source in ("mallory", "tenant-a")
+        }
+    else:
+        shared = private(ATTEST_A, max_msgs=10, max_msgs_per_subject=0)
+        streams = {"mallory": shared, "tenant-a": shared}
+    for spec in set(streams.values()):
+        await ensure_stream(nc.jetstream(), spec)
+    flood = [await publish(nc, streams["mallory"], "mallory") for _ in range(10)]
+    tenant = await publish(nc, streams["tenant-a"], "tenant-a")
+    if own_stream:
         assert flood[:4] == [None] * 4
         assert all(r is not None for r in flood[4:])
         assert tenant is None  # the other source still gets in
     else:
         assert flood == [None] * 10
         assert tenant is not None  # the flood filled the stream: the tenant is starved
-    await nc.jetstream().delete_stream(spec.name)
+    for spec in set(streams.values()):
+        await nc.jetstream().delete_stream(spec.name)
 
 
 # The server's queue of publishes waiting for a stream (100,000 by default); small here, so that a flood from
@@ -197,14 +220,18 @@ INGEST_LIMIT = "jetstream { max_buffered_msgs: 200 }\n"
 TENANT_REQUESTS = 32
 
 
+@pytest.mark.parametrize("kind", ["nonce", "attest"])
 @pytest.mark.parametrize(
     "own_stream", [True, False], ids=["a stream per source", "control: one shared stream"]
 )
-async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_stream: bool) -> None:
+async def test_a_full_speed_flood_fills_only_its_own_sources_intake(kind: str, own_stream: bool) -> None:
     """The server queues every publish to a stream in that stream's ingest queue before it can refuse it, and
-    drops publishes at random once the queue is full. A source flooding its own nonce stream at full speed
-    fills only that stream's queue: another source's requests are all stored. With one stream for every
-    source (the control, this project's earlier design), they are dropped with the flood."""
+    refuses (429) or drops publishes once the queue is full. A source flooding its own nonce or attestation
+    stream at full speed fills only that stream's queue: another source's requests are all stored. With one
+    stream for every source (the control, this project's earlier design), they are refused with the flood."""
+    stream_of = subjects.nonce_stream if kind == "nonce" else subjects.attest_stream
+    subject_of_ = subjects.attest_nonce if kind == "nonce" else subjects.attest_requested
+    payload = b"x" if kind == "nonce" else b"x" * 1024
     with embedded_nats(authorization=INGEST_LIMIT) as server:
         flooder, tenant = await nats.connect(server.url), await nats.connect(server.url)
         try:
@@ -212,17 +239,20 @@ async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_st
             # Room for all the tenant's requests (no verifier drains the streams here).
             room = {"max_msgs": 64, "max_msgs_per_subject": 64, "max_age": 600.0}
             if own_stream:
-                for source in ("mallory", "tenant-a"):
-                    await ensure_stream(js, replace(subjects.nonce_stream(source), **room))  # type: ignore[arg-type]
+                names = {source: stream_of(source).name for source in ("mallory", "tenant-a")}
+                for source in names:
+                    await ensure_stream(js, replace(stream_of(source), **room))  # type: ignore[arg-type]
             else:
                 shared = replace(
-                    subjects.nonce_stream("tenant-a"),
-                    name="NONCE",
-                    subjects=(f"{subjects.ATTEST_NONCE}.*",),
+                    stream_of("tenant-a"),
+                    name="SHARED",
+                    subjects=(f"{subject_of_('tenant-a').rsplit('.', 1)[0]}.*",),
                     max_msgs=100_000,
-                    max_bytes=64 * subjects.MiB,
+                    max_bytes=1 * subjects.GiB,
                     max_age=600.0,
+                    max_msgs_per_subject=64,
                 )
+                names = {"mallory": shared.name, "tenant-a": shared.name}
                 await ensure_stream(js, shared)
             stop = asyncio.Event()
 
@@ -230,9 +260,7 @@ async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_st
                 # Reply subjects nobody listens on, as a flooder that does not wait for the refusals.
                 while not stop.is_set():
                     for _ in range(1000):
-                        await flooder.publish(
-                            subjects.attest_nonce("mallory"), b"x", reply="_INBOX.mallory.x"
-                        )
+                        await flooder.publish(subject_of_("mallory"), payload, reply="_INBOX.mallory.x")
                     await asyncio.sleep(0)
 
             task = asyncio.create_task(flood())
@@ -242,7 +270,7 @@ async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_st
                 for _ in range(TENANT_REQUESTS):
                     # Refused with 429 "too many requests" while the queue is full, or dropped unanswered.
                     with contextlib.suppress(nats.errors.TimeoutError, APIError):
-                        await js.publish(subjects.attest_nonce("tenant-a"), b"request", timeout=1.0)
+                        await js.publish(subject_of_("tenant-a"), b"request", timeout=1.0)
                         stored += 1
             finally:
                 stop.set()
@@ -255,7 +283,7 @@ async def test_a_full_speed_nonce_flood_fills_only_its_own_sources_intake(own_st
         dropped = [line for line in log.splitlines() if "excessive stream ingest rate" in line]
     if own_stream:
         assert stored == TENANT_REQUESTS
-        assert not any("NONCE_tenant-a" in line for line in dropped)
+        assert not any(f"'{names['tenant-a']}'" in line for line in dropped)
     else:
-        assert any("'NONCE'" in line for line in dropped)  # the flood overran the shared queue
+        assert any(f"'{names['mallory']}'" in line for line in dropped)  # the flood overran the shared queue
         assert stored < TENANT_REQUESTS

@@ -33,6 +33,8 @@ OTHER = "tenant-b"
 # The sources' nonce streams as deployed but for their age: their requests would expire within the test's 2 s.
 LASTING_NONCE = {s: replace(subjects.nonce_stream(s), max_age=600.0) for s in (SOURCE, OTHER)}
 OWN_NONCE, OTHER_NONCE = LASTING_NONCE[SOURCE].name, LASTING_NONCE[OTHER].name
+OWN_ATTEST, OTHER_ATTEST = subjects.attest_stream(SOURCE).name, subjects.attest_stream(OTHER).name
+OWN_VERIFY = subjects.verifier_consumer(SOURCE)
 NAMES = ["verifier", "ca", "manifest", "owner", "monitor", subjects.DEFAULT_SOURCE, SOURCE, OTHER]
 
 
@@ -66,9 +68,11 @@ async def bus(users: bool) -> AsyncIterator[Bus]:
         try:
             # What the services create at start, each as its own role.
             verifier = (await b.connect("verifier")).jetstream()
-            for stream in (subjects.ATTEST, subjects.VERDICTS, subjects.EVENTS, *LASTING_NONCE.values()):
+            attest = [subjects.attest_stream(s) for s in (SOURCE, OTHER)]
+            for stream in (*attest, subjects.VERDICTS, subjects.EVENTS, *LASTING_NONCE.values()):
                 await ensure_stream(verifier, stream)
-            await ensure_consumer(verifier, subjects.VERIFIER_CONSUMER)
+            for source in (SOURCE, OTHER):
+                await ensure_consumer(verifier, subjects.verifier_consumer(source))
             for source, stream in LASTING_NONCE.items():
                 await ensure_consumer(verifier, replace(subjects.nonce_consumer(source), stream=stream))
             results = await ensure_kv(verifier, subjects.RESULTS)
@@ -91,7 +95,8 @@ async def counts(b: Bus) -> dict[str, tuple[int, int]]:
     """Messages and history depth of the streams an attacker would go for, read by the monitor."""
     js = (await b.connect("monitor")).jetstream()
     out = {}
-    for stream in ("ATTEST", OWN_NONCE, OTHER_NONCE, "VERDICTS", "KV_results", "KV_history", "KV_collateral"):
+    streams = (OWN_ATTEST, OTHER_ATTEST, OWN_NONCE, OTHER_NONCE, "VERDICTS")
+    for stream in (*streams, "KV_results", "KV_history", "KV_collateral"):
         try:
             info = await js.stream_info(stream)
             out[stream] = (info.state.messages, info.config.max_msgs_per_subject)
@@ -107,11 +112,11 @@ async def _quietly(aw: Awaitable[object]) -> None:
 
 
 async def delete_attest(nc: Client) -> None:
-    await _quietly(nc.jetstream().delete_stream("ATTEST"))
+    await _quietly(nc.jetstream().delete_stream(OWN_ATTEST))
 
 
 async def purge_attest(nc: Client) -> None:
-    await _quietly(nc.jetstream().purge_stream("ATTEST"))
+    await _quietly(nc.jetstream().purge_stream(OWN_ATTEST))
 
 
 async def delete_nonce(nc: Client) -> None:
@@ -187,7 +192,7 @@ async def _consume(nc: Client, stream: str, durable: str) -> None:
 
 
 async def consume_attest(nc: Client) -> None:
-    await _consume(nc, "ATTEST", subjects.VERIFIER_CONSUMER.durable)
+    await _consume(nc, OWN_ATTEST, OWN_VERIFY.durable)
 
 
 async def consume_nonce(nc: Client) -> None:
@@ -196,8 +201,8 @@ async def consume_nonce(nc: Client) -> None:
 
 FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
     # case: (operation, the stream whose message count it would change)
-    "delete the ATTEST stream": (delete_attest, "ATTEST"),
-    "purge the ATTEST stream": (purge_attest, "ATTEST"),
+    "delete its own ATTEST stream": (delete_attest, OWN_ATTEST),
+    "purge its own ATTEST stream": (purge_attest, OWN_ATTEST),
     "delete the results bucket": (delete_results_bucket, "KV_results"),
     "purge the history bucket": (purge_history_bucket, "KV_history"),
     "shrink the history bucket": (shrink_history_bucket, "KV_history"),
@@ -206,8 +211,8 @@ FORBIDDEN: dict[str, tuple[Callable[[Client], Awaitable[None]], str]] = {
     "write the collateral cache": (write_collateral, "KV_collateral"),
     "reconfigure the collateral bucket": (reconfigure_collateral_bucket, "KV_collateral"),
     "publish a verdict": (publish_verdict, "VERDICTS"),
-    "publish as another source": (publish_as_other_source, "ATTEST"),
-    "consume the ATTEST queue": (consume_attest, "ATTEST"),
+    "publish as another source": (publish_as_other_source, OTHER_ATTEST),
+    "consume its own ATTEST queue": (consume_attest, OWN_ATTEST),
     "delete its own NONCE stream": (delete_nonce, OWN_NONCE),
     "purge its own NONCE stream": (purge_nonce, OWN_NONCE),
     "consume its own NONCE queue": (consume_nonce, OWN_NONCE),
@@ -329,10 +334,10 @@ async def test_the_verifier_publishes_on_initializer_inboxes_only(users: bool) -
 async def test_the_monitor_reads_state_and_changes_nothing() -> None:
     async with bus(users=True) as b:
         before = await counts(b)
-        assert before["ATTEST"][0] == 1
+        assert before[OWN_ATTEST][0] == 1
         assert before["KV_history"][0] == 1
         monitor = await b.connect("monitor")
-        info = await monitor.jetstream().consumer_info("ATTEST", "verifier")
+        info = await monitor.jetstream().consumer_info(OWN_ATTEST, OWN_VERIFY.durable)
         assert info.num_pending == 1
         for operation, _ in FORBIDDEN.values():
             await operation(monitor)
@@ -350,5 +355,9 @@ async def test_every_role_does_its_job_with_its_own_user_only(tmp_path: Path, em
         results = await asyncio.gather(tenant.attest(), tenant.attest(), default.attest())
         assert all(r.bundle.leaf is not None for r in results)
         monitor = await cluster.connect("monitor")
-        assert (await monitor.jetstream().consumer_info("ATTEST", "verifier")).num_pending == 0
+        for source in (SOURCE, subjects.DEFAULT_SOURCE):
+            verify = subjects.verifier_consumer(source)
+            assert (
+                await monitor.jetstream().consumer_info(verify.stream.name, verify.durable)
+            ).num_pending == 0
         assert cluster.violations() == []

@@ -100,14 +100,22 @@ async def test_every_replica_exposes_valid_metrics_that_add_up(
     assert total(scrapes, "contrast_issuance_seconds_count") == ATTESTATIONS
     assert total(scrapes, "contrast_nonce_replays_total") == 0
     assert total(scrapes, "contrast_collateral_fetch_failures_total") == 0
-    assert total(scrapes, "contrast_stream_deliveries_total", consumer="verifier", outcome="ack") == requests
+    assert (
+        total(
+            scrapes,
+            "contrast_stream_deliveries_total",
+            consumer=subjects.verifier_consumer(subjects.DEFAULT_SOURCE).durable,
+            outcome="ack",
+        )
+        == requests
+    )
     assert total(scrapes, "contrast_stream_deliveries_total", consumer="ca", outcome="ack") == ATTESTATIONS
     assert total(scrapes, "contrast_requests_total", endpoint="nonce", code="ok") == ATTESTATIONS
     assert total(scrapes, "contrast_requests_total", endpoint="join", code="ok") == 3
     for replica in ("verifier-1", "verifier-2", "ca-1"):
         assert samples(scrapes[replica])["contrast_manifest_generation"] == [({}, 1.0)]
-        nonce = subjects.nonce_consumer(subjects.DEFAULT_SOURCE).durable  # the only source here
-        consumers = {"ca"} if replica == "ca-1" else {"verifier", nonce}
+        own = {c.durable for c in subjects.source_consumers(subjects.DEFAULT_SOURCE)}  # the only source here
+        consumers = {"ca"} if replica == "ca-1" else own
         # the backlog gauges read the workers' own consumers
         assert {
             labels["consumer"] for labels, _ in samples(scrapes[replica])["contrast_stream_pending"]

@@ -29,8 +29,12 @@ ENDPOINTS = {
     "ca": {"ready": subjects.health("ca")},
 }
 REPLICAS = {"manifest": {"manifest-1"}, "verifier": {"verifier-1", "verifier-2"}, "ca": {"ca-1"}}
-_NONCE = subjects.nonce_consumer(subjects.DEFAULT_SOURCE)  # the only source of this deployment
-WORKERS = {"verifier": f"{_NONCE.stream.name}/{_NONCE.durable},ATTEST/verifier", "ca": "VERDICTS/ca"}
+# The default source is this deployment's only one: its nonce and attestation streams.
+_NONCE, _VERIFY = subjects.source_consumers(subjects.DEFAULT_SOURCE)
+WORKERS = {
+    "verifier": ",".join(f"{c.stream.name}/{c.durable}" for c in (_NONCE, _VERIFY)),
+    "ca": "VERDICTS/ca",
+}
 ATTESTATIONS = 3
 
 
@@ -105,11 +109,11 @@ async def test_nats_micro_lists_every_service_endpoint_and_sensible_stats(
 async def test_verifier_consumer_pending_moves_under_a_burst(
     private_nats: NatsServer, snp_emulator: EmulatedSnpPlatform
 ) -> None:
-    stream, durable = subjects.VERIFIER_CONSUMER.stream.name, subjects.VERIFIER_CONSUMER.durable
+    stream, durable = _VERIFY.stream.name, _VERIFY.durable
     burst = 40
     async with deployment(private_nats.url, snp_emulator, verifiers=1) as d:
         idle = await nats(d, "consumer", "info", stream, durable)
-        assert idle["config"]["filter_subject"] == subjects.ATTEST_REQUESTED_ANY
+        assert idle["config"]["filter_subject"] == subjects.attest_requested(subjects.DEFAULT_SOURCE)
         assert (idle["num_pending"], idle["num_ack_pending"]) == (0, 0)
         # No verifier pulls while the burst arrives (all replicas busy elsewhere, or scaled to zero).
         await d.stop("verifier-1")

@@ -34,6 +34,10 @@ from tests.services.pipeline import (
     wait_ready,
 )
 
+# The pods here have no NATS user of their own: their requests are the default source's.
+VERIFY = subjects.verifier_consumer(subjects.DEFAULT_SOURCE)
+VERIFY_NAMES = (VERIFY.stream.name, VERIFY.durable)
+
 
 class Procs(dict[str, "subprocess.Popen[bytes]"]):
     env: dict[str, str]
@@ -118,9 +122,9 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         js = p.nc.jetstream()
         # Each victim is the only replica of its kind, so unacked work on its consumer is its own: it is
         # SIGKILLed while it holds some, and a fresh replica (as Kubernetes would start) must finish it.
-        for kind, stream in (("verifier", "ATTEST"), ("ca", "VERDICTS")):
+        for kind, consumer in (("verifier", VERIFY), ("ca", subjects.CA_CONSUMER)):
             for _ in range(1000):
-                if (await js.consumer_info(stream, kind)).num_ack_pending > 0:
+                if (await js.consumer_info(consumer.stream.name, consumer.durable)).num_ack_pending > 0:
                     break
                 await asyncio.sleep(0.01)
             procs[f"{kind}-1"].send_signal(signal.SIGKILL)
@@ -132,10 +136,10 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         assert len({r.request_id for r in results if isinstance(r, Credentials)}) == 160
         # The acks of the last deliveries may still be on their way to our capture.
         await eventually(
-            lambda: evil.redeliveries("ATTEST", "verifier") > 0 and evil.redeliveries("VERDICTS", "ca") > 0,
+            lambda: evil.redeliveries(*VERIFY_NAMES) > 0 and evil.redeliveries("VERDICTS", "ca") > 0,
             timeout=10.0,
         )
-        redelivered = evil.redeliveries("ATTEST", "verifier"), evil.redeliveries("VERDICTS", "ca")
+        redelivered = evil.redeliveries(*VERIFY_NAMES), evil.redeliveries("VERDICTS", "ca")
         assert_no_nonce_accepted_twice(evil)
         await evil.close()
         assert procs["verifier-1"].poll() == -signal.SIGKILL
@@ -288,7 +292,7 @@ async def test_nats_restart_during_load(
         load = asyncio.create_task(run_load(p, 120, 32, deadline=90))
         js = p.nc.jetstream()
         for _ in range(1000):  # NATS goes down while the verifiers hold unacked work
-            if (await js.consumer_info("ATTEST", "verifier")).num_ack_pending > 0:
+            if (await js.consumer_info(*VERIFY_NAMES)).num_ack_pending > 0:
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(restartable_nats.stop)

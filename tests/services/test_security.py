@@ -336,8 +336,8 @@ async def test_malformed_client_input_gets_typed_errors(
     async with pipeline(private_nats.url, snp_emulator) as p:
         evil = await EvilBus.connect(p.url)
         try:
-            # (Nonce requests are stored in NONCE, not answered by a request/reply endpoint: what a malformed
-            # or misaddressed one gets, nothing, is in tests/services/verifier/test_nonce_queue.py.)
+            # (Nonce requests are stored in NONCE_<source>, not answered by a request/reply endpoint: what a
+            # malformed or misaddressed one gets, nothing, is in tests/services/verifier/test_nonce_queue.py.)
             # The stream: garbage and wrong types are dead-lettered with a code, never crash the replica.
             for payload in (b"\x00garbage", msgspec.msgpack.encode({"request_id": 5, "nonce": "x"})):
                 await evil.nc.jetstream().publish(
@@ -345,11 +345,11 @@ async def test_malformed_client_input_gets_typed_errors(
                     payload,
                     headers={"Nats-Msg-Id": new_request_id()},
                 )
-            # Oversized: the stream itself refuses it (bounded by subjects.ATTEST.max_msg_size).
+            # Oversized: the stream itself refuses it (bounded by its max_msg_size).
             with pytest.raises(BadRequestError) as big:
                 await evil.nc.jetstream().publish(
                     subjects.attest_requested(subjects.DEFAULT_SOURCE),
-                    b"\x00" * (subjects.ATTEST.max_msg_size + 1),
+                    b"\x00" * (subjects.attest_stream(subjects.DEFAULT_SOURCE).max_msg_size + 1),
                     headers={"Nats-Msg-Id": new_request_id()},
                 )
             assert big.value.err_code == 10054  # JSStreamMessageExceedsMaximumErr
@@ -360,7 +360,8 @@ async def test_malformed_client_input_gets_typed_errors(
             await evil.publish_request(bad)
             assert rejection_code(await waiter) == "request.bad_tls_key"
             await eventually(lambda: len(evil.on(subjects.EVENT_DEADLETTER)) >= 2)
-            assert {d.code for d in await evil.dead_letters() if d.stream == "ATTEST"} == {"request.decode"}
+            stream = subjects.attest_stream(subjects.DEFAULT_SOURCE).name
+            assert {d.code for d in await evil.dead_letters() if d.stream == stream} == {"request.decode"}
             # The replica keeps serving.
             creds = await p.initializer(H_DB).attest()
             assert creds.bundle.leaf is not None

@@ -93,26 +93,27 @@ def test_declared_streams_consumers_and_buckets_are_bounded() -> None:
     assert subjects.RESULTS.republish == subjects.ATTEST_RESULT
     assert subjects.attest_result("0123abcd") == f"{subjects.ATTEST_RESULT}.0123abcd"
     assert not subjects.attest_result("0123abcd").startswith("$")
-    for stream in subjects.STREAMS:
+    every = (*subjects.STREAMS, *subjects.source_streams("tenant-a"))
+    for stream in every:
         assert not any(s.startswith(subjects.ATTEST_RESULT) for s in stream.subjects)
     for bad in ("$KV.x", "a..b", "a.*", "a.>", "a b"):
         with pytest.raises(ValueError):
             dataclasses.replace(subjects.RESULTS, republish=bad)
-    for spec in subjects.STREAMS:
+    for spec in every:
         assert spec.max_bytes > 0
         assert spec.max_msgs > 0
         assert spec.max_age > 0
-    for c in subjects.CONSUMERS:
-        assert c.stream in subjects.STREAMS
+    for c in (*subjects.CONSUMERS, *subjects.source_consumers("tenant-a")):
+        assert c.stream in every
         assert c.filter_subject in c.stream.subjects
         assert c.stream.retention == "workqueue"
     assert {b.bucket for b in subjects.BUCKETS} >= {"nonces", "results", "history"}
     with pytest.raises(ValueError):
-        dataclasses.replace(subjects.ATTEST, max_bytes=0)
+        dataclasses.replace(subjects.VERDICTS, max_bytes=0)
     with pytest.raises(ValueError):
-        dataclasses.replace(subjects.ATTEST, duplicate_window=subjects.ATTEST.max_age * 2)
+        dataclasses.replace(subjects.VERDICTS, duplicate_window=subjects.VERDICTS.max_age * 2)
     with pytest.raises(ValueError):
-        dataclasses.replace(subjects.VERIFIER_CONSUMER, durable="a.b")
+        dataclasses.replace(subjects.CA_CONSUMER, durable="a.b")
 
 
 def test_endpoint_config_is_validated_at_build_time() -> None:

@@ -271,16 +271,20 @@ class Supervisor:
         return True
 
     async def queue_depth(self) -> str:
-        """The verifier queue (pending and unacknowledged requests), or ``?`` while NATS is busy."""
+        """The verifier queues (pending and unacknowledged requests, every source's), or ``?`` while NATS is
+        busy."""
         if self.nc is None:
             return "?"
+        js = self.nc.jetstream()
+        waiting = 0
         try:
-            info = await self.nc.jetstream().consumer_info(
-                subjects.VERIFIER_CONSUMER.stream.name, subjects.VERIFIER_CONSUMER.durable, timeout=0.5
-            )
+            for source in subjects.parse_sources(",".join(self.sources)):
+                consumer = subjects.verifier_consumer(source)
+                info = await js.consumer_info(consumer.stream.name, consumer.durable, timeout=0.5)
+                waiting += info.num_pending + info.num_ack_pending
         except Exception:  # NATS busy or restarting: show "?" rather than stall the line
             return "?"
-        return str(info.num_pending + info.num_ack_pending)
+        return str(waiting)
 
     # ---- short-lived processes ----------------------------------------------------------------------------
 

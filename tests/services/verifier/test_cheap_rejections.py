@@ -35,7 +35,8 @@ async def drained(nc: Client) -> None:
     js = nc.jetstream()
 
     async def empty() -> bool:
-        info = await js.consumer_info("ATTEST", "verifier")
+        consumer = subjects.verifier_consumer(subjects.DEFAULT_SOURCE)
+        info = await js.consumer_info(consumer.stream.name, consumer.durable)
         return info.num_pending + info.num_ack_pending == 0
 
     async with asyncio.timeout(20):
@@ -140,7 +141,8 @@ def count(p: Pipeline, metric: str, **labels: str) -> float:
 
 def decided(p: Pipeline, code: str) -> float:
     if code == "request.decode":  # undecodable: dead-lettered by the stream worker
-        return count(p, "contrast_deadletters_total", consumer="verifier", reason=code)
+        durable = subjects.verifier_consumer(subjects.DEFAULT_SOURCE).durable
+        return count(p, "contrast_deadletters_total", consumer=durable, reason=code)
     return count(p, "contrast_attestation_failures_total", tee="snp", reason=code)
 
 
