@@ -32,7 +32,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from contrast.runtime.logs import get_logger
@@ -40,6 +40,7 @@ from contrast.subjects import ConsumerSpec, KVSpec, StreamSpec
 
 SETUP_DEADLINE: Final = 60.0
 STREAM_NAME_IN_USE: Final = 10058  # JetStream: a stream of that name exists with another configuration
+SUBJECTS_OVERLAP: Final = 10065  # JetStream: another stream already takes some of these subjects
 T = TypeVar("T")
 _log = get_logger(__name__)
 
@@ -110,7 +111,17 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
             return
         await js.update_stream(config)
 
-    await _patiently(f"stream {spec.name}", create_or_update)
+    try:
+        await _patiently(f"stream {spec.name}", create_or_update)
+    except APIError as e:
+        if e.err_code != SUBJECTS_OVERLAP:
+            raise
+        # Typically the one ATTEST or NONCE stream of an older version, which took every source's subjects:
+        # it must be drained and removed by the operator (docs/operations.md, "Upgrading").
+        raise RuntimeError(
+            f"stream {spec.name}: another stream already takes its subjects {list(spec.subjects)} "
+            f"({e.description}); remove that stream once it is drained (docs/operations.md, 'Upgrading')"
+        ) from e
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

@@ -287,3 +287,23 @@ async def test_a_full_speed_flood_fills_only_its_own_sources_intake(kind: str, o
     else:
         assert any(f"'{names['mallory']}'" in line for line in dropped)  # the flood overran the shared queue
         assert stored < TENANT_REQUESTS
+
+
+async def test_a_stream_of_an_older_version_that_takes_the_subjects_is_named_at_start(nc: Client) -> None:
+    """The one ATTEST stream of an older version took every source's subjects: the new per-source stream
+    cannot be created beside it, and the replica says which subjects and what to do instead of retrying."""
+    token = uuid.uuid4().hex[:12]
+    old = replace(ATTEST_A, name=f"OLD{token}", subjects=(f"bounds.{token}.*",), max_msgs_per_subject=0)
+    await ensure_stream(nc.jetstream(), old)
+    new = replace(ATTEST_A, name=f"NEW{token}", subjects=(f"bounds.{token}.tenant-a",))
+    try:
+        with pytest.raises(RuntimeError, match="another stream already takes its subjects"):
+            await ensure_stream(nc.jetstream(), new)
+        # Control: once the old stream is gone, the new one is created.
+        await nc.jetstream().delete_stream(old.name)
+        await ensure_stream(nc.jetstream(), new)
+        assert (await nc.jetstream().stream_info(new.name)).config.subjects == list(new.subjects)
+    finally:
+        for name in (old.name, new.name):
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(name)
