@@ -593,8 +593,10 @@ async def run(args: argparse.Namespace) -> None:
             "CONTRAST_EMULATOR_DIR": str(emu_dir),
             "CONTRAST_INSECURE_FIXTURE_DIR": str(work / "fixture"),
             "CONTRAST_LOG_LEVEL": "ERROR",
-            # All drivers are one source: ration nothing, this measures what the replicas can do.
+            # All drivers are one source: ration and pace nothing, this measures what the replicas can do.
             "CONTRAST_NONCE_RATE": "1000000",
+            "CONTRAST_NONCE_PULL_RATE": "1000000",
+            "CONTRAST_ATTEST_PULL_RATE": "1000000",
             # Pre-built requests for the stage and overload runs wait in the queue longer than 10 s.
             "CONTRAST_NONCE_LIFETIME_MS": "120000",
         }

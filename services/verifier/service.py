@@ -331,9 +331,9 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
         )
         await rt.stack.enter_async_context(replica)
         v = _Verifier(rt, deps, replica, nonces, results, collateral, evidence)
-        # Two workers per source, one per stream of its own: a flooding source's streams are pulled no faster
-        # (the nonce stream at its pace, the attestation stream with its share of the in-flight slots), and
-        # the other sources' as if it were quiet.
+        # Two workers per source, one per stream of its own, each at its pace and the attestation stream with
+        # a share of the in-flight slots: a flooding source's streams are pulled no faster, and the other
+        # sources' as if it were quiet.
         share = max(8, deps.max_in_flight // len(deps.sources))
         workers: list[StreamWorker[Any]] = []
         for source in deps.sources:
@@ -356,6 +356,7 @@ def make_service(deps: ReplicaDeps | None = None) -> Service:
                     handler=v.verify,
                     max_in_flight=share,
                     timeout=4.0,
+                    pace=deps.attest_pull_rate,
                 )
             )
         return Handlers(

@@ -36,9 +36,10 @@ def _env_rate(name: str, default: int) -> Rate:
     return Rate(per_second=per_second, burst=max(1, 4 * per_second))
 
 
-def _pull_rate(per_second: int) -> Rate:
+def _pull_rate(name: str, default: int) -> Rate:
+    per_second = _env_int(name, default)
     if per_second < 1:
-        raise ValueError("CONTRAST_NONCE_PULL_RATE must be at least 1: at 0 no nonce is ever issued")
+        raise ValueError(f"{name} must be at least 1: at 0 nothing is ever pulled")
     return Rate(per_second=per_second, burst=max(1, per_second // 10))
 
 
@@ -69,9 +70,12 @@ class ReplicaDeps:
     )
     # Verifier: nonce requests one replica pulls per second from each source's stream; the rest wait in the
     # server's bounded queue of that source. Bursts of a tenth of a second's worth.
-    nonce_pull_rate: Rate = field(
-        default_factory=lambda: _pull_rate(_env_int("CONTRAST_NONCE_PULL_RATE", 250))
-    )
+    nonce_pull_rate: Rate = field(default_factory=lambda: _pull_rate("CONTRAST_NONCE_PULL_RATE", 250))
+    # Verifier: attestation requests one replica pulls per second from each source's stream, so that a source
+    # flooding its stream with garbage takes at most this much of the replica's work (dead-lettering costs
+    # about 0.3 ms a message) and the other sources' requests are verified as if it were quiet. About what a
+    # replica at its CPU request verifies; raise it for bigger replicas or single-namespace rollouts.
+    attest_pull_rate: Rate = field(default_factory=lambda: _pull_rate("CONTRAST_ATTEST_PULL_RATE", 250))
     # Verifier: signed answers to rejected requests per second (each one a signature and a stored result);
     # beyond it a rejection is counted but not answered, so a flood cannot fill the results bucket.
     rejection_answers: Rate = field(default_factory=lambda: _env_rate("CONTRAST_REJECTION_ANSWER_RATE", 20))
