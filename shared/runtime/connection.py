@@ -103,13 +103,14 @@ def client_options(credentials: NatsCredentials | None, *, identity: str | None 
     return options
 
 
-class DropLog:
-    """Counts messages the client dropped from a full subscription queue; :meth:`record` returns the count
-    to log at most once per ``every`` seconds, else None.
+class SummaryLog:
+    """Counts events that are logged in summary; :meth:`record` returns the count to log at most once per
+    ``every`` seconds, else None.
 
-    nats-py reports each drop from its read loop, before it reads the next message: a log line per drop
-    would make a flood's every message cost a write, the read loop would fall behind the socket, and the
-    requests behind the flood, other sources' included, would wait in the server's buffer for it.
+    Used for what a flood makes frequent: messages the client dropped from a full subscription queue (nats-py
+    reports each drop from its read loop, before it reads the next message: a log line per drop would make a
+    flood's every message cost a write, the read loop would fall behind the socket, and the requests behind
+    the flood, other sources' included, would wait in the server's buffer for it), and dead letters.
     """
 
     __slots__ = ("_clock", "_last", "_pending", "every")
@@ -165,7 +166,7 @@ async def connect(
     """Connect with unlimited reconnects (a replica outlives NATS restarts) and jittered backoff, as the user
     of ``credentials`` if given (see :func:`client_options` for ``identity``)."""
 
-    drops = DropLog()
+    drops = SummaryLog()
 
     async def on_error(e: Exception) -> None:
         if isinstance(e, SlowConsumerError):

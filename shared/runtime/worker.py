@@ -42,6 +42,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from contrast import subjects
 from contrast.errors import CollateralError, ContrastError, InternalError, RequestError, StateError
 from contrast.runtime.admission import Rate
+from contrast.runtime.connection import SummaryLog
 from contrast.runtime.endpoint import new_correlation_id, short
 from contrast.runtime.jetstream import ensure_consumer, ensure_stream
 from contrast.runtime.logs import get_logger
@@ -176,6 +177,7 @@ class WorkerRunner:
         self._outcomes: dict[str, Any] = {}
         self._advisories: Subscription | None = None
         self._backlog_task: asyncio.Task[None] | None = None
+        self._dead_letter_lines = SummaryLog()  # dead letters since the last log line
         self.running = False
 
     async def start(self) -> None:
@@ -395,11 +397,21 @@ class WorkerRunner:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=w.backoff(num_delivered))
             return "nak"
-        _log.warning("stream_dead_letter", worker=w.name, code=code, stream_seq=stream_seq)
+        self._log_dead_letter(code, stream_seq)
         self._metrics.deadletters.labels(w.consumer.durable, code).inc()
         with contextlib.suppress(Exception):
             await msg.term()
         return "term"
+
+    def _log_dead_letter(self, code: str, stream_seq: int) -> None:
+        # In summary, at most one line per interval: a flood of garbage is dead-lettered at the worker's pace,
+        # and a line each would spend the replica's CPU on its log. Each letter is in EVENTS and counted in
+        # contrast_deadletters_total.
+        count = self._dead_letter_lines.record()
+        if count is not None:
+            _log.warning(
+                "stream_dead_letters", worker=self.worker.name, count=count, code=code, stream_seq=stream_seq
+            )
 
     async def _publish_dead_letter(self, letter: DeadLetter) -> None:
         headers = inject({MSG_ID_HEADER: f"deadletter-{letter.stream}-{letter.stream_seq}"})
@@ -432,5 +444,5 @@ class WorkerRunner:
         except Exception as e:
             _log.error("deadletter_publish_failed", worker=w.name, error=type(e).__name__)
             return
-        _log.warning("stream_dead_letter", worker=w.name, code=letter.code, stream_seq=letter.stream_seq)
+        self._log_dead_letter(letter.code, letter.stream_seq)
         self._metrics.deadletters.labels(w.consumer.durable, letter.code).inc()

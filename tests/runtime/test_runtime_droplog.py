@@ -13,7 +13,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from contrast.runtime import connection
-from contrast.runtime.connection import DropLog, connect
+from contrast.runtime.connection import SummaryLog, connect
 from contrast.runtime.natsserver import NatsServer
 
 
@@ -27,7 +27,7 @@ class Clock:
 
 def test_drops_are_counted_and_reported_at_most_once_per_interval() -> None:
     clock = Clock()
-    log = DropLog(every=5.0, clock=clock)
+    log = SummaryLog(every=5.0, clock=clock)
     assert log.record() == 1  # the first drop is reported at once
     assert [log.record() for _ in range(999)] == [None] * 999
     clock.now += 4.9
