@@ -82,9 +82,20 @@ class _Refusal(msgspec.Struct):
 
 
 _REFUSED_BACKOFF = (0.01, 0.2)  # seconds: first and largest pause before asking again after a refusal
+# Seconds without an answer before the same request is sent again, on the same inbox (doubling). In a cluster
+# the node the answer is published on learns of our fresh inbox asynchronously, over a route that a flood can
+# hold up for seconds; an answer published before that is dropped there. An answer takes milliseconds.
+NONCE_RESEND_AFTER = 0.25
 
 
-async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer | None = None) -> bytes:
+async def ask_nonce(
+    nc: Client,
+    source: str,
+    *,
+    timeout: float,
+    tracer: Tracer | None = None,
+    resend_after: float = NONCE_RESEND_AFTER,
+) -> bytes:
     """A fresh nonce for an initializer of ``source`` (the NATS user ``nc`` connects as).
 
     Publishes a :class:`NonceRequest` that names a fresh inbox of the source on its nonce subject, where the
@@ -92,13 +103,16 @@ async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer |
     inbox. The stored message loses the publish's reply subject, which is that same inbox: there the server
     acknowledges the publish, or says that it refused it because the source's stream is full; then it is
     asked again after a short, growing, jittered pause (a burst of one namespace's pods gets in as the queue
-    drains, instead of waiting out the timeout). Raises ``state.unavailable`` if no nonce comes within
-    ``timeout`` (dropped over the source's ration, lost, or still refused) or nothing serves the subject.
+    drains, instead of waiting out the timeout). Without any answer after ``resend_after`` (then twice that,
+    and so on), the request is sent again on the same inbox: an answer lost on the way (published on a node
+    that did not know the inbox yet) is replaced by the next one. Raises ``state.unavailable`` if no nonce
+    comes within ``timeout`` (dropped over the source's ration, lost, or still refused) or nothing serves
+    the subject.
     """
     tracer = tracer or current_tracer()
     # An inbox of the source's own (whatever inbox prefix ``nc`` was given): the only kind a verifier answers.
     inbox = f"{inbox_prefix(source)}.{secrets.token_urlsafe(16)}"
-    answers: asyncio.Queue[Msg] = asyncio.Queue(maxsize=4)
+    answers: asyncio.Queue[Msg] = asyncio.Queue(maxsize=16)
 
     async def on_answer(msg: Msg) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # only verifiers and the server publish here
@@ -112,12 +126,19 @@ async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer |
             subjects.ATTEST_NONCE, kind=SpanKind.PRODUCER, attributes=_PUBLISH_ATTRIBUTES
         ) as span:
             request, headers = encode(NonceRequest(reply=inbox)), inject({})
-            refusals = 0
+            refusals = resends = 0
+            wait = resend_after
             try:
                 async with asyncio.timeout(timeout):
                     await nc.publish(subject, request, reply=inbox, headers=headers)
                     while True:
-                        msg = await answers.get()
+                        try:
+                            async with asyncio.timeout(wait):
+                                msg = await answers.get()
+                        except TimeoutError:
+                            resends, wait = resends + 1, 2 * wait
+                            await nc.publish(subject, request, reply=inbox, headers=headers)
+                            continue
                         if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
                             span.set_status(Status(StatusCode.ERROR, "no responders"))
                             raise StateError(
@@ -136,7 +157,8 @@ async def ask_nonce(nc: Client, source: str, *, timeout: float, tracer: Tracer |
             except TimeoutError:
                 span.set_status(Status(StatusCode.ERROR, "timeout"))
                 raise StateError(
-                    "unavailable", f"no nonce within {timeout} s ({refusals} refused by a full queue)"
+                    "unavailable",
+                    f"no nonce within {timeout} s ({refusals} refused by a full queue, {resends} sent again)",
                 ) from None
     finally:
         with contextlib.suppress(Exception):
@@ -153,7 +175,12 @@ class InitializerConfig:
     # over the source's ration, a node froze) is asked again after this, not after
     # request_timeout: it is cheap and rationed per source.
     nonce_timeout: float = 1.0
-    poll_interval: float = 2.0  # KV fallback
+    nonce_resend: float = NONCE_RESEND_AFTER  # the same request again, on the same inbox, without an answer
+    # KV fallback: the stored result is read if it has not come on its subject after first_poll (a stored
+    # answer republished before the subscription reached the node it was stored on is lost: docs/protocol.md
+    # §3), then every poll_interval.
+    first_poll: float = 0.5
+    poll_interval: float = 2.0
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
 
@@ -164,7 +191,7 @@ class InitializerConfig:
                     f"no {role.value} policy hash is pinned: Coordinator answers cannot be authenticated"
                 )
         timeouts = (self.deadline, self.attempt_timeout, self.request_timeout, self.nonce_timeout)
-        if min(*timeouts, self.poll_interval) <= 0:
+        if min(*timeouts, self.poll_interval, self.first_poll, self.nonce_resend) <= 0:
             raise ValueError("timeouts must be positive")
 
 
@@ -265,7 +292,9 @@ class Initializer:
         tls_spki = spki(tls_public)
         hpke_pub = hpke_key.public_bytes()
         tracer = self._tracer
-        nonce = await ask_nonce(self.nc, self.source, timeout=cfg.nonce_timeout, tracer=tracer)
+        nonce = await ask_nonce(
+            self.nc, self.source, timeout=cfg.nonce_timeout, tracer=tracer, resend_after=cfg.nonce_resend
+        )
         evidence = await self.platform.evidence(report_data(Label.MESH_CERT, nonce, tls_spki, hpke_pub))
         own = self._own_identity(evidence, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
         annotate_attestation(policy_hash=own.policy_hash)  # on the attestation's root span
@@ -327,11 +356,13 @@ class Initializer:
                 await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _await_answer(self, inbox: asyncio.Queue[bytes], exp: Expectation) -> OpenedBundle:
+        wait = min(self.config.first_poll, self.config.poll_interval)
         while True:
             try:
-                async with asyncio.timeout(self.config.poll_interval):  # unlike wait_for, no task per wait
+                async with asyncio.timeout(wait):  # unlike wait_for, no task per wait
                     raw = await inbox.get()
             except TimeoutError:
+                wait = self.config.poll_interval
                 stored = await self._stored(exp.request_id)
                 if stored is None:
                     continue
