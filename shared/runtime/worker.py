@@ -148,6 +148,13 @@ class _MaxDeliveries(msgspec.Struct):
     deliveries: int
 
 
+# What the dead letter of a message that does not even decode keeps of it: enough to recognise it. It cannot
+# be replayed after a fix, and a flood of garbage would otherwise copy itself into EVENTS (up to the stream's
+# max message size each) and push the audit log's older entries out.
+UNREADABLE_KEPT: Final = 1024
+_UNREADABLE: Final = frozenset({"request.decode", "request.too_large"})
+
+
 class WorkerRunner:
     """Runs one :class:`StreamWorker` in this replica."""
 
@@ -387,7 +394,7 @@ class WorkerRunner:
             deliveries=num_delivered,
             code=code,
             message=short(message),
-            payload=msg.data[: w.consumer.stream.max_msg_size],
+            payload=msg.data[: UNREADABLE_KEPT if code in _UNREADABLE else w.consumer.stream.max_msg_size],
         )
         try:
             await self._publish_dead_letter(letter)

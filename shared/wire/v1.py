@@ -483,7 +483,9 @@ class DeadLetter(WireStruct, frozen=True, kw_only=True):
     """Event on ``contrast.v1.events.deadletter``: a stream message was given up on (terminated).
 
     ``payload`` is the original message (bounded by the stream's max message size) so that an operator can
-    replay it after a fix; it may contain only what the stream held anyway.
+    replay it after a fix; it may contain only what the stream held anyway. A message that does not even
+    decode (``request.decode``, ``request.too_large``) keeps only its first KiB: it cannot be replayed, and a
+    flood of garbage must not fill the audit log.
     """
 
     stream: Name

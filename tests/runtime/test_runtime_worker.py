@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from contrast import subjects
 from contrast.runtime import RunningService, RuntimeConfig, serve
+from contrast.runtime.worker import UNREADABLE_KEPT
 from contrast.subjects import ConsumerSpec
 from contrast.wire.v1 import DeadLetter, decoder, encode
 from tests.runtime.procs import spawn, wait_ready
@@ -94,7 +95,8 @@ async def test_poison_is_dead_lettered_and_terminated(worker: RunningService, nc
     job = Job(job_id=uuid.uuid4().hex, kind="poison")
     await submit(js, job)
     garbage_id = uuid.uuid4().hex
-    await js.publish(WORK, b"\xc1not msgpack", headers={"Nats-Msg-Id": garbage_id})
+    garbage = b"\xc1not msgpack" + bytes(4000)
+    await js.publish(WORK, garbage, headers={"Nats-Msg-Id": garbage_id})
     got: dict[str, DeadLetter] = {}
     while len(got) < 2:
         letter = decoder(DeadLetter).decode((await letters.next_msg(timeout=5)).data)
@@ -105,6 +107,10 @@ async def test_poison_is_dead_lettered_and_terminated(worker: RunningService, nc
     assert got[job.job_id].deliveries == 1
     assert got[garbage_id].code == "request.decode"
     assert got[garbage_id].stream == WORK_STREAM.name
+    # What does not decode keeps only enough to recognise it (a flood must not fill the audit log with it);
+    # what decodes keeps all, to be replayed after a fix (above).
+    assert got[garbage_id].payload == garbage[:UNREADABLE_KEPT]
+    assert len(garbage) > UNREADABLE_KEPT
     await work_queue_empty(js)
     assert await done_for(js, job.job_id) == []
     # the dead letter is itself durable (EVENTS stream)
