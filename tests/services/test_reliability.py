@@ -123,11 +123,15 @@ async def test_sigkill_of_a_verifier_and_a_ca_loses_nothing(
         # Each victim is the only replica of its kind, so unacked work on its consumer is its own: it is
         # SIGKILLed while it holds some, and a fresh replica (as Kubernetes would start) must finish it.
         for kind, consumer in (("verifier", VERIFY), ("ca", subjects.CA_CONSUMER)):
+            victim = procs[f"{kind}-1"]
             for _ in range(1000):
+                # Stopped first, so that what the server counts as unacked stays unacked until the kill.
+                victim.send_signal(signal.SIGSTOP)
                 if (await js.consumer_info(consumer.stream.name, consumer.durable)).num_ack_pending > 0:
                     break
+                victim.send_signal(signal.SIGCONT)
                 await asyncio.sleep(0.01)
-            procs[f"{kind}-1"].send_signal(signal.SIGKILL)
+            victim.send_signal(signal.SIGKILL)
             procs.spawn(kind, f"{kind}-2")
             await wait_ready(p.nc, kind, 1, timeout=30)
         results = await load
