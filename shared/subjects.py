@@ -30,7 +30,7 @@ ATTEST_NONCE: Final = f"{PREFIX}.attest.nonce"  # .<source>: JetStream NONCE_<so
 ATTEST_REQUESTED: Final = f"{PREFIX}.attest.requested"  # .<source>: JetStream ATTEST_<source> (work queue)
 ATTEST_REQUESTED_ANY: Final = f"{ATTEST_REQUESTED}.*"  # every source's (a wildcard to subscribe with)
 DEFAULT_SOURCE: Final = "initializer"  # the source of an initializer without NATS credentials of its own
-MAX_SOURCES: Final = 256  # each source has its own nonce stream and consumer, which every verifier pulls
+MAX_SOURCES: Final = 256  # each source has two streams and consumers of its own, which every verifier pulls
 ATTEST_VERIFIED: Final = f"{PREFIX}.attest.verified"  # JetStream VERDICTS (work queue)
 # The answer for a request is KV `results` key <request-id>, written on RESULTS_KV_PREFIX.<request-id>. The
 # server republishes an entry on ATTEST_RESULT.<request-id> once it is stored (in a cluster: committed by a
@@ -253,7 +253,7 @@ def attest_stream(source: str) -> StreamSpec:
 # a verifier pulls them, at its paced rate per source (CONTRAST_NONCE_PULL_RATE). One stream per source, not
 # one shared stream with a per-subject bound: the NATS server queues every publish to a stream in that
 # stream's ingest queue before it can refuse it, so a source flooding at full speed (100,000s per second)
-# would fill a shared stream's queue (up to 100,000 messages, then dropped at random) and every other
+# would fill a shared stream's queue (up to 100,000 messages, then refused or dropped) and every other
 # source's request would wait behind it for seconds, or be dropped (bench/flood.py --nats 3; docs/
 # performance.md). With a stream each, the flood fills only its own queue. A source holds at most 8 requests
 # (discard new): a burst of one namespace's pods gets in as the verifiers drain it. A request older than 2 s

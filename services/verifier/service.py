@@ -12,14 +12,13 @@ within a budget of signed answers per second (``ReplicaDeps.rejection_answers``)
 counted but not answered, so a flood cannot spend the replica's signatures or fill the results bucket.
 
 Nonce requests (``contrast.v1.attest.nonce.<source>``) wait in their source's bounded work queue
-``NONCE_<source>``, which each replica pulls at a paced
-rate (``ReplicaDeps.nonce_pull_rate``): a flood of them costs a verifier a bounded share of its CPU and is
-refused by the NATS server, in the flooding source's own stream, beyond that. A nonce is answered only on an
-inbox of the request's own source, and issued within the source's ration (``ReplicaDeps.nonces_per_source``,
-which bounds the forged-evidence checks one source can cause); over it, the request is dropped unanswered.
-A transient fault (collateral, not ready) naks the request for a retry;
-a request still waiting for collateral at its last delivery gets a signed negative verdict with the
-``collateral.*`` code, so that it fails closed with a named reason. Nothing a client sends can crash the
+``NONCE_<source>``, which each replica pulls at a paced rate (``ReplicaDeps.nonce_pull_rate``): a flood of
+them costs a verifier a bounded share of its CPU and is refused by the NATS server, in the flooding source's
+own stream, beyond that. A nonce is answered only on an inbox of the request's own source, and issued within
+the source's ration (``ReplicaDeps.nonces_per_source``, which bounds the forged-evidence checks one source can
+cause); over it, the request is dropped unanswered. A transient fault (collateral, not ready) naks the request
+for a retry; a request still waiting for collateral at its last delivery gets a signed negative verdict with
+the ``collateral.*`` code, so that it fails closed with a named reason. Nothing a client sends can crash the
 replica.
 """
 
