@@ -3,10 +3,11 @@ replicas, two verifiers and ``--cas`` CA replicas (2 by default, as deployed) as
 attesting at a steady rate, while one fault at a time hits it:
 
 1. SIGKILL the JetStream meta leader (restarted after 5 s);
-2. SIGKILL the ATTEST stream's leader (restarted after 5 s);
-3. SIGSTOP the node that leads ATTEST for 10 s, then SIGCONT;
-4. SIGKILL a verifier, a CA, a manifest replica, each restarted at once (as Kubernetes would); with two CAs,
-   the killed one's verdicts are redelivered to the other.
+2. SIGKILL the leader of the first namespace's ATTEST stream (restarted after 5 s);
+3. SIGSTOP the node that leads that stream for 10 s, then SIGCONT;
+4. SIGKILL a verifier and a CA, each stopped for a second first so that it dies holding work, and a manifest
+   replica, each restarted at once (as Kubernetes would); with two CAs, the killed one's verdicts are
+   redelivered to the other.
 
 For each fault it prints the pods that started attesting (requested), completed, rejected and lost (neither
 by their deadline), the requests that were delivered two different bundles (conflicting), the time until

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from contrast import subjects
 from contrast.initializer.client import AttestationFailed, Initializer
 from contrast.testing.cluster import CoordinatorCluster
 from contrast.wire.v1 import AttestResult, decoder
+
+HOLD_BEFORE_KILL = 1.0  # seconds a replica killed "holding work" is stopped first, its pull request still out
 
 RECOVERED: float = 0.8  # share of the offered rate that counts as recovered throughput
 SLIDE: float = 3.0  # seconds of the sliding window the throughput is measured over
@@ -173,8 +176,17 @@ async def pause_stream_leader(cluster: CoordinatorCluster, nc: Client) -> Repair
     return repair
 
 
-def kill_replica(name: str) -> Callable[[CoordinatorCluster, Client], Awaitable[Repair]]:
+def kill_replica(
+    name: str, *, holding: bool = False
+) -> Callable[[CoordinatorCluster, Client], Awaitable[Repair]]:
+    """SIGKILL replica ``name``; with ``holding``, stopped for a second under load first: its outstanding pull
+    request keeps taking messages meanwhile, so it dies holding work that another replica must finish after
+    ``ack_wait`` (a kill at a random moment may find it holding nothing)."""
+
     async def inject(cluster: CoordinatorCluster, nc: Client) -> Repair:
+        if holding:
+            cluster.replicas[name].process.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(HOLD_BEFORE_KILL)
         await asyncio.to_thread(cluster.kill, name)
 
         async def repair() -> None:
@@ -190,8 +202,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("SIGKILL the JetStream meta leader", kill_meta_leader, hold=5.0),
     Fault("SIGKILL the ATTEST stream leader", kill_stream_leader, hold=5.0),
     Fault("SIGSTOP the ATTEST leader's node 10 s", pause_stream_leader, hold=10.0),
-    Fault("SIGKILL a verifier, restart it", kill_replica("verifier-1"), hold=0.0),
-    Fault("SIGKILL a CA, restart it", kill_replica("ca-1"), hold=0.0),
+    Fault("SIGKILL a verifier holding work, restart it", kill_replica("verifier-1", holding=True), hold=0.0),
+    Fault("SIGKILL a CA holding verdicts, restart it", kill_replica("ca-1", holding=True), hold=0.0),
     Fault("SIGKILL a manifest replica, restart it", kill_replica("manifest-1"), hold=0.0),
 )
 
