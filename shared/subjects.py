@@ -234,18 +234,33 @@ ATTEST_STREAM_PREFIX: Final = "ATTEST_"
 ATTEST_SHARE: Final = 2_000  # requests one source may have waiting
 
 
+def _source_stream(
+    prefix: str, subject: str, *, share: int, max_age: float, max_bytes: int, max_msg_size: int
+) -> StreamSpec:
+    # One source's requests: its one subject, a work queue of at most `share` requests (discard new); a
+    # request id sent again is deduplicated for up to two minutes.
+    return StreamSpec(
+        name=f"{prefix}{source_of(subject)}",
+        subjects=(subject,),
+        retention="workqueue",
+        max_age=max_age,
+        max_bytes=max_bytes,
+        max_msgs=share,
+        max_msg_size=max_msg_size,
+        duplicate_window=min(max_age, 2 * MINUTE),
+        max_msgs_per_subject=share,
+    )
+
+
 def attest_stream(source: str) -> StreamSpec:
     """Stream ``ATTEST_<source>``: the waiting attestation requests of one source."""
-    return StreamSpec(
-        name=f"{ATTEST_STREAM_PREFIX}{_token(source, 'source')}",
-        subjects=(attest_requested(source),),
-        retention="workqueue",
+    return _source_stream(
+        ATTEST_STREAM_PREFIX,
+        attest_requested(source),
+        share=ATTEST_SHARE,
         max_age=10 * MINUTE,
         max_bytes=64 * MiB,
-        max_msgs=ATTEST_SHARE,
         max_msg_size=256 * KiB,
-        duplicate_window=2 * MINUTE,
-        max_msgs_per_subject=ATTEST_SHARE,
     )
 
 
@@ -267,16 +282,13 @@ NONCE_SHARE: Final = 8  # requests one source may have waiting
 
 def nonce_stream(source: str) -> StreamSpec:
     """Stream ``NONCE_<source>``: the waiting nonce requests of one source."""
-    return StreamSpec(
-        name=f"{NONCE_STREAM_PREFIX}{_token(source, 'source')}",
-        subjects=(attest_nonce(source),),
-        retention="workqueue",
+    return _source_stream(
+        NONCE_STREAM_PREFIX,
+        attest_nonce(source),
+        share=NONCE_SHARE,
         max_age=2 * SECOND,
         max_bytes=64 * KiB,
-        max_msgs=NONCE_SHARE,
         max_msg_size=1 * KiB,
-        duplicate_window=2 * SECOND,
-        max_msgs_per_subject=NONCE_SHARE,
     )
 
 
